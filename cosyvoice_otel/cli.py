@@ -1,0 +1,138 @@
+"""The ``cosyvoice-traced`` command line: parse, validate, delegate.
+
+    cosyvoice-traced run [OPTIONS] [--] PROGRAM [ARGS...]   run PROGRAM traced (exec, drop-in)
+    cosyvoice-traced env [OPTIONS] [--format shell|dotenv]  print the environment `run` would set
+
+Options come from :data:`cosyvoice_otel.config.OPTIONS`; each is also read from
+``COSYVOICE_TRACED_<NAME>``, and ``OTEL_*`` variables already set are honoured. Precedence:
+flag > COSYVOICE_TRACED_* > OTEL_* > default. User mistakes print ONE line on stderr and exit 2.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from . import config, launcher
+from .version import __version__
+
+EXIT_USAGE = 2
+
+
+def _settings_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Attach one click option per row of the option table (values parsed later by config)."""
+    for option in reversed(config.OPTIONS):
+        help_text = f"{option.help} [env: {option.envvar}]"
+        if "/" in option.flag:
+            func = click.option(option.flag, option.name, default=None, help=help_text)(func)
+        else:
+            func = click.option(option.flag, option.name, default=None, metavar="VALUE",
+                                help=help_text)(func)
+    return func
+
+
+def _resolve(ctx: click.Context, params: dict[str, Any]) -> config.Settings:
+    given = {name: value for name, value in params.items()
+             if name in config.OPTIONS_BY_NAME
+             and ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
+    try:
+        return config.Settings.resolve(given)
+    except config.ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="cosyvoice-traced")
+def cli() -> None:
+    """Trace a CosyVoice service into Zipkin without touching its code."""
+
+
+@cli.command(context_settings={"allow_interspersed_args": False})
+@_settings_options
+@click.option("-m", "module", metavar="MODULE", default=None,
+              help="Run a library module as a script, like python -m MODULE.")
+@click.argument("program", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def run(ctx: click.Context, module: str | None, program: tuple[str, ...], **params: Any) -> None:
+    """Run PROGRAM under opentelemetry-instrument, replacing this process.
+
+    PROGRAM is `python app.py ...`, `app.py ...`, `-m package.module ...` or any executable
+    on PATH (`uvicorn app:app`). Its pid, signals, stdio and exit status are its own.
+    """
+    settings = _resolve(ctx, params)
+    argv = ["-m", module, *program] if module else list(program)
+    try:
+        resolved = launcher.resolve_program(argv)
+    except launcher.LaunchError as exc:
+        raise click.UsageError(str(exc)) from None
+    if not settings.tracing:
+        launcher.exec_untouched(resolved)
+    warning = launcher.uvicorn_warning(resolved)
+    if warning:
+        click.echo(warning, err=True)
+    if settings.debug:
+        for line in settings.describe():
+            click.echo(f"cosyvoice-traced: {line}", err=True)
+    try:
+        instrument = launcher.find_instrument()
+    except launcher.LaunchError as exc:
+        raise click.UsageError(str(exc)) from None
+    if settings.exporter == "zipkin":
+        launcher.check_endpoint_in_background(settings.zipkin_endpoint)
+    launcher.exec_traced(instrument, resolved, settings.render())
+
+
+@cli.command("env")
+@_settings_options
+@click.option("--format", "fmt", type=click.Choice(["shell", "dotenv"]), default="shell",
+              show_default=True, help="shell: `export K=V` lines; dotenv: `K=V` lines.")
+@click.option("--check-endpoint", is_flag=True,
+              help="Also warn on stderr (in the background) if the endpoint does not answer.")
+@click.pass_context
+def env_command(ctx: click.Context, fmt: str, check_endpoint: bool, **params: Any) -> None:
+    """Print the environment `run` would give the program (for CI, containers, .env files)."""
+    settings = _resolve(ctx, params)
+    if not settings.tracing:
+        click.echo("# tracing disabled: the program runs untouched, nothing to set")
+        return
+    if check_endpoint and settings.exporter == "zipkin":
+        launcher.check_endpoint_in_background(settings.zipkin_endpoint)
+    for key, value in sorted(settings.render().items()):
+        if fmt == "shell":
+            click.echo(f"export {key}={shlex.quote(value)}")
+        else:
+            click.echo(f"{key}={_dotenv_quote(value)}")
+
+
+def _dotenv_quote(value: str) -> str:
+    if value and all(c.isalnum() or c in "._-/:,=@+" for c in value):
+        return value
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
+    return f'"{escaped}"'
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry: click in non-standalone mode so every error is one line."""
+    try:
+        result = cli.main(args=argv, prog_name="cosyvoice-traced", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+        return 0
+    except click.UsageError as exc:
+        message = exc.format_message().splitlines()[0] if exc.format_message() else "usage error"
+        sys.stderr.write(f"cosyvoice-traced: error: {message}\n")
+        return EXIT_USAGE
+    except click.ClickException as exc:
+        sys.stderr.write(f"cosyvoice-traced: error: {exc.format_message()}\n")
+        return exc.exit_code
+    except click.exceptions.Abort:
+        return 130
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

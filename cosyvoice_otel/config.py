@@ -1,0 +1,335 @@
+"""One settings object for the launcher, and the environment it renders for the traced app.
+
+Every option is a row of ``OPTIONS``: its flag, its ``COSYVOICE_TRACED_<NAME>`` variable, the
+``OTEL_*`` variable that may already carry it, a parser and a default. One precedence rule
+applies to all of them::
+
+    command-line flag  >  COSYVOICE_TRACED_<NAME>  >  OTEL_* already in the environment  >  default
+
+``Settings.render()`` turns the resolved settings into the variables the child process gets;
+``cosyvoice-traced run``, ``cosyvoice-traced env`` and ``launch.sh`` all go through it, so the three
+can never disagree.
+
+Bad values raise ``ConfigError`` whose message names the flag or variable and what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+ENV_PREFIX = "COSYVOICE_TRACED_"
+
+EXPORTERS = ("zipkin", "otlp", "console", "none")
+# What OTEL_TRACES_EXPORTER says -> our exporter name. "zipkin" (protobuf) is read as the JSON
+# exporter: the protobuf one is not installed (it pins an old protobuf) and Zipkin reads both.
+_OTEL_EXPORTER_NAMES = {
+    "zipkin_json": "zipkin",
+    "zipkin": "zipkin",
+    "otlp": "otlp",
+    "otlp_proto_http": "otlp",
+    "console": "console",
+    "none": "none",
+}
+_EXPORTER_TO_OTEL = {"zipkin": "zipkin_json", "otlp": "otlp_proto_http", "console": "console",
+                     "none": "none"}
+
+# W3C first (the OTel default), then B3 multi: on extraction the B3 propagator reads the single
+# `b3` header as well as the X-B3-* set, so this accepts all three formats a client may send.
+DEFAULT_PROPAGATORS = "tracecontext,baggage,b3multi"
+KNOWN_PROPAGATORS = ("tracecontext", "baggage", "b3", "b3multi", "jaeger", "xray", "ot_trace",
+                     "none")
+
+DEFAULT_ZIPKIN_ENDPOINT = "http://localhost:9411/api/v2/spans"
+
+
+class ConfigError(ValueError):
+    """A user mistake in a flag or variable; the message is one line naming it."""
+
+
+# ---------------------------------------------------------------- value parsers (raise ValueError)
+
+def parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+def parse_rate(text: str) -> float:
+    try:
+        rate = float(text)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected a number between 0 and 1, got {text!r}") from None
+    if not 0.0 <= rate <= 1.0:  # also rejects nan
+        raise ValueError(f"expected a number between 0 and 1, got {text!r}")
+    return rate
+
+
+def parse_http_url(text: str) -> str:
+    parts = urlsplit(text.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"expected an http:// or https:// URL, got {text!r}")
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ValueError(f"bad port in URL {text!r}") from None
+    return text.strip()
+
+
+def parse_exporter(text: str) -> str:
+    value = text.strip().lower()
+    if value not in EXPORTERS:
+        raise ValueError(f"expected one of {', '.join(EXPORTERS)}, got {text!r}")
+    return value
+
+
+def parse_propagators(text: str) -> str:
+    names = [n.strip().lower() for n in text.split(",") if n.strip()]
+    if not names:
+        raise ValueError("expected a comma-separated list of propagators, got nothing")
+    unknown = [n for n in names if n not in KNOWN_PROPAGATORS]
+    if unknown:
+        raise ValueError(
+            f"unknown propagator {unknown[0]!r}; known: {', '.join(KNOWN_PROPAGATORS)}")
+    return ",".join(names)
+
+
+def parse_seconds(text: str) -> int:
+    """Whole seconds, because that is what the Python Zipkin exporter parses (not the spec's ms)."""
+    value = text.strip().lower()
+    scale = 1.0
+    if value.endswith("ms"):
+        value, scale = value[:-2], 0.001
+    elif value.endswith("s"):
+        value = value[:-1]
+    try:
+        seconds = float(value) * scale
+    except ValueError:
+        raise ValueError(f"expected seconds such as 5, 5s or 2500ms, got {text!r}") from None
+    if not 0 < seconds <= 600:
+        raise ValueError(f"expected a timeout between 1 ms and 600 s, got {text!r}")
+    return max(1, round(seconds))
+
+
+def parse_text(text: str) -> str:
+    value = text.strip()
+    if not value:
+        raise ValueError("must not be empty")
+    if "," in value or "=" in value:
+        raise ValueError(f"must not contain ',' or '=', got {text!r}")
+    return value
+
+
+# ------------------------------------------------------------- reading what OTEL_* already says
+
+def _resource_attributes(environ: Mapping[str, str]) -> dict[str, str]:
+    attrs: dict[str, str] = {}
+    for item in environ.get("OTEL_RESOURCE_ATTRIBUTES", "").split(","):
+        key, sep, value = item.partition("=")
+        if sep and key.strip():
+            attrs[key.strip()] = value.strip()
+    return attrs
+
+
+def _otel_exporter(environ: Mapping[str, str]) -> str | None:
+    first = environ.get("OTEL_TRACES_EXPORTER", "").split(",")[0].strip().lower()
+    return _OTEL_EXPORTER_NAMES.get(first)
+
+
+def _otel_sampling_rate(environ: Mapping[str, str]) -> float | None:
+    sampler = environ.get("OTEL_TRACES_SAMPLER", "").strip().lower()
+    if sampler in ("always_on", "parentbased_always_on"):
+        return 1.0
+    if sampler in ("always_off", "parentbased_always_off"):
+        return 0.0
+    if sampler in ("traceidratio", "parentbased_traceidratio"):
+        try:
+            return parse_rate(environ.get("OTEL_TRACES_SAMPLER_ARG", "1.0"))
+        except ValueError:
+            return None
+    return None
+
+
+def _otel_var(name: str) -> Callable[[Mapping[str, str]], str | None]:
+    return lambda environ: environ.get(name) or None
+
+
+def _otel_resource(key: str) -> Callable[[Mapping[str, str]], str | None]:
+    return lambda environ: _resource_attributes(environ).get(key) or None
+
+
+def _otel_tracing(environ: Mapping[str, str]) -> bool | None:
+    if "OTEL_SDK_DISABLED" not in environ:
+        return None
+    try:
+        return not parse_bool(environ["OTEL_SDK_DISABLED"])
+    except ValueError:
+        return None
+
+
+# --------------------------------------------------------------------------- the option table
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: where it may come from and how its text is checked."""
+
+    name: str
+    flag: str
+    default: Any
+    parse: Callable[[str], Any]
+    help: str
+    from_otel: Callable[[Mapping[str, str]], Any] | None = None
+    otel_name: str = ""  # shown in docs: the OTEL_* variable read as the fallback
+
+    @property
+    def envvar(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("tracing", "--enable-tracing/--disable-tracing", True, parse_bool,
+           "Kill switch: --disable-tracing runs the program untouched (zero overhead).",
+           _otel_tracing, "OTEL_SDK_DISABLED (inverted)"),
+    Option("zipkin_endpoint", "--zipkin-endpoint", DEFAULT_ZIPKIN_ENDPOINT, parse_http_url,
+           "Zipkin's span intake, http(s)://HOST:9411/api/v2/spans.",
+           _otel_var("OTEL_EXPORTER_ZIPKIN_ENDPOINT"), "OTEL_EXPORTER_ZIPKIN_ENDPOINT"),
+    Option("exporter", "--exporter", "zipkin", parse_exporter,
+           "Where spans go: zipkin (JSON v2), otlp (OTLP/HTTP), console or none.",
+           _otel_exporter, "OTEL_TRACES_EXPORTER"),
+    Option("service_name", "--service-name", "cosyvoice3", parse_text,
+           "The service name shown in Zipkin.",
+           _otel_var("OTEL_SERVICE_NAME"), "OTEL_SERVICE_NAME"),
+    Option("service_version", "--service-version", None, parse_text,
+           "Resource attribute service.version (compare model versions).",
+           _otel_resource("service.version"), "OTEL_RESOURCE_ATTRIBUTES service.version"),
+    Option("environment", "--environment", None, parse_text,
+           "Resource attribute deployment.environment.name (prod, staging, ...).",
+           _otel_resource("deployment.environment.name"),
+           "OTEL_RESOURCE_ATTRIBUTES deployment.environment.name"),
+    Option("sampling_rate", "--sampling-rate", 1.0, parse_rate,
+           "Share of new traces kept, 0..1; an incoming sampled decision is honoured.",
+           _otel_sampling_rate, "OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG"),
+    Option("propagators", "--propagators", DEFAULT_PROPAGATORS, parse_propagators,
+           "Context formats read from requests (W3C, B3 single and multi by default).",
+           _otel_var("OTEL_PROPAGATORS"), "OTEL_PROPAGATORS"),
+    Option("export_timeout", "--export-timeout", 5, parse_seconds,
+           "Exporter HTTP timeout (5, 5s, 2500ms); rounded to the whole seconds the SDK reads.",
+           _otel_var("OTEL_EXPORTER_ZIPKIN_TIMEOUT"), "OTEL_EXPORTER_ZIPKIN_TIMEOUT"),
+    Option("stage_spans", "--stage-spans/--no-stage-spans", True, parse_bool,
+           "Add CosyVoice pipeline stage spans (frontend, LLM, flow, vocoder)."),
+    Option("debug", "--debug/--no-debug", False, parse_bool,
+           "Print the resolved configuration and turn on OTel debug logging."),
+)
+OPTIONS_BY_NAME = {o.name: o for o in OPTIONS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The resolved configuration: each value plus where it came from (flag, env, otel, default)."""
+
+    values: Mapping[str, Any]
+    sources: Mapping[str, str] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @classmethod
+    def resolve(cls, flags: Mapping[str, Any] | None = None,
+                environ: Mapping[str, str] | None = None) -> Settings:
+        """Apply the one precedence rule. ``flags`` holds only options given on the command line."""
+        flags = flags or {}
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        sources: dict[str, str] = {}
+        for option in OPTIONS:
+            if flags.get(option.name) is not None:
+                value = flags[option.name]
+                if isinstance(value, str):
+                    try:
+                        value = option.parse(value)
+                    except ValueError as exc:
+                        raise ConfigError(f"{option.flag.split('/')[0]}: {exc}") from None
+                values[option.name], sources[option.name] = value, "flag"
+                continue
+            raw = environ.get(option.envvar)
+            if raw is not None and raw.strip() != "":
+                try:
+                    values[option.name] = option.parse(raw)
+                except ValueError as exc:
+                    raise ConfigError(f"{option.envvar}: {exc}") from None
+                sources[option.name] = "env"
+                continue
+            from_otel = option.from_otel(environ) if option.from_otel else None
+            if from_otel is not None:
+                try:
+                    values[option.name] = (option.parse(from_otel) if isinstance(from_otel, str)
+                                           else from_otel)
+                except ValueError as exc:
+                    raise ConfigError(f"{option.otel_name}: {exc}") from None
+                sources[option.name] = "otel"
+                continue
+            values[option.name], sources[option.name] = option.default, "default"
+        return cls(values, sources)
+
+    def render(self, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The variables to set in the traced program's environment (on top of ``environ``)."""
+        environ = os.environ if environ is None else environ
+        env: dict[str, str] = {
+            "OTEL_SERVICE_NAME": self.service_name,
+            "OTEL_TRACES_EXPORTER": _EXPORTER_TO_OTEL[self.exporter],
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": _format_rate(self.sampling_rate),
+            "OTEL_PROPAGATORS": self.propagators,
+            # distro defaults metrics and logs to OTLP too; they stay off unless the user asked.
+            "OTEL_METRICS_EXPORTER": environ.get("OTEL_METRICS_EXPORTER", "none"),
+            "OTEL_LOGS_EXPORTER": environ.get("OTEL_LOGS_EXPORTER", "none"),
+        }
+        if self.exporter == "zipkin":
+            env["OTEL_EXPORTER_ZIPKIN_ENDPOINT"] = self.zipkin_endpoint
+            env["OTEL_EXPORTER_ZIPKIN_TIMEOUT"] = str(self.export_timeout)
+        elif self.exporter == "otlp":
+            env["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"] = "http/protobuf"
+            env["OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"] = str(self.export_timeout * 1000)
+        resource = _resource_attributes(environ)
+        for key, value in (("service.version", self.service_version),
+                           ("deployment.environment.name", self.environment)):
+            if value is not None:
+                resource[key] = value
+        if resource:
+            env["OTEL_RESOURCE_ATTRIBUTES"] = ",".join(f"{k}={v}" for k, v in resource.items())
+        if self.debug:
+            env["OTEL_LOG_LEVEL"] = "debug"
+        # The resolved settings travel too, so the in-process plugin reads exactly what we chose.
+        for option in OPTIONS:
+            if option.name == "tracing":
+                continue
+            value = self.values[option.name]
+            if value is not None:
+                env[option.envvar] = _format_value(value)
+        return env
+
+    def describe(self) -> list[str]:
+        """Human-readable lines 'name = value (source)' for --debug output."""
+        return [f"{o.name} = {self.values[o.name]!r} ({self.sources.get(o.name, '?')})"
+                for o in OPTIONS]
+
+
+def _format_rate(rate: float) -> str:
+    return repr(float(rate))
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return _format_rate(value)
+    return str(value)
