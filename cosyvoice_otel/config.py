@@ -15,6 +15,7 @@ Bad values raise ``ConfigError`` whose message names the flag or variable and wh
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -114,7 +115,7 @@ def parse_seconds(text: str) -> int:
         raise ValueError(f"expected seconds such as 5, 5s or 2500ms, got {text!r}") from None
     if not 0 < seconds <= 600:
         raise ValueError(f"expected a timeout between 1 ms and 600 s, got {text!r}")
-    return max(1, round(seconds))
+    return max(1, math.ceil(seconds))  # round up: never shorter than asked
 
 
 def parse_text(text: str) -> str:
@@ -219,7 +220,7 @@ OPTIONS: tuple[Option, ...] = (
            "Context formats read from requests (W3C, B3 single and multi by default).",
            _otel_var("OTEL_PROPAGATORS"), "OTEL_PROPAGATORS"),
     Option("export_timeout", "--export-timeout", 5, parse_seconds,
-           "Exporter HTTP timeout (5, 5s, 2500ms); rounded to the whole seconds the SDK reads.",
+           "Exporter HTTP timeout (5, 5s, 2500ms); rounded up to the whole seconds the SDK reads.",
            _otel_var("OTEL_EXPORTER_ZIPKIN_TIMEOUT"), "OTEL_EXPORTER_ZIPKIN_TIMEOUT"),
     Option("stage_spans", "--stage-spans/--no-stage-spans", True, parse_bool,
            "Add CosyVoice pipeline stage spans (frontend, LLM, flow, vocoder)."),

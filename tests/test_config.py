@@ -1,0 +1,113 @@
+"""The settings table: one precedence rule, validation, and the rendered child environment."""
+
+import pytest
+
+from cosyvoice_otel.config import OPTIONS, ConfigError, Settings, parse_seconds
+
+
+def test_defaults_render_a_zipkin_json_setup() -> None:
+    env = Settings.resolve({}, {}).render({})
+    assert env["OTEL_TRACES_EXPORTER"] == "zipkin_json"
+    assert env["OTEL_EXPORTER_ZIPKIN_ENDPOINT"] == "http://localhost:9411/api/v2/spans"
+    assert env["OTEL_SERVICE_NAME"] == "cosyvoice3"
+    assert env["OTEL_METRICS_EXPORTER"] == "none"
+    assert env["OTEL_LOGS_EXPORTER"] == "none"
+    assert env["OTEL_TRACES_SAMPLER"] == "parentbased_traceidratio"
+    assert env["OTEL_TRACES_SAMPLER_ARG"] == "1.0"
+    assert set(env["OTEL_PROPAGATORS"].split(",")) >= {"tracecontext", "b3multi"}
+
+
+@pytest.mark.parametrize(
+    ("name", "flag", "ours", "otel", "default"),
+    [
+        ("service_name", "from-flag", "from-ours", {"OTEL_SERVICE_NAME": "from-otel"},
+         "cosyvoice3"),
+        ("sampling_rate", "0.25", "0.5",
+         {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.75"}, 1.0),
+        ("zipkin_endpoint", "http://flag:9411/api/v2/spans", "http://ours:9411/api/v2/spans",
+         {"OTEL_EXPORTER_ZIPKIN_ENDPOINT": "http://otel:9411/api/v2/spans"},
+         "http://localhost:9411/api/v2/spans"),
+        ("exporter", "console", "otlp", {"OTEL_TRACES_EXPORTER": "none"}, "zipkin"),
+        ("service_version", "1.0", "2.0", {"OTEL_RESOURCE_ATTRIBUTES": "service.version=3.0"},
+         None),
+        ("propagators", "b3", "b3multi", {"OTEL_PROPAGATORS": "tracecontext"},
+         "tracecontext,baggage,b3multi"),
+    ],
+)
+def test_one_precedence_flag_then_ours_then_otel_then_default(name, flag, ours, otel,
+                                                               default) -> None:
+    option = next(o for o in OPTIONS if o.name == name)
+    parse = option.parse
+    all_env = {option.envvar: ours, **otel}
+    assert Settings.resolve({name: flag}, all_env).values[name] == parse(flag)
+    assert Settings.resolve({}, all_env).values[name] == parse(ours)
+    resolved_otel = Settings.resolve({}, otel)
+    assert resolved_otel.sources[name] == "otel"
+    assert resolved_otel.values[name] != default
+    assert Settings.resolve({}, {}).values[name] == default
+
+
+def test_sources_are_reported() -> None:
+    s = Settings.resolve({"debug": True}, {"COSYVOICE_TRACED_SERVICE_NAME": "svc"})
+    assert s.sources["debug"] == "flag"
+    assert s.sources["service_name"] == "env"
+    assert s.sources["exporter"] == "default"
+
+
+def test_otel_sdk_disabled_is_the_kill_switch() -> None:
+    assert Settings.resolve({}, {"OTEL_SDK_DISABLED": "true"}).tracing is False
+    assert Settings.resolve({"tracing": True}, {"OTEL_SDK_DISABLED": "true"}).tracing is True
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "names"),
+    [
+        ({"sampling_rate": "1.5"}, {}, "--sampling-rate"),
+        ({"sampling_rate": "abc"}, {}, "--sampling-rate"),
+        ({"sampling_rate": "nan"}, {}, "--sampling-rate"),
+        ({"zipkin_endpoint": "localhost:9411"}, {}, "--zipkin-endpoint"),
+        ({"exporter": "jaeger"}, {}, "--exporter"),
+        ({"propagators": "w3c"}, {}, "--propagators"),
+        ({}, {"COSYVOICE_TRACED_SAMPLING_RATE": "-1"}, "COSYVOICE_TRACED_SAMPLING_RATE"),
+        ({}, {"COSYVOICE_TRACED_STAGE_SPANS": "maybe"}, "COSYVOICE_TRACED_STAGE_SPANS"),
+        ({}, {"OTEL_EXPORTER_ZIPKIN_ENDPOINT": "zipkin:9411"}, "OTEL_EXPORTER_ZIPKIN_ENDPOINT"),
+    ],
+)
+def test_bad_values_name_their_source(flags, env, names) -> None:
+    with pytest.raises(ConfigError) as err:
+        Settings.resolve(flags, env)
+    message = str(err.value)
+    assert message.startswith(names)
+    assert "\n" not in message
+
+
+def test_timeout_is_rendered_in_the_seconds_the_python_sdk_parses() -> None:
+    assert parse_seconds("2500ms") == 3
+    assert parse_seconds("5s") == 5
+    assert parse_seconds("300ms") == 1  # never 0: the SDK would fall back to its 10 s default
+    env = Settings.resolve({"export_timeout": "2500ms"}, {}).render({})
+    assert env["OTEL_EXPORTER_ZIPKIN_TIMEOUT"] == "3"
+
+
+def test_resource_attributes_are_merged_not_replaced() -> None:
+    environ = {"OTEL_RESOURCE_ATTRIBUTES": "k8s.pod.name=web-1,service.version=old"}
+    settings = Settings.resolve({"service_version": "v2", "environment": "prod"}, environ)
+    env = settings.render(environ)
+    attrs = dict(item.split("=", 1) for item in env["OTEL_RESOURCE_ATTRIBUTES"].split(","))
+    assert attrs == {"k8s.pod.name": "web-1", "service.version": "v2",
+                     "deployment.environment.name": "prod"}
+
+
+def test_metrics_and_logs_exporters_stay_as_the_user_asked() -> None:
+    environ = {"OTEL_METRICS_EXPORTER": "otlp"}
+    env = Settings.resolve({}, environ).render(environ)
+    assert env["OTEL_METRICS_EXPORTER"] == "otlp"
+    assert env["OTEL_LOGS_EXPORTER"] == "none"
+
+
+def test_resolved_settings_travel_to_the_child_for_the_plugin() -> None:
+    env = Settings.resolve({"stage_spans": False}, {}).render({})
+    assert env["COSYVOICE_TRACED_STAGE_SPANS"] == "false"
+    # and the child, reading its own environment back, resolves to the same settings
+    again = Settings.resolve({}, env)
+    assert again.values == Settings.resolve({"stage_spans": False}, {}).values
