@@ -1,0 +1,207 @@
+"""The CosyVoice instrumentor: stage spans for the synthesis pipeline, plus the Gradio queue bridge.
+
+``opentelemetry-instrument`` loads it by itself through the ``opentelemetry_instrumentor``
+entry point (``cosyvoice-traced run`` is that plus configuration). By hand::
+
+    from cosyvoice_otel.instrumentation import CosyVoiceInstrumentor
+    CosyVoiceInstrumentor().instrument()          # reads COSYVOICE_TRACED_* like the launcher
+    CosyVoiceInstrumentor().instrument(stages=[...], gradio_bridge=False, cuda_sync=True)
+
+How it patches:
+
+* lazily: a post-import hook per target module (upstream's webui puts its folder on
+  ``sys.path`` only just before ``import cosyvoice``); a module already imported is patched at
+  once;
+* idempotently: a target already wrapped by us is never wrapped again, and a method a subclass
+  inherits from a patched base is left alone;
+* reversibly: ``uninstrument()`` restores every original (hooks that fire later do nothing);
+* forgivingly: a target missing from its module logs ONE warning naming it; the rest is patched.
+
+Options (keyword > ``COSYVOICE_TRACED_*`` variable > default): ``stage_spans`` (on),
+``stages`` / ``COSYVOICE_TRACED_STAGE`` (extra ``NAME=module:Class.method`` rows),
+``stage_map`` / ``COSYVOICE_TRACED_STAGE_MAP`` (a TOML file), ``gradio_bridge`` (on),
+``cuda_sync`` (off).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any
+
+import wrapt
+from opentelemetry import trace
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
+
+from ..version import __version__
+from . import gradio_bridge, stage_map
+from .extractors import EXTRACTORS
+from .stage_span import ERRORS, StageWrapper
+
+logger = logging.getLogger("cosyvoice_otel")
+
+__all__ = ["CosyVoiceInstrumentor", "ERRORS"]
+
+
+@dataclass(frozen=True)
+class Options:
+    stage_spans: bool = True
+    gradio_bridge: bool = True
+    cuda_sync: bool = False
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    if raw:
+        logger.warning("cosyvoice-otel: %s=%r is not true/false; using %s", name, raw, default)
+    return default
+
+
+def _option(kwargs: dict[str, Any], key: str, default: bool) -> bool:
+    if kwargs.get(key) is not None:
+        return bool(kwargs[key])
+    return _env_bool(f"COSYVOICE_TRACED_{key.upper()}", default)
+
+
+def _is_our_wrapper(value: Any) -> bool:
+    return isinstance(value, wrapt.FunctionWrapper) and getattr(
+        value, "_self_cosyvoice_otel", False)
+
+
+class CosyVoiceInstrumentor(BaseInstrumentor):
+    """Stage spans for CosyVoice (the stage map) and the Gradio queue bridge."""
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        # Deliberately empty: CosyVoice is usually run from a checkout, not pip-installed, and
+        # the loader silently skips an instrumentor whose dependencies are not installed.
+        return ()
+
+    def _instrument(self, **kwargs: Any) -> None:
+        self._active = True
+        self._patched: list[tuple[Any, str]] = []
+        self._warned: set[str] = set()
+        self.options = Options(stage_spans=_option(kwargs, "stage_spans", True),
+                               gradio_bridge=_option(kwargs, "gradio_bridge", True),
+                               cuda_sync=_option(kwargs, "cuda_sync", False))
+        tracer_provider = kwargs.get("tracer_provider")
+        self._tracer = trace.get_tracer("cosyvoice_otel", __version__,
+                                        tracer_provider=tracer_provider)
+        rows: tuple[stage_map.Stage, ...] = ()
+        if self.options.stage_spans:
+            extra = list(kwargs.get("stages") or ())
+            try:
+                spec = os.environ.get("COSYVOICE_TRACED_STAGE", "")
+                if spec and kwargs.get("stages") is None:
+                    extra.extend(stage_map.parse_stage_specs(spec))
+                path = kwargs.get("stage_map") or os.environ.get("COSYVOICE_TRACED_STAGE_MAP")
+                if path:
+                    extra.extend(stage_map.load_stage_file(path))
+            except stage_map.StageMapError as exc:
+                logger.warning("cosyvoice-otel: %s; using the built-in stage map only", exc)
+            rows = stage_map.build("cosyvoice", extra)
+        by_module: dict[str, list[stage_map.Stage]] = {}
+        for row in rows:
+            by_module.setdefault(row.module, []).append(row)
+        self._rows = by_module
+        for module_name in by_module:
+            self._when_imported(module_name, self._patch_module)
+        if self.options.gradio_bridge:
+            self._when_imported("gradio.queueing", self._patch_gradio)
+
+    def _when_imported(self, module_name: str, patch: Any) -> None:
+        def hook(module: Any) -> None:
+            if self._active:
+                patch(module)
+
+        # wrapt calls the hook at once when the module is already imported
+        wrapt.register_post_import_hook(hook, module_name)
+
+    def _enabled(self) -> bool:
+        return self._active
+
+    # -- patching
+    def _wrap(self, owner: Any, attr: str, wrapper: Any) -> None:
+        wrapped = wrapt.FunctionWrapper(inspect.getattr_static(owner, attr), wrapper)
+        wrapped._self_cosyvoice_otel = True
+        setattr(owner, attr, wrapped)
+        self._patched.append((owner, attr))
+
+    def _resolve(self, module: Any, qualname: str) -> tuple[Any, str, Any] | None:
+        owner: Any = module
+        *path, attr = qualname.split(".")
+        for part in path:
+            owner = getattr(owner, part, None)
+            if owner is None:
+                return None
+        if not hasattr(owner, attr):
+            return None
+        return owner, attr, getattr(owner, attr)
+
+    def _patch_module(self, module: Any) -> None:
+        for row in self._rows.get(module.__name__, ()):
+            try:
+                self._patch_row(module, row)
+            except Exception as exc:  # noqa: BLE001
+                self._warn(row.target, f"could not be patched ({type(exc).__name__}: {exc})")
+
+    def _patch_row(self, module: Any, row: stage_map.Stage) -> None:
+        found = self._resolve(module, row.qualname)
+        if found is None:
+            if row.module in stage_map.OPTIONAL_MODULES:
+                logger.debug("cosyvoice-otel: optional target %s not found", row.target)
+            else:
+                self._warn(row.target, "not found; that stage will have no span")
+            return
+        owner, attr, current = found
+        raw = inspect.getattr_static(owner, attr)  # walks the MRO without binding
+        if _is_our_wrapper(raw):
+            return  # idempotent; or inherited from a base class we already patched
+        original = inspect.unwrap(current) if callable(current) else current
+        if isinstance(raw, (staticmethod, classmethod)):
+            self._warn(row.target, "is a static/class method; not supported")
+            return
+        params = list(inspect.signature(original).parameters)
+        if inspect.isclass(owner) and params and params[0] in ("self", "cls"):
+            params = params[1:]
+        wrapper = StageWrapper(self._tracer, row, EXTRACTORS.get(row.extractor, EXTRACTORS["none"]),
+                               self.options, {name: i for i, name in enumerate(params)},
+                               inspect.isgeneratorfunction(original), self._enabled)
+        self._wrap(owner, attr, wrapper)
+
+    def _patch_gradio(self, module: Any) -> None:
+        wrappers = gradio_bridge.make_wrappers(self._tracer, self._enabled)
+        for qualname, wrapper in wrappers.items():
+            found = self._resolve(module, qualname)
+            if found is None:
+                self._warn(f"gradio.queueing:{qualname}", "not found; the Gradio bridge is off")
+                continue
+            owner, attr, _ = found
+            if not _is_our_wrapper(inspect.getattr_static(owner, attr)):
+                self._wrap(owner, attr, wrapper)
+
+    def _warn(self, target: str, why: str) -> None:
+        if target not in self._warned:
+            self._warned.add(target)
+            logger.warning("cosyvoice-otel: stage target %s %s", target, why)
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        self._active = False
+        for owner, attr in reversed(self._patched):
+            current = owner.__dict__.get(attr) if hasattr(owner, "__dict__") else None
+            if _is_our_wrapper(current):
+                setattr(owner, attr, current.__wrapped__)
+        self._patched.clear()
+
+    # -- introspection for tools and tests
+    def patched_targets(self) -> list[str]:
+        return [f"{getattr(o, '__module__', getattr(o, '__name__', '?'))}:"
+                f"{getattr(o, '__qualname__', getattr(o, '__name__', '?'))}.{a}"
+                for o, a in self._patched]
+

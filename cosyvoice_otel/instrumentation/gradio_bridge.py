@@ -1,0 +1,108 @@
+"""The Gradio queue bridge: one request, one trace (Gradio 5.4 and 6.x, no Gradio edits).
+
+Without it, every queued handler's spans land under the one-off ``GET /gradio_api/startup-events``
+span: ``Queue.start()`` runs in that request, and the processing loop and all the tasks it spawns
+inherit its context. The bridge:
+
+1. ``Event.__init__``: remembers the context current when the event is created (inside the
+   ``/queue/join`` or ``/call/{api}`` request, so it carries the client's trace) and the time;
+2. ``Queue.start``: runs under an EMPTY context, so the loop inherits nothing;
+3. ``Queue.process_events``: attaches the first event's context and opens a ``gradio.event``
+   span (CONSUMER: it starts after the join request has answered) with the queue wait and the
+   batch size, and span links to the other events of a batch; detached in ``finally`` in the
+   same task.
+
+When the join route was not traced (excluded URL), the context is extracted from the request
+headers instead, so the client's trace id is still kept.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from opentelemetry import context, propagate, trace
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+
+from .. import schema as s
+from .stage_span import note_error
+
+CTX_ATTR = "_cosyvoice_otel_ctx"
+TIME_ATTR = "_cosyvoice_otel_enqueued"
+
+
+def _event_context(event: Any) -> context.Context:
+    ctx = getattr(event, CTX_ATTR, None)
+    if ctx is not None and trace.get_current_span(ctx).get_span_context().is_valid:
+        return ctx
+    request = getattr(event, "request", None)
+    headers = getattr(request, "headers", None)
+    if headers is not None:
+        return propagate.extract(dict(headers.items()), context=context.Context())
+    return context.Context()
+
+
+def _fn_name(event: Any) -> str:
+    fn = getattr(event, "fn", None)
+    for attr in ("api_name", "name"):
+        value = getattr(fn, attr, None)
+        if isinstance(value, str) and value:
+            return value
+    inner = getattr(fn, "fn", None)
+    return getattr(inner, "__name__", "unknown")
+
+
+def make_wrappers(tracer: trace.Tracer, enabled: Any) -> dict[str, Any]:
+    """The three wrapt wrappers, keyed by the attribute they patch in ``gradio.queueing``."""
+
+    def event_init(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+        result = wrapped(*args, **kwargs)
+        if enabled():
+            try:
+                setattr(instance, CTX_ATTR, context.get_current())
+                setattr(instance, TIME_ATTR, time.monotonic())
+            except Exception as exc:  # noqa: BLE001
+                note_error("gradio Event.__init__", exc)
+        return result
+
+    def queue_start(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+        if not enabled():
+            return wrapped(*args, **kwargs)
+        token = context.attach(context.Context())
+        try:
+            return wrapped(*args, **kwargs)
+        finally:
+            context.detach(token)
+
+    async def process_events(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+        events = kwargs.get("events", args[0] if args else None)
+        if not enabled() or not events:
+            return await wrapped(*args, **kwargs)
+        try:
+            first = events[0]
+            parent = _event_context(first)
+            links = [Link(trace.get_current_span(_event_context(e)).get_span_context())
+                     for e in events[1:]]
+            links = [link for link in links if link.context.is_valid]
+            enqueued = getattr(first, TIME_ATTR, None)
+            attributes = {s.GRADIO_FN: _fn_name(first), s.BATCH_SIZE: len(events)}
+            if enqueued is not None:
+                attributes[s.QUEUE_WAIT_MS] = round((time.monotonic() - enqueued) * 1000, 3)
+            span = tracer.start_span(s.GRADIO_EVENT, context=parent, kind=SpanKind.CONSUMER,
+                                     attributes=attributes, links=links)
+            token = context.attach(trace.set_span_in_context(span, parent))
+        except Exception as exc:  # noqa: BLE001
+            note_error("gradio process_events", exc)
+            return await wrapped(*args, **kwargs)
+        try:
+            return await wrapped(*args, **kwargs)
+        except BaseException as exc:
+            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            span.set_attribute(s.ERROR_TYPE, type(exc).__name__)
+            raise
+        finally:
+            context.detach(token)
+            span.end()
+
+    return {"Event.__init__": event_init, "Queue.start": queue_start,
+            "Queue.process_events": process_events}

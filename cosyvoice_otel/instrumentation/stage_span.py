@@ -1,0 +1,277 @@
+"""Span wrappers for stage targets: plain calls and generators, thread- and stream-safe.
+
+``StageSpan`` is one live span plus what its extractor accumulates. It travels in the OTel
+``Context`` (under ``STAGE_KEY``) next to the span, so a child stage finds its parent stage even
+in the LLM worker thread (the threading instrumentation carries the context there).
+
+Rules the wrappers keep:
+
+* A generator's span starts at the first ``next()``, ends exactly once (exhaustion, error,
+  ``close()``, or garbage collection of an abandoned stream, then with
+  ``cosyvoice.abandoned=true``), and is attached as current ONLY while the generator's own
+  code runs, never across a ``yield``: each step attaches and detaches in the same call, so a
+  step resumed in another thread or context (Gradio, Starlette) is safe.
+* Tracing never raises into the app: every tracing step runs under ``guard``; a failure is
+  counted in ``ERRORS`` and logged (once per place), and the app's call goes on untraced.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Generator
+from typing import Any
+
+from opentelemetry import context, trace
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+from opentelemetry.trace import Status, StatusCode
+
+from .. import schema as s
+
+logger = logging.getLogger("cosyvoice_otel")
+
+STAGE_KEY = context.create_key("cosyvoice-otel-stage")
+ERRORS: Counter[str] = Counter()
+_LOGGED: set[str] = set()
+
+
+def note_error(where: str, exc: BaseException) -> None:
+    """Count a failure of tracing code; log it the first time per place."""
+    ERRORS[where] += 1
+    if where not in _LOGGED:
+        _LOGGED.add(where)
+        logger.warning("cosyvoice-otel: tracing error in %s (%s: %s); the app is unaffected",
+                       where, type(exc).__name__, exc)
+
+
+class Call:
+    """The intercepted call, with arguments readable by name (positions precomputed)."""
+
+    __slots__ = ("instance", "args", "kwargs", "positions")
+
+    def __init__(self, instance: Any, args: tuple, kwargs: dict, positions: dict[str, int]):
+        self.instance, self.args, self.kwargs, self.positions = instance, args, kwargs, positions
+
+    def arg(self, name: str, default: Any = None) -> Any:
+        if name in self.kwargs:
+            return self.kwargs[name]
+        index = self.positions.get(name)
+        if index is not None and index < len(self.args):
+            return self.args[index]
+        return default
+
+    def first(self, default: Any = None) -> Any:
+        return self.args[0] if self.args else next(iter(self.kwargs.values()), default)
+
+
+class StageSpan:
+    """One stage's span, its context, its parent stage and the counters its extractor keeps."""
+
+    __slots__ = ("name", "span", "ctx", "parent", "instance", "counters", "started", "ended",
+                 "extractor", "options")
+
+    def __init__(self, tracer: trace.Tracer, name: str, parent_ctx: context.Context,
+                 instance: Any, attributes: dict[str, Any], extractor: Any,
+                 options: Any) -> None:
+        self.name = name
+        self.instance = instance
+        self.extractor = extractor
+        self.options = options
+        self.parent: StageSpan | None = context.get_value(STAGE_KEY, parent_ctx)
+        self.span = tracer.start_span(name, context=parent_ctx, attributes=attributes)
+        self.ctx = context.set_value(STAGE_KEY, self,
+                                     trace.set_span_in_context(self.span, parent_ctx))
+        self.counters: dict[str, Any] = {}
+        self.started = time.monotonic()
+        self.ended = False
+        if options.cuda_sync:
+            _cuda_reset_peak()
+
+    def find(self, name: str) -> StageSpan | None:
+        """The nearest enclosing stage (or self) with this span name."""
+        stage: StageSpan | None = self
+        while stage is not None and stage.name != name:
+            stage = stage.parent
+        return stage
+
+    def fail(self, exc: BaseException, reason: str | None = None) -> None:
+        try:
+            self.span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            self.span.set_attribute(s.ERROR_TYPE, reason or type(exc).__name__)
+            self.span.record_exception(exc, escaped=True)
+        except Exception as err:  # noqa: BLE001
+            note_error("StageSpan.fail", err)
+
+    def end(self, abandoned: bool = False) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        try:
+            if abandoned:
+                self.span.set_attribute(s.ABANDONED, True)
+            if self.options.cuda_sync:
+                _cuda_sync_into(self.span)
+            self.span.end()
+        except Exception as err:  # noqa: BLE001
+            note_error("StageSpan.end", err)
+
+
+def _torch_cuda() -> Any:
+    torch = sys.modules.get("torch")  # never import torch ourselves
+    if torch is None:
+        return None
+    try:
+        return torch.cuda if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _cuda_reset_peak() -> None:
+    cuda = _torch_cuda()
+    if cuda is not None:
+        cuda.reset_peak_memory_stats()
+
+
+def _cuda_sync_into(span: trace.Span) -> None:
+    """End-of-stage GPU honesty: wait for queued kernels, record the peak memory."""
+    cuda = _torch_cuda()
+    if cuda is None:
+        return
+    cuda.synchronize()
+    span.set_attribute(s.CUDA_SYNCED, True)
+    span.set_attribute(s.CUDA_PEAK_BYTES, int(cuda.max_memory_allocated()))
+
+
+class StageWrapper:
+    """The wrapt wrapper of one stage row: decides call vs generator once, at patch time."""
+
+    def __init__(self, tracer: trace.Tracer, stage: Any, extractor: Any, options: Any,
+                 positions: dict[str, int], is_generator: bool,
+                 enabled: Callable[[], bool]) -> None:
+        self.tracer = tracer
+        self.stage = stage
+        self.extractor = extractor
+        self.options = options
+        self.positions = positions
+        self.is_generator = is_generator
+        self.enabled = enabled
+        self.attributes = dict(stage.attributes)
+
+    def _start(self, parent_ctx: context.Context, call: Call) -> StageSpan | None:
+        try:
+            if not self.enabled() or not is_instrumentation_enabled():
+                return None
+            parent = context.get_value(STAGE_KEY, parent_ctx)
+            if (parent is not None and parent.name == self.stage.span
+                    and parent.instance is call.instance and not parent.ended):
+                return None  # an override calling super(): one span, not two
+            stage = StageSpan(self.tracer, self.stage.span, parent_ctx, call.instance,
+                              self.attributes, self.extractor, self.options)
+        except Exception as exc:  # noqa: BLE001
+            note_error(f"start {self.stage.target}", exc)
+            return None
+        try:
+            if stage.span.is_recording():
+                self.extractor.start(stage, call)
+        except Exception as exc:  # noqa: BLE001
+            note_error(f"extractor {self.extractor.name}.start", exc)
+        return stage
+
+    def __call__(self, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
+        if self.is_generator:
+            gen = wrapped(*args, **kwargs)
+            try:
+                if not self.enabled():
+                    return gen
+                return self._traced_generator(gen, context.get_current(),
+                                              Call(instance, args, kwargs, self.positions))
+            except Exception as exc:  # noqa: BLE001
+                note_error(f"wrap {self.stage.target}", exc)
+                return gen
+        stage = self._start(context.get_current(), Call(instance, args, kwargs, self.positions))
+        if stage is None:
+            return wrapped(*args, **kwargs)
+        token = _attach(stage.ctx)
+        try:
+            result = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            stage.fail(exc)
+            stage.end()
+            raise
+        finally:
+            _detach(token)
+        self._extract_end(stage, result)
+        stage.end()
+        return result
+
+    def _extract_end(self, stage: StageSpan, result: Any) -> None:
+        try:
+            if stage.span.is_recording():
+                self.extractor.end(stage, result)
+        except Exception as exc:  # noqa: BLE001
+            note_error(f"extractor {self.extractor.name}.end", exc)
+
+    def _traced_generator(self, gen: Generator, parent_ctx: context.Context,
+                          call: Call) -> Generator:
+        stage = self._start(parent_ctx, call)  # runs at the first next(): the span's start
+        if stage is None:
+            return (yield from gen)
+        finished = False
+        to_send: Any = None
+        to_throw: BaseException | None = None
+        try:
+            while True:
+                token = _attach(stage.ctx)
+                try:
+                    if to_throw is not None:
+                        exc, to_throw = to_throw, None
+                        item = gen.throw(exc)
+                    else:
+                        item = gen.send(to_send)
+                except StopIteration as stop:
+                    finished = True
+                    self._extract_end(stage, None)
+                    return stop.value
+                except BaseException as exc:
+                    finished = True
+                    stage.fail(exc)
+                    raise
+                finally:
+                    _detach(token)
+                try:
+                    if stage.span.is_recording():
+                        self.extractor.item(stage, item)
+                except Exception as exc:  # noqa: BLE001
+                    note_error(f"extractor {self.extractor.name}.item", exc)
+                try:
+                    to_send = yield item
+                except GeneratorExit:
+                    token = _attach(stage.ctx)
+                    try:
+                        gen.close()
+                    finally:
+                        _detach(token)
+                    raise
+                except BaseException as exc:  # thrown in by the consumer: forward it
+                    to_throw = exc
+        finally:
+            stage.end(abandoned=not finished)
+
+
+def _attach(ctx: context.Context) -> object | None:
+    try:
+        return context.attach(ctx)
+    except Exception as exc:  # noqa: BLE001
+        note_error("context.attach", exc)
+        return None
+
+
+def _detach(token: object | None) -> None:
+    if token is None:
+        return
+    try:
+        context.detach(token)
+    except Exception as exc:  # noqa: BLE001
+        note_error("context.detach", exc)

@@ -1,0 +1,138 @@
+"""The tracing schema: span names, parent rules and attributes. ONE source of truth.
+
+The instrumentor takes its span names from here, ``docs/tracing-schema.md`` is generated from
+here (``cosyvoice-traced schema``), and the tests check traces against it. Bump
+``SCHEMA_VERSION`` on any incompatible change (a renamed span or attribute).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+SCHEMA_VERSION = "1.0"
+
+# Attribute names used by the extractors (kept as constants so a typo is an ImportError).
+MODE = "cosyvoice.mode"
+STREAM = "cosyvoice.stream"
+SPEED = "cosyvoice.speed"
+TEXT_LENGTH = "cosyvoice.text.length"
+SENTENCE_COUNT = "cosyvoice.sentence.count"
+AUDIO_SECONDS = "cosyvoice.audio.seconds"
+RTF = "cosyvoice.rtf"
+FIRST_CHUNK_MS = "cosyvoice.first_chunk.ms"
+CHUNK_COUNT = "cosyvoice.chunk.count"
+CHUNK_INDEX = "cosyvoice.chunk.index"
+FINALIZE = "cosyvoice.finalize"
+SAMPLE_RATE = "cosyvoice.sample_rate"
+SPEECH_TOKENS = "cosyvoice.speech_tokens"
+TOKENS_PER_SECOND = "cosyvoice.tokens_per_second"
+MEL_FRAMES = "cosyvoice.mel.frames"
+PROMPT_SECONDS = "audio.duration_s"
+PROMPT_SAMPLE_RATE = "audio.sample_rate"
+PROMPT_CHANNELS = "audio.channels"
+ASR_TEXT_LENGTH = "asr.text.length"
+ABANDONED = "cosyvoice.abandoned"
+ERROR_TYPE = "error.type"
+CUDA_SYNCED = "cuda.synchronized"
+CUDA_PEAK_BYTES = "cuda.peak_memory_bytes"
+QUEUE_WAIT_MS = "gradio.queue.wait_ms"
+BATCH_SIZE = "gradio.batch.size"
+GRADIO_FN = "gradio.fn"
+
+INFERENCE = "cosyvoice.inference"
+TEXT_NORMALIZE = "tts_frontend.text_normalize"
+MODEL_TTS = "model.tts"
+ACOUSTIC_MODEL = "acoustic_model"
+TOKEN2WAV = "token2wav"
+FLOW = "flow"
+VOCODER = "vocoder"
+ASR = "asr_transcribe"
+GRADIO_EVENT = "gradio.event"
+MODES = ("sft", "zero_shot", "cross_lingual", "instruct", "instruct2", "vc")
+
+
+@dataclass(frozen=True)
+class Attr:
+    name: str
+    type: str  # string | int | double | bool
+    unit: str = ""
+    required: bool = True
+    meaning: str = ""
+
+
+@dataclass(frozen=True)
+class SpanDef:
+    name: str
+    parents: tuple[str, ...]
+    meaning: str
+    attributes: tuple[Attr, ...] = field(default=())
+
+
+_AUDIO = (Attr(PROMPT_SECONDS, "double", "s", False, "prompt audio duration"),
+          Attr(PROMPT_SAMPLE_RATE, "int", "Hz", False, "prompt audio sample rate"),
+          Attr(PROMPT_CHANNELS, "int", "", False, "prompt audio channels"))
+
+SPANS: tuple[SpanDef, ...] = (
+    SpanDef(GRADIO_EVENT, ("<http server span of /queue/join or /call/{api}>",),
+            "One Gradio queue run of an event (CONSUMER: starts after the join request ended)",
+            (Attr(GRADIO_FN, "string", "", True, "the event's api name or function"),
+             Attr(QUEUE_WAIT_MS, "double", "ms", True, "time the event waited in the queue"),
+             Attr(BATCH_SIZE, "int", "", True, "events served by this run"))),
+    SpanDef(INFERENCE, ("gradio.event", "<http server span>", "<any>"),
+            "One inference_* call, from first chunk requested to the generator's end",
+            (Attr(MODE, "string", "", True, "sft|zero_shot|cross_lingual|instruct|instruct2|vc"),
+             Attr(STREAM, "bool", "", True, "streaming inference"),
+             Attr(SPEED, "double", "", True, "speed factor"),
+             Attr(TEXT_LENGTH, "int", "characters", False, "length of the text (not vc)"),
+             Attr(SENTENCE_COUNT, "int", "", False, "sentences the text was split into"),
+             Attr(CHUNK_COUNT, "int", "", True, "audio chunks yielded"),
+             Attr(AUDIO_SECONDS, "double", "s", True, "audio produced"),
+             Attr(RTF, "double", "", False, "real-time factor: wall time / audio seconds"),
+             Attr(FIRST_CHUNK_MS, "double", "ms", False, "time to the first audio chunk"),
+             Attr(ABANDONED, "bool", "", False, "the consumer stopped before the end"))),
+    SpanDef(TEXT_NORMALIZE, (INFERENCE,), "Text normalisation and sentence split",
+            (Attr(TEXT_LENGTH, "int", "characters", True, "input text length"),
+             Attr(SENTENCE_COUNT, "int", "", False, "sentences (split=True only)"))),
+    SpanDef("tts_frontend.<mode>", (INFERENCE,), "Model input for one sentence",
+            (Attr(MODE, "string", "", True, "the frontend's mode"),
+             Attr(TEXT_LENGTH, "int", "characters", False, "sentence length"))),
+    SpanDef("audio_preprocess.speech_tokenizer", ("tts_frontend.<mode>",),
+            "Prompt audio -> speech tokens", _AUDIO),
+    SpanDef("audio_preprocess.speaker_embedding", ("tts_frontend.<mode>",),
+            "Prompt audio -> speaker embedding", _AUDIO),
+    SpanDef("audio_preprocess.speech_feat", ("tts_frontend.<mode>",),
+            "Prompt audio -> mel features", _AUDIO),
+    SpanDef(MODEL_TTS, (INFERENCE,), "One sentence through the model (LLM thread + token2wav)",
+            (Attr(STREAM, "bool", "", True, "streaming"),
+             Attr(CHUNK_COUNT, "int", "", True, "chunks yielded"))),
+    SpanDef(ACOUSTIC_MODEL, (MODEL_TTS,),
+            "The LLM job (text -> speech tokens), in its worker thread",
+            (Attr(SPEECH_TOKENS, "int", "tokens", True, "speech tokens generated"),
+             Attr(TOKENS_PER_SECOND, "double", "tokens/s", True, "generation speed"))),
+    SpanDef(TOKEN2WAV, (MODEL_TTS,), "Tokens -> waveform, once or per streamed hop",
+            (Attr(CHUNK_INDEX, "int", "", True, "0-based chunk number within model.tts"),
+             Attr(FINALIZE, "bool", "", True, "last chunk"))),
+    SpanDef(FLOW, (TOKEN2WAV,), "Flow matching: tokens -> mel",
+            (Attr(SPEECH_TOKENS, "int", "tokens", True, "input tokens"),
+             Attr(MEL_FRAMES, "int", "frames", True, "mel frames out"))),
+    SpanDef(VOCODER, (TOKEN2WAV,), "Vocoder: mel -> waveform",
+            (Attr(MEL_FRAMES, "int", "frames", True, "mel frames in"),
+             Attr(AUDIO_SECONDS, "double", "s", True, "waveform seconds out"))),
+    SpanDef(ASR, ("<any>",), "Prompt audio transcription (FunASR or the demo's transcriber)",
+            (Attr(ASR_TEXT_LENGTH, "int", "characters", True, "transcript length"),)),
+)
+
+ERROR_REASONS = {
+    "asr_empty_result": "the transcriber returned no text (event 'ASR returned empty result')",
+    "<exception class>": "any other failure: the exception's class name",
+}
+
+COMMON_ATTRIBUTES = (
+    Attr(ERROR_TYPE, "string", "", False, "stable error reason, on failed spans"),
+    Attr(CUDA_SYNCED, "bool", "", False, "span ended after torch.cuda.synchronize()"),
+    Attr(CUDA_PEAK_BYTES, "int", "bytes", False, "peak GPU memory during the stage"),
+)
+
+
+def span_names() -> set[str]:
+    return {s.name for s in SPANS}

@@ -1,0 +1,154 @@
+"""The public API (upstream: cosyvoice.cli.cosyvoice): AutoModel, CosyVoice, CosyVoice2, CosyVoice3.
+
+Every ``inference_*`` method is a generator of ``{'tts_speech': tensor [1, T]}``: it normalises
+and splits the text, builds the model input per sentence with the frontend, and runs
+``model.tts`` per sentence.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from cosyvoice.cli.frontend import CampPlus, CosyVoiceFrontEnd, SpeechTokenizer
+from cosyvoice.cli.model import CosyVoice2Model, CosyVoice3Model, CosyVoiceModel
+from cosyvoice.flow.flow import CausalMaskedDiffWithXvec, MaskedDiffWithXvec
+from cosyvoice.hifigan.generator import HiFTGenerator
+from cosyvoice.llm.llm import Qwen2LM, TransformerLM
+from cosyvoice.utils.file_utils import logging
+
+Output = Iterator[dict[str, torch.Tensor]]
+
+
+def read_config(model_dir: str, name: str) -> dict[str, Any]:
+    # Our marker files are YAML written as JSON (JSON is YAML): no YAML parser needed.
+    with open(os.path.join(model_dir, name), encoding="utf-8") as f:
+        return json.load(f)
+
+
+class CosyVoice:
+    config_name = "cosyvoice.yaml"
+    sample_rate = 22050
+    llm_cls: type = TransformerLM
+    flow_cls: type = MaskedDiffWithXvec
+    model_cls: type = CosyVoiceModel
+
+    def __init__(self, model_dir: str, load_jit: bool = False, load_trt: bool = False,
+                 fp16: bool = False, **kwargs: Any) -> None:
+        if not os.path.isdir(model_dir):
+            raise ValueError(f"model_dir {model_dir!r} is not a directory (this demo engine never "
+                             "downloads; create one with examples/make_tiny_model.py)")
+        self.model_dir = model_dir
+        self.config = read_config(model_dir, self.config_name)
+        dims = self.config["dims"]
+        self.sample_rate = int(self.config.get("sample_rate", self.sample_rate))
+        self.instruct = bool(self.config.get("instruct", False))
+        tokenizer, campplus = SpeechTokenizer(dims["speech_vocab"]), CampPlus()
+        tokenizer.load_state_dict(torch.load(os.path.join(model_dir, "speech_tokenizer.pt")))
+        campplus.load_state_dict(torch.load(os.path.join(model_dir, "campplus.pt")))
+        spk2info = torch.load(os.path.join(model_dir, "spk2info.pt"))
+        self.frontend = CosyVoiceFrontEnd(tokenizer.eval(), campplus.eval(), spk2info,
+                                          self.sample_rate, self.instruct, dims["text_vocab"])
+        llm = self.llm_cls(dims["text_vocab"], dims["speech_vocab"], dims["llm_dim"],
+                           tokens_per_char=dims["tokens_per_char"])
+        flow = self.flow_cls(dims["speech_vocab"], channels=dims["flow_channels"],
+                             n_steps=dims["flow_steps"])
+        hift = HiFTGenerator(channels=dims["hift_channels"], sampling_rate=self.sample_rate)
+        self.model = self.model_cls(llm, flow, hift, fp16)
+        self.model.load(*(os.path.join(model_dir, f"{n}.pt") for n in ("llm", "flow", "hift")))
+
+    def list_available_spks(self) -> list[str]:
+        return list(self.frontend.spk2info.keys())
+
+    list_avaliable_spks = list_available_spks  # upstream's historical spelling
+
+    def add_zero_shot_spk(self, prompt_text: str, prompt_wav: Any, zero_shot_spk_id: str) -> bool:
+        if not zero_shot_spk_id:
+            raise ValueError("zero_shot_spk_id must not be empty")
+        model_input = self.frontend.frontend_zero_shot("", prompt_text, prompt_wav,
+                                                       self.sample_rate, "")
+        del model_input["text"], model_input["text_len"]
+        self.frontend.spk2info[zero_shot_spk_id] = model_input
+        return True
+
+    def _run(self, sentences: list[str], build: Any, stream: bool, speed: float) -> Output:
+        for sentence in sentences:
+            model_input = build(sentence)
+            start = time.time()
+            for model_output in self.model.tts(**model_input, stream=stream, speed=speed):
+                speech_len = model_output["tts_speech"].shape[1] / self.sample_rate
+                logging.info("yield speech len %.2f, rtf %.3f", speech_len,
+                             (time.time() - start) / max(speech_len, 1e-6))
+                yield model_output
+                start = time.time()
+
+    def inference_sft(self, tts_text: str, spk_id: str, stream: bool = False,
+                      speed: float = 1.0, text_frontend: bool = True) -> Output:
+        sentences = self.frontend.text_normalize(tts_text, split=True, text_frontend=text_frontend)
+        yield from self._run(sentences, lambda s: self.frontend.frontend_sft(s, spk_id),
+                             stream, speed)
+
+    def inference_zero_shot(self, tts_text: str, prompt_text: str, prompt_wav: Any,
+                            zero_shot_spk_id: str = "", stream: bool = False, speed: float = 1.0,
+                            text_frontend: bool = True) -> Output:
+        prompt_text = self.frontend.text_normalize(prompt_text, split=False,
+                                                   text_frontend=text_frontend)
+        sentences = self.frontend.text_normalize(tts_text, split=True, text_frontend=text_frontend)
+        yield from self._run(sentences, lambda s: self.frontend.frontend_zero_shot(
+            s, prompt_text, prompt_wav, self.sample_rate, zero_shot_spk_id), stream, speed)
+
+    def inference_cross_lingual(self, tts_text: str, prompt_wav: Any, zero_shot_spk_id: str = "",
+                                stream: bool = False, speed: float = 1.0,
+                                text_frontend: bool = True) -> Output:
+        sentences = self.frontend.text_normalize(tts_text, split=True, text_frontend=text_frontend)
+        yield from self._run(sentences, lambda s: self.frontend.frontend_cross_lingual(
+            s, prompt_wav, self.sample_rate, zero_shot_spk_id), stream, speed)
+
+    def inference_instruct(self, tts_text: str, spk_id: str, instruct_text: str,
+                           stream: bool = False, speed: float = 1.0,
+                           text_frontend: bool = True) -> Output:
+        instruct_text = self.frontend.text_normalize(instruct_text, split=False,
+                                                     text_frontend=text_frontend)
+        sentences = self.frontend.text_normalize(tts_text, split=True, text_frontend=text_frontend)
+        yield from self._run(sentences, lambda s: self.frontend.frontend_instruct(
+            s, spk_id, instruct_text), stream, speed)
+
+    def inference_vc(self, source_wav: Any, prompt_wav: Any, stream: bool = False,
+                     speed: float = 1.0) -> Output:
+        model_input = self.frontend.frontend_vc(source_wav, prompt_wav, self.sample_rate)
+        for model_output in self.model.tts(**model_input, stream=stream, speed=speed):
+            yield model_output
+
+
+class CosyVoice2(CosyVoice):
+    config_name = "cosyvoice2.yaml"
+    sample_rate = 24000
+    llm_cls = Qwen2LM
+    flow_cls = CausalMaskedDiffWithXvec
+    model_cls = CosyVoice2Model
+
+    def inference_instruct2(self, tts_text: str, instruct_text: str, prompt_wav: Any,
+                            zero_shot_spk_id: str = "", stream: bool = False, speed: float = 1.0,
+                            text_frontend: bool = True) -> Output:
+        sentences = self.frontend.text_normalize(tts_text, split=True, text_frontend=text_frontend)
+        yield from self._run(sentences, lambda s: self.frontend.frontend_instruct2(
+            s, instruct_text, prompt_wav, self.sample_rate, zero_shot_spk_id), stream, speed)
+
+
+class CosyVoice3(CosyVoice2):
+    config_name = "cosyvoice3.yaml"
+    model_cls = CosyVoice3Model
+
+
+def AutoModel(**kwargs: Any) -> CosyVoice:  # noqa: N802 - upstream's name
+    """Pick the class by the marker file in ``model_dir``, as upstream does."""
+    model_dir = kwargs["model_dir"]
+    for cls in (CosyVoice3, CosyVoice2, CosyVoice):
+        if os.path.exists(os.path.join(model_dir, cls.config_name)):
+            return cls(**kwargs)
+    raise TypeError(f"no cosyvoice.yaml, cosyvoice2.yaml or cosyvoice3.yaml in {model_dir!r}")

@@ -1,0 +1,1 @@
+"""Demo engine: cosyvoice.utils."""
