@@ -17,7 +17,6 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
-
 from cosyvoice.cli.cosyvoice import CosyVoice, CosyVoice2, CosyVoice3  # noqa: E402
 from cosyvoice.cli.frontend import CampPlus, SpeechTokenizer  # noqa: E402
 from cosyvoice.hifigan.generator import HiFTGenerator  # noqa: E402

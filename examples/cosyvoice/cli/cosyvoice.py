@@ -121,8 +121,7 @@ class CosyVoice:
     def inference_vc(self, source_wav: Any, prompt_wav: Any, stream: bool = False,
                      speed: float = 1.0) -> Output:
         model_input = self.frontend.frontend_vc(source_wav, prompt_wav, self.sample_rate)
-        for model_output in self.model.tts(**model_input, stream=stream, speed=speed):
-            yield model_output
+        yield from self.model.tts(**model_input, stream=stream, speed=speed)
 
 
 class CosyVoice2(CosyVoice):
