@@ -13,6 +13,7 @@ from __future__ import annotations
 import shlex
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -29,6 +30,9 @@ def _settings_options(func: Callable[..., Any]) -> Callable[..., Any]:
         help_text = f"{option.help} [env: {option.envvar}]"
         if "/" in option.flag:
             func = click.option(option.flag, option.name, default=None, help=help_text)(func)
+        elif option.multiple:
+            func = click.option(option.flag, option.name, multiple=True, metavar="VALUE",
+                                help=help_text)(func)
         else:
             func = click.option(option.flag, option.name, default=None, metavar="VALUE",
                                 help=help_text)(func)
@@ -36,8 +40,9 @@ def _settings_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _resolve(ctx: click.Context, params: dict[str, Any]) -> config.Settings:
-    given = {name: value for name, value in params.items()
-             if name in config.OPTIONS_BY_NAME
+    given = {name: ";".join(value) if isinstance(value, tuple) else value
+             for name, value in params.items()
+             if name in config.OPTIONS_BY_NAME and value not in (None, ())
              and ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
     try:
         return config.Settings.resolve(given)
@@ -106,6 +111,70 @@ def env_command(ctx: click.Context, fmt: str, check_endpoint: bool, **params: An
             click.echo(f"export {key}={shlex.quote(value)}")
         else:
             click.echo(f"{key}={_dotenv_quote(value)}")
+
+
+@cli.command()
+@click.option("--zipkin-endpoint", metavar="URL", default=None,
+              help="Use this Zipkin instead of starting a local one.")
+@click.option("--port", type=click.IntRange(1, 65535), default=7860, show_default=True,
+              help="Port of the demo web UI.")
+@click.option("--zipkin-port", type=click.IntRange(1, 65535), default=9411, show_default=True,
+              help="Port of the local Zipkin when one is started.")
+@click.option("--model-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Tiny model directory (default: written into the cache).")
+def demo(zipkin_endpoint: str | None, port: int, zipkin_port: int,
+         model_dir: Path | None) -> None:
+    """One traced demo synthesis: tiny model, local Zipkin, traced web UI, the trace's link."""
+    from .demo import DemoError, run_demo
+
+    if zipkin_endpoint:
+        try:
+            config.parse_http_url(zipkin_endpoint)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--zipkin-endpoint") from None
+    try:
+        run_demo(zipkin_endpoint, port, model_dir, zipkin_port, echo=click.echo)
+    except DemoError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@cli.group()
+def zipkin() -> None:
+    """A local Zipkin server from the official jar (for users without Docker)."""
+
+
+@zipkin.command("start")
+@click.option("--port", type=click.IntRange(1, 65535), default=9411, show_default=True)
+def zipkin_start(port: int) -> None:
+    """Fetch the jar (Maven Central, cached) and start Zipkin in the background."""
+    from . import zipkin_server
+
+    try:
+        server = zipkin_server.start_detached(port)
+    except zipkin_server.ZipkinServerError as exc:
+        raise click.ClickException(str(exc).splitlines()[0]) from None
+    click.echo(f"Zipkin is up: {server.base_url} (pid {server.pid}); "
+               f"spans go to {server.endpoint}")
+
+
+@zipkin.command("stop")
+def zipkin_stop() -> None:
+    """Stop the Zipkin started by `zipkin start`."""
+    from . import zipkin_server
+
+    click.echo("stopped" if zipkin_server.stop_detached() else "no Zipkin was running")
+
+
+@zipkin.command("status")
+def zipkin_status() -> None:
+    """Exit 0 when the Zipkin started by `zipkin start` is up, 1 otherwise."""
+    from . import zipkin_server
+
+    server = zipkin_server.running()
+    if server is None or not server.client().health():
+        click.echo("not running")
+        sys.exit(1)
+    click.echo(f"up: {server.base_url} (pid {server.pid})")
 
 
 def _dotenv_quote(value: str) -> str:

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 ENV_PREFIX = "COSYVOICE_TRACED_"
 
-EXPORTERS = ("zipkin", "otlp", "console", "none")
+EXPORTERS = ("zipkin", "otlp", "console", "none", "zipkin-file")
 # What OTEL_TRACES_EXPORTER says -> our exporter name. "zipkin" (protobuf) is read as the JSON
 # exporter: the protobuf one is not installed (it pins an old protobuf) and Zipkin reads both.
 _OTEL_EXPORTER_NAMES = {
@@ -34,9 +34,10 @@ _OTEL_EXPORTER_NAMES = {
     "otlp_proto_http": "otlp",
     "console": "console",
     "none": "none",
+    "cosyvoice_zipkin_file": "zipkin-file",
 }
 _EXPORTER_TO_OTEL = {"zipkin": "zipkin_json", "otlp": "otlp_proto_http", "console": "console",
-                     "none": "none"}
+                     "none": "none", "zipkin-file": "cosyvoice_zipkin_file"}
 
 # W3C first (the OTel default), then B3 multi: on extraction the B3 propagator reads the single
 # `b3` header as well as the X-B3-* set, so this accepts all three formats a client may send.
@@ -118,6 +119,36 @@ def parse_seconds(text: str) -> int:
     return max(1, math.ceil(seconds))  # round up: never shorter than asked
 
 
+def parse_stages(text: str) -> str:
+    """``NAME=module:Class.method`` rows separated by ';' (checked now, applied in the app)."""
+    from .instrumentation.stage_map import StageMapError, parse_stage_specs
+
+    try:
+        rows = parse_stage_specs(text)
+    except StageMapError as exc:
+        raise ValueError(str(exc)) from None
+    if not rows:
+        raise ValueError("expected NAME=module:Class.method")
+    return ";".join(f"{row.span}={row.target}" for row in rows)
+
+
+def parse_stage_file(text: str) -> str:
+    from .instrumentation.stage_map import StageMapError, load_stage_file
+
+    path = os.path.abspath(os.path.expanduser(text.strip()))
+    try:
+        load_stage_file(path)
+    except StageMapError as exc:
+        raise ValueError(str(exc)) from None
+    return path
+
+
+def parse_path(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be empty")
+    return os.path.abspath(os.path.expanduser(text.strip()))
+
+
 def parse_text(text: str) -> str:
     value = text.strip()
     if not value:
@@ -187,6 +218,7 @@ class Option:
     help: str
     from_otel: Callable[[Mapping[str, str]], Any] | None = None
     otel_name: str = ""  # shown in docs: the OTEL_* variable read as the fallback
+    multiple: bool = False  # a repeatable flag; its values are joined with ';'
 
     @property
     def envvar(self) -> str:
@@ -201,8 +233,11 @@ OPTIONS: tuple[Option, ...] = (
            "Zipkin's span intake, http(s)://HOST:9411/api/v2/spans.",
            _otel_var("OTEL_EXPORTER_ZIPKIN_ENDPOINT"), "OTEL_EXPORTER_ZIPKIN_ENDPOINT"),
     Option("exporter", "--exporter", "zipkin", parse_exporter,
-           "Where spans go: zipkin (JSON v2), otlp (OTLP/HTTP), console or none.",
+           "Where spans go: zipkin (JSON v2), otlp (OTLP/HTTP), console, none, or zipkin-file "
+           "(Zipkin JSON in a file, for Zipkin's 'Upload JSON').",
            _otel_exporter, "OTEL_TRACES_EXPORTER"),
+    Option("zipkin_file", "--zipkin-file", "cosyvoice-traces.json", parse_path,
+           "The file the zipkin-file exporter writes (one JSON array)."),
     Option("service_name", "--service-name", "cosyvoice3", parse_text,
            "The service name shown in Zipkin.",
            _otel_var("OTEL_SERVICE_NAME"), "OTEL_SERVICE_NAME"),
@@ -224,6 +259,15 @@ OPTIONS: tuple[Option, ...] = (
            _otel_var("OTEL_EXPORTER_ZIPKIN_TIMEOUT"), "OTEL_EXPORTER_ZIPKIN_TIMEOUT"),
     Option("stage_spans", "--stage-spans/--no-stage-spans", True, parse_bool,
            "Add CosyVoice pipeline stage spans (frontend, LLM, flow, vocoder)."),
+    Option("stage", "--stage", None, parse_stages,
+           "Extra stage span NAME=module:Class.method (repeatable; env: ';'-separated).",
+           multiple=True),
+    Option("stage_map", "--stage-map", None, parse_stage_file,
+           "TOML file of extra stage rows ([[stage]] target, span, extractor, attributes)."),
+    Option("gradio_bridge", "--gradio-bridge/--no-gradio-bridge", True, parse_bool,
+           "Give each queued Gradio event the trace of the request that queued it."),
+    Option("cuda_sync", "--cuda-sync/--no-cuda-sync", False, parse_bool,
+           "End each stage span after torch.cuda.synchronize() (GPU-honest; slower)."),
     Option("debug", "--debug/--no-debug", False, parse_bool,
            "Print the resolved configuration and turn on OTel debug logging."),
 )

@@ -28,6 +28,8 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import signal
+import threading
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
@@ -68,6 +70,28 @@ def _option(kwargs: dict[str, Any], key: str, default: bool) -> bool:
     if kwargs.get(key) is not None:
         return bool(kwargs[key])
     return _env_bool(f"COSYVOICE_TRACED_{key.upper()}", default)
+
+
+def _flush_spans_on_sigterm(timeout_ms: int = 3000) -> None:
+    """Let a SIGTERM'd app keep its last spans (the SDK flushes only in atexit, which the
+    default SIGTERM action skips). Only when the app has no handler of its own: we flush for at
+    most ``timeout_ms``, restore the default action and re-send the signal, so the exit status
+    is still "terminated by SIGTERM". An app that sets its own handler later replaces ours."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
+        return
+
+    def flush_then_die(signum: int, frame: Any) -> None:
+        try:
+            provider = trace.get_tracer_provider()
+            if hasattr(provider, "force_flush"):
+                provider.force_flush(timeout_ms)
+        except Exception:  # noqa: BLE001, S110 - dying anyway; never block the exit
+            pass
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, flush_then_die)
 
 
 def _is_our_wrapper(value: Any) -> bool:
@@ -114,6 +138,7 @@ class CosyVoiceInstrumentor(BaseInstrumentor):
             self._when_imported(module_name, self._patch_module)
         if self.options.gradio_bridge:
             self._when_imported("gradio.queueing", self._patch_gradio)
+        _flush_spans_on_sigterm()
 
     def _when_imported(self, module_name: str, patch: Any) -> None:
         def hook(module: Any) -> None:

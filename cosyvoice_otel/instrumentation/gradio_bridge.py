@@ -25,7 +25,7 @@ from opentelemetry import context, propagate, trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from .. import schema as s
-from .stage_span import note_error
+from .stage_span import OPEN_STAGES_KEY, end_abandoned, note_error
 
 CTX_ATTR = "_cosyvoice_otel_ctx"
 TIME_ATTR = "_cosyvoice_otel_enqueued"
@@ -90,7 +90,9 @@ def make_wrappers(tracer: trace.Tracer, enabled: Any) -> dict[str, Any]:
                 attributes[s.QUEUE_WAIT_MS] = round((time.monotonic() - enqueued) * 1000, 3)
             span = tracer.start_span(s.GRADIO_EVENT, context=parent, kind=SpanKind.CONSUMER,
                                      attributes=attributes, links=links)
-            token = context.attach(trace.set_span_in_context(span, parent))
+            scope: list = []
+            token = context.attach(context.set_value(
+                OPEN_STAGES_KEY, scope, trace.set_span_in_context(span, parent)))
         except Exception as exc:  # noqa: BLE001
             note_error("gradio process_events", exc)
             return await wrapped(*args, **kwargs)
@@ -102,6 +104,7 @@ def make_wrappers(tracer: trace.Tracer, enabled: Any) -> dict[str, Any]:
             raise
         finally:
             context.detach(token)
+            end_abandoned(scope)
             span.end()
 
     return {"Event.__init__": event_init, "Queue.start": queue_start,

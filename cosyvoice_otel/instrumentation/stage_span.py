@@ -33,6 +33,9 @@ from .. import schema as s
 logger = logging.getLogger("cosyvoice_otel")
 
 STAGE_KEY = context.create_key("cosyvoice-otel-stage")
+# A list in the context of a request scope (a Gradio event run): every stage started under it
+# registers there, so the scope can end the spans of streams its consumer abandoned.
+OPEN_STAGES_KEY = context.create_key("cosyvoice-otel-open-stages")
 ERRORS: Counter[str] = Counter()
 _LOGGED: set[str] = set()
 
@@ -86,6 +89,9 @@ class StageSpan:
         self.counters: dict[str, Any] = {}
         self.started = time.monotonic()
         self.ended = False
+        scope = context.get_value(OPEN_STAGES_KEY, parent_ctx)
+        if scope is not None:
+            scope.append(self)
         if options.cuda_sync:
             _cuda_reset_peak()
 
@@ -116,6 +122,13 @@ class StageSpan:
             self.span.end()
         except Exception as err:  # noqa: BLE001
             note_error("StageSpan.end", err)
+
+
+def end_abandoned(stages: list[StageSpan]) -> None:
+    """End what a finished request scope left open (a stream its consumer gave up on)."""
+    for stage in stages:
+        if not stage.ended:
+            stage.end(abandoned=True)
 
 
 def _torch_cuda() -> Any:

@@ -75,6 +75,8 @@ class CosyVoiceFrontEnd:
         return token, torch.tensor([token.shape[1]], dtype=torch.int32)
 
     def _load_prompt(self, prompt_wav: Any, sample_rate: int) -> torch.Tensor:
+        if hasattr(prompt_wav, "seek"):  # a file object is read once per extractor
+            prompt_wav.seek(0)
         return load_wav(prompt_wav, sample_rate)
 
     def _extract_speech_token(self, prompt_wav: Any) -> tuple[torch.Tensor, torch.Tensor]:

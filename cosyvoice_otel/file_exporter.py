@@ -1,0 +1,55 @@
+"""A span exporter that writes Zipkin JSON v2 to a file (the demo's fallback without Java).
+
+The file always holds ONE JSON array of all spans exported so far, so Zipkin's UI can load it
+("Upload JSON"). Selected with ``--exporter zipkin-file`` (``OTEL_TRACES_EXPORTER=
+cosyvoice_zipkin_file``); the path comes from ``COSYVOICE_TRACED_ZIPKIN_FILE``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Sequence
+
+from opentelemetry.exporter.zipkin.json.v2 import JsonV2Encoder
+from opentelemetry.exporter.zipkin.node_endpoint import NodeEndpoint
+from opentelemetry.sdk.resources import SERVICE_NAME
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+DEFAULT_PATH = "cosyvoice-traces.json"
+
+
+class ZipkinFileExporter(SpanExporter):
+    def __init__(self, path: str | None = None) -> None:
+        self.path = path or os.environ.get("COSYVOICE_TRACED_ZIPKIN_FILE") or DEFAULT_PATH
+        self._encoder = JsonV2Encoder()
+        self._lock = threading.Lock()
+        self._spans: list[dict] = []
+        self._closed = False
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self._closed:
+            return SpanExportResult.FAILURE
+        if not spans:
+            return SpanExportResult.SUCCESS
+        node = NodeEndpoint()
+        node.service_name = spans[0].resource.attributes.get(SERVICE_NAME, "unknown")
+        try:
+            encoded = json.loads(self._encoder.serialize(spans, node))
+            with self._lock:
+                self._spans.extend(encoded)
+                tmp = f"{self.path}.tmp"
+                with open(tmp, "w", encoding="utf-8") as f:
+                    json.dump(self._spans, f)
+                os.replace(tmp, self.path)
+        except (OSError, ValueError):
+            return SpanExportResult.FAILURE
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        self._closed = True
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True

@@ -1,0 +1,105 @@
+"""Demo FastAPI server in the shape of upstream CosyVoice's runtime/python/fastapi/server.py.
+
+    python examples/server.py --port 50000 --model_dir /tmp/tiny-cosyvoice3
+
+Routes (GET with query parameters, POST with form fields): /inference_sft, /inference_zero_shot,
+/inference_cross_lingual, /inference_instruct, /inference_instruct2, /inference_vc. Each answers
+a StreamingResponse of raw int16 PCM produced by a SYNC generator over the model output, so the
+model runs while the body streams (as upstream's does). Knows nothing about tracing.
+"""
+
+import argparse
+import os
+import sys
+
+ROOT_DIR = os.path.dirname(os.path.abspath(__file__))
+sys.path.append(ROOT_DIR)
+
+import numpy as np  # noqa: E402
+import uvicorn  # noqa: E402
+from fastapi import FastAPI, File, Form, HTTPException, UploadFile  # noqa: E402
+from fastapi.responses import StreamingResponse  # noqa: E402
+
+from cosyvoice.cli.cosyvoice import AutoModel  # noqa: E402
+
+app = FastAPI()
+cosyvoice = None
+
+
+def generate_data(model_output):
+    for output in model_output:
+        yield (output["tts_speech"].numpy() * (2 ** 15 - 1)).astype(np.int16).tobytes()
+
+
+def stream(model_output):
+    headers = {"X-Sample-Rate": str(cosyvoice.sample_rate)}
+    return StreamingResponse(generate_data(model_output), media_type="audio/L16", headers=headers)
+
+
+@app.get("/inference_sft")
+def inference_sft_get(tts_text: str, spk_id: str, stream_mode: bool = False):
+    _check_speaker(spk_id)
+    return stream(cosyvoice.inference_sft(tts_text, spk_id, stream=stream_mode))
+
+
+@app.post("/inference_sft")
+def inference_sft(tts_text: str = Form(), spk_id: str = Form(), stream_mode: bool = Form(False)):
+    _check_speaker(spk_id)
+    return stream(cosyvoice.inference_sft(tts_text, spk_id, stream=stream_mode))
+
+
+@app.post("/inference_zero_shot")
+def inference_zero_shot(tts_text: str = Form(), prompt_text: str = Form(),
+                        prompt_wav: UploadFile = File(), stream_mode: bool = Form(False)):
+    return stream(cosyvoice.inference_zero_shot(tts_text, prompt_text, prompt_wav.file,
+                                                stream=stream_mode))
+
+
+@app.post("/inference_cross_lingual")
+def inference_cross_lingual(tts_text: str = Form(), prompt_wav: UploadFile = File(),
+                            stream_mode: bool = Form(False)):
+    return stream(cosyvoice.inference_cross_lingual(tts_text, prompt_wav.file, stream=stream_mode))
+
+
+@app.get("/inference_instruct")
+def inference_instruct_get(tts_text: str, spk_id: str, instruct_text: str,
+                           stream_mode: bool = False):
+    _check_speaker(spk_id)
+    return stream(cosyvoice.inference_instruct(tts_text, spk_id, instruct_text, stream=stream_mode))
+
+
+@app.post("/inference_instruct")
+def inference_instruct(tts_text: str = Form(), spk_id: str = Form(), instruct_text: str = Form(),
+                       stream_mode: bool = Form(False)):
+    _check_speaker(spk_id)
+    return stream(cosyvoice.inference_instruct(tts_text, spk_id, instruct_text, stream=stream_mode))
+
+
+@app.post("/inference_instruct2")
+def inference_instruct2(tts_text: str = Form(), instruct_text: str = Form(),
+                        prompt_wav: UploadFile = File(), stream_mode: bool = Form(False)):
+    if not hasattr(cosyvoice, "inference_instruct2"):
+        raise HTTPException(400, "this model has no instruct2 mode (CosyVoice 1)")
+    return stream(cosyvoice.inference_instruct2(tts_text, instruct_text, prompt_wav.file,
+                                                stream=stream_mode))
+
+
+@app.post("/inference_vc")
+def inference_vc(source_wav: UploadFile = File(), prompt_wav: UploadFile = File(),
+                 stream_mode: bool = Form(False)):
+    return stream(cosyvoice.inference_vc(source_wav.file, prompt_wav.file, stream=stream_mode))
+
+
+def _check_speaker(spk_id):
+    if spk_id not in cosyvoice.list_available_spks():
+        raise HTTPException(400, f"unknown spk_id; available: {cosyvoice.list_available_spks()}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, default=50000)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--model_dir", type=str, required=True)
+    args = parser.parse_args()
+    cosyvoice = AutoModel(model_dir=args.model_dir)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
