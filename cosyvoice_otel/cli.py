@@ -10,10 +10,8 @@ flag > COSYVOICE_TRACED_* > OTEL_* > default. User mistakes print ONE line on st
 
 from __future__ import annotations
 
-import shlex
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import click
@@ -106,6 +104,8 @@ def env_command(ctx: click.Context, fmt: str, check_endpoint: bool, **params: An
         return
     if check_endpoint and settings.exporter == "zipkin":
         launcher.check_endpoint_in_background(settings.zipkin_endpoint)
+    import shlex
+
     for key, value in sorted(settings.render().items()):
         if fmt == "shell":
             click.echo(f"export {key}={shlex.quote(value)}")
@@ -120,10 +120,10 @@ def env_command(ctx: click.Context, fmt: str, check_endpoint: bool, **params: An
               help="Port of the demo web UI.")
 @click.option("--zipkin-port", type=click.IntRange(1, 65535), default=9411, show_default=True,
               help="Port of the local Zipkin when one is started.")
-@click.option("--model-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--model-dir", type=click.Path(file_okay=False), default=None,
               help="Tiny model directory (default: written into the cache).")
 def demo(zipkin_endpoint: str | None, port: int, zipkin_port: int,
-         model_dir: Path | None) -> None:
+         model_dir: str | None) -> None:
     """One traced demo synthesis: tiny model, local Zipkin, traced web UI, the trace's link."""
     from .demo import DemoError, run_demo
 
@@ -133,9 +133,27 @@ def demo(zipkin_endpoint: str | None, port: int, zipkin_port: int,
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--zipkin-endpoint") from None
     try:
-        run_demo(zipkin_endpoint, port, model_dir, zipkin_port, echo=click.echo)
+        from pathlib import Path
+
+        run_demo(zipkin_endpoint, port, Path(model_dir) if model_dir else None, zipkin_port,
+                 echo=click.echo)
     except DemoError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+@cli.command()
+@click.option("--format", "fmt", type=click.Choice(["markdown", "json"]), default="markdown",
+              show_default=True)
+def schema(fmt: str) -> None:
+    """Print the tracing schema (span names, parents, attributes, error reasons)."""
+    import json
+
+    from . import schema as tracing_schema
+
+    if fmt == "json":
+        click.echo(json.dumps(tracing_schema.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        click.echo(tracing_schema.to_markdown(), nl=False)
 
 
 @cli.group()

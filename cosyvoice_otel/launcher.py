@@ -19,8 +19,6 @@ import os
 import shutil
 import sys
 from collections.abc import Mapping, Sequence
-from pathlib import Path
-from urllib.parse import urlsplit
 
 PYTHON_NAMES = frozenset({"python", "python3"})
 
@@ -43,7 +41,7 @@ def resolve_program(argv: Sequence[str], python: str | None = None) -> list[str]
             raise LaunchError("missing module after -m")
         return [python, "-m", *rest]
     if first.endswith(".py"):
-        if not Path(first).is_file():
+        if not os.path.isfile(first):
             raise LaunchError(f"program not found: no file {first!r}")
         return [python, first, *rest]
     found = shutil.which(first)
@@ -54,7 +52,7 @@ def resolve_program(argv: Sequence[str], python: str | None = None) -> list[str]
 
 def uvicorn_warning(argv: Sequence[str]) -> str | None:
     """One warning when uvicorn is asked for --reload or --workers N>1, or None."""
-    names = [Path(a).name for a in argv[:3]]
+    names = [os.path.basename(a) for a in argv[:3]]
     if "uvicorn" not in names:
         return None
     args = list(argv)
@@ -77,9 +75,9 @@ def uvicorn_warning(argv: Sequence[str]) -> str | None:
 
 def find_instrument() -> str:
     """The opentelemetry-instrument script of this interpreter's environment."""
-    beside = Path(sys.executable).with_name("opentelemetry-instrument")
-    if beside.is_file():
-        return str(beside)
+    beside = os.path.join(os.path.dirname(sys.executable), "opentelemetry-instrument")
+    if os.path.isfile(beside):
+        return beside
     found = shutil.which("opentelemetry-instrument")
     if found is None:
         raise LaunchError("opentelemetry-instrument not found: "
@@ -113,6 +111,7 @@ def check_endpoint_in_background(url: str, timeout: float = 1.0) -> None:
 
 def _probe(url: str, timeout: float) -> None:
     import http.client
+    from urllib.parse import urlsplit
 
     parts = urlsplit(url)
     conn_cls = (http.client.HTTPSConnection if parts.scheme == "https"

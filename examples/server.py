@@ -17,10 +17,9 @@ sys.path.append(ROOT_DIR)
 
 import numpy as np  # noqa: E402
 import uvicorn  # noqa: E402
+from cosyvoice.cli.cosyvoice import AutoModel  # noqa: E402
 from fastapi import FastAPI, File, Form, HTTPException, UploadFile  # noqa: E402
 from fastapi.responses import StreamingResponse  # noqa: E402
-
-from cosyvoice.cli.cosyvoice import AutoModel  # noqa: E402
 
 app = FastAPI()
 cosyvoice = None

@@ -20,7 +20,6 @@ sys.path.append(ROOT_DIR)  # upstream appends its folder too, just before import
 
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
-
 from cosyvoice.cli.cosyvoice import AutoModel  # noqa: E402
 from cosyvoice.utils.asr import TinyTranscriber  # noqa: E402
 from cosyvoice.utils.common import set_all_random_seed  # noqa: E402

@@ -5,6 +5,7 @@ With CI=true a Zipkin test is never skipped: if Zipkin cannot start, the run fai
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import signal
@@ -12,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import wave
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,6 +37,39 @@ def zipkin() -> Iterator[zipkin_server.ZipkinServer]:
         pytest.skip(f"Zipkin could not start: {exc}")
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def make_model(tmp_path_factory):
+    """make_model(version) -> a tiny demo model directory (examples/make_tiny_model.py)."""
+    sys.path.insert(0, str(ROOT / "examples"))
+    import make_tiny_model
+
+    made: dict[int, Path] = {}
+
+    def _make(version: int) -> Path:
+        if version not in made:
+            made[version] = Path(make_tiny_model.make(
+                str(tmp_path_factory.mktemp("models") / f"v{version}"), version))
+        return made[version]
+
+    return _make
+
+
+@pytest.fixture(scope="session")
+def prompt_file(tmp_path_factory) -> Path:
+    """1.5 s of 16 kHz mono speech-like audio: a tone switched on and off."""
+    path = tmp_path_factory.mktemp("audio") / "prompt.wav"
+    rate = 16000
+    frames = b"".join(
+        int(9000 * math.sin(2 * math.pi * 220 * i / rate) * ((i // 4000) % 2 == 0))
+        .to_bytes(2, "little", signed=True) for i in range(int(rate * 1.5)))
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(frames)
+    return path
 
 
 def new_trace_id(bits: int = 128) -> str:

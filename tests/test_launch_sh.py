@@ -69,4 +69,4 @@ def test_launch_sh_bad_variable_is_one_line_exit_2() -> None:
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "cosyvoice-traced: error: COSYVOICE_TRACED_EXPORTER: expected one of zipkin, otlp, "
-        "console, none, got 'kafka'"]
+        "console, none, zipkin-file, got 'kafka'"]

@@ -1,0 +1,58 @@
+"""Helpers shared by the benchmarks: start apps, wait for ports, medians."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "examples"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start(argv: list[str], port: int, env: dict | None = None) -> subprocess.Popen:
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env or dict(os.environ),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return proc
+        if proc.poll() is not None:
+            raise SystemExit(f"{argv} exited with {proc.returncode}")
+        time.sleep(0.2)
+    raise SystemExit(f"{argv} did not listen on {port}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def median_ms(values: list[float]) -> float:
+    return statistics.median(values) * 1000
+
+
+def tiny_model(version: int = 3) -> str:
+    import make_tiny_model
+
+    path = ROOT / ".cache" / f"bench-model-v{version}"
+    if not (path / f"cosyvoice{'' if version == 1 else version}.yaml").is_file():
+        make_tiny_model.make(str(path), version)
+    return str(path)

@@ -1,0 +1,92 @@
+"""The FastAPI runtime-server path: a sync generator in a StreamingResponse, into real Zipkin."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+import requests
+
+from cosyvoice_otel import schema
+from cosyvoice_otel.checks import check_synthesis
+
+from .conftest import BIN, app_env, free_port, new_span_id, new_trace_id
+
+pytestmark = pytest.mark.zipkin
+TEXT = "The runtime server streams raw PCM. 第二句。"
+
+
+@pytest.fixture(scope="module")
+def v1_model(make_model) -> Path:
+    return make_model(1)
+
+
+@pytest.fixture
+def server(zipkin, launch_app, v1_model):
+    port = free_port()
+    return launch_app([str(BIN / "cosyvoice-traced"), "run", "--zipkin-endpoint", zipkin.endpoint,
+                       "--service-name", "runtime-server", "--", "python", "examples/server.py",
+                       "--port", str(port), "--model_dir", str(v1_model)], app_env(), port)
+
+
+def b3(trace_id: str) -> dict[str, str]:
+    return {"X-B3-TraceId": trace_id, "X-B3-SpanId": new_span_id(), "X-B3-Sampled": "1"}
+
+
+def call(url: str, mode: str, stream: bool, prompt: Path, trace_id: str) -> bytes:
+    form = {"tts_text": TEXT, "stream_mode": str(stream).lower()}
+    files = {}
+    if mode == "sft":
+        resp = requests.get(f"{url}/inference_sft", params={**form, "spk_id": "中文女"},
+                            headers=b3(trace_id), timeout=60)
+        return resp.content
+    if mode == "instruct":
+        form.update(spk_id="中文男", instruct_text="speak slowly")
+    if mode == "zero_shot":
+        form["prompt_text"] = "prompt words"
+    if mode in ("zero_shot", "cross_lingual"):
+        files = {"prompt_wav": prompt.read_bytes()}
+    if mode == "vc":
+        form.pop("tts_text")
+        files = {"source_wav": prompt.read_bytes(), "prompt_wav": prompt.read_bytes()}
+    resp = requests.post(f"{url}/inference_{mode}", data=form, files=files, headers=b3(trace_id),
+                         timeout=60)
+    assert resp.status_code == 200, resp.text
+    return resp.content
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_every_mode_streams_audio_in_one_complete_trace(zipkin, server, prompt_file,
+                                                        stream) -> None:
+    sent = []
+    for mode in ("sft", "zero_shot", "cross_lingual", "instruct", "vc"):
+        trace_id = new_trace_id()
+        body = call(server.url, mode, stream, prompt_file, trace_id)
+        assert len(body) > 2000 and len(body) % 2 == 0  # int16 PCM
+        sent.append((trace_id, mode))
+    client = zipkin.client()
+    for trace_id, mode in sent:
+        spans = client.wait_for_trace(trace_id, lambda sp, m=mode: not check_synthesis(
+            sp, m, stream), timeout=30)
+        assert check_synthesis(spans, mode, stream) == [], mode
+        inference = next(s for s in spans if s["name"] == schema.INFERENCE)
+        parent = next(s for s in spans if s["id"] == inference["parentId"])
+        assert parent["kind"] == "SERVER" and parent["name"].endswith(f"/inference_{mode}")
+
+
+def test_concurrent_streams_do_not_mix(zipkin, server, prompt_file) -> None:
+    ids = [new_trace_id() for _ in range(4)]
+    threads = [threading.Thread(target=call, args=(server.url, "sft", True, prompt_file, t))
+               for t in ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    seen: set[str] = set()
+    for trace_id in ids:
+        spans = zipkin.client().wait_for_trace(
+            trace_id, lambda sp: not check_synthesis(sp, "sft", True), timeout=30)
+        assert check_synthesis(spans, "sft", True) == []
+        assert not {s["id"] for s in spans} & seen
+        seen |= {s["id"] for s in spans}

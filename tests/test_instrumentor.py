@@ -1,0 +1,315 @@
+"""The instrumentor with the SDK's in-memory exporter, on the demo engine (no server needed)."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import textwrap
+import wave
+
+import pytest
+import wrapt
+from opentelemetry import trace
+from opentelemetry.instrumentation.threading import ThreadingInstrumentor
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
+
+from cosyvoice_otel import schema
+from cosyvoice_otel.checks import check_synthesis
+from cosyvoice_otel.instrumentation import CosyVoiceInstrumentor, stage_span
+from cosyvoice_otel.instrumentation.extractors import EXTRACTORS
+
+from .conftest import BIN, ROOT
+
+EXAMPLES = ROOT / "examples"
+
+EXPORTER = InMemorySpanExporter()
+PROVIDER = TracerProvider()
+PROVIDER.add_span_processor(SimpleSpanProcessor(EXPORTER))
+TEXT = "Hello there, this is the demo engine. 你好，世界！"
+
+
+@pytest.fixture(scope="module")
+def models(make_model) -> dict[int, object]:
+    trace.set_tracer_provider(PROVIDER)
+    ThreadingInstrumentor().instrument()
+    from cosyvoice.cli.cosyvoice import AutoModel
+
+    return {v: AutoModel(model_dir=str(make_model(v))) for v in (1, 3)}
+
+
+@pytest.fixture
+def instrumented(models):
+    inst = CosyVoiceInstrumentor()
+    inst.instrument(tracer_provider=PROVIDER)
+    EXPORTER.clear()
+    yield inst
+    inst.uninstrument()
+    EXPORTER.clear()
+
+
+@pytest.fixture
+def prompt_wav(prompt_file) -> str:
+    return str(prompt_file)
+
+
+def as_zipkin(spans: tuple[ReadableSpan, ...]) -> list[dict]:
+    """SDK spans in the shape Zipkin stores, so one checker serves both."""
+    out = []
+    for span in spans:
+        item = {"traceId": f"{span.context.trace_id:032x}", "id": f"{span.context.span_id:016x}",
+                "name": span.name, "timestamp": span.start_time // 1000,
+                "duration": (span.end_time - span.start_time) // 1000,
+                "tags": {k: str(v).lower() if isinstance(v, bool) else str(v)
+                         for k, v in span.attributes.items()}}
+        if span.parent is not None:
+            item["parentId"] = f"{span.parent.span_id:016x}"
+        if span.kind.name != "INTERNAL":
+            item["kind"] = span.kind.name
+        out.append(item)
+    return out
+
+
+def run_request(model, mode: str, stream: bool, prompt: str) -> list:
+    tracer = PROVIDER.get_tracer("test")
+    calls = {
+        "sft": lambda: model.inference_sft(TEXT, "中文女", stream=stream),
+        "zero_shot": lambda: model.inference_zero_shot(TEXT, "prompt words", prompt,
+                                                       stream=stream),
+        "cross_lingual": lambda: model.inference_cross_lingual(TEXT, prompt, stream=stream),
+        "instruct": lambda: model.inference_instruct(TEXT, "中文男", "speak slowly", stream=stream),
+        "instruct2": lambda: model.inference_instruct2(TEXT, "speak slowly", prompt,
+                                                       stream=stream),
+        "vc": lambda: model.inference_vc(prompt, prompt, stream=stream),
+    }
+    with tracer.start_as_current_span("request", kind=trace.SpanKind.SERVER):
+        return list(calls[mode]())
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("mode", ["sft", "zero_shot", "cross_lingual", "instruct", "instruct2",
+                                  "vc"])
+def test_complete_tree_for_every_mode(models, instrumented, prompt_wav, mode, stream) -> None:
+    model = models[1] if mode == "instruct" else models[3]
+    outputs = run_request(model, mode, stream, prompt_wav)
+    spans = as_zipkin(EXPORTER.get_finished_spans())
+    assert check_synthesis(spans, mode, stream) == []
+    assert len({s["traceId"] for s in spans}) == 1
+    inference = next(s for s in spans if s["name"] == schema.INFERENCE)
+    samples = sum(o["tts_speech"].shape[1] for o in outputs)
+    assert float(inference["tags"][schema.AUDIO_SECONDS]) == pytest.approx(
+        samples / model.sample_rate, abs=1e-3)
+    assert int(inference["tags"][schema.CHUNK_COUNT]) == len(outputs)
+    if mode != "vc":
+        assert int(inference["tags"][schema.TEXT_LENGTH]) == len(TEXT)
+        assert int(inference["tags"][schema.SENTENCE_COUNT]) == 2
+    if stream:
+        indexes = sorted(int(s["tags"][schema.CHUNK_INDEX]) for s in spans
+                         if s["name"] == schema.TOKEN2WAV)
+        assert len(indexes) == len(outputs)  # one token2wav per streamed chunk
+
+
+def test_llm_thread_span_is_a_child_of_model_tts(models, instrumented) -> None:
+    run_request(models[3], "sft", False, "")
+    spans = {s.context.span_id: s for s in EXPORTER.get_finished_spans()}
+    acoustic = [s for s in spans.values() if s.name == schema.ACOUSTIC_MODEL]
+    assert acoustic
+    for span in acoustic:
+        assert spans[span.parent.span_id].name == schema.MODEL_TTS
+        assert int(span.attributes[schema.SPEECH_TOKENS]) > 0
+
+
+def test_no_content_in_attributes(models, instrumented, prompt_wav) -> None:
+    run_request(models[3], "zero_shot", True, prompt_wav)
+    for span in EXPORTER.get_finished_spans():
+        for value in span.attributes.values():
+            assert "Hello there" not in str(value) and "prompt words" not in str(value)
+
+
+def test_generator_span_is_not_current_across_yield_and_ends_once_when_abandoned(
+        models, instrumented) -> None:
+    tracer = PROVIDER.get_tracer("test")
+    long_text = "One sentence here. " * 6
+    with tracer.start_as_current_span("consumer") as consumer:
+        gen = models[3].inference_sft(long_text, "中文女", stream=True)
+        next(gen)
+        assert trace.get_current_span() is consumer  # the stage span did not leak out
+        gen.close()  # the client went away
+    spans = EXPORTER.get_finished_spans()
+    inference = [s for s in spans if s.name == schema.INFERENCE]
+    assert len(inference) == 1
+    assert inference[0].attributes[schema.ABANDONED] is True
+    assert all(s.end_time is not None for s in spans)
+
+
+def test_exhausted_generator_is_not_marked_abandoned(models, instrumented) -> None:
+    run_request(models[3], "sft", True, "")
+    inference = [s for s in EXPORTER.get_finished_spans() if s.name == schema.INFERENCE]
+    assert len(inference) == 1 and schema.ABANDONED not in inference[0].attributes
+
+
+def test_uninstrument_restores_originals_and_reinstrument_does_not_double_wrap(models) -> None:
+    from cosyvoice.cli.cosyvoice import CosyVoice, CosyVoice3
+
+    inst = CosyVoiceInstrumentor()
+    inst.instrument(tracer_provider=PROVIDER)
+    inst.instrument(tracer_provider=PROVIDER)  # a second call is a no-op
+    assert isinstance(CosyVoice.__dict__["inference_sft"], wrapt.FunctionWrapper)
+    assert "inference_sft" not in CosyVoice3.__dict__  # inherited: left to the base's wrapper
+    inst.uninstrument()
+    assert not isinstance(CosyVoice.__dict__["inference_sft"], wrapt.FunctionWrapper)
+    EXPORTER.clear()
+    list(models[3].inference_sft(TEXT, "中文女"))
+    assert EXPORTER.get_finished_spans() == ()
+    inst.instrument(tracer_provider=PROVIDER)
+    try:
+        assert not isinstance(CosyVoice.__dict__["inference_sft"].__wrapped__,
+                              wrapt.FunctionWrapper)
+        list(models[3].inference_sft(TEXT, "中文女"))
+        names = [s.name for s in EXPORTER.get_finished_spans()]
+        assert names.count(schema.INFERENCE) == 1
+    finally:
+        inst.uninstrument()
+
+
+def test_missing_target_warns_once_and_the_rest_is_patched(models, caplog) -> None:
+    from cosyvoice_otel.instrumentation.stage_map import parse_stage_spec
+
+    inst = CosyVoiceInstrumentor()
+    with caplog.at_level(logging.WARNING, logger="cosyvoice_otel"):
+        inst.instrument(tracer_provider=PROVIDER, stages=[
+            parse_stage_spec("ghost=cosyvoice.cli.model:CosyVoiceModel.no_such_method")])
+    try:
+        warnings = [r.getMessage() for r in caplog.records if "no_such_method" in r.getMessage()]
+        assert len(warnings) == 1
+        assert "cosyvoice.cli.model:CosyVoiceModel.no_such_method" in warnings[0]
+        EXPORTER.clear()
+        list(models[3].inference_sft(TEXT, "中文女"))
+        assert schema.VOCODER in {s.name for s in EXPORTER.get_finished_spans()}
+    finally:
+        inst.uninstrument()
+
+
+def test_failing_extractor_never_reaches_the_app(models, instrumented, monkeypatch) -> None:
+    def broken(stage, result):
+        raise RuntimeError("extractor bug")
+
+    monkeypatch.setattr(EXTRACTORS["vocoder"], "end", broken)
+    before = sum(stage_span.ERRORS.values())
+    outputs = list(models[3].inference_sft(TEXT, "中文女"))
+    assert outputs and outputs[0]["tts_speech"].shape[1] > 0
+    assert sum(stage_span.ERRORS.values()) > before
+    assert schema.VOCODER in {s.name for s in EXPORTER.get_finished_spans()}
+
+
+def test_app_exceptions_pass_through_and_mark_the_span(models, instrumented) -> None:
+    with pytest.raises(KeyError):
+        list(models[3].inference_sft(TEXT, "no-such-speaker"))
+    failed = [s for s in EXPORTER.get_finished_spans() if s.status.status_code == StatusCode.ERROR]
+    names = {s.name for s in failed}
+    assert {"tts_frontend.sft", schema.INFERENCE} <= names
+    assert all(s.attributes[schema.ERROR_TYPE] == "KeyError" for s in failed)
+
+
+def test_empty_asr_result_is_an_error_with_an_event(models, instrumented, tmp_path) -> None:
+    from cosyvoice.utils.asr import TinyTranscriber
+
+    silent = tmp_path / "silent.wav"
+    with wave.open(str(silent), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(16000)
+        out.writeframes(b"\0\0" * 16000)
+    assert TinyTranscriber().generate(input=str(silent))[0]["text"] == ""
+    span = next(s for s in EXPORTER.get_finished_spans() if s.name == schema.ASR)
+    assert span.status.status_code == StatusCode.ERROR
+    assert span.attributes[schema.ERROR_TYPE] == "asr_empty_result"
+    assert [e.name for e in span.events] == ["ASR returned empty result"]
+
+
+def test_stage_map_file_adds_a_stage_without_code(models, tmp_path) -> None:
+    stage_file = tmp_path / "stages.toml"
+    stage_file.write_text(textwrap.dedent("""
+        [[stage]]
+        target = "cosyvoice.cli.frontend:CosyVoiceFrontEnd._extract_text_token"
+        span = "text_tokenizer"
+        attributes = { tokenizer = "demo" }
+    """))
+    inst = CosyVoiceInstrumentor()
+    inst.instrument(tracer_provider=PROVIDER, stage_map=str(stage_file))
+    try:
+        EXPORTER.clear()
+        list(models[3].inference_sft(TEXT, "中文女"))
+        custom = [s for s in EXPORTER.get_finished_spans() if s.name == "text_tokenizer"]
+        assert custom and custom[0].attributes["tokenizer"] == "demo"
+    finally:
+        inst.uninstrument()
+
+
+def test_cuda_sync_is_a_no_op_without_cuda(models) -> None:
+    inst = CosyVoiceInstrumentor()
+    inst.instrument(tracer_provider=PROVIDER, cuda_sync=True)
+    try:
+        EXPORTER.clear()
+        list(models[3].inference_sft(TEXT, "中文女"))
+        spans = EXPORTER.get_finished_spans()
+        assert spans and all(schema.CUDA_SYNCED not in s.attributes for s in spans)
+    finally:
+        inst.uninstrument()
+
+
+@pytest.mark.parametrize("order", ["instrument-then-import", "import-then-instrument"])
+def test_patching_is_lazy_and_order_independent(order) -> None:
+    script = textwrap.dedent(f"""
+        import sys, wrapt
+        from cosyvoice_otel.instrumentation import CosyVoiceInstrumentor
+        if {order == "import-then-instrument"!r}:
+            sys.path.append({str(EXAMPLES)!r})
+            import cosyvoice.cli.cosyvoice
+            CosyVoiceInstrumentor().instrument()
+        else:
+            CosyVoiceInstrumentor().instrument()
+            assert "cosyvoice" not in sys.modules
+            sys.path.append({str(EXAMPLES)!r})  # like upstream's webui: path set late
+            import cosyvoice.cli.cosyvoice
+        from cosyvoice.cli.model import CosyVoiceModel
+        from cosyvoice.cli.cosyvoice import CosyVoice
+        assert isinstance(CosyVoice.__dict__["inference_sft"], wrapt.FunctionWrapper)
+        assert isinstance(CosyVoiceModel.__dict__["tts"], wrapt.FunctionWrapper)
+        print("patched")
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            cwd="/", timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "patched"
+    assert "warning" not in result.stderr.lower()
+
+
+def test_span_ids_do_not_repeat_when_the_app_reseeds_random() -> None:
+    """The webui seeds `random` per request; the default SDK ids would then repeat."""
+    import random
+
+    from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+
+    from cosyvoice_otel.id_generator import IsolatedRandomIdGenerator
+
+    def ids_after_seed(generator) -> list[int]:
+        random.seed(0)
+        return [generator.generate_span_id() for _ in range(3)]
+
+    stock = RandomIdGenerator()
+    assert ids_after_seed(stock) == ids_after_seed(stock)  # the failure this prevents
+    ours = IsolatedRandomIdGenerator()
+    assert ids_after_seed(ours) != ids_after_seed(ours)
+
+
+def test_launcher_selects_the_isolated_id_generator() -> None:
+    script = ("from opentelemetry import trace; "
+              "print(type(trace.get_tracer_provider().id_generator).__name__)")
+    result = subprocess.run([str(BIN / "cosyvoice-traced"), "run", "--exporter", "none",
+                             "--", "python", "-c", script], capture_output=True, text=True,
+                            timeout=60, cwd=ROOT)
+    assert result.stdout.strip() == "IsolatedRandomIdGenerator", result.stderr
