@@ -156,6 +156,21 @@ def schema(fmt: str) -> None:
         click.echo(tracing_schema.to_markdown(), nl=False)
 
 
+@cli.command("nginx-config")
+@click.option("--upstream", required=True, metavar="HOST:PORT", help="The traced app.")
+@click.option("--listen", default="0.0.0.0:8080", show_default=True, metavar="ADDR:PORT")
+@click.option("--access-log", default="/var/log/nginx/cosyvoice-access.log", show_default=True,
+              metavar="PATH", help="Access log with trace_id= and span_id= on each line.")
+def nginx_config(upstream: str, listen: str, access_log: str) -> None:
+    """Print nginx blocks (include inside http { }) that inject valid B3 headers."""
+    from . import nginx
+
+    try:
+        click.echo(nginx.render(upstream, listen, access_log), nl=False)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
 @cli.group()
 def zipkin() -> None:
     """A local Zipkin server from the official jar (for users without Docker)."""

@@ -1,0 +1,99 @@
+"""nginx configuration that injects VALID B3 headers in front of a service (the seed's scheme 2).
+
+The seed's snippet put nginx's 32-hex ``$request_id`` in ``X-B3-SpanId``, which must be 16 hex,
+so every propagator ignored it. This one:
+
+* keeps the trace id of a valid incoming ``X-B3-TraceId``, ``b3`` (single) or W3C
+  ``traceparent`` header, in that order, and otherwise takes ``$request_id`` (32 hex: a valid
+  128-bit trace id); garbage is replaced, never forwarded;
+* makes the span id from the first 16 hex of ``$request_id``;
+* always sends an explicit ``X-B3-Sampled`` (the incoming decision when there is one, else 1),
+  because a missing flag makes the Python B3 propagator drop the trace;
+* removes the incoming single/W3C headers, so the app sees one consistent context;
+* logs the trace id and span id in the access log (format ``cosyvoice_b3``).
+
+nginx itself reports no span: the app's server span has a parent id Zipkin never receives.
+"""
+
+from __future__ import annotations
+
+import re
+
+_HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$")
+
+
+def check_host_port(value: str, what: str) -> str:
+    match = _HOST_PORT.match(value.strip())
+    if not match or not 0 < int(match.group(2)) < 65536:
+        raise ValueError(f"{what} must be HOST:PORT, got {value!r}")
+    return value.strip()
+
+
+def render(upstream: str, listen: str = "0.0.0.0:8080",
+           access_log: str = "/var/log/nginx/cosyvoice-access.log") -> str:
+    """The ``log_format``, ``map`` and ``server`` blocks, to include inside ``http { }``."""
+    upstream = check_host_port(upstream, "--upstream")
+    listen = check_host_port(listen, "--listen")
+    return f"""\
+# cosyvoice-otel: valid B3 injection for {upstream}. Include inside http {{ }}.
+log_format cosyvoice_b3 '$remote_addr [$time_local] "$request" $status $body_bytes_sent '
+                        'trace_id=$cosyvoice_trace_id span_id=$cosyvoice_span_id '
+                        'sampled=$cosyvoice_sampled rt=$request_time';
+
+# trace id: a valid incoming X-B3-TraceId, else b3 (single), else traceparent, else $request_id
+map "$http_x_b3_traceid|$http_b3|$http_traceparent" $cosyvoice_trace_id {{
+    "~^(?<tid>[0-9a-f]{{32}}|[0-9a-f]{{16}})\\|" $tid;
+    "~^[^|]*\\|(?<tid>[0-9a-f]{{32}}|[0-9a-f]{{16}})-[0-9a-f]{{16}}(-[01d](-[0-9a-f]{{16}})?)?\\|" $tid;
+    "~^[^|]*\\|[^|]*\\|00-(?<tid>[0-9a-f]{{32}})-[0-9a-f]{{16}}-[0-9a-f]{{2}}$" $tid;
+    default $request_id;
+}}
+
+# span id: 16 hex, derived from $request_id (32 hex); the seed used all 32, which is invalid
+map $request_id $cosyvoice_span_id {{
+    "~^(?<sid>[0-9a-f]{{16}})" $sid;
+}}
+
+# an explicit sampled flag: the incoming decision when there is one, else 1
+map "$http_x_b3_sampled|$http_b3|$http_traceparent" $cosyvoice_sampled {{
+    "~^(?<s>[01])\\|" $s;
+    "~^[^|]*\\|[0-9a-f]{{16,32}}-[0-9a-f]{{16}}-(?<s>[01])" $s;
+    "~^[^|]*\\|[0-9a-f]{{16,32}}-[0-9a-f]{{16}}-d" 1;
+    "~^[^|]*\\|0$" 0;
+    "~^[^|]*\\|[^|]*\\|00-[0-9a-f]{{32}}-[0-9a-f]{{16}}-[0-9a-f]([13579bdf])$" 1;
+    "~^[^|]*\\|[^|]*\\|00-[0-9a-f]{{32}}-[0-9a-f]{{16}}-[0-9a-f]([02468ace])$" 0;
+    default 1;
+}}
+
+map $http_upgrade $cosyvoice_connection {{
+    default upgrade;
+    ""      close;
+}}
+
+server {{
+    listen {listen};
+    access_log {access_log} cosyvoice_b3;
+
+    location / {{
+        proxy_pass http://{upstream};
+        proxy_http_version 1.1;
+        proxy_set_header Host $host;
+        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        proxy_set_header Upgrade $http_upgrade;
+        proxy_set_header Connection $cosyvoice_connection;
+
+        proxy_set_header X-B3-TraceId $cosyvoice_trace_id;
+        proxy_set_header X-B3-SpanId $cosyvoice_span_id;
+        proxy_set_header X-B3-Sampled $cosyvoice_sampled;
+        proxy_set_header X-B3-ParentSpanId "";
+        proxy_set_header X-B3-Flags "";
+        proxy_set_header b3 "";
+        proxy_set_header traceparent "";
+        proxy_set_header tracestate "";
+
+        # Gradio's queue (SSE) and streamed audio must reach the client as they are produced
+        proxy_buffering off;
+        proxy_read_timeout 600s;
+        add_header X-Trace-Id $cosyvoice_trace_id always;
+    }}
+}}
+"""
