@@ -156,6 +156,53 @@ def schema(fmt: str) -> None:
         click.echo(tracing_schema.to_markdown(), nl=False)
 
 
+@cli.command()
+@click.option("--app", "app_url", required=True, metavar="URL",
+              help="The running traced app (Gradio webui or FastAPI runtime server).")
+@click.option("--zipkin", "zipkin_url", required=True, metavar="URL",
+              help="Zipkin's base URL, e.g. http://localhost:9411.")
+@click.option("--requests", "count", type=click.IntRange(1, 100), default=3, show_default=True,
+              help="Good requests to send (one bad input is always added).")
+@click.option("--timeout", type=click.FloatRange(1, 600), default=60, show_default=True,
+              help="Seconds to wait for the traces to reach Zipkin.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable result (for CI).")
+def verify(app_url: str, zipkin_url: str, count: int, timeout: float, as_json: bool) -> None:
+    """Send real synthesis requests and check their traces in Zipkin against the schema."""
+    from .verify import VerifyError, run_verify
+
+    for name, url in (("--app", app_url), ("--zipkin", zipkin_url)):
+        try:
+            config.parse_http_url(url)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint=name) from None
+
+    def progress(plan: list) -> Any:
+        if as_json:
+            return None
+        bar = click.progressbar(length=len(plan), label="waiting for traces in Zipkin",
+                                file=sys.stderr)
+        bar.__enter__()
+        return bar
+
+    try:
+        report = run_verify(app_url, zipkin_url, count, progress, timeout)
+    except VerifyError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        import json
+
+        click.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        click.echo(file=sys.stderr)
+        width = max(len(c.name) for c in report.checks)
+        for check in report.checks:
+            mark = "PASS" if check.ok else "FAIL"
+            click.echo(f"{mark}  {check.name:<{width}}  {check.reason}".rstrip())
+        passed = sum(c.ok for c in report.checks)
+        click.echo(f"{passed} passed, {len(report.checks) - passed} failed ({report.app_kind} app)")
+    sys.exit(0 if report.ok else 1)
+
+
 @cli.command("nginx-config")
 @click.option("--upstream", required=True, metavar="HOST:PORT", help="The traced app.")
 @click.option("--listen", default="0.0.0.0:8080", show_default=True, metavar="ADDR:PORT")

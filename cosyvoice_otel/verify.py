@@ -1,0 +1,277 @@
+"""``cosyvoice-traced verify``: prove that a running, traced CosyVoice app joins Zipkin tracing.
+
+It drives real synthesis requests against the app (Gradio through its queue API, or the
+FastAPI runtime server), each with a trace id chosen here and sent as B3 single, B3 multi or
+W3C, plus ONE deliberately bad input; then reads every trace back from Zipkin's API and checks
+it against the tracing schema:
+
+* the client's trace id was kept (the trace exists under that id);
+* tree shape and parent links, children inside their parents in time, required attributes
+  (``checks.check_synthesis``);
+* the bad input's trace carries the error tag and an ``error.type`` reason;
+* no request text (a unique canary in every text) appears anywhere Zipkin stored.
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import math
+import os
+import secrets
+import struct
+import time
+import urllib.error
+import urllib.request
+import uuid
+import wave
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import schema as s
+from .checks import check_synthesis
+from .gradio_rest import GradioError, GradioRest
+from .zipkin import ZipkinClient, ZipkinError
+
+FORMATS = ("b3single", "b3multi", "w3c")
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    reason: str = ""
+
+
+@dataclass
+class Sent:
+    trace_id: str
+    fmt: str
+    mode: str
+    stream: bool
+    canary: str
+    bad: bool = False
+    error: str = ""
+
+
+@dataclass
+class Report:
+    app_kind: str
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.checks) and all(c.ok for c in self.checks)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "app": self.app_kind,
+                "checks": [{"name": c.name, "ok": c.ok, "reason": c.reason} for c in self.checks]}
+
+
+def trace_headers(fmt: str, trace_id: str) -> dict[str, str]:
+    span_id = secrets.token_hex(8)
+    if fmt == "b3single":
+        return {"b3": f"{trace_id}-{span_id}-1"}
+    if fmt == "b3multi":
+        return {"X-B3-TraceId": trace_id, "X-B3-SpanId": span_id, "X-B3-Sampled": "1"}
+    return {"traceparent": f"00-{trace_id}-{span_id}-01"}
+
+
+def wav_bytes(seconds: float = 1.0, silent: bool = False, rate: int = 16000) -> bytes:
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(b"".join(struct.pack(
+            "<h", 0 if silent else int(8000 * math.sin(i / 7) * ((i // 2000) % 2)))
+            for i in range(int(rate * seconds))))
+    return buf.getvalue()
+
+
+# ------------------------------------------------------------------------------ the two apps
+
+def detect(app_url: str) -> str:
+    """'gradio' or 'fastapi' (the runtime server), by what the app serves."""
+    for path, kind in (("/config", "gradio"), ("/openapi.json", "fastapi")):
+        try:
+            with urllib.request.urlopen(app_url.rstrip("/") + path, timeout=10) as resp:
+                body = json.loads(resp.read())
+        except (OSError, ValueError):
+            continue
+        if kind == "gradio" and "dependencies" in body:
+            return kind
+        if kind == "fastapi" and "/inference_sft" in body.get("paths", {}):
+            return kind
+    raise VerifyError(f"{app_url} is neither a Gradio app nor the CosyVoice FastAPI server")
+
+
+class VerifyError(Exception):
+    """verify cannot run at all (app or Zipkin unreachable); one line for the user."""
+
+
+class GradioApp:
+    """The CosyVoice webui shape: generate_audio(text, mode, speaker, prompt_text, upload,
+    record, instruct, seed, stream, speed); modes by position (0 = sft, 1 = zero-shot)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        config = json.loads(urllib.request.urlopen(url.rstrip("/") + "/config", timeout=10).read())
+        dep = next((d for d in config["dependencies"] if d.get("api_name") == "generate_audio"),
+                   None)
+        if dep is None:
+            raise VerifyError("the Gradio app has no generate_audio event (not a CosyVoice webui)")
+        components = {c["id"]: c for c in config["components"]}
+        inputs = [components[i].get("props", {}) for i in dep["inputs"]]
+
+        def first_choices(props: dict) -> list:
+            return [c[1] if isinstance(c, list) else c for c in props.get("choices", [])]
+
+        self.modes = first_choices(inputs[1])
+        self.speaker = (first_choices(inputs[2]) or [""])[0]
+
+    def send(self, sent: Sent, prompt: bytes | None, tmp: Callable[[bytes], str]) -> None:
+        client = GradioRest(self.url, headers=trace_headers(sent.fmt, sent.trace_id))
+        upload = client.upload(tmp(prompt)) if prompt is not None else None
+        mode = self.modes[0 if sent.mode == "sft" else 1]
+        data = [f"Verify request {sent.canary}. 第二句。", mode, self.speaker, "", upload, None,
+                "", 0, sent.stream, 1.0]
+        client.join("generate_audio", data)
+
+
+class FastApiApp:
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+
+    def send(self, sent: Sent, prompt: bytes | None, tmp: Callable[[bytes], str]) -> None:
+        boundary = uuid.uuid4().hex
+        fields = {"tts_text": f"Verify request {sent.canary}. 第二句。",
+                  "stream_mode": str(sent.stream).lower()}
+        if sent.mode == "sft":
+            fields["spk_id"] = self._speaker()
+        else:
+            fields["prompt_text"] = f"prompt {sent.canary}"
+        body = b"".join(f"--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n"
+                        f"{v}\r\n".encode() for k, v in fields.items())
+        if prompt is not None:
+            body += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"prompt_wav\"; "
+                     "filename=\"prompt.wav\"\r\nContent-Type: audio/wav\r\n\r\n").encode()
+            body += prompt + b"\r\n"
+        body += f"--{boundary}--\r\n".encode()
+        headers = {"Content-Type": f"multipart/form-data; boundary={boundary}",
+                   **trace_headers(sent.fmt, sent.trace_id)}
+        req = urllib.request.Request(f"{self.url}/inference_{sent.mode}", data=body,
+                                     headers=headers, method="POST")
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            resp.read()
+
+    def _speaker(self) -> str:
+        return "中文女"
+
+
+# ------------------------------------------------------------------------------- verify
+
+def run_verify(app_url: str, zipkin_url: str, requests: int = 3,
+               progress: Callable[[list[Sent]], Any] | None = None,
+               timeout: float = 60.0) -> Report:
+    zipkin = ZipkinClient(zipkin_url)
+    if not zipkin.health():
+        raise VerifyError(f"Zipkin at {zipkin_url} does not answer /health")
+    kind = detect(app_url)
+    app: Any = GradioApp(app_url) if kind == "gradio" else FastApiApp(app_url)
+    report = Report(kind)
+    files: list[str] = []
+
+    def tmp(data: bytes) -> str:
+        import tempfile
+        with tempfile.NamedTemporaryFile("wb", suffix=".wav", delete=False) as f:
+            f.write(data)
+        files.append(f.name)
+        return f.name
+
+    plan = [Sent(secrets.token_hex(16), FORMATS[i % 3], "sft" if i % 2 == 0 else "zero_shot",
+                 stream=i % 3 == 1, canary=f"CANARY{secrets.token_hex(6).upper()}")
+            for i in range(max(1, requests))]
+    # the bad input: zero-shot with silent prompt audio and no prompt text (Gradio: the ASR
+    # step returns nothing) or with a prompt that is not audio at all (FastAPI)
+    plan.append(Sent(secrets.token_hex(16), "b3multi", "zero_shot", False,
+                     f"CANARY{secrets.token_hex(6).upper()}", bad=True))
+    for sent in plan:
+        prompt = None
+        if sent.mode == "zero_shot":
+            prompt = (wav_bytes(silent=True) if kind == "gradio" else b"not audio at all") \
+                if sent.bad else wav_bytes()
+        try:
+            app.send(sent, prompt, tmp)
+        except (GradioError, OSError, urllib.error.URLError, http.client.HTTPException) as exc:
+            sent.error = str(exc) or type(exc).__name__
+    for name in files:
+        os.unlink(name)
+    sent_ok = [p for p in plan if not p.error or p.bad]
+    for failed in (p for p in plan if p.error and not p.bad):
+        report.checks.append(Check(f"request {failed.trace_id[:8]} ({failed.mode})", False,
+                                   f"the app failed the request: {failed.error[:200]}"))
+    traces = _collect(zipkin, sent_ok, timeout, progress)
+    for sent in sent_ok:
+        report.checks.extend(_check_one(sent, traces.get(sent.trace_id, [])))
+    return report
+
+
+def _ready(sent: Sent) -> Callable[[list[dict]], bool]:
+    if sent.bad:
+        return lambda spans: any("error" in sp.get("tags", {}) for sp in spans) and any(
+            sp["name"] in (s.INFERENCE, s.ASR, s.GRADIO_EVENT) for sp in spans)
+    return lambda spans: not check_synthesis(spans, sent.mode, sent.stream)
+
+
+def _collect(zipkin: ZipkinClient, plan: list[Sent], timeout: float,
+             progress: Callable | None) -> dict[str, list[dict]]:
+    found: dict[str, list[dict]] = {}
+    pending = list(plan)
+    deadline = time.monotonic() + timeout
+    bar = progress(plan) if progress else None
+    while pending and time.monotonic() < deadline:
+        for sent in list(pending):
+            try:
+                spans = zipkin.trace(sent.trace_id)
+            except ZipkinError:
+                spans = []
+            found[sent.trace_id] = spans
+            if spans and _ready(sent)(spans):
+                pending.remove(sent)
+                if bar is not None:
+                    bar.update(1)
+        if pending:
+            time.sleep(0.5)
+    if bar is not None:
+        bar.update(len(pending))
+    return found
+
+
+def _check_one(sent: Sent, spans: list[dict]) -> list[Check]:
+    label = f"{sent.trace_id[:8]} {sent.mode}{' stream' if sent.stream else ''} via {sent.fmt}"
+    if sent.bad:
+        label = f"{sent.trace_id[:8]} bad input via {sent.fmt}"
+    checks = [Check(f"{label}: client trace id kept", bool(spans),
+                    "" if spans else "no trace under the client's id in Zipkin (is the app "
+                    "running under cosyvoice-traced?)")]
+    if not spans:
+        return checks
+    if sent.bad:
+        errors = [sp for sp in spans if "error" in sp.get("tags", {})]
+        reasons = sorted({sp["tags"].get(s.ERROR_TYPE, "") for sp in errors} - {""})
+        checks.append(Check(f"{label}: error tag and reason", bool(errors and reasons),
+                            f"error.type={', '.join(reasons)}" if reasons else
+                            "no span with an error tag and error.type"))
+    else:
+        problems = check_synthesis(spans, sent.mode, sent.stream)
+        checks.append(Check(f"{label}: schema (tree, parents, timing, attributes)",
+                            not problems, "; ".join(problems[:3]) + (
+                                f" (+{len(problems) - 3} more)" if len(problems) > 3 else "")))
+    stored = json.dumps(spans, ensure_ascii=False)
+    leaked = sent.canary in stored
+    checks.append(Check(f"{label}: no request text stored", not leaked,
+                        "the request's text appears in Zipkin" if leaked else ""))
+    return checks
