@@ -203,6 +203,71 @@ def verify(app_url: str, zipkin_url: str, count: int, timeout: float, as_json: b
     sys.exit(0 if report.ok else 1)
 
 
+@cli.command()
+@click.option("--zipkin", "zipkin_url", required=True, metavar="URL")
+@click.option("--service", default="cosyvoice3", show_default=True)
+@click.option("--lookback", default="1h", show_default=True, help="15m, 1h, 2d, ...")
+@click.option("--limit", type=click.IntRange(1, 100000), default=10000, show_default=True,
+              help="At most this many traces.")
+@click.option("--by", "by", default=None, metavar="TAG",
+              help="Compare groups side by side, e.g. --by service.version.")
+@click.option("--alert", "alerts", multiple=True, metavar="RULE",
+              help="e.g. 'vocoder.p95>5s' (repeatable); exit 1 when one is breached.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write one self-contained HTML page.")
+@click.option("--json", "as_json", is_flag=True)
+def report(zipkin_url: str, service: str, lookback: str, limit: int, by: str | None,
+           alerts: tuple[str, ...], html_path: str | None, as_json: bool) -> None:
+    """Per-stage latency (p50/p95/p99, share of request time), errors, slowest traces."""
+    import json
+
+    from . import report as rep
+    from .zipkin import ZipkinClient, ZipkinError
+
+    try:
+        config.parse_http_url(zipkin_url)
+        lookback_ms = rep.parse_lookback(lookback)
+        rules = [rep.parse_rule(a) for a in alerts]
+    except (ValueError, rep.ReportError) as exc:
+        raise click.UsageError(str(exc)) from None
+    client = ZipkinClient(zipkin_url, timeout=120)
+    try:
+        # all of the service's traces: a failed request may have no cosyvoice.inference span
+        traces = client.traces(service=service, lookback_ms=lookback_ms, limit=limit)
+    except ZipkinError as exc:
+        raise click.ClickException(str(exc)) from None
+    groups = rep.analyse(traces, by)
+    if not groups:
+        raise click.ClickException(f"no synthesis traces of service {service!r} in the last "
+                                   f"{lookback}")
+    if as_json:
+        click.echo(json.dumps(rep.to_dict(groups, client.base_url), indent=2))
+    else:
+        click.echo(rep.to_text(groups, client.base_url))
+    if html_path:
+        with open(html_path, "w", encoding="utf-8") as f:
+            f.write(rep.to_html(groups, client.base_url, f"cosyvoice report: {service}"))
+    breaches = rep.evaluate(groups, rules)
+    for line in breaches:
+        click.echo(f"ALERT {line}", err=True)
+    sys.exit(1 if breaches else 0)
+
+
+@cli.command()
+@click.option("--zipkin", "zipkin_url", default=None, metavar="URL",
+              help="Zipkin's base URL to check (reachability, version, clock).")
+@click.option("--cosyvoice-path", type=click.Path(file_okay=False, exists=True), default=None,
+              help="The folder holding the cosyvoice package (default: where it imports from).")
+def doctor(zipkin_url: str | None, cosyvoice_path: str | None) -> None:
+    """Check packages, instrumentors, Zipkin, Gradio and the stage map; exit 1 on a failure."""
+    from .doctor import FAIL, run_doctor
+
+    lines = run_doctor(zipkin_url, cosyvoice_path)
+    for line in lines:
+        click.echo(f"{line.level:4s}  {line.what}: {line.detail}")
+    sys.exit(1 if any(line.level == FAIL for line in lines) else 0)
+
+
 @cli.command("nginx-config")
 @click.option("--upstream", required=True, metavar="HOST:PORT", help="The traced app.")
 @click.option("--listen", default="0.0.0.0:8080", show_default=True, metavar="ADDR:PORT")
