@@ -238,6 +238,9 @@ OPTIONS: tuple[Option, ...] = (
            "Where spans go: zipkin (JSON v2), otlp (OTLP/HTTP), console, none, or zipkin-file "
            "(Zipkin JSON in a file, for Zipkin's 'Upload JSON').",
            _otel_exporter, "OTEL_TRACES_EXPORTER"),
+    Option("otlp_endpoint", "--otlp-endpoint", "http://localhost:4318/v1/traces", parse_http_url,
+           "OTLP/HTTP traces URL for --exporter otlp (a Collector, Jaeger, Tempo, ...).",
+           _otel_var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"), "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
     Option("zipkin_file", "--zipkin-file", "cosyvoice-traces.json", parse_path,
            "The file the zipkin-file exporter writes (one JSON array)."),
     Option("service_name", "--service-name", "cosyvoice3", parse_text,
@@ -346,6 +349,7 @@ class Settings:
             env["OTEL_EXPORTER_ZIPKIN_ENDPOINT"] = self.zipkin_endpoint
             env["OTEL_EXPORTER_ZIPKIN_TIMEOUT"] = str(self.export_timeout)
         elif self.exporter == "otlp":
+            env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = self.otlp_endpoint
             env["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"] = "http/protobuf"
             env["OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"] = str(self.export_timeout * 1000)
         resource = _resource_attributes(environ)

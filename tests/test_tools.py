@@ -1,0 +1,206 @@
+"""verify, report and doctor against the real Zipkin and the demo apps."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from cosyvoice_otel import report as rep
+
+from .conftest import BIN, ROOT, app_env, free_port
+
+TRACED = str(BIN / "cosyvoice-traced")
+
+
+def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([TRACED, *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=ROOT, env=app_env())
+
+
+def start_app(launch_app, zipkin, model: Path, app: str, *run_flags: str, traced: bool = True):
+    port = free_port()
+    program = ["python", f"examples/{app}.py", "--port", str(port), "--model_dir", str(model)]
+    argv = [TRACED, "run", "--zipkin-endpoint", zipkin.endpoint, "--service-name",
+            f"verify-{app}-{secrets.token_hex(3)}", *run_flags, "--", *program] if traced \
+        else [str(BIN / "python"), *program[1:]]
+    return launch_app(argv, app_env(), port)
+
+
+def verify(app_url: str, zipkin, *extra: str) -> tuple[int, dict]:
+    result = run_cli("verify", "--app", app_url, "--zipkin", zipkin.base_url, "--json",
+                     "--requests", "3", *extra)
+    assert result.stdout, result.stderr
+    return result.returncode, json.loads(result.stdout)
+
+
+@pytest.mark.zipkin
+@pytest.mark.parametrize("app", ["webui", "server"])
+def test_verify_passes_on_the_traced_demo_apps(zipkin, launch_app, make_model, app) -> None:
+    running = start_app(launch_app, zipkin, make_model(3), app)
+    code, result = verify(running.url, zipkin)
+    failed = [c for c in result["checks"] if not c["ok"]]
+    assert code == 0 and result["ok"] and not failed, failed
+    names = " ".join(c["name"] for c in result["checks"])
+    for needle in ("b3single", "b3multi", "w3c", "bad input", "error tag", "no request text"):
+        assert needle in names
+
+
+@pytest.mark.zipkin
+def test_verify_fails_without_the_launcher(zipkin, launch_app, make_model) -> None:
+    running = start_app(launch_app, zipkin, make_model(3), "server", traced=False)
+    code, result = verify(running.url, zipkin, "--timeout", "8")
+    assert code == 1 and not result["ok"]
+    reasons = [c["reason"] for c in result["checks"] if not c["ok"]]
+    assert any("no trace under the client's id" in r for r in reasons)
+
+
+@pytest.mark.zipkin
+@pytest.mark.parametrize(("app", "flag"), [("server", "--no-stage-spans"),
+                                           ("webui", "--no-stage-spans"),
+                                           ("webui", "--no-gradio-bridge")])
+def test_verify_fails_with_a_clear_reason_when_tracing_is_partial(zipkin, launch_app,
+                                                                  make_model, app, flag) -> None:
+    running = start_app(launch_app, zipkin, make_model(3), app, flag)
+    code, result = verify(running.url, zipkin, "--timeout", "10")
+    assert code == 1
+    reasons = " ".join(c["reason"] for c in result["checks"] if not c["ok"])
+    assert "missing stage spans" in reasons or "no span with an error tag" in reasons
+
+
+def test_verify_bad_input_is_one_line_exit_2() -> None:
+    result = run_cli("verify", "--app", "not-a-url", "--zipkin", "http://127.0.0.1:9")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "--app" in result.stderr
+
+
+# ------------------------------------------------------------------------------------- report
+
+def synthetic_traces(service: str, version: str, vocoder_ms: list[int]) -> list[list[dict]]:
+    """One trace per vocoder duration: gradio.event 1000 ms > inference 900 ms > vocoder."""
+    now = int(time.time() * 1e6) - 60_000_000
+    traces = []
+    for i, voc in enumerate(vocoder_ms):
+        trace_id = secrets.token_hex(16)
+        ids = [secrets.token_hex(8) for _ in range(3)]
+        endpoint = {"serviceName": service}
+        tags = {"service.version": version}
+        start = now + i * 2_000_000
+        spans = [
+            {"traceId": trace_id, "id": ids[0], "name": "gradio.event", "kind": "CONSUMER",
+             "timestamp": start, "duration": 1_000_000, "localEndpoint": endpoint, "tags": tags},
+            {"traceId": trace_id, "id": ids[1], "parentId": ids[0], "name": "cosyvoice.inference",
+             "timestamp": start + 10, "duration": 900_000, "localEndpoint": endpoint,
+             "tags": tags},
+            {"traceId": trace_id, "id": ids[2], "parentId": ids[1], "name": "vocoder",
+             "timestamp": start + 20, "duration": voc * 1000, "localEndpoint": endpoint,
+             "tags": {**tags, **({"error": "Boom", "error.type": "Boom"} if voc == 700 else {})}},
+        ]
+        traces.append(spans)
+    return traces
+
+
+def post(zipkin, traces: list[list[dict]]) -> None:
+    body = json.dumps([span for trace in traces for span in trace]).encode()
+    req = urllib.request.Request(zipkin.endpoint, data=body, method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.status == 202
+
+
+@pytest.mark.zipkin
+def test_report_figures_match_known_synthetic_traces(zipkin, tmp_path) -> None:
+    service = f"report-{secrets.token_hex(3)}"
+    v1 = [100, 200, 300, 400, 500, 600, 700, 800, 900, 1000]  # ms
+    v2 = [50, 60, 70, 80]
+    post(zipkin, synthetic_traces(service, "v1", v1) + synthetic_traces(service, "v2", v2))
+    time.sleep(1)
+    html = tmp_path / "report.html"
+    result = run_cli("report", "--zipkin", zipkin.base_url, "--service", service, "--json",
+                     "--html", str(html))
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)["all"]
+    vocoder = data["stages"]["vocoder"]
+    everything = sorted(v1 + v2)
+    assert data["requests"] == 14
+    assert vocoder["count"] == 14
+    assert vocoder["p50_us"] == rep.percentile(everything, 50) * 1000 == 300_000  # rank 7 of 14
+    assert vocoder["p95_us"] == 1_000_000 and vocoder["p99_us"] == 1_000_000
+    assert vocoder["share"] == pytest.approx(sum(everything) / (14 * 1000))
+    assert data["stages"]["cosyvoice.inference"]["share"] == pytest.approx(0.9)
+    assert data["errors_by_type"] == {"Boom": 1}
+    assert data["slowest"][0]["duration_us"] == 1_000_000
+    assert data["slowest"][0]["link"].endswith(data["slowest"][0]["trace_id"])
+    page = html.read_text()
+    assert page.startswith("<!doctype html>") and "<svg" in page and "vocoder" in page
+    assert "<script" not in page and "http-equiv" not in page  # self-contained, static
+
+    by = run_cli("report", "--zipkin", zipkin.base_url, "--service", service, "--json", "--by",
+                 "service.version")
+    groups = json.loads(by.stdout)
+    assert groups["v1"]["stages"]["vocoder"]["p50_us"] == 500_000
+    assert groups["v2"]["stages"]["vocoder"]["p50_us"] == 60_000
+    assert groups["v2"]["requests"] == 4
+
+    breached = run_cli("report", "--zipkin", zipkin.base_url, "--service", service,
+                       "--alert", "vocoder.p95>900ms", "--alert", "vocoder.p50>5s")
+    assert breached.returncode == 1
+    assert "ALERT vocoder.p95>900ms: actual 1.000 s" in breached.stderr
+    assert "vocoder.p50>5s" not in breached.stderr
+    calm = run_cli("report", "--zipkin", zipkin.base_url, "--service", service,
+                   "--alert", "vocoder.p95>5s")
+    assert calm.returncode == 0
+
+
+def test_report_handles_ten_thousand_traces_in_seconds() -> None:
+    traces = synthetic_traces("bulk", "v1", [i % 997 + 1 for i in range(10_000)])
+    started = time.monotonic()
+    groups = rep.analyse(traces)
+    rep.to_text(groups, "http://zipkin")
+    elapsed = time.monotonic() - started
+    assert groups["all"].stages["vocoder"].stat("count") == 10_000
+    print(f"analysed 10,000 traces in {elapsed:.2f} s")
+
+
+@pytest.mark.parametrize("rule", ["vocoder>5s", "vocoder.p95>>5s", "vocoder.p95>5h",
+                                  "errors.count>3ms"])
+def test_bad_alert_rules_are_usage_errors(rule) -> None:
+    result = run_cli("report", "--zipkin", "http://127.0.0.1:9", "--alert", rule)
+    assert result.returncode == 2 and "--alert" in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+# ------------------------------------------------------------------------------------- doctor
+
+def test_doctor_is_happy_with_the_demo_engine() -> None:
+    result = run_cli("doctor", "--cosyvoice-path", str(ROOT / "examples"))
+    assert result.returncode == 0, result.stdout
+    assert "ok    cosyvoice instrumentor: will load" in result.stdout
+    assert "targets found" in result.stdout
+
+
+def test_doctor_flags_a_renamed_stage_target(tmp_path) -> None:
+    fork = tmp_path / "fork"
+    shutil.copytree(ROOT / "examples" / "cosyvoice", fork / "cosyvoice")
+    model = fork / "cosyvoice" / "cli" / "model.py"
+    model.write_text(model.read_text().replace("def token2wav(", "def tokens_to_wave("))
+    result = run_cli("doctor", "--cosyvoice-path", str(fork))
+    assert result.returncode == 1
+    assert "fail  stage target: cosyvoice.cli.model:CosyVoiceModel.token2wav (no method " \
+           "token2wav: renamed?)" in result.stdout
+
+
+@pytest.mark.zipkin
+def test_doctor_reports_zipkin_version_and_clock(zipkin) -> None:
+    result = run_cli("doctor", "--zipkin", zipkin.base_url, "--cosyvoice-path",
+                     str(ROOT / "examples"))
+    assert "answers, version 3." in result.stdout
+    assert "clock offset vs zipkin" in result.stdout
+    down = run_cli("doctor", "--zipkin", f"http://127.0.0.1:{free_port()}", "--cosyvoice-path",
+                   str(ROOT / "examples"))
+    assert down.returncode == 1 and "fail  zipkin:" in down.stdout
