@@ -38,6 +38,7 @@ CUDA_PEAK_BYTES = "cuda.peak_memory_bytes"
 QUEUE_WAIT_MS = "gradio.queue.wait_ms"
 BATCH_SIZE = "gradio.batch.size"
 GRADIO_FN = "gradio.fn"
+BATCH_TRACE_IDS = "gradio.batch.trace_ids"
 
 INFERENCE = "cosyvoice.inference"
 TEXT_NORMALIZE = "tts_frontend.text_normalize"
@@ -77,7 +78,10 @@ SPANS: tuple[SpanDef, ...] = (
             "One Gradio queue run of an event (CONSUMER: starts after the join request ended)",
             (Attr(GRADIO_FN, "string", "", True, "the event's api name or function"),
              Attr(QUEUE_WAIT_MS, "double", "ms", True, "time the event waited in the queue"),
-             Attr(BATCH_SIZE, "int", "", True, "events served by this run"))),
+             Attr(BATCH_SIZE, "int", "", True, "events served by this run"),
+             Attr(BATCH_TRACE_IDS, "string", "", False,
+                  "trace ids of the other events of a batch (also span links; Zipkin keeps "
+                  "no links)"))),
     SpanDef(INFERENCE, ("gradio.event", "<http server span>", "<any>"),
             "One inference_* call, from first chunk requested to the generator's end",
             (Attr(MODE, "string", "", True, "sft|zero_shot|cross_lingual|instruct|instruct2|vc"),

@@ -88,6 +88,9 @@ def make_wrappers(tracer: trace.Tracer, enabled: Any) -> dict[str, Any]:
             attributes = {s.GRADIO_FN: _fn_name(first), s.BATCH_SIZE: len(events)}
             if enqueued is not None:
                 attributes[s.QUEUE_WAIT_MS] = round((time.monotonic() - enqueued) * 1000, 3)
+            if links:  # Zipkin stores no links: name the batch's other traces in a tag too
+                attributes[s.BATCH_TRACE_IDS] = ",".join(
+                    f"{link.context.trace_id:032x}" for link in links)
             span = tracer.start_span(s.GRADIO_EVENT, context=parent, kind=SpanKind.CONSUMER,
                                      attributes=attributes, links=links)
             scope: list = []
