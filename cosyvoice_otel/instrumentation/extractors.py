@@ -37,6 +37,11 @@ def _shape_last(value: Any) -> int | None:
     return int(shape[-1]) if shape else None
 
 
+def _output_length(result: Any) -> int | None:
+    """Last dimension of a stage's output tensor (or of the first tensor of a tuple)."""
+    return _shape_last(result[0] if isinstance(result, tuple) else result)
+
+
 def _speech_samples(item: Any) -> int:
     speech = item.get("tts_speech") if isinstance(item, dict) else None
     return _shape_last(speech) or 0
@@ -187,8 +192,7 @@ class Flow(Extractor):
             stage.span.set_attribute(s.SPEECH_TOKENS, tokens)
 
     def end(self, stage: StageSpan, result: Any) -> None:
-        mel = result[0] if isinstance(result, tuple) else result
-        frames = _shape_last(mel)
+        frames = _output_length(result)
         if frames is not None:
             stage.span.set_attribute(s.MEL_FRAMES, frames)
 
@@ -202,8 +206,7 @@ class Vocoder(Extractor):
             stage.span.set_attribute(s.MEL_FRAMES, frames)
 
     def end(self, stage: StageSpan, result: Any) -> None:
-        speech = result[0] if isinstance(result, tuple) else result
-        samples = _shape_last(speech)
+        samples = _output_length(result)
         rate = getattr(stage.instance, "sampling_rate", None)
         if samples is not None and rate:
             stage.span.set_attribute(s.AUDIO_SECONDS, round(samples / rate, 4))
