@@ -30,6 +30,7 @@ EXPORTERS = ("zipkin", "otlp", "console", "none", "zipkin-file")
 # exporter: the protobuf one is not installed (it pins an old protobuf) and Zipkin reads both.
 _OTEL_EXPORTER_NAMES = {
     "zipkin_json": "zipkin",
+    "cosyvoice_zipkin": "zipkin",
     "zipkin": "zipkin",
     "otlp": "otlp",
     "otlp_proto_http": "otlp",
@@ -37,14 +38,15 @@ _OTEL_EXPORTER_NAMES = {
     "none": "none",
     "cosyvoice_zipkin_file": "zipkin-file",
 }
-_EXPORTER_TO_OTEL = {"zipkin": "zipkin_json", "otlp": "otlp_proto_http", "console": "console",
+_EXPORTER_TO_OTEL = {"zipkin": "cosyvoice_zipkin", "otlp": "otlp_proto_http", "console": "console",
                      "none": "none", "zipkin-file": "cosyvoice_zipkin_file"}
 
-# W3C first (the OTel default), then B3 multi: on extraction the B3 propagator reads the single
-# `b3` header as well as the X-B3-* set, so this accepts all three formats a client may send.
-DEFAULT_PROPAGATORS = "tracecontext,baggage,b3multi"
-KNOWN_PROPAGATORS = ("tracecontext", "baggage", "b3", "b3multi", "jaeger", "xray", "ot_trace",
-                     "none")
+# W3C first (the OTel default), then our strict B3: it reads the single `b3` header as well as
+# the X-B3-* set (so all three formats a client may send are accepted), ignores malformed ids,
+# and treats a missing sampled flag as "defer" (pipeline/propagation.py).
+DEFAULT_PROPAGATORS = "tracecontext,baggage,cosyvoice_b3"
+KNOWN_PROPAGATORS = ("tracecontext", "baggage", "cosyvoice_b3", "b3", "b3multi", "jaeger", "xray",
+                     "ot_trace", "none")
 
 DEFAULT_ZIPKIN_ENDPOINT = "http://localhost:9411/api/v2/spans"
 
@@ -146,6 +148,16 @@ def parse_stage_file(text: str) -> str:
     return path
 
 
+def parse_megabytes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"expected a size in MiB, got {text!r}") from None
+    if not 0 < value <= 1_000_000:
+        raise ValueError(f"expected a size in MiB above 0, got {text!r}")
+    return value
+
+
 def parse_path(text: str) -> str:
     if not text.strip():
         raise ValueError("must not be empty")
@@ -183,7 +195,7 @@ def _otel_sampling_rate(environ: Mapping[str, str]) -> float | None:
         return 1.0
     if sampler in ("always_off", "parentbased_always_off"):
         return 0.0
-    if sampler in ("traceidratio", "parentbased_traceidratio"):
+    if sampler in ("traceidratio", "parentbased_traceidratio", "cosyvoice_ratio"):
         try:
             return parse_rate(environ.get("OTEL_TRACES_SAMPLER_ARG", "1.0"))
         except ValueError:
@@ -243,6 +255,10 @@ OPTIONS: tuple[Option, ...] = (
            _otel_var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"), "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
     Option("zipkin_file", "--zipkin-file", "cosyvoice-traces.json", parse_path,
            "The file the zipkin-file exporter writes (one JSON array)."),
+    Option("spool_dir", "--spool-dir", None, parse_path,
+           "Where batches wait on disk while Zipkin is away (default: the user cache)."),
+    Option("spool_max_mb", "--spool-max-mb", 64.0, parse_megabytes,
+           "Cap of the spool; beyond it batches are dropped and counted."),
     Option("service_name", "--service-name", "cosyvoice3", parse_text,
            "The service name shown in Zipkin.",
            _otel_var("OTEL_SERVICE_NAME"), "OTEL_SERVICE_NAME"),
@@ -336,7 +352,8 @@ class Settings:
         env: dict[str, str] = {
             "OTEL_SERVICE_NAME": self.service_name,
             "OTEL_TRACES_EXPORTER": _EXPORTER_TO_OTEL[self.exporter],
-            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            # parent-based trace-id ratio that lets a B3 "defer" be decided here
+            "OTEL_TRACES_SAMPLER": "cosyvoice_ratio",
             "OTEL_TRACES_SAMPLER_ARG": _format_rate(self.sampling_rate),
             "OTEL_PROPAGATORS": self.propagators,
             # distro defaults metrics and logs to OTLP too; they stay off unless the user asked.

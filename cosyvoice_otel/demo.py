@@ -44,6 +44,21 @@ def _wait_port(port: int, proc: subprocess.Popen, timeout: float) -> None:
     raise DemoError(f"the demo app did not listen on port {port} within {timeout:.0f} s")
 
 
+def _wait_for_file_trace(path: Path, trace_id: str, timeout: float) -> None:
+    import json
+
+    deadline = time.monotonic() + timeout
+    wanted = {"gradio.event", "cosyvoice.inference"}
+    while time.monotonic() < deadline:
+        try:
+            names = {s["name"] for s in json.loads(path.read_text()) if s["traceId"] == trace_id}
+        except (OSError, ValueError, KeyError):
+            names = set()
+        if wanted <= names:
+            return
+        time.sleep(0.2)
+
+
 def tree_lines(spans: list[dict]) -> list[str]:
     """Zipkin spans as an indented tree: name, duration (ms), share of the longest span."""
     by_id = {s["id"]: s for s in spans}
@@ -109,6 +124,8 @@ def run_demo(zipkin_endpoint: str | None, port: int, model_dir: Path | None,
         output = client.join("generate_audio", [DEMO_TEXT, "pretrained voice", "中文女", "", None,
                                                 None, "", 0, False, 1.0])
         echo(f"synthesised in {time.monotonic() - started:.2f} s: {output[0] if output else '?'}")
+        if zipkin is None:  # let the export thread write the file before the app stops
+            _wait_for_file_trace(trace_file, trace_id, timeout=15)
     except GradioError as exc:
         raise DemoError(str(exc)) from None
     finally:

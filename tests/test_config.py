@@ -7,14 +7,14 @@ from cosyvoice_otel.config import OPTIONS, ConfigError, Settings, parse_seconds
 
 def test_defaults_render_a_zipkin_json_setup() -> None:
     env = Settings.resolve({}, {}).render({})
-    assert env["OTEL_TRACES_EXPORTER"] == "zipkin_json"
+    assert env["OTEL_TRACES_EXPORTER"] == "cosyvoice_zipkin"  # the resilient JSON v2 exporter
     assert env["OTEL_EXPORTER_ZIPKIN_ENDPOINT"] == "http://localhost:9411/api/v2/spans"
     assert env["OTEL_SERVICE_NAME"] == "cosyvoice3"
     assert env["OTEL_METRICS_EXPORTER"] == "none"
     assert env["OTEL_LOGS_EXPORTER"] == "none"
-    assert env["OTEL_TRACES_SAMPLER"] == "parentbased_traceidratio"
+    assert env["OTEL_TRACES_SAMPLER"] == "cosyvoice_ratio"
     assert env["OTEL_TRACES_SAMPLER_ARG"] == "1.0"
-    assert set(env["OTEL_PROPAGATORS"].split(",")) >= {"tracecontext", "b3multi"}
+    assert set(env["OTEL_PROPAGATORS"].split(",")) >= {"tracecontext", "cosyvoice_b3"}
 
 
 @pytest.mark.parametrize(
@@ -31,7 +31,7 @@ def test_defaults_render_a_zipkin_json_setup() -> None:
         ("service_version", "1.0", "2.0", {"OTEL_RESOURCE_ATTRIBUTES": "service.version=3.0"},
          None),
         ("propagators", "b3", "b3multi", {"OTEL_PROPAGATORS": "tracecontext"},
-         "tracecontext,baggage,b3multi"),
+         "tracecontext,baggage,cosyvoice_b3"),
     ],
 )
 def test_one_precedence_flag_then_ours_then_otel_then_default(name, flag, ours, otel,

@@ -55,7 +55,7 @@ def test_a_batched_run_is_parented_by_the_first_event_and_names_the_others(
     def one(trace_id: str) -> None:
         try:
             GradioRest(handlers_app.url, headers=trace_headers("w3c", trace_id)).call(
-                "batch", [f"Batch member {trace_id[:6]}."])
+                "batch", [f"Batch member {ids.index(trace_id)}."])
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 

@@ -41,7 +41,7 @@ def test_same_child_environment_for_the_same_inputs(tmp_path: Path, inputs) -> N
     via_sh = child_env([str(ROOT / "launch.sh")], env, tmp_path / "b.json")
     assert via_cli == via_sh
     # and both really configured tracing (not two identical no-ops)
-    assert via_cli["OTEL_TRACES_EXPORTER"] in ("zipkin_json", "console")
+    assert via_cli["OTEL_TRACES_EXPORTER"] in ("cosyvoice_zipkin", "console")
     assert "opentelemetry" in via_cli["PYTHONPATH"]
 
 

@@ -159,7 +159,7 @@ def test_env_command_prints_shell_and_dotenv(tmp_path: Path) -> None:
     assert shown.stdout.strip() == "tts prod|0.5"
     dotenv = run_traced("env", "--format", "dotenv", "--service-name", "tts prod")
     assert 'OTEL_SERVICE_NAME="tts prod"' in dotenv.stdout.splitlines()
-    assert "OTEL_TRACES_EXPORTER=zipkin_json" in dotenv.stdout.splitlines()
+    assert "OTEL_TRACES_EXPORTER=cosyvoice_zipkin" in dotenv.stdout.splitlines()
 
 
 def test_seed_spelling_enable_tracing_is_accepted() -> None:

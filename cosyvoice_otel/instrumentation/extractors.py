@@ -16,7 +16,16 @@ from typing import Any
 from opentelemetry.trace import Status, StatusCode
 
 from .. import schema as s
+from ..pipeline import redaction
 from .stage_span import Call, StageSpan
+
+_TEXT_ARGS = ("tts_text", "prompt_text", "instruct_text", "text")
+
+
+def _remember_texts(stage: StageSpan, call: Call) -> None:
+    """Register the request's own texts so the exporter masks them anywhere in this trace."""
+    redaction.remember(stage.span.get_span_context().trace_id,
+                       (call.arg(name) for name in _TEXT_ARGS))
 
 
 class Extractor:
@@ -51,6 +60,7 @@ class Inference(Extractor):
     name = "inference"
 
     def start(self, stage: StageSpan, call: Call) -> None:
+        _remember_texts(stage, call)
         span = stage.span
         text = call.arg("tts_text")
         if isinstance(text, str):
@@ -85,6 +95,7 @@ class TextNormalize(Extractor):
     name = "text_normalize"
 
     def start(self, stage: StageSpan, call: Call) -> None:
+        _remember_texts(stage, call)
         text = call.arg("text")
         if isinstance(text, str):
             stage.span.set_attribute(s.TEXT_LENGTH, len(text))
@@ -101,6 +112,7 @@ class Frontend(Extractor):
     name = "frontend"
 
     def start(self, stage: StageSpan, call: Call) -> None:
+        _remember_texts(stage, call)
         text = call.arg("tts_text")
         if isinstance(text, str):
             stage.span.set_attribute(s.TEXT_LENGTH, len(text))

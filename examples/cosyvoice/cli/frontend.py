@@ -95,6 +95,8 @@ class CosyVoiceFrontEnd:
     # -- text
     def text_normalize(self, text: str, split: bool = True,
                        text_frontend: bool = True) -> list[str] | str:
+        if "\x00" in text:  # like many frontends, the error message quotes the input
+            raise ValueError(f"text contains a NUL character: {text!r}")
         text = " ".join(text.split()) if text_frontend else text
         if not split:
             return text

@@ -1,0 +1,149 @@
+"""Strict B3 extraction with "defer", and the sampler that lets a deferred trace be decided here.
+
+The stock B3 propagator (1) accepts upper-case and otherwise malformed ids and (2) turns a
+MISSING sampled flag ("defer": the caller leaves the decision to us) into "not sampled", so a
+parent-based sampler drops every such trace. ``StrictB3Propagator`` reads B3 single and multi:
+
+* ids must be lower hex of the right length (trace 16 or 32, span 16), the sampled flag one of
+  0/1/true/false/d; anything else is ignored whole and a fresh trace starts;
+* a valid context without a sampled flag is marked deferred in its trace state
+  (``cosyvoice=defer``), which ``DeferAwareRatioSampler`` reads: it samples that trace by the
+  local ratio, and the marker is removed from the spans it creates.
+
+Injection writes B3 multi headers (as ``b3multi``). Selected with ``--propagators`` name
+``cosyvoice_b3`` (the default set is ``tracecontext,baggage,cosyvoice_b3``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.propagators.b3 import B3MultiFormat
+from opentelemetry.propagators.textmap import (
+    CarrierT,
+    Getter,
+    Setter,
+    TextMapPropagator,
+    default_getter,
+    default_setter,
+)
+from opentelemetry.sdk.trace.sampling import (
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+    TraceIdRatioBased,
+)
+from opentelemetry.trace import Link, SpanKind, TraceState
+from opentelemetry.util.types import Attributes
+
+DEFER_KEY, DEFER_VALUE = "cosyvoice", "defer"
+_TRACE = re.compile(r"^(?:[0-9a-f]{16}|[0-9a-f]{32})$")
+_SPAN = re.compile(r"^[0-9a-f]{16}$")
+_SINGLE = re.compile(r"^(?P<trace>[0-9a-f]{16}|[0-9a-f]{32})-(?P<span>[0-9a-f]{16})"
+                     r"(?:-(?P<sampled>[01d])(?:-(?P<parent>[0-9a-f]{16}))?)?$")
+_SAMPLED = {"0", "1", "true", "false", "d"}
+
+
+def _first(getter: Getter, carrier: Any, key: str) -> str | None:
+    values = getter.get(carrier, key)
+    if not values:
+        return None
+    if len(values) > 1 and len(set(values)) > 1:
+        return "\x00conflict"  # repeated, different values: trust neither
+    return values[0]
+
+
+class StrictB3Propagator(TextMapPropagator):
+    def __init__(self) -> None:
+        self._b3 = B3MultiFormat()
+
+    def extract(self, carrier: CarrierT, context: Context | None = None,
+                getter: Getter = default_getter) -> Context:
+        context = context if context is not None else Context()
+        single = _first(getter, carrier, "b3")
+        deferred = False
+        if single is not None:
+            match = _SINGLE.match(single.strip())
+            if single.strip() == "0":
+                return self._b3.extract(carrier, context, getter)  # "deny": not sampled
+            if match is None:
+                return context
+            deferred = match.group("sampled") is None
+        else:
+            trace_id = _first(getter, carrier, "x-b3-traceid")
+            span_id = _first(getter, carrier, "x-b3-spanid")
+            if trace_id is None and span_id is None:
+                return context
+            sampled = _first(getter, carrier, "x-b3-sampled")
+            flags = _first(getter, carrier, "x-b3-flags")
+            parent = _first(getter, carrier, "x-b3-parentspanid")
+            if (not trace_id or not _TRACE.match(trace_id) or not span_id
+                    or not _SPAN.match(span_id)
+                    or (sampled is not None and sampled.lower() not in _SAMPLED)
+                    or (flags is not None and flags != "1")
+                    or (parent is not None and not _SPAN.match(parent))):
+                return context
+            deferred = sampled is None and flags is None
+        extracted = self._b3.extract(carrier, context, getter)
+        if not deferred:
+            return extracted
+        span_context = trace.get_current_span(extracted).get_span_context()
+        if not span_context.is_valid:
+            return context
+        marked = trace.SpanContext(span_context.trace_id, span_context.span_id, is_remote=True,
+                                   trace_flags=span_context.trace_flags,
+                                   trace_state=span_context.trace_state.add(DEFER_KEY,
+                                                                            DEFER_VALUE))
+        return trace.set_span_in_context(trace.NonRecordingSpan(marked), context)
+
+    def inject(self, carrier: CarrierT, context: Context | None = None,
+               setter: Setter = default_setter) -> None:
+        self._b3.inject(carrier, context, setter)
+
+    @property
+    def fields(self) -> set[str]:
+        return self._b3.fields
+
+
+class DeferAwareRatioSampler(Sampler):
+    """Parent-based trace-id ratio; a parent marked deferred gets the local ratio decision."""
+
+    def __init__(self, rate: float) -> None:
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"sampling rate must be in [0, 1], got {rate}")
+        self._ratio = TraceIdRatioBased(rate)
+        self._parent_based = ParentBased(self._ratio)
+
+    def should_sample(self, parent_context: Context | None, trace_id: int, name: str,
+                      kind: SpanKind | None = None, attributes: Attributes = None,
+                      links: Sequence[Link] | None = None,
+                      trace_state: TraceState | None = None) -> SamplingResult:
+        parent = trace.get_current_span(parent_context).get_span_context()
+        if parent.is_valid and parent.trace_state.get(DEFER_KEY) == DEFER_VALUE:
+            result = self._ratio.should_sample(parent_context, trace_id, name, kind,
+                                               attributes, links)
+            # the marker stays on the remote parent only, never on our spans
+            return SamplingResult(result.decision, result.attributes,
+                                  parent.trace_state.delete(DEFER_KEY))
+        return self._parent_based.should_sample(parent_context, trace_id, name, kind,
+                                                attributes, links, trace_state)
+
+    def get_description(self) -> str:
+        return f"DeferAwareRatioSampler{{{self._ratio.get_description()}}}"
+
+
+def sampler_factory(arg: str | None) -> Sampler:
+    """Entry point ``cosyvoice_ratio``: OTEL_TRACES_SAMPLER_ARG is the rate (default 1.0)."""
+    try:
+        rate = float(arg) if arg not in (None, "") else 1.0
+    except ValueError:
+        rate = 1.0
+    return DeferAwareRatioSampler(rate)
+
+
+__all__ = ["StrictB3Propagator", "DeferAwareRatioSampler", "sampler_factory", "Decision"]
