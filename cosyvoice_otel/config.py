@@ -164,6 +164,13 @@ def parse_path(text: str) -> str:
     return os.path.expanduser(text.strip())  # relative paths are the app's cwd's
 
 
+def parse_input_limits(text: str) -> str:
+    from .limits import parse_input_limits as parse
+
+    parse(text)  # raises ValueError naming the problem
+    return text.strip().lower()
+
+
 def parse_text(text: str) -> str:
     value = text.strip()
     if not value:
@@ -289,6 +296,9 @@ OPTIONS: tuple[Option, ...] = (
            "Give each queued Gradio event the trace of the request that queued it."),
     Option("cuda_sync", "--cuda-sync/--no-cuda-sync", False, parse_bool,
            "End each stage span after torch.cuda.synchronize() (GPU-honest; slower)."),
+    Option("input_limits", "--input-limits", "on", parse_input_limits,
+           "Mark requests over the seed's limits (text 200 chars, prompt audio 15 s): on, off, "
+           "or text=N,audio=S."),
     Option("debug", "--debug/--no-debug", False, parse_bool,
            "Print the resolved configuration and turn on OTel debug logging."),
 )

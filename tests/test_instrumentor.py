@@ -313,3 +313,78 @@ def test_launcher_selects_the_isolated_id_generator() -> None:
                              "--", "python", "-c", script], capture_output=True, text=True,
                             timeout=60, cwd=ROOT)
     assert result.stdout.strip() == "IsolatedRandomIdGenerator", result.stderr
+
+
+def _limits(models, input_limits: str):
+    inst = CosyVoiceInstrumentor()
+    inst.instrument(tracer_provider=PROVIDER, input_limits=input_limits)
+    EXPORTER.clear()
+    return inst
+
+
+@pytest.mark.parametrize(("limits", "flagged"), [("on", True), ("off", False),
+                                                 ("text=500", False), ("text=20", True)])
+def test_text_over_the_limit_is_a_normalized_error_on_the_request(models, limits,
+                                                                  flagged) -> None:
+    inst = _limits(models, limits)
+    try:
+        long_text = "A fairly long sentence for the limit. " * 7  # 266 characters
+        run_request_text(models[3], long_text)
+    finally:
+        inst.uninstrument()
+    spans = EXPORTER.get_finished_spans()
+    inference = next(s for s in spans if s.name == schema.INFERENCE)
+    request = next(s for s in spans if s.name == "request")
+    if not flagged:
+        assert inference.status.status_code != StatusCode.ERROR
+        return
+    for span in (inference, request):  # the request's top span shows it too
+        assert span.status.status_code == StatusCode.ERROR
+        assert span.attributes[schema.ERROR_TYPE] == "text_too_long"
+    event = next(e for e in inference.events if e.name == "input limit exceeded")
+    assert event.attributes[schema.TEXT_LENGTH] == len(long_text)
+
+
+def run_request_text(model, text: str) -> None:
+    with PROVIDER.get_tracer("test").start_as_current_span("request",
+                                                           kind=trace.SpanKind.SERVER):
+        list(model.inference_sft(text, "中文女"))
+
+
+def test_prompt_audio_over_the_limit_is_invalid_input_duration(models, tmp_path) -> None:
+    long_prompt = tmp_path / "long.wav"
+    with wave.open(str(long_prompt), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(16000)
+        out.writeframes(b"\x10\x00" * 16000 * 16)  # 16 s
+    inst = _limits(models, "on")
+    try:
+        run_request(models[3], "zero_shot", False, str(long_prompt))
+    finally:
+        inst.uninstrument()
+    spans = EXPORTER.get_finished_spans()
+    audio = [s for s in spans if s.name.startswith("audio_preprocess.")]
+    assert audio and all(s.attributes[schema.ERROR_TYPE] == "invalid_input_duration"
+                         for s in audio)
+    inference = next(s for s in spans if s.name == schema.INFERENCE)
+    assert inference.attributes[schema.ERROR_TYPE] == "invalid_input_duration"
+
+
+def test_durations_are_monotonic_when_the_wall_clock_steps_back(models, instrumented,
+                                                               monkeypatch) -> None:
+    import time as time_module
+
+    import opentelemetry.sdk.trace as sdk_trace
+
+    real = time_module.time_ns
+    gen = models[3].inference_sft(TEXT, "中文女")
+    next(gen)  # the inference span started with the real clock
+    # the SDK's wall clock steps back an hour (an NTP correction) before the span ends
+    monkeypatch.setattr(sdk_trace, "time_ns", lambda: real() - 3_600 * 10**9)
+    list(gen)
+    monkeypatch.undo()
+    for span in EXPORTER.get_finished_spans():
+        if span.name in (schema.INFERENCE,):
+            assert span.end_time > span.start_time
+            assert (span.end_time - span.start_time) < 60 * 10**9

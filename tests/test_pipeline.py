@@ -263,3 +263,31 @@ def test_b3_defer_lets_the_local_sampler_decide(zipkin, launch_app, rate, export
     assert bool(spans) is exported
     for span in spans:
         assert "cosyvoice=defer" not in json.dumps(span)
+
+
+@pytest.mark.zipkin
+def test_an_input_limit_error_is_findable_with_annotation_query_error(zipkin, launch_app,
+                                                                      make_model) -> None:
+    from cosyvoice_otel.gradio_rest import GradioRest
+
+    port = free_port()
+    service = f"limits-{secrets.token_hex(3)}"
+    launch_app([TRACED, "run", "--zipkin-endpoint", zipkin.endpoint, "--service-name", service,
+                "--", "python", "examples/webui.py", "--port", str(port), "--model_dir",
+                str(make_model(3))], app_env(), port)
+    trace_id = new_trace_id()
+    long_text = "This request is far longer than the seed allows. " * 5
+    GradioRest(f"http://127.0.0.1:{port}", headers={
+        "b3": f"{trace_id}-{new_span_id()}-1"}).join(
+        "generate_audio", [long_text, "pretrained voice", "中文女", "", None, None, "", 0, False,
+                           1.0])
+    client = zipkin.client()
+    found: list = []
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not found:
+        found = [t for t in client.traces(service=service, annotation_query="error",
+                                          lookback_ms=600_000) if t[0]["traceId"] == trace_id]
+        time.sleep(0.5)
+    assert found, "annotationQuery=error does not find the request"
+    event = next(s for s in found[0] if s["name"] == "gradio.event")
+    assert event["tags"]["error.type"] == "text_too_long" and "error" in event["tags"]

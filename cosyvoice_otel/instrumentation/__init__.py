@@ -20,7 +20,9 @@ How it patches:
 Options (keyword > ``COSYVOICE_TRACED_*`` variable > default): ``stage_spans`` (on),
 ``stages`` / ``COSYVOICE_TRACED_STAGE`` (extra ``NAME=module:Class.method`` rows),
 ``stage_map`` / ``COSYVOICE_TRACED_STAGE_MAP`` (a TOML file), ``gradio_bridge`` (on),
-``cuda_sync`` (off).
+``cuda_sync`` (off), ``input_limits`` (``on``: text over 200 characters or prompt audio over
+15 s marks the request ERROR with ``text_too_long`` / ``invalid_input_duration``; ``off``; or
+``text=N,audio=S``). Tracing only marks a violation, it never rejects the request.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import wrapt
 from opentelemetry import trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
+from ..limits import DEFAULT_PROMPT_SECONDS, DEFAULT_TEXT_CHARS, parse_input_limits
 from ..version import __version__
 from . import gradio_bridge, stage_map
 from .extractors import EXTRACTORS
@@ -53,6 +56,8 @@ class Options:
     stage_spans: bool = True
     gradio_bridge: bool = True
     cuda_sync: bool = False
+    max_text_chars: int = DEFAULT_TEXT_CHARS  # the seed's limits; 0 = no limit
+    max_prompt_seconds: float = DEFAULT_PROMPT_SECONDS
 
 
 def _env_bool(name: str, default: bool) -> bool:
@@ -111,9 +116,17 @@ class CosyVoiceInstrumentor(BaseInstrumentor):
         self._active = True
         self._patched: list[tuple[Any, str]] = []
         self._warned: set[str] = set()
+        limits_text = kwargs.get("input_limits") or os.environ.get(
+            "COSYVOICE_TRACED_INPUT_LIMITS", "on")
+        try:
+            max_text, max_audio = parse_input_limits(limits_text)
+        except ValueError as exc:
+            logger.warning("cosyvoice-otel: input limits %s; using the defaults", exc)
+            max_text, max_audio = parse_input_limits("on")
         self.options = Options(stage_spans=_option(kwargs, "stage_spans", True),
                                gradio_bridge=_option(kwargs, "gradio_bridge", True),
-                               cuda_sync=_option(kwargs, "cuda_sync", False))
+                               cuda_sync=_option(kwargs, "cuda_sync", False),
+                               max_text_chars=max_text, max_prompt_seconds=max_audio)
         tracer_provider = kwargs.get("tracer_provider")
         self._tracer = trace.get_tracer("cosyvoice_otel", __version__,
                                         tracer_provider=tracer_provider)

@@ -13,8 +13,6 @@ import time
 import wave
 from typing import Any
 
-from opentelemetry.trace import Status, StatusCode
-
 from .. import schema as s
 from ..pipeline import redaction
 from .stage_span import Call, StageSpan
@@ -65,6 +63,10 @@ class Inference(Extractor):
         text = call.arg("tts_text")
         if isinstance(text, str):
             span.set_attribute(s.TEXT_LENGTH, len(text))
+            limit = stage.options.max_text_chars
+            if limit and len(text) > limit:
+                stage.mark_error("text_too_long", "input limit exceeded",
+                                 {s.TEXT_LENGTH: len(text), "limit.characters": limit})
         span.set_attribute(s.STREAM, bool(call.arg("stream", False)))
         span.set_attribute(s.SPEED, float(call.arg("speed", 1.0)))
         rate = getattr(call.instance, "sample_rate", None)
@@ -150,6 +152,13 @@ class Audio(Extractor):
         except (wave.Error, OSError, EOFError, ValueError):
             attrs = {}  # not a WAV we can read: the span still times the stage
         stage.span.set_attributes(attrs)
+        seconds, limit = attrs.get(s.PROMPT_SECONDS), stage.options.max_prompt_seconds
+        if limit and seconds is not None and seconds > limit:
+            values = {s.PROMPT_SECONDS: seconds, "limit.seconds": limit}
+            stage.mark_error("invalid_input_duration", "input limit exceeded", values)
+            inference = stage.parent.find(s.INFERENCE) if stage.parent else None
+            if inference is not None and not inference.ended:
+                inference.mark_error("invalid_input_duration")
 
 
 class ModelTTS(Extractor):
@@ -235,9 +244,8 @@ class Asr(Extractor):
         length = sum(len(t) for t in texts if isinstance(t, str))
         stage.span.set_attribute(s.ASR_TEXT_LENGTH, length)
         if length == 0:
-            stage.span.set_status(Status(StatusCode.ERROR, "ASR returned empty result"))
-            stage.span.set_attribute(s.ERROR_TYPE, "asr_empty_result")
-            stage.span.add_event("ASR returned empty result", {"asr.results": len(texts)})
+            stage.mark_error("asr_empty_result", "ASR returned empty result",
+                             {"asr.results": len(texts)})
 
 
 EXTRACTORS: dict[str, Extractor] = {e.name: e for e in (

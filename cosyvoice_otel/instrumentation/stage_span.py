@@ -73,7 +73,7 @@ class StageSpan:
     """One stage's span, its context, its parent stage and the counters its extractor keeps."""
 
     __slots__ = ("name", "span", "ctx", "parent", "instance", "counters", "started", "ended",
-                 "extractor", "options")
+                 "extractor", "options", "started_ns", "request_span")
 
     def __init__(self, tracer: trace.Tracer, name: str, parent_ctx: context.Context,
                  instance: Any, attributes: dict[str, Any], extractor: Any,
@@ -87,8 +87,12 @@ class StageSpan:
         self.ctx = context.set_value(STAGE_KEY, self,
                                      trace.set_span_in_context(self.span, parent_ctx))
         self.counters: dict[str, Any] = {}
-        self.started = time.monotonic()
+        self.started_ns = time.monotonic_ns()
+        self.started = self.started_ns / 1e9
         self.ended = False
+        # the request's top span (gradio.event or the HTTP server span): errors are shown there
+        self.request_span = (self.parent.request_span if self.parent is not None
+                             else trace.get_current_span(parent_ctx))
         scope = context.get_value(OPEN_STAGES_KEY, parent_ctx)
         if scope is not None:
             scope.append(self)
@@ -104,11 +108,22 @@ class StageSpan:
 
     def fail(self, exc: BaseException, reason: str | None = None) -> None:
         try:
-            self.span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-            self.span.set_attribute(s.ERROR_TYPE, reason or type(exc).__name__)
             self.span.record_exception(exc, escaped=True)
+            self.mark_error(reason or type(exc).__name__)
         except Exception as err:  # noqa: BLE001
             note_error("StageSpan.fail", err)
+
+    def mark_error(self, reason: str, event: str | None = None,
+                   values: dict[str, Any] | None = None) -> None:
+        """Status ERROR with a stable ``error.type``, on this span and on the request's top
+        span (so Zipkin's ``annotationQuery=error`` finds the request); optional event."""
+        for span in (self.span, self.request_span):
+            if span is None or not span.is_recording():
+                continue
+            span.set_status(Status(StatusCode.ERROR, reason))
+            span.set_attribute(s.ERROR_TYPE, reason)
+        if event:
+            self.span.add_event(event, values or {})
 
     def end(self, abandoned: bool = False) -> None:
         if self.ended:
@@ -119,7 +134,11 @@ class StageSpan:
                 self.span.set_attribute(s.ABANDONED, True)
             if self.options.cuda_sync:
                 _cuda_sync_into(self.span)
-            self.span.end()
+            # wall-clock start, MONOTONIC duration: a clock step cannot make a child outlast
+            # its parent or a span end before it started
+            start = getattr(self.span, "start_time", None)
+            self.span.end(end_time=start + time.monotonic_ns() - self.started_ns
+                          if start else None)
         except Exception as err:  # noqa: BLE001
             note_error("StageSpan.end", err)
 
