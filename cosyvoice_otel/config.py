@@ -279,6 +279,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("sampling_rate", "--sampling-rate", 1.0, parse_rate,
            "Share of new traces kept, 0..1; an incoming sampled decision is honoured.",
            _otel_sampling_rate, "OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG"),
+    Option("keep_errors", "--keep-errors/--no-keep-errors", True, parse_bool,
+           "Export every trace with a failed span, even when the sampling ratio dropped it."),
     Option("propagators", "--propagators", DEFAULT_PROPAGATORS, parse_propagators,
            "Context formats read from requests (W3C, B3 single and multi by default).",
            _otel_var("OTEL_PROPAGATORS"), "OTEL_PROPAGATORS"),

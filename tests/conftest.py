@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import wave
 from collections.abc import Iterator
@@ -113,9 +114,18 @@ class AppProcess:
 
     def __init__(self, argv: list[str], env: dict[str, str], port: int) -> None:
         self.port = port
-        self.proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE,
+        # a file, not a pipe: an app that logs a lot would block on a full, unread pipe
+        self.log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=self.log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        wait_for_port(port, self.proc)
+        try:
+            wait_for_port(port, self.proc)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}\n{self.output()[-4000:]}") from None
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
 
     @property
     def url(self) -> str:
@@ -129,7 +139,7 @@ class AppProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        return self.proc.stdout.read().decode(errors="replace") if self.proc.stdout else ""
+        return self.output()
 
 
 @pytest.fixture

@@ -291,3 +291,31 @@ def test_an_input_limit_error_is_findable_with_annotation_query_error(zipkin, la
     assert found, "annotationQuery=error does not find the request"
     event = next(s for s in found[0] if s["name"] == "gradio.event")
     assert event["tags"]["error.type"] == "text_too_long" and "error" in event["tags"]
+
+
+@pytest.mark.zipkin
+def test_ratio_sampling_keeps_every_failed_trace(zipkin, launch_app) -> None:
+    """R=0.1 over 500 requests, 50 failing: every failure complete in Zipkin, successes ~10%."""
+    app = hello_app(launch_app, zipkin.endpoint, f"ratio-{secrets.token_hex(3)}",
+                    "--sampling-rate", "0.1")
+    ok_ids, failed_ids = [], []
+    for i in range(500):
+        trace_id = new_trace_id()
+        failing = i % 10 == 0
+        # B3 without a sampled flag: the caller defers, so the local ratio decides
+        # (a new connection each time: uvicorn closes one after an unhandled exception)
+        resp = requests.get(f"{app.url}/{'fail' if failing else 'synthesize'}/v{i}", timeout=10,
+                           headers={"X-B3-TraceId": trace_id, "X-B3-SpanId": new_span_id()})
+        assert resp.status_code == (500 if failing else 200)
+        (failed_ids if failing else ok_ids).append(trace_id)
+    client = zipkin.client()
+
+    def server_error(spans: list[dict]) -> bool:
+        return any(s.get("kind") == "SERVER" and "error" in s.get("tags", {}) for s in spans)
+
+    missing = [t for t in failed_ids if not client.wait_for_trace(t, server_error, timeout=20)]
+    assert missing == [], f"{len(missing)} of {len(failed_ids)} failed traces were not kept"
+    kept_ok = sum(bool(client.trace(t)) for t in ok_ids)
+    share = kept_ok / len(ok_ids)
+    # binomial: n=450, p=0.1 -> sd 0.014; 3 sd
+    assert abs(share - 0.1) <= 0.045, f"{kept_ok} of {len(ok_ids)} successful traces kept"

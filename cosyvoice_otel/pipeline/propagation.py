@@ -16,6 +16,7 @@ Injection writes B3 multi headers (as ``b3multi``). Selected with ``--propagator
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -41,7 +42,7 @@ from opentelemetry.sdk.trace.sampling import (
 from opentelemetry.trace import Link, SpanKind, TraceState
 from opentelemetry.util.types import Attributes
 
-DEFER_KEY, DEFER_VALUE = "cosyvoice", "defer"
+DEFER_KEY, DEFER_VALUE, RECORD_VALUE = "cosyvoice", "defer", "rec"
 _TRACE = re.compile(r"^(?:[0-9a-f]{16}|[0-9a-f]{32})$")
 _SPAN = re.compile(r"^[0-9a-f]{16}$")
 _SINGLE = re.compile(r"^(?P<trace>[0-9a-f]{16}|[0-9a-f]{32})-(?P<span>[0-9a-f]{16})"
@@ -111,11 +112,16 @@ class StrictB3Propagator(TextMapPropagator):
 
 
 class DeferAwareRatioSampler(Sampler):
-    """Parent-based trace-id ratio; a parent marked deferred gets the local ratio decision."""
+    """Parent-based trace-id ratio where WE decide (a root, or a parent that deferred) and,
+    with ``keep_errors``, a local "drop" becomes RECORD_ONLY (marked ``cosyvoice=rec`` in the
+    trace state, which the local children inherit) so ``ErrorKeepingProcessor`` can still export
+    the trace if it fails. A remote "not sampled" is honoured: DROP."""
 
-    def __init__(self, rate: float) -> None:
+    def __init__(self, rate: float, keep_errors: bool = False) -> None:
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"sampling rate must be in [0, 1], got {rate}")
+        self.rate = rate
+        self.keep_errors = keep_errors
         self._ratio = TraceIdRatioBased(rate)
         self._parent_based = ParentBased(self._ratio)
 
@@ -124,26 +130,35 @@ class DeferAwareRatioSampler(Sampler):
                       links: Sequence[Link] | None = None,
                       trace_state: TraceState | None = None) -> SamplingResult:
         parent = trace.get_current_span(parent_context).get_span_context()
-        if parent.is_valid and parent.trace_state.get(DEFER_KEY) == DEFER_VALUE:
-            result = self._ratio.should_sample(parent_context, trace_id, name, kind,
-                                               attributes, links)
-            # the marker stays on the remote parent only, never on our spans
-            return SamplingResult(result.decision, result.attributes,
-                                  parent.trace_state.delete(DEFER_KEY))
-        return self._parent_based.should_sample(parent_context, trace_id, name, kind,
-                                                attributes, links, trace_state)
+        marker = parent.trace_state.get(DEFER_KEY) if parent.is_valid else None
+        if parent.is_valid and not parent.is_remote and marker == RECORD_VALUE:
+            return SamplingResult(Decision.RECORD_ONLY, None, parent.trace_state)
+        if parent.is_valid and marker != DEFER_VALUE:
+            return self._parent_based.should_sample(parent_context, trace_id, name, kind,
+                                                    attributes, links, trace_state)
+        # our decision: a new root, or a remote parent that deferred to us
+        state = parent.trace_state.delete(DEFER_KEY) if marker else TraceState()
+        result = self._ratio.should_sample(parent_context, trace_id, name, kind, attributes,
+                                           links)
+        if result.decision is Decision.DROP and self.keep_errors:
+            return SamplingResult(Decision.RECORD_ONLY, None,
+                                  state.add(DEFER_KEY, RECORD_VALUE))
+        return SamplingResult(result.decision, result.attributes, state)
 
     def get_description(self) -> str:
-        return f"DeferAwareRatioSampler{{{self._ratio.get_description()}}}"
+        return (f"DeferAwareRatioSampler{{{self._ratio.get_description()}, "
+                f"keep_errors={self.keep_errors}}}")
 
 
 def sampler_factory(arg: str | None) -> Sampler:
-    """Entry point ``cosyvoice_ratio``: OTEL_TRACES_SAMPLER_ARG is the rate (default 1.0)."""
+    """Entry point ``cosyvoice_ratio``: OTEL_TRACES_SAMPLER_ARG is the rate (default 1.0);
+    ``COSYVOICE_TRACED_KEEP_ERRORS`` (default true) turns local drops into RECORD_ONLY."""
     try:
         rate = float(arg) if arg not in (None, "") else 1.0
     except ValueError:
         rate = 1.0
-    return DeferAwareRatioSampler(rate)
+    keep = os.environ.get("COSYVOICE_TRACED_KEEP_ERRORS", "true").strip().lower()
+    return DeferAwareRatioSampler(rate, keep_errors=keep not in ("0", "false", "no", "off"))
 
 
 __all__ = ["StrictB3Propagator", "DeferAwareRatioSampler", "sampler_factory", "Decision"]

@@ -18,6 +18,11 @@ def synthesize(voice: str) -> dict:
     return {"voice": voice, "samples": 24000}
 
 
+@app.get("/fail/{voice}")
+def fail(voice: str) -> dict:
+    raise RuntimeError("synthesis failed")
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
