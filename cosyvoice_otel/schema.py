@@ -129,6 +129,10 @@ SPANS: tuple[SpanDef, ...] = (
 
 ERROR_REASONS = {
     "asr_empty_result": "the transcriber returned no text (event 'ASR returned empty result')",
+    "text_too_long": "synthesis text over the input limit (event 'input limit exceeded' with "
+                     "cosyvoice.text.length and limit.characters)",
+    "invalid_input_duration": "prompt audio over the input limit (event 'input limit "
+                              "exceeded' with audio.duration_s and limit.seconds)",
     "<exception class>": "any other failure: the exception's class name",
 }
 
