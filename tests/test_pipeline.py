@@ -319,3 +319,47 @@ def test_ratio_sampling_keeps_every_failed_trace(zipkin, launch_app) -> None:
     share = kept_ok / len(ok_ids)
     # binomial: n=450, p=0.1 -> sd 0.014; 3 sd
     assert abs(share - 0.1) <= 0.045, f"{kept_ok} of {len(ok_ids)} successful traces kept"
+
+
+def test_error_keeping_buffer_is_bounded_and_counts_evictions(tmp_path) -> None:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import Status, StatusCode
+
+    from cosyvoice_otel.pipeline.keep_errors import ErrorKeepingProcessor
+    from cosyvoice_otel.pipeline.propagation import DeferAwareRatioSampler
+
+    kept = InMemorySpanExporter()
+    processor = ErrorKeepingProcessor(kept, max_traces=5, grace_s=60)
+    provider = TracerProvider(sampler=DeferAwareRatioSampler(0.0, keep_errors=True))
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("t")
+    roots = [tracer.start_span(f"request-{i}") for i in range(10)]  # ten traces open at once
+    for root in roots:  # a finished child in each: every trace holds buffered spans
+        with tracer.start_as_current_span("child", context=trace.set_span_in_context(root)):
+            pass
+    assert len(processor._traces) <= 5 and processor.counters["evicted"] > 0
+    failing = tracer.start_span("failing")
+    failing.set_status(Status(StatusCode.ERROR, "boom"))
+    failing.end()
+    for root in roots:
+        root.end()
+    processor.force_flush()
+    names = [s.name for s in kept.get_finished_spans()]
+    assert names == ["failing"]  # only the failed trace is exported; nothing sampled at R=0
+    processor.shutdown()
+
+
+def test_a_full_spool_never_fails_synthesis(launch_app, make_model, tmp_path) -> None:
+    port = free_port()
+    app = launch_app([TRACED, "run", "--zipkin-endpoint", dead_endpoint(), "--spool-dir",
+                      str(tmp_path), "--spool-max-mb", "0.01", "--", "python",
+                      "examples/server.py", "--port", str(port), "--model_dir",
+                      str(make_model(3))], app_env(), port)
+    for i in range(20):
+        resp = requests.get(f"{app.url}/inference_sft", timeout=60, params={
+            "tts_text": f"Request number {i}.", "spk_id": "中文女"}, headers={
+            "traceparent": f"00-{new_trace_id()}-{new_span_id()}-01"})
+        assert resp.status_code == 200 and len(resp.content) > 1000
+    spooled = sum(f.stat().st_size for f in tmp_path.rglob("*.json"))
+    assert spooled <= 0.01 * 1024 * 1024
