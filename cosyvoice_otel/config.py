@@ -301,6 +301,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("input_limits", "--input-limits", "on", parse_input_limits,
            "Mark requests over the seed's limits (text 200 chars, prompt audio 15 s): on, off, "
            "or text=N,audio=S."),
+    Option("hash_content", "--hash-content/--no-hash-content", False, parse_bool,
+           "Add a salted hash of each text (salt: COSYVOICE_TRACED_HASH_SALT, else random per "
+           "process) to correlate repeated inputs without revealing them."),
     Option("debug", "--debug/--no-debug", False, parse_bool,
            "Print the resolved configuration and turn on OTel debug logging."),
 )

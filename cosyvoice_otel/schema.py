@@ -17,6 +17,7 @@ STREAM = "cosyvoice.stream"
 SPEED = "cosyvoice.speed"
 TEXT_LENGTH = "cosyvoice.text.length"
 SENTENCE_COUNT = "cosyvoice.sentence.count"
+TEXT_HASH = "cosyvoice.text.hash"
 AUDIO_SECONDS = "cosyvoice.audio.seconds"
 RTF = "cosyvoice.rtf"
 FIRST_CHUNK_MS = "cosyvoice.first_chunk.ms"
@@ -89,6 +90,8 @@ SPANS: tuple[SpanDef, ...] = (
              Attr(SPEED, "double", "", True, "speed factor"),
              Attr(TEXT_LENGTH, "int", "characters", False, "length of the text (not vc)"),
              Attr(SENTENCE_COUNT, "int", "", False, "sentences the text was split into"),
+             Attr(TEXT_HASH, "string", "", False,
+                  "with --hash-content: HMAC-SHA256 of the text, salted, 16 hex"),
              Attr(CHUNK_COUNT, "int", "", True, "audio chunks yielded"),
              Attr(AUDIO_SECONDS, "double", "s", True, "audio produced"),
              Attr(RTF, "double", "", False, "real-time factor: wall time / audio seconds"),

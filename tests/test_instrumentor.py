@@ -378,13 +378,35 @@ def test_durations_are_monotonic_when_the_wall_clock_steps_back(models, instrume
     import opentelemetry.sdk.trace as sdk_trace
 
     real = time_module.time_ns
+    request = PROVIDER.get_tracer("test").start_span("request", kind=trace.SpanKind.SERVER)
     gen = models[3].inference_sft(TEXT, "中文女")
-    next(gen)  # the inference span started with the real clock
-    # the SDK's wall clock steps back an hour (an NTP correction) before the span ends
+    with trace.use_span(request, end_on_exit=False):
+        next(gen)  # the request and inference spans started with the real clock
+    # the SDK's wall clock steps back an hour (an NTP correction) before the spans end
     monkeypatch.setattr(sdk_trace, "time_ns", lambda: real() - 3_600 * 10**9)
     list(gen)
+    request.end()  # a plain SDK span (like the HTTP server span), not a stage span
     monkeypatch.undo()
-    for span in EXPORTER.get_finished_spans():
-        if span.name in (schema.INFERENCE,):
-            assert span.end_time > span.start_time
-            assert (span.end_time - span.start_time) < 60 * 10**9
+    spans = {s.name: s for s in EXPORTER.get_finished_spans()}
+    for span in spans.values():
+        assert 0 < span.end_time - span.start_time < 60 * 10**9, span.name
+    assert spans[schema.INFERENCE].end_time <= spans["request"].end_time  # child inside
+
+
+def test_hash_content_adds_a_salted_hash_never_the_text(models, monkeypatch) -> None:
+    monkeypatch.setenv("COSYVOICE_TRACED_HASH_SALT", "deployment-salt")
+    hashes = []
+    for salt_env in ("deployment-salt", "deployment-salt", "other-salt"):
+        monkeypatch.setenv("COSYVOICE_TRACED_HASH_SALT", salt_env)
+        inst = CosyVoiceInstrumentor()
+        inst.instrument(tracer_provider=PROVIDER, hash_content=True)
+        EXPORTER.clear()
+        try:
+            list(models[3].inference_sft(TEXT, "中文女"))
+        finally:
+            inst.uninstrument()
+        span = next(s for s in EXPORTER.get_finished_spans() if s.name == schema.INFERENCE)
+        hashes.append(span.attributes[schema.TEXT_HASH])
+        assert TEXT not in str(dict(span.attributes))
+    assert hashes[0] == hashes[1] != hashes[2]  # same salt, same text: same hash
+    assert len(hashes[0]) == 16

@@ -32,6 +32,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +59,7 @@ class Options:
     cuda_sync: bool = False
     max_text_chars: int = DEFAULT_TEXT_CHARS  # the seed's limits; 0 = no limit
     max_prompt_seconds: float = DEFAULT_PROMPT_SECONDS
+    hash_salt: bytes | None = None  # set with --hash-content: texts get a salted hash
 
 
 def _env_bool(name: str, default: bool) -> bool:
@@ -69,6 +71,13 @@ def _env_bool(name: str, default: bool) -> bool:
     if raw:
         logger.warning("cosyvoice-otel: %s=%r is not true/false; using %s", name, raw, default)
     return default
+
+
+def _hash_salt(kwargs: dict[str, Any]) -> bytes | None:
+    if not _option(kwargs, "hash_content", False):
+        return None
+    salt = os.environ.get("COSYVOICE_TRACED_HASH_SALT", "")
+    return salt.encode() if salt else os.urandom(32)
 
 
 def _option(kwargs: dict[str, Any], key: str, default: bool) -> bool:
@@ -154,7 +163,8 @@ class CosyVoiceInstrumentor(BaseInstrumentor):
         self.options = Options(stage_spans=_option(kwargs, "stage_spans", True),
                                gradio_bridge=_option(kwargs, "gradio_bridge", True),
                                cuda_sync=_option(kwargs, "cuda_sync", False),
-                               max_text_chars=max_text, max_prompt_seconds=max_audio)
+                               max_text_chars=max_text, max_prompt_seconds=max_audio,
+                               hash_salt=_hash_salt(kwargs))
         tracer_provider = kwargs.get("tracer_provider")
         self._tracer = trace.get_tracer("cosyvoice_otel", __version__,
                                         tracer_provider=tracer_provider)
@@ -180,6 +190,7 @@ class CosyVoiceInstrumentor(BaseInstrumentor):
         if self.options.gradio_bridge:
             self._when_imported("gradio.queueing", self._patch_gradio)
         _flush_spans_on_sigterm()
+        self._monotonic_span_durations()
         if kwargs.get("keep_errors_processor", True):
             _add_error_keeping_processor(tracer_provider or trace.get_tracer_provider())
 
@@ -242,6 +253,34 @@ class CosyVoiceInstrumentor(BaseInstrumentor):
                                self.options, {name: i for i, name in enumerate(params)},
                                inspect.isgeneratorfunction(original), self._enabled)
         self._wrap(owner, attr, wrapper)
+
+    def _monotonic_span_durations(self) -> None:
+        """Every SDK span (HTTP ones too): wall-clock start, MONOTONIC duration, so a clock
+        step (NTP) cannot make a child outlast its parent or a span end before it began."""
+        try:
+            from opentelemetry.sdk.trace import Span
+        except ImportError:
+            return
+
+        def start(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+            result = wrapped(*args, **kwargs)
+            try:
+                instance._cosyvoice_mono = time.monotonic_ns()
+            except Exception:  # noqa: BLE001, S110 - a span we cannot annotate keeps its clock
+                pass
+            return result
+
+        def end(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+            if not args and kwargs.get("end_time") is None:
+                mono = getattr(instance, "_cosyvoice_mono", None)
+                began = getattr(instance, "_start_time", None)
+                if mono is not None and began is not None:
+                    return wrapped(end_time=began + time.monotonic_ns() - mono)
+            return wrapped(*args, **kwargs)
+
+        for attr, wrapper in (("start", start), ("end", end)):
+            if not _is_our_wrapper(inspect.getattr_static(Span, attr)):
+                self._wrap(Span, attr, wrapper)
 
     def _patch_gradio(self, module: Any) -> None:
         wrappers = gradio_bridge.make_wrappers(self._tracer, self._enabled)

@@ -8,6 +8,8 @@ measured (length), never copied.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import time
 import wave
@@ -63,6 +65,9 @@ class Inference(Extractor):
         text = call.arg("tts_text")
         if isinstance(text, str):
             span.set_attribute(s.TEXT_LENGTH, len(text))
+            if stage.options.hash_salt:
+                digest = hmac.new(stage.options.hash_salt, text.encode(), hashlib.sha256)
+                span.set_attribute(s.TEXT_HASH, digest.hexdigest()[:16])
             limit = stage.options.max_text_chars
             if limit and len(text) > limit:
                 stage.mark_error("text_too_long", "input limit exceeded",

@@ -134,11 +134,7 @@ class StageSpan:
                 self.span.set_attribute(s.ABANDONED, True)
             if self.options.cuda_sync:
                 _cuda_sync_into(self.span)
-            # wall-clock start, MONOTONIC duration: a clock step cannot make a child outlast
-            # its parent or a span end before it started
-            start = getattr(self.span, "start_time", None)
-            self.span.end(end_time=start + time.monotonic_ns() - self.started_ns
-                          if start else None)
+            self.span.end()  # the instrumentor makes SDK span durations monotonic
         except Exception as err:  # noqa: BLE001
             note_error("StageSpan.end", err)
 
