@@ -1,9 +1,17 @@
 """cosyvoice-otel: zero-code Zipkin tracing for CosyVoice3 voice-cloning services.
 
 Start the unmodified app as ``cosyvoice-traced run --zipkin-endpoint URL -- python webui.py``.
-Modules: ``config`` (settings and precedence), ``launcher`` (resolve program, exec
-opentelemetry-instrument), ``cli`` (the click commands), ``zipkin`` (a read-API client and the
-local Zipkin server used by tests and the demo).
+
+Where things are:
+
+* launching: ``cli`` (click commands), ``config`` (the option table and its one precedence
+  rule), ``launcher`` (resolve the program, exec ``opentelemetry-instrument``);
+* in the traced app: ``instrumentation`` (the instrumentor: stage map, span wrappers, Gradio
+  bridge), ``pipeline`` (sampling, keep-errors, the resilient exporter, redaction),
+  ``id_generator``, ``file_exporter``;
+* the contract: ``schema`` (span names and attributes), ``checks`` (a trace against it);
+* tools: ``verify``, ``report``, ``doctor``, ``demo``, ``nginx``, with ``zipkin`` (read API),
+  ``zipkin_server`` (a local Zipkin from the jar), ``collector``, ``gradio_rest``.
 """
 
 from .version import __version__
