@@ -289,7 +289,10 @@ def test_an_input_limit_error_is_findable_with_annotation_query_error(zipkin, la
                                           lookback_ms=600_000) if t[0]["traceId"] == trace_id]
         time.sleep(0.5)
     assert found, "annotationQuery=error does not find the request"
-    event = next(s for s in found[0] if s["name"] == "gradio.event")
+    # the request's top span ends last: wait for it, then it must carry the error too
+    spans = client.wait_for_trace(trace_id, lambda sp: any(
+        s["name"] == "gradio.event" for s in sp), timeout=20)
+    event = next(s for s in spans if s["name"] == "gradio.event")
     assert event["tags"]["error.type"] == "text_too_long" and "error" in event["tags"]
 
 
