@@ -75,4 +75,3 @@ def test_otlp_export_reaches_the_collector_with_the_clients_trace(otel_collector
     assert server[0]["parent"] == parent
     assert server[0]["name"].strip() == "GET /synthesize/{voice}"
     assert "otlp-app" in "".join(output)  # service.name travelled as a resource attribute
-    print(server)
