@@ -16,11 +16,7 @@ BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "examples"))
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from cosyvoice_otel.zipkin_server import free_port  # noqa: E402,F401 - re-exported
 
 
 def start(argv: list[str], port: int, env: dict | None = None) -> subprocess.Popen:

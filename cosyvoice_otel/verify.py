@@ -85,14 +85,14 @@ def trace_headers(fmt: str, trace_id: str) -> dict[str, str]:
     return {"traceparent": f"00-{trace_id}-{span_id}-01"}
 
 
-def wav_bytes(seconds: float = 1.0, silent: bool = False, rate: int = 16000) -> bytes:
+def wav_bytes(seconds: float = 1.0, rate: int = 16000) -> bytes:
     buf = io.BytesIO()
     with wave.open(buf, "wb") as out:
         out.setnchannels(1)
         out.setsampwidth(2)
         out.setframerate(rate)
         out.writeframes(b"".join(struct.pack(
-            "<h", 0 if silent else int(8000 * math.sin(i / 7) * ((i // 2000) % 2)))
+            "<h", int(8000 * math.sin(i / 7) * ((i // 2000) % 2)))
             for i in range(int(rate * seconds))))
     return buf.getvalue()
 
@@ -155,7 +155,7 @@ class FastApiApp:
         boundary = uuid.uuid4().hex
         fields = {"tts_text": request_text(sent), "stream_mode": str(sent.stream).lower()}
         if sent.mode == "sft":
-            fields["spk_id"] = self._speaker()
+            fields["spk_id"] = "中文女"  # a pretrained speaker of the demo and upstream models
         else:
             fields["prompt_text"] = f"prompt {sent.canary}"
         body = b"".join(f"--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n"
@@ -171,9 +171,6 @@ class FastApiApp:
                                      headers=headers, method="POST")
         with urllib.request.urlopen(req, timeout=120) as resp:
             resp.read()
-
-    def _speaker(self) -> str:
-        return "中文女"
 
 
 # ------------------------------------------------------------------------------- verify

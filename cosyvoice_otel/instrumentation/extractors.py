@@ -2,7 +2,7 @@
 
 An extractor has three hooks, each optional: ``start(stage, call)`` before the call,
 ``item(stage, item)`` per generator item, ``end(stage, result)`` after (``result`` is None for a
-generator). They run only when the span is recording, under the wrapper's guard. Text is
+generator). They run only when the span is recording, inside the wrapper's try. Text is
 measured (length), never copied.
 """
 

@@ -11,8 +11,9 @@ Rules the wrappers keep:
   ``cosyvoice.abandoned=true``), and is attached as current ONLY while the generator's own
   code runs, never across a ``yield``: each step attaches and detaches in the same call, so a
   step resumed in another thread or context (Gradio, Starlette) is safe.
-* Tracing never raises into the app: every tracing step runs under ``guard``; a failure is
-  counted in ``ERRORS`` and logged (once per place), and the app's call goes on untraced.
+* Tracing never raises into the app: every tracing step runs inside ``try``; a failure is
+  counted in ``ERRORS`` and logged (once per place, ``note_error``), and the app's call goes on
+  untraced.
 """
 
 from __future__ import annotations
@@ -73,22 +74,19 @@ class StageSpan:
     """One stage's span, its context, its parent stage and the counters its extractor keeps."""
 
     __slots__ = ("name", "span", "ctx", "parent", "instance", "counters", "started", "ended",
-                 "extractor", "options", "started_ns", "request_span")
+                 "options", "request_span")
 
     def __init__(self, tracer: trace.Tracer, name: str, parent_ctx: context.Context,
-                 instance: Any, attributes: dict[str, Any], extractor: Any,
-                 options: Any) -> None:
+                 instance: Any, attributes: dict[str, Any], options: Any) -> None:
         self.name = name
         self.instance = instance
-        self.extractor = extractor
         self.options = options
         self.parent: StageSpan | None = context.get_value(STAGE_KEY, parent_ctx)
         self.span = tracer.start_span(name, context=parent_ctx, attributes=attributes)
         self.ctx = context.set_value(STAGE_KEY, self,
                                      trace.set_span_in_context(self.span, parent_ctx))
         self.counters: dict[str, Any] = {}
-        self.started_ns = time.monotonic_ns()
-        self.started = self.started_ns / 1e9
+        self.started = time.monotonic()
         self.ended = False
         # the request's top span (gradio.event or the HTTP server span): errors are shown there
         self.request_span = (self.parent.request_span if self.parent is not None
@@ -106,10 +104,10 @@ class StageSpan:
             stage = stage.parent
         return stage
 
-    def fail(self, exc: BaseException, reason: str | None = None) -> None:
+    def fail(self, exc: BaseException) -> None:
         try:
             self.span.record_exception(exc, escaped=True)
-            self.mark_error(reason or type(exc).__name__)
+            self.mark_error(type(exc).__name__)
         except Exception as err:  # noqa: BLE001
             note_error("StageSpan.fail", err)
 
@@ -196,7 +194,7 @@ class StageWrapper:
                     and parent.instance is call.instance and not parent.ended):
                 return None  # an override calling super(): one span, not two
             stage = StageSpan(self.tracer, self.stage.span, parent_ctx, call.instance,
-                              self.attributes, self.extractor, self.options)
+                              self.attributes, self.options)
         except Exception as exc:  # noqa: BLE001
             note_error(f"start {self.stage.target}", exc)
             return None
