@@ -99,8 +99,8 @@ def wav_bytes(seconds: float = 1.0, rate: int = 16000) -> bytes:
 
 # ------------------------------------------------------------------------------ the two apps
 
-def detect(app_url: str) -> str:
-    """'gradio' or 'fastapi' (the runtime server), by what the app serves."""
+def detect(app_url: str) -> tuple[str, dict]:
+    """('gradio' or 'fastapi', the document that told), by what the app serves."""
     for path, kind in (("/config", "gradio"), ("/openapi.json", "fastapi")):
         try:
             with urllib.request.urlopen(app_url.rstrip("/") + path, timeout=10) as resp:
@@ -108,9 +108,9 @@ def detect(app_url: str) -> str:
         except (OSError, ValueError):
             continue
         if kind == "gradio" and "dependencies" in body:
-            return kind
+            return kind, body
         if kind == "fastapi" and "/inference_sft" in body.get("paths", {}):
-            return kind
+            return kind, body
     raise VerifyError(f"{app_url} is neither a Gradio app nor the CosyVoice FastAPI server")
 
 
@@ -122,9 +122,8 @@ class GradioApp:
     """The CosyVoice webui shape: generate_audio(text, mode, speaker, prompt_text, upload,
     record, instruct, seed, stream, speed); modes by position (0 = sft, 1 = zero-shot)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, config: dict) -> None:
         self.url = url
-        config = json.loads(urllib.request.urlopen(url.rstrip("/") + "/config", timeout=10).read())
         dep = next((d for d in config["dependencies"] if d.get("api_name") == "generate_audio"),
                    None)
         if dep is None:
@@ -181,8 +180,8 @@ def run_verify(app_url: str, zipkin_url: str, requests: int = 3,
     zipkin = ZipkinClient(zipkin_url)
     if not zipkin.health():
         raise VerifyError(f"Zipkin at {zipkin_url} does not answer /health")
-    kind = detect(app_url)
-    app: Any = GradioApp(app_url) if kind == "gradio" else FastApiApp(app_url)
+    kind, document = detect(app_url)
+    app: Any = GradioApp(app_url, document) if kind == "gradio" else FastApiApp(app_url)
     report = Report(kind)
     files: list[str] = []
 

@@ -173,7 +173,7 @@ class ResilientZipkinExporter(SpanExporter):
             if outcome == Outcome.SENT:
                 self.counters["sent"] += len(spans)
                 self._reset()
-                if self.spool is not None and self.spool.oldest() is not None:
+                if self.spool is not None and self.spool.size > 0:  # no directory scan here
                     self._start_replayer()
                 return SpanExportResult.SUCCESS
             if outcome == Outcome.REJECTED:

@@ -58,6 +58,7 @@ class ErrorKeepingProcessor(SpanProcessor):
         self._traces: OrderedDict[int, _Trace] = OrderedDict()
         self._spans = 0
         self._bytes = 0
+        self._last_sweep = 0.0
         self._lock = threading.Lock()
         self._queue: queue.Queue[list[ReadableSpan] | None] = queue.Queue(maxsize=1000)
         self._worker = threading.Thread(target=self._export_loop, name="cosyvoice-otel-keep",
@@ -118,6 +119,17 @@ class ErrorKeepingProcessor(SpanProcessor):
 
     def _expire_and_bound(self) -> None:
         now = time.monotonic()
+        # the grace sweep scans every buffered trace: at most once a second, not per span end
+        if now - self._last_sweep >= 1.0:
+            self._last_sweep = now
+            self._sweep(now)
+        while self._traces and (len(self._traces) > self.max_traces or self._spans >
+                                self.max_spans or self._bytes > self.max_bytes):
+            _, entry = self._traces.popitem(last=False)
+            self.counters["evicted"] += len(entry.spans)
+            self._release(entry)
+
+    def _sweep(self, now: float) -> None:
         for trace_id in list(self._traces):
             entry = self._traces[trace_id]
             if entry.closed_at is None or now - entry.closed_at < self.grace_s:
@@ -126,11 +138,6 @@ class ErrorKeepingProcessor(SpanProcessor):
                 self.counters["discarded_traces"] += 1
             self._release(entry)
             del self._traces[trace_id]
-        while self._traces and (len(self._traces) > self.max_traces or self._spans >
-                                self.max_spans or self._bytes > self.max_bytes):
-            _, entry = self._traces.popitem(last=False)
-            self.counters["evicted"] += len(entry.spans)
-            self._release(entry)
 
     def _enqueue(self, spans: list[ReadableSpan]) -> None:
         try:
