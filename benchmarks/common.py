@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -16,21 +14,17 @@ BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "examples"))
 
-from cosyvoice_otel.zipkin_server import free_port  # noqa: E402,F401 - re-exported
+from cosyvoice_otel.net import PortWaitError, wait_for_port  # noqa: E402
 
 
 def start(argv: list[str], port: int, env: dict | None = None) -> subprocess.Popen:
     proc = subprocess.Popen(argv, cwd=ROOT, env=env or dict(os.environ),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return proc
-        if proc.poll() is not None:
-            raise SystemExit(f"{argv} exited with {proc.returncode}")
-        time.sleep(0.2)
-    raise SystemExit(f"{argv} did not listen on {port}")
+    try:
+        wait_for_port(port, proc, timeout=120)
+    except PortWaitError as exc:
+        raise SystemExit(f"{argv}: {exc}") from None
+    return proc
 
 
 def stop(proc: subprocess.Popen) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 
 from . import zipkin_server
 from .gradio_rest import GradioError, GradioRest
+from .net import PortWaitError, wait_for_port
 from .zipkin import ZipkinClient
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -30,18 +30,6 @@ DEMO_TEXT = "Hello from the CosyVoice demo engine. 你好，这是一次被追�
 
 class DemoError(Exception):
     """The demo could not run; the message says why in one line."""
-
-
-def _wait_port(port: int, proc: subprocess.Popen, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise DemoError(f"the demo app exited with status {proc.returncode}")
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise DemoError(f"the demo app did not listen on port {port} within {timeout:.0f} s")
 
 
 def _wait_for_file_trace(path: Path, trace_id: str, timeout: float) -> None:
@@ -117,7 +105,10 @@ def run_demo(zipkin_endpoint: str | None, port: int, model_dir: Path | None,
                            text=True)
     trace_id = secrets.token_hex(16)
     try:
-        _wait_port(port, app, timeout=120)
+        try:
+            wait_for_port(port, app, timeout=120)
+        except PortWaitError as exc:
+            raise DemoError(f"the demo app {exc}") from None
         client = GradioRest(f"http://127.0.0.1:{port}",
                             headers={"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"})
         started = time.monotonic()

@@ -12,12 +12,12 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .net import free_port
 from .zipkin import ZipkinClient
 
 ZIPKIN_VERSION = "3.6.1"
@@ -69,12 +69,6 @@ def fetch_jar(timeout: float = 600) -> Path:
     if not _m2_jar().is_file():
         raise ZipkinServerError(f"mvn ran but {_m2_jar()} is missing")
     return _m2_jar()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

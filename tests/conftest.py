@@ -9,11 +9,9 @@ import math
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from cosyvoice_otel import zipkin_server
+from cosyvoice_otel.net import free_port, wait_for_port  # noqa: F401 - re-exported to the tests
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -79,24 +78,6 @@ def new_trace_id(bits: int = 128) -> str:
 
 def new_span_id() -> str:
     return secrets.token_hex(8)
-
-
-def free_port() -> int:
-    return zipkin_server.free_port()
-
-
-def wait_for_port(port: int, proc: subprocess.Popen | None = None, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-            raise RuntimeError(f"app exited with {proc.returncode} before listening:\n{out}")
-        with socket.socket() as sock:
-            sock.settimeout(0.2)
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"nothing listened on port {port} within {timeout} s")
 
 
 def app_env(**extra: str) -> dict[str, str]:
