@@ -43,9 +43,12 @@ def _resolve(ctx: click.Context, params: dict[str, Any]) -> config.Settings:
              if name in config.OPTIONS_BY_NAME and value not in (None, ())
              and ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
     try:
-        return config.Settings.resolve(given)
+        settings = config.Settings.resolve(given)
     except config.ConfigError as exc:
         raise click.UsageError(str(exc)) from None
+    for warning in settings.warnings:
+        click.echo(f"cosyvoice-traced: warning: {warning}", err=True)
+    return settings
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

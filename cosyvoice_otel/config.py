@@ -55,6 +55,11 @@ class ConfigError(ValueError):
     """A user mistake in a flag or variable; the message is one line naming it."""
 
 
+class OtelFallback(ValueError):
+    """An ``OTEL_*`` value we cannot use: the option falls back to its default, with one
+    warning naming the variable (the OTel spec's rule for invalid environment values)."""
+
+
 # ---------------------------------------------------------------- value parsers (raise ValueError)
 
 def parse_bool(text: str) -> bool:
@@ -193,6 +198,9 @@ def _resource_attributes(environ: Mapping[str, str]) -> dict[str, str]:
 
 def _otel_exporter(environ: Mapping[str, str]) -> str | None:
     first = environ.get("OTEL_TRACES_EXPORTER", "").split(",")[0].strip().lower()
+    if first and first not in _OTEL_EXPORTER_NAMES:
+        raise OtelFallback(f"OTEL_TRACES_EXPORTER={first!r} is not one we can run "
+                           f"(known: {', '.join(sorted(_OTEL_EXPORTER_NAMES))})")
     return _OTEL_EXPORTER_NAMES.get(first)
 
 
@@ -205,8 +213,11 @@ def _otel_sampling_rate(environ: Mapping[str, str]) -> float | None:
     if sampler in ("traceidratio", "parentbased_traceidratio", "cosyvoice_ratio"):
         try:
             return parse_rate(environ.get("OTEL_TRACES_SAMPLER_ARG", "1.0"))
-        except ValueError:
-            return None
+        except ValueError as exc:
+            raise OtelFallback(f"OTEL_TRACES_SAMPLER_ARG: {exc}") from None
+    if sampler:
+        raise OtelFallback(f"OTEL_TRACES_SAMPLER={sampler!r} is not a sampler we can map to "
+                           "a rate")
     return None
 
 
@@ -223,8 +234,8 @@ def _otel_tracing(environ: Mapping[str, str]) -> bool | None:
         return None
     try:
         return not parse_bool(environ["OTEL_SDK_DISABLED"])
-    except ValueError:
-        return None
+    except ValueError as exc:
+        raise OtelFallback(f"OTEL_SDK_DISABLED: {exc}") from None
 
 
 # --------------------------------------------------------------------------- the option table
@@ -304,6 +315,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("hash_content", "--hash-content/--no-hash-content", False, parse_bool,
            "Add a salted hash of each text (salt: COSYVOICE_TRACED_HASH_SALT, else random per "
            "process) to correlate repeated inputs without revealing them."),
+    Option("user_agent", "--user-agent/--no-user-agent", True, parse_bool,
+           "Keep the client's User-Agent (http.user_agent, a standard attribute); "
+           "--no-user-agent masks it like other redacted values."),
     Option("debug", "--debug/--no-debug", False, parse_bool,
            "Print the resolved configuration and turn on OTel debug logging."),
 )
@@ -313,9 +327,11 @@ OPTIONS_BY_NAME = {o.name: o for o in OPTIONS}
 class Settings:
     """The resolved configuration: each value plus where it came from (flag, env, otel, default)."""
 
-    def __init__(self, values: Mapping[str, Any], sources: Mapping[str, str] | None = None):
+    def __init__(self, values: Mapping[str, Any], sources: Mapping[str, str] | None = None,
+                 warnings: list[str] | None = None):
         self.values = dict(values)
         self.sources = dict(sources or {})
+        self.warnings = list(warnings or [])  # OTEL_* values we fell back from, one line each
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -331,6 +347,7 @@ class Settings:
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         sources: dict[str, str] = {}
+        warnings: list[str] = []
         for option in OPTIONS:
             if flags.get(option.name) is not None:
                 value = flags[option.name]
@@ -349,7 +366,11 @@ class Settings:
                     raise ConfigError(f"{option.envvar}: {exc}") from None
                 sources[option.name] = "env"
                 continue
-            from_otel = option.from_otel(environ) if option.from_otel else None
+            try:
+                from_otel = option.from_otel(environ) if option.from_otel else None
+            except OtelFallback as exc:
+                warnings.append(f"{exc}; using the default {_format_value(option.default)}")
+                from_otel = None
             if from_otel is not None:
                 try:
                     values[option.name] = (option.parse(from_otel) if isinstance(from_otel, str)
@@ -359,7 +380,7 @@ class Settings:
                 sources[option.name] = "otel"
                 continue
             values[option.name], sources[option.name] = option.default, "default"
-        return cls(values, sources)
+        return cls(values, sources, warnings)
 
     def render(self, environ: Mapping[str, str] | None = None) -> dict[str, str]:
         """The variables to set in the traced program's environment (on top of ``environ``)."""
@@ -376,6 +397,9 @@ class Settings:
             "OTEL_LOGS_EXPORTER": environ.get("OTEL_LOGS_EXPORTER", "none"),
             # ids independent of the app's random.seed() (see id_generator.py)
             "OTEL_PYTHON_ID_GENERATOR": environ.get("OTEL_PYTHON_ID_GENERATOR", "cosyvoice_otel"),
+            # our configurator: redaction in front of every exporter, keep-errors
+            # (pipeline/configurator.py); never the user's choice, or text could leak
+            "OTEL_PYTHON_CONFIGURATOR": "cosyvoice_otel",
         }
         if self.exporter == "zipkin":
             env["OTEL_EXPORTER_ZIPKIN_ENDPOINT"] = self.zipkin_endpoint
@@ -406,6 +430,24 @@ class Settings:
         """Human-readable lines 'name = value (source)' for --debug output."""
         return [f"{o.name} = {self.values[o.name]!r} ({self.sources.get(o.name, '?')})"
                 for o in OPTIONS]
+
+
+def runtime_setting(name: str, environ: Mapping[str, str] | None = None) -> Any:
+    """One setting as the TRACED process sees it: ``COSYVOICE_TRACED_<NAME>`` (rendered by
+    the launcher) read with the option's own parser. A bad value is one warning and the
+    default: the app must never fail because of tracing."""
+    option = OPTIONS_BY_NAME[name]
+    raw = (os.environ if environ is None else environ).get(option.envvar, "")
+    if raw.strip():
+        try:
+            return option.parse(raw)
+        except ValueError as exc:
+            import logging
+
+            logging.getLogger("cosyvoice_otel").warning(
+                "cosyvoice-otel: %s: %s; using %s", option.envvar, exc,
+                _format_value(option.default))
+    return option.default
 
 
 def _format_rate(rate: float) -> str:

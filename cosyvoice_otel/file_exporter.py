@@ -2,7 +2,8 @@
 
 The file always holds ONE JSON array of all spans exported so far, so Zipkin's UI can load it
 ("Upload JSON"). Selected with ``--exporter zipkin-file`` (``OTEL_TRACES_EXPORTER=
-cosyvoice_zipkin_file``); the path comes from ``COSYVOICE_TRACED_ZIPKIN_FILE``.
+cosyvoice_zipkin_file``); the path comes from ``COSYVOICE_TRACED_ZIPKIN_FILE``. Redaction is
+applied in front of it by the configurator, like for every exporter.
 """
 
 from __future__ import annotations
@@ -12,11 +13,10 @@ import os
 import threading
 from collections.abc import Sequence
 
-from opentelemetry.exporter.zipkin.json.v2 import JsonV2Encoder
-from opentelemetry.exporter.zipkin.node_endpoint import NodeEndpoint
-from opentelemetry.sdk.resources import SERVICE_NAME
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from .pipeline.zipkin_json import ZipkinJsonEncoder
 
 DEFAULT_PATH = "cosyvoice-traces.json"
 
@@ -24,7 +24,7 @@ DEFAULT_PATH = "cosyvoice-traces.json"
 class ZipkinFileExporter(SpanExporter):
     def __init__(self, path: str | None = None) -> None:
         self.path = path or os.environ.get("COSYVOICE_TRACED_ZIPKIN_FILE") or DEFAULT_PATH
-        self._encoder = JsonV2Encoder()
+        self._encoder = ZipkinJsonEncoder()
         self._lock = threading.Lock()
         self._spans: list[dict] = []
         self._closed = False
@@ -34,10 +34,8 @@ class ZipkinFileExporter(SpanExporter):
             return SpanExportResult.FAILURE
         if not spans:
             return SpanExportResult.SUCCESS
-        node = NodeEndpoint()
-        node.service_name = spans[0].resource.attributes.get(SERVICE_NAME, "unknown")
         try:
-            encoded = json.loads(self._encoder.serialize(spans, node))
+            encoded = self._encoder.to_dicts(spans)
             with self._lock:
                 self._spans.extend(encoded)
                 tmp = f"{self.path}.tmp"

@@ -86,34 +86,6 @@ def _option(kwargs: dict[str, Any], key: str, default: bool) -> bool:
     return _env_bool(f"COSYVOICE_TRACED_{key.upper()}", default)
 
 
-def _add_error_keeping_processor(provider: Any) -> None:
-    """Keep failed traces that the ratio dropped (pipeline/keep_errors.py), when the sampler
-    records them (``cosyvoice_ratio`` with keep-errors and a rate below 1)."""
-    sampler = getattr(provider, "sampler", None)
-    if (not getattr(sampler, "keep_errors", False) or getattr(sampler, "rate", 1.0) >= 1.0
-            or not hasattr(provider, "add_span_processor")):
-        return
-    exporter_name = os.environ.get("OTEL_TRACES_EXPORTER", "")
-    try:
-        if exporter_name == "cosyvoice_zipkin":
-            from ..pipeline.exporter import ResilientZipkinExporter
-
-            spool = os.environ.get("COSYVOICE_TRACED_SPOOL_DIR")
-            exporter = ResilientZipkinExporter(
-                spool_dir=os.path.join(spool, "kept") if spool else None)
-        elif exporter_name.startswith("otlp"):
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-            exporter = OTLPSpanExporter()
-        else:
-            return  # console, none, a file: nothing to keep errors for
-        from ..pipeline.keep_errors import ErrorKeepingProcessor
-
-        provider.add_span_processor(ErrorKeepingProcessor(exporter))
-    except Exception as exc:  # noqa: BLE001 - tracing setup must never stop the app
-        logger.warning("cosyvoice-otel: keep-errors is off (%s: %s)", type(exc).__name__, exc)
-
-
 def _flush_spans_on_sigterm(timeout_ms: int = 3000) -> None:
     """Let a SIGTERM'd app keep its last spans (the SDK flushes only in atexit, which the
     default SIGTERM action skips). Only when the app has no handler of its own: we flush for at
@@ -191,8 +163,6 @@ class CosyVoiceInstrumentor(BaseInstrumentor):
             self._when_imported("gradio.queueing", self._patch_gradio)
         _flush_spans_on_sigterm()
         self._monotonic_span_durations()
-        if kwargs.get("keep_errors_processor", True):
-            _add_error_keeping_processor(tracer_provider or trace.get_tracer_provider())
 
     def _when_imported(self, module_name: str, patch: Any) -> None:
         def hook(module: Any) -> None:

@@ -1,19 +1,23 @@
-"""A Zipkin exporter that never hurts the app: redact, send, spool when Zipkin is away, replay.
+"""A Zipkin exporter that never hurts the app and that no single batch can block.
 
 Selected by ``--exporter zipkin`` (``OTEL_TRACES_EXPORTER=cosyvoice_zipkin``); the SDK's batch
-processor calls it from its own thread, never from a request. Compared with the stock JSON
-exporter it:
+processor calls it from its own thread, never from a request. Spans reach it already redacted
+(the configurator puts ``redaction.RedactingSpanExporter`` in front of every exporter); it
+encodes each batch once (``zipkin_json``). Compared with the stock JSON exporter it:
 
-* redacts every span first (``redaction.py``) and drops ``"debug": true`` (the stock exporter
-  marks every sampled span debug, bypassing Zipkin's own sampling);
 * bounds every attempt: 1 s to connect, the configured timeout to answer; after a failure the
   circuit stays open for a backoff (1 s doubling to 30 s) during which batches go straight to
   the spool, so a black-holed Zipkin costs the export thread one timeout, not one per batch;
 * spools batches to disk (``--spool-dir``, capped by ``--spool-max-mb``) while Zipkin is
-  unreachable or answers 5xx, and replays them oldest first when it answers again;
-* drops a batch Zipkin rejects with 400 (one log line each, no retry), and beyond the spool cap
-  drops and counts, logging the count at most once a minute;
-* never raises into the SDK.
+  unreachable or answers 5xx/408/429, and replays them oldest first when it answers again;
+* answers every rejection without blocking what comes after: 413 splits the batch in halves
+  and sends each (down to one span; a span too big alone is dropped and counted); 400 and
+  other 4xx drop the batch with one log line; on replay a spool file that cannot be parsed is
+  moved to ``bad/`` and the files behind it go on;
+* is at-least-once, with the duplicates bounded and counted: a batch whose answer timed out
+  (Zipkin may have stored it) is resent at most ``MAX_UNCERTAIN`` more times, and every such
+  resend is counted in ``counters['maybe_duplicated']``;
+* logs drops at most once a minute and never raises into the SDK.
 """
 
 from __future__ import annotations
@@ -22,19 +26,17 @@ import hashlib
 import json
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import requests
-from opentelemetry.exporter.zipkin.json.v2 import JsonV2Encoder
-from opentelemetry.exporter.zipkin.node_endpoint import NodeEndpoint
-from opentelemetry.sdk.resources import SERVICE_NAME
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from . import redaction
+from .zipkin_json import ZipkinJsonEncoder
 
 logger = logging.getLogger("cosyvoice_otel.export")
 
@@ -42,6 +44,9 @@ DEFAULT_ENDPOINT = "http://localhost:9411/api/v2/spans"
 CONNECT_TIMEOUT = 1.0
 MAX_BACKOFF = 30.0
 DROP_LOG_INTERVAL = 60.0
+MAX_UNCERTAIN = 1  # resends of a batch whose answer timed out: at most 2 copies in Zipkin
+STALE_TMP_S = 60.0
+_NAME = re.compile(r"^(?P<stem>\d+-(?P<pid>\d+)-\d+(?:-p\d+)*)(?:\.u(?P<tries>\d+))?\.json$")
 
 
 def _env_float(name: str, default: float) -> float:
@@ -51,12 +56,29 @@ def _env_float(name: str, default: float) -> float:
         return default
 
 
+def _span_count(payload: bytes) -> int:
+    # a raw '"traceId"' only occurs as a key: inside a JSON string the quotes are escaped
+    return payload.count(b'"traceId"')
+
+
 class Outcome:
-    SENT, REJECTED, UNAVAILABLE = "sent", "rejected", "unavailable"
+    SENT, REJECTED, TOO_LARGE, UNAVAILABLE, UNCERTAIN = (
+        "sent", "rejected", "too_large", "unavailable", "uncertain")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, not ours
+    return True
 
 
 class Spool:
-    """Batches on disk, oldest first, under a byte cap. Files: ``<ns>-<pid>-<seq>.json``."""
+    """Batches on disk, oldest first, under a byte cap. Files: ``<ns>-<pid>-<seq>.json``;
+    ``-pN`` marks a part of a split batch, ``.uN`` a batch whose answer timed out N times."""
 
     def __init__(self, directory: Path, max_bytes: int) -> None:
         self.directory = directory
@@ -64,23 +86,69 @@ class Spool:
         self._lock = threading.Lock()
         self._seq = 0
         directory.mkdir(parents=True, exist_ok=True)
+        self._remove_stale_tmp()
         self.size = sum(f.stat().st_size for f in directory.glob("*.json"))
 
-    def put(self, payload: bytes) -> bool:
+    def _remove_stale_tmp(self) -> None:
+        """A process killed (or a disk that filled) mid-write leaves ``*.tmp``: nothing else
+        would ever remove them. Another live process's fresh tmp is left alone."""
+        now = time.time()
+        for tmp in self.directory.glob("*.tmp"):
+            match = _NAME.match(tmp.name[:-4])
+            try:
+                if match and int(match["pid"]) != os.getpid() and _pid_alive(int(match["pid"])) \
+                        and now - tmp.stat().st_mtime < STALE_TMP_S:
+                    continue
+                tmp.unlink()
+            except OSError:
+                pass
+
+    def _write(self, name: str, payload: bytes) -> bool:
+        tmp = self.directory / (name + ".tmp")
+        try:
+            tmp.write_bytes(payload)
+            tmp.replace(self.directory / name)
+        except OSError:  # a full disk: leave nothing half-written behind
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+            return False
+        self.size += len(payload)
+        return True
+
+    def put(self, payload: bytes, tries: int = 0) -> bool:
         with self._lock:
             if self.size + len(payload) > self.max_bytes:
                 return False
             self._seq += 1
-            name = f"{time.time_ns():020d}-{os.getpid()}-{self._seq:06d}.json"
-            tmp = self.directory / (name + ".tmp")
-            tmp.write_bytes(payload)
-            tmp.replace(self.directory / name)
-            self.size += len(payload)
-            return True
+            stem = f"{time.time_ns():020d}-{os.getpid()}-{self._seq:06d}"
+            return self._write(stem + (f".u{tries}" if tries else "") + ".json", payload)
+
+    def replace(self, path: Path, parts: list[tuple[bytes, int]]) -> None:
+        """Put ``parts`` (payload, tries) where ``path`` was, in its place in the order."""
+        match = _NAME.match(path.name)
+        stem = match["stem"] if match else path.name[:-5]
+        with self._lock:
+            for i, (payload, tries) in enumerate(parts):
+                name = f"{stem}-p{i}" if len(parts) > 1 else stem
+                self._write(name + (f".u{tries}" if tries else "") + ".json", payload)
+        self.remove(path)
 
     def oldest(self) -> Path | None:
         files = sorted(self.directory.glob("*.json"))
         return files[0] if files else None
+
+    def set_aside(self, path: Path) -> None:
+        bad = self.directory / "bad"
+        try:
+            bad.mkdir(exist_ok=True)
+            size = path.stat().st_size
+            path.replace(bad / path.name)
+            with self._lock:
+                self.size = max(0, self.size - size)
+        except OSError:
+            self.remove(path)
 
     def remove(self, path: Path) -> None:
         with self._lock:
@@ -90,6 +158,11 @@ class Spool:
                 self.size = max(0, self.size - size)
             except FileNotFoundError:
                 pass
+
+    @staticmethod
+    def tries(path: Path) -> int:
+        match = _NAME.match(path.name)
+        return int(match["tries"]) if match and match["tries"] else 0
 
 
 class ResilientZipkinExporter(SpanExporter):
@@ -113,26 +186,19 @@ class ResilientZipkinExporter(SpanExporter):
                            "while Zipkin is away", spool_dir, exc)
             self.spool = None
         self.session = session or requests.Session()
-        self._encoder = JsonV2Encoder()
+        self._encoder = ZipkinJsonEncoder()
         self._closed = False
         self._open_until = 0.0  # circuit: no network attempts before this monotonic time
         self._backoff = 1.0
         self._replay_lock = threading.Lock()
         self._replayer: threading.Thread | None = None
-        self.counters = {"sent": 0, "spooled": 0, "replayed": 0, "rejected": 0, "dropped": 0}
+        self.counters = {"sent": 0, "spooled": 0, "replayed": 0, "rejected": 0, "dropped": 0,
+                         "too_large": 0, "split": 0, "maybe_duplicated": 0, "bad_files": 0}
         self._dropped_since_log = 0
         self._last_drop_log = 0.0
 
-    # -- encoding
     def encode(self, spans: Sequence[ReadableSpan]) -> bytes:
-        node = NodeEndpoint()
-        node.service_name = spans[0].resource.attributes.get(SERVICE_NAME, "unknown")
-        encoded = json.loads(self._encoder.serialize(spans, node))
-        for span, original in zip(encoded, spans, strict=True):
-            span.pop("debug", None)
-            redaction.redact_encoded_span(span, redaction.secrets_for(
-                original.context.trace_id))
-        return json.dumps(encoded, ensure_ascii=False).encode("utf-8")
+        return self._encoder.encode(spans)
 
     # -- network
     def _post(self, payload: bytes) -> str:
@@ -140,15 +206,58 @@ class ResilientZipkinExporter(SpanExporter):
             resp = self.session.post(self.endpoint, data=payload,
                                      headers={"Content-Type": "application/json"},
                                      timeout=(CONNECT_TIMEOUT, self.timeout))
+        except requests.ReadTimeout:
+            return Outcome.UNCERTAIN  # sent; Zipkin may have stored it
         except requests.RequestException:
             return Outcome.UNAVAILABLE
-        if 200 <= resp.status_code < 300:
+        status = resp.status_code
+        if 200 <= status < 300:
             return Outcome.SENT
-        if resp.status_code == 400:
-            logger.warning("cosyvoice-otel: Zipkin rejected a batch (400: %s); dropped",
-                           resp.text[:200].strip())
-            return Outcome.REJECTED
-        return Outcome.UNAVAILABLE
+        if status == 413:
+            return Outcome.TOO_LARGE
+        if status in (408, 429) or status >= 500:
+            return Outcome.UNAVAILABLE
+        logger.warning("cosyvoice-otel: Zipkin rejected a batch of %d spans (%d: %s); dropped",
+                       _span_count(payload), status, resp.text[:200].strip())
+        return Outcome.REJECTED
+
+    def _deliver(self, payload: bytes, tries: int = 0) -> list[tuple[bytes, int]]:
+        """Send one batch, splitting it on 413. Returns the parts still to send later (Zipkin
+        away, or its answer timed out) with their timed-out count; an empty list when every
+        part was sent or dropped for good."""
+        count = _span_count(payload)
+        outcome = self._post(payload)
+        if outcome == Outcome.SENT:
+            self.counters["sent"] += count
+            if tries:
+                self.counters["maybe_duplicated"] += count
+            self._reset()
+            return []
+        if outcome == Outcome.REJECTED:
+            self.counters["rejected"] += count
+            return []
+        if outcome == Outcome.TOO_LARGE:
+            spans = json.loads(payload)
+            if len(spans) <= 1:
+                self.counters["too_large"] += count
+                logger.warning("cosyvoice-otel: Zipkin refused a single span of %d bytes as "
+                               "too large (413); dropped", len(payload))
+                return []
+            self.counters["split"] += 1
+            mid = len(spans) // 2
+            left: list[tuple[bytes, int]] = []
+            for half in (spans[:mid], spans[mid:]):
+                part = json.dumps(half, ensure_ascii=False).encode("utf-8")
+                # once Zipkin is away, the rest waits too (no attempt per part)
+                left.extend([(part, tries)] if left else self._deliver(part, tries))
+            return left
+        self._trip()
+        if outcome == Outcome.UNCERTAIN:
+            if tries >= MAX_UNCERTAIN:
+                self._note_drop(count, "its answer timed out again")
+                return []
+            return [(payload, tries + 1)]
+        return [(payload, tries)]
 
     def _circuit_open(self) -> bool:
         return time.monotonic() < self._open_until
@@ -169,65 +278,73 @@ class ResilientZipkinExporter(SpanExporter):
             return SpanExportResult.SUCCESS
         try:
             payload = self.encode(spans)
-            outcome = Outcome.UNAVAILABLE if self._circuit_open() else self._post(payload)
-            if outcome == Outcome.SENT:
-                self.counters["sent"] += len(spans)
-                self._reset()
+            left = [(payload, 0)] if self._circuit_open() else self._deliver(payload)
+            if not left:
                 if self.spool is not None and self.spool.size > 0:  # no directory scan here
                     self._start_replayer()
                 return SpanExportResult.SUCCESS
-            if outcome == Outcome.REJECTED:
-                self.counters["rejected"] += len(spans)
-                return SpanExportResult.FAILURE
-            self._trip()
-            if self.spool is not None and self.spool.put(payload):
-                self.counters["spooled"] += len(spans)
-                self._start_replayer()
-                return SpanExportResult.SUCCESS
-            self._note_drop(len(spans))
-            return SpanExportResult.FAILURE
+            kept = True
+            for part, tries in left:
+                if self.spool is not None and self.spool.put(part, tries):
+                    self.counters["spooled"] += _span_count(part)
+                else:
+                    kept = False
+                    self._note_drop(_span_count(part), "Zipkin away and the spool full")
+            self._start_replayer()
+            return SpanExportResult.SUCCESS if kept else SpanExportResult.FAILURE
         except Exception as exc:  # noqa: BLE001 - an exporter must never raise into the SDK
             logger.warning("cosyvoice-otel: export failed (%s: %s); batch dropped",
                            type(exc).__name__, exc)
-            self._note_drop(len(spans))
+            self._note_drop(len(spans), "an export error")
             return SpanExportResult.FAILURE
 
-    def _note_drop(self, count: int) -> None:
+    def _note_drop(self, count: int, why: str) -> None:
         self.counters["dropped"] += count
         self._dropped_since_log += count
         now = time.monotonic()
         if now - self._last_drop_log >= DROP_LOG_INTERVAL:
-            logger.warning("cosyvoice-otel: dropped %d spans (Zipkin away and spool full)",
-                           self._dropped_since_log)
+            logger.warning("cosyvoice-otel: dropped %d spans (last: %s)",
+                           self._dropped_since_log, why)
             self._dropped_since_log = 0
             self._last_drop_log = now
 
     # -- replay
     def replay(self, budget: int | None = None) -> int:
-        """Send spooled batches oldest first until one fails; returns how many were sent."""
+        """Send spooled batches oldest first until Zipkin is away; returns how many files
+        were delivered (sent, or dropped for good). A file that cannot be read or parsed is
+        set aside; a rejected one is dropped; neither stops the files behind it."""
         if self.spool is None:
             return 0
-        sent = 0
+        done = 0
         with self._replay_lock:
-            while budget is None or sent < budget:
+            while budget is None or done < budget:
                 path = self.spool.oldest()
                 if path is None:
                     break
                 try:
                     payload = path.read_bytes()
-                except OSError:
-                    self.spool.remove(path)
+                    if not isinstance(json.loads(payload), list):
+                        raise ValueError("not a JSON list of spans")
+                except FileNotFoundError:
+                    continue  # another process replayed it
+                except (OSError, ValueError) as exc:
+                    self.counters["bad_files"] += 1
+                    logger.warning("cosyvoice-otel: spool file %s is unreadable (%s); moved "
+                                   "to %s", path.name, exc, self.spool.directory / "bad")
+                    self.spool.set_aside(path)
                     continue
-                outcome = self._post(payload)
-                if outcome == Outcome.UNAVAILABLE:
-                    self._trip()
+                tries = Spool.tries(path)
+                sent_before = self.counters["sent"]
+                left = self._deliver(payload, tries)
+                self.counters["replayed"] += self.counters["sent"] - sent_before
+                if left == [(payload, tries)]:
+                    break  # Zipkin away: keep it, try later
+                if left:
+                    self.spool.replace(path, left)
                     break
                 self.spool.remove(path)
-                if outcome == Outcome.SENT:
-                    self._reset()
-                    sent += 1
-                    self.counters["replayed"] += payload.count(b'"traceId"')
-        return sent
+                done += 1
+        return done
 
     def _start_replayer(self) -> None:
         if self._replayer is not None and self._replayer.is_alive():

@@ -8,7 +8,11 @@ parent-based sampler drops every such trace. ``StrictB3Propagator`` reads B3 sin
   0/1/true/false/d; anything else is ignored whole and a fresh trace starts;
 * a valid context without a sampled flag is marked deferred in its trace state
   (``cosyvoice=defer``), which ``DeferAwareRatioSampler`` reads: it samples that trace by the
-  local ratio, and the marker is removed from the spans it creates.
+  local ratio, and the marker is removed from the spans it creates;
+* a sampling state WITHOUT ids (``b3: 0``, ``X-B3-Sampled: 0``: "do not trace"; ``b3: 1``/``d``,
+  ``X-B3-Sampled: 1``, ``X-B3-Flags: 1``: "trace") is valid B3: a new trace starts and the
+  sampler obeys it (a deny is honoured even with keep-errors). ``X-B3-Flags: 1`` (debug)
+  implies accept, so it wins over ``X-B3-Sampled: 0``; ``X-B3-Flags`` may be ``0`` or ``1``.
 
 Injection writes B3 multi headers (as ``b3multi``). Selected with ``--propagators`` name
 ``cosyvoice_b3`` (the default set is ``tracecontext,baggage,cosyvoice_b3``).
@@ -22,7 +26,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.context import Context
+from opentelemetry.context import Context, create_key, get_value, set_value
 from opentelemetry.propagators.b3 import B3MultiFormat
 from opentelemetry.propagators.textmap import (
     CarrierT,
@@ -48,6 +52,26 @@ _SPAN = re.compile(r"^[0-9a-f]{16}$")
 _SINGLE = re.compile(r"^(?P<trace>[0-9a-f]{16}|[0-9a-f]{32})-(?P<span>[0-9a-f]{16})"
                      r"(?:-(?P<sampled>[01d])(?:-(?P<parent>[0-9a-f]{16}))?)?$")
 _SAMPLED = {"0", "1", "true", "false", "d"}
+_FLAGS = {"0", "1"}
+# a sampling decision that came without ids: "accept" or "deny" (read by the sampler)
+DECISION_KEY = create_key("cosyvoice-b3-decision")
+_SINGLE_DECISION = {"0": "deny", "1": "accept", "d": "accept"}
+
+
+def _decision_only(sampled: str | None, flags: str | None) -> str | None:
+    """The decision of an X-B3-Sampled / X-B3-Flags pair sent without ids; None if invalid."""
+    if flags is not None and flags not in _FLAGS:
+        return None
+    if flags == "1":
+        return "accept"  # debug implies accept
+    if sampled is None:
+        return None
+    sampled = sampled.lower()
+    if sampled in ("1", "true"):
+        return "accept"
+    if sampled in ("0", "false"):
+        return "deny"
+    return None
 
 
 def _first(getter: Getter, carrier: Any, key: str) -> str | None:
@@ -69,24 +93,27 @@ class StrictB3Propagator(TextMapPropagator):
         single = _first(getter, carrier, "b3")
         deferred = False
         if single is not None:
-            match = _SINGLE.match(single.strip())
-            if single.strip() == "0":
-                return self._b3.extract(carrier, context, getter)  # "deny": not sampled
+            single = single.strip()
+            if single in _SINGLE_DECISION:  # a sampling state alone: valid, no ids
+                return set_value(DECISION_KEY, _SINGLE_DECISION[single], context)
+            match = _SINGLE.match(single)
             if match is None:
                 return context
             deferred = match.group("sampled") is None
         else:
             trace_id = _first(getter, carrier, "x-b3-traceid")
             span_id = _first(getter, carrier, "x-b3-spanid")
-            if trace_id is None and span_id is None:
-                return context
             sampled = _first(getter, carrier, "x-b3-sampled")
             flags = _first(getter, carrier, "x-b3-flags")
+            if trace_id is None and span_id is None:
+                decision = _decision_only(sampled, flags)
+                return context if decision is None else set_value(DECISION_KEY, decision,
+                                                                  context)
             parent = _first(getter, carrier, "x-b3-parentspanid")
             if (not trace_id or not _TRACE.match(trace_id) or not span_id
                     or not _SPAN.match(span_id)
                     or (sampled is not None and sampled.lower() not in _SAMPLED)
-                    or (flags is not None and flags != "1")
+                    or (flags is not None and flags not in _FLAGS)
                     or (parent is not None and not _SPAN.match(parent))):
                 return context
             deferred = sampled is None and flags is None
@@ -115,7 +142,8 @@ class DeferAwareRatioSampler(Sampler):
     """Parent-based trace-id ratio where WE decide (a root, or a parent that deferred) and,
     with ``keep_errors``, a local "drop" becomes RECORD_ONLY (marked ``cosyvoice=rec`` in the
     trace state, which the local children inherit) so ``ErrorKeepingProcessor`` can still export
-    the trace if it fails. A remote "not sampled" is honoured: DROP."""
+    the trace if it fails. A remote "not sampled" is honoured: DROP; so is a B3 decision sent
+    without ids (``DECISION_KEY``)."""
 
     def __init__(self, rate: float, keep_errors: bool = False) -> None:
         if not 0.0 <= rate <= 1.0:
@@ -124,6 +152,11 @@ class DeferAwareRatioSampler(Sampler):
         self.keep_errors = keep_errors
         self._ratio = TraceIdRatioBased(rate)
         self._parent_based = ParentBased(self._ratio)
+
+    @property
+    def records_drops(self) -> bool:
+        """Whether local drops are recorded for keep-errors (``ErrorKeepingProcessor``)."""
+        return self.keep_errors and self.rate < 1.0
 
     def should_sample(self, parent_context: Context | None, trace_id: int, name: str,
                       kind: SpanKind | None = None, attributes: Attributes = None,
@@ -136,6 +169,12 @@ class DeferAwareRatioSampler(Sampler):
         if parent.is_valid and marker != DEFER_VALUE:
             return self._parent_based.should_sample(parent_context, trace_id, name, kind,
                                                     attributes, links, trace_state)
+        if not parent.is_valid:  # a root: obey a B3 decision that came without ids
+            decision = get_value(DECISION_KEY, parent_context)
+            if decision == "deny":
+                return SamplingResult(Decision.DROP, None, TraceState())
+            if decision == "accept":
+                return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes, TraceState())
         # our decision: a new root, or a remote parent that deferred to us
         state = parent.trace_state.delete(DEFER_KEY) if marker else TraceState()
         result = self._ratio.should_sample(parent_context, trace_id, name, kind, attributes,

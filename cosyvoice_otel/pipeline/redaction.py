@@ -1,101 +1,273 @@
-"""No private content leaves the process: URL query values and the request's own text are masked.
+"""No private content leaves the process, whatever the exporter.
 
-Two mechanisms, both applied to every span just before export (``exporter.py``):
+``RedactingSpanExporter`` sits in front of EVERY exporter the configurator installs (Zipkin,
+OTLP, the Zipkin file, console, and any added later): it hands the exporter redacted copies
+of the spans, so no exporter can skip it, and the exporter encodes them once. It applies:
 
 * **query values**: in URL-like attributes (``http.url``, ``url.full``, ``http.target``,
-  ``url.query``) every ``name=value`` becomes ``name=REDACTED`` (names are kept: they are the
-  API's, not the user's);
-* **content-aware masking**: the stage extractors register the request's own text values (the
-  synthesis text, prompt text, instruct text) under the trace id (``remember``); any occurrence
-  of them in ANY attribute or event of that trace (an exception message, a log event, a
-  third-party span) is replaced by ``[REDACTED]``.
+  ``url.query``, ...) every ``name=value`` becomes ``name=REDACTED`` (names are the API's);
+* **raw paths** of SERVER spans: the path becomes the route template when the framework
+  matched one (``/synthesize/{name}``, Gradio's ``/file={path}``), ``/{unmatched}`` when it
+  did not (a 404 path is whatever the client typed);
+* **content-aware masking**: the stage extractors register the request's own texts (synthesis,
+  prompt, instruct text) under the trace id (``remember``: a dict insert on the request
+  thread; everything else happens at export, off the request path). Each text is masked in the
+  forms in which it can appear in a message: as is, ``repr``-escaped, JSON-escaped (ASCII and
+  not), URL-encoded, and its words of 4+ characters. Short texts are masked too, as whole
+  tokens, so ``"a"`` does not eat every other ``a``;
+* ``http.user_agent`` / ``user_agent.original`` masked with ``--no-user-agent``.
 
-The registry is bounded (``MAX_TRACES`` traces, oldest forgotten first) and thread-safe.
+What is never masked: OUR span names and attributes (stage names, counts, enumerations: the
+extractors never write content), and structural HTTP/RPC keys (method, route, status, ports),
+which hold no user content and must stay searchable. Our spans' events and status messages
+(exception messages quote inputs) ARE masked.
+
+If redacting a batch fails, the batch is dropped (counted), never exported unredacted.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+from urllib.parse import quote, quote_plus, urlsplit, urlunsplit
+
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.trace import SpanKind, Status
+
+logger = logging.getLogger("cosyvoice_otel.export")
 
 MASK = "[REDACTED]"
+UNMATCHED_PATH = "/{unmatched}"
 MAX_TRACES = 4096
-MIN_SECRET = 4  # shorter strings ("a", "你好"?) would mask unrelated text; lengths still show
-URL_KEYS = frozenset({"http.url", "url.full", "http.target", "url.query", "http.request.uri"})
+MIN_SUBSTRING = 4  # a form shorter than this is masked only as a whole token
+MIN_WORD = 4  # words of a text masked on their own (a PIN "4321" is one)
+OUR_SCOPE = "cosyvoice_otel"
+URL_KEYS = frozenset({"http.url", "url.full", "http.target", "url.query", "url.path",
+                      "http.request.uri"})
+PATH_KEYS = frozenset({"http.target", "url.path", "http.url", "url.full"})
+USER_AGENT_KEYS = frozenset({"http.user_agent", "user_agent.original"})
+# Values that are ours or structural: never user content, and masking would corrupt them.
+UNMASKED_KEYS = frozenset({
+    "gradio.batch.trace_ids", "http.method", "http.request.method", "http.route",
+    "http.scheme", "url.scheme", "http.status_code", "http.response.status_code",
+    "http.flavor", "network.protocol.version", "net.host.port", "net.peer.port",
+    "server.port", "client.port", "rpc.system", "rpc.service", "rpc.method",
+    "rpc.grpc.status_code", "otel.status_code", "error.type",
+})
 _QUERY_VALUE = re.compile(r"(?P<key>[?&;][^=&#;]*=)[^&#;]*")
 
 _lock = threading.Lock()
-_secrets: OrderedDict[int, set[str]] = OrderedDict()
-
-
-MIN_TOKEN = 8
-# tags whose values are ids we generated: never text, and masking could corrupt them
-ID_KEYS = frozenset({"gradio.batch.trace_ids"})
-
-
-def _forms(text: str) -> set[str]:
-    """A text, its escaped form (as repr() shows it in messages) and its longer words."""
-    forms = {text, repr(text)[1:-1]}
-    forms.update(word for word in re.split(r"[^\w-]+", text) if len(word) >= MIN_TOKEN)
-    return {f for f in forms if len(f.strip()) >= MIN_SECRET}
+# trace id -> [texts, compiled pattern or None (built lazily at export)]
+_registry: OrderedDict[int, list[Any]] = OrderedDict()
 
 
 def remember(trace_id: int, values: Iterable[Any]) -> None:
-    """Register the request's own text values for masking in its trace."""
-    texts = set()
-    for value in values:
-        if isinstance(value, str):
-            texts |= _forms(value)
+    """Register the request's own text values for masking in its trace (request thread: cheap)."""
+    texts = [v for v in values if isinstance(v, str) and v.strip()]
     if not texts or not trace_id:
         return
     with _lock:
-        known = _secrets.setdefault(trace_id, set())
-        known.update(texts)
-        _secrets.move_to_end(trace_id)
-        while len(_secrets) > MAX_TRACES:
-            _secrets.popitem(last=False)
+        entry = _registry.get(trace_id)
+        if entry is None:
+            _registry[trace_id] = [set(texts), None]
+            while len(_registry) > MAX_TRACES:
+                _registry.popitem(last=False)
+        elif not entry[0].issuperset(texts):
+            entry[0].update(texts)
+            entry[1] = None
+            _registry.move_to_end(trace_id)
 
 
-def secrets_for(trace_id: int) -> list[str]:
+def forget_all() -> None:
+    """Empty the registry (tests)."""
     with _lock:
-        # longest first, so a text containing another is masked whole
-        return sorted(_secrets.get(trace_id, ()), key=len, reverse=True)
+        _registry.clear()
+
+
+def _encodings(text: str) -> set[str]:
+    """The forms in which ``text`` can appear inside another string."""
+    forms = {text, text.strip(), repr(text)[1:-1], ascii(text)[1:-1],
+             json.dumps(text)[1:-1], json.dumps(text, ensure_ascii=False)[1:-1],
+             quote(text, safe=""), quote_plus(text), quote(text)}
+    # repr() picks the other quote when the text has one; both escapes occur in messages
+    forms.add(text.replace("\\", "\\\\").replace("'", "\\'"))
+    return {f for f in forms if f.strip()}
+
+
+def _pattern(texts: Iterable[str]) -> re.Pattern[str] | None:
+    forms: set[str] = set()
+    for text in texts:
+        forms |= _encodings(text)
+        for word in re.findall(r"\w+", text):
+            if len(word) >= MIN_WORD:
+                forms |= _encodings(word)
+    if not forms:
+        return None
+    parts = []
+    for form in sorted(forms, key=len, reverse=True):  # longest first: masked whole
+        escaped = re.escape(form)
+        if len(form) < MIN_SUBSTRING or re.fullmatch(r"\w+", form):
+            escaped = rf"(?<!\w){escaped}(?!\w)"
+        parts.append(escaped)
+    return re.compile("|".join(parts))
+
+
+def pattern_for(trace_id: int) -> re.Pattern[str] | None:
+    with _lock:
+        entry = _registry.get(trace_id)
+        if entry is None:
+            return None
+        if entry[1] is None:
+            entry[1] = _pattern(entry[0])
+        return entry[1]
 
 
 def redact_query(value: str) -> str:
-    if "?" not in value and "=" not in value:
+    if "=" not in value:
         return value
     if "?" not in value:  # a bare query string (url.query)
-        value = "?" + value
-        return _QUERY_VALUE.sub(lambda m: m.group("key") + "REDACTED", value)[1:]
+        return _QUERY_VALUE.sub(lambda m: m.group("key") + "REDACTED", "?" + value)[1:]
     return _QUERY_VALUE.sub(lambda m: m.group("key") + "REDACTED", value)
 
 
-def mask(value: str, secrets: list[str]) -> str:
-    for secret in secrets:
-        if secret in value:
-            value = value.replace(secret, MASK)
-    return value
+def mask(value: str, pattern: re.Pattern[str] | None) -> str:
+    return pattern.sub(MASK, value) if pattern is not None else value
 
 
-def redact_encoded_span(span: dict, secrets: list[str]) -> dict:
-    """Redact one Zipkin JSON v2 span (tags and annotations) in place; returns it."""
-    tags = span.get("tags")
-    if tags:
-        for key, value in tags.items():
-            if key in ID_KEYS:
-                continue
+def _replace_path(key: str, value: str, route: str | None) -> str:
+    """The raw request path -> the route template, or a placeholder for an unmatched route."""
+    template = route or UNMATCHED_PATH
+    if key in ("http.url", "url.full"):
+        parts = urlsplit(value)
+        return urlunsplit((parts.scheme, parts.netloc, template, parts.query, ""))
+    path, sep, query = value.partition("?")
+    return template + sep + query if key == "http.target" else template
+
+
+class Redactor:
+    """Turns spans into redacted copies (the original is returned when nothing changes)."""
+
+    def __init__(self, keep_user_agent: bool = True) -> None:
+        self.keep_user_agent = keep_user_agent
+
+    def _value(self, key: str, value: Any, pattern: re.Pattern[str] | None,
+               server: bool, route: str | None) -> Any:
+        if isinstance(value, str):
+            if key in UNMASKED_KEYS:
+                return value
+            if key in USER_AGENT_KEYS and not self.keep_user_agent:
+                return MASK
+            if server and key in PATH_KEYS:
+                value = _replace_path(key, value, route)
             if key in URL_KEYS:
                 value = redact_query(value)
-            if secrets:
-                value = mask(value, secrets)
-            tags[key] = value
-    if secrets:
-        for annotation in span.get("annotations", ()):
-            annotation["value"] = mask(annotation.get("value", ""), secrets)
-        if "name" in span:
-            span["name"] = mask(span["name"], secrets)
-    return span
+            return mask(value, pattern)
+        if isinstance(value, (tuple, list)) and value and isinstance(value[0], str):
+            return tuple(self._value(key, v, pattern, server, route) for v in value)
+        return value
+
+    def _attributes(self, attributes: Mapping[str, Any] | None, pattern: re.Pattern[str] | None,
+                    server: bool = False) -> dict[str, Any] | None:
+        """A redacted copy, or None when nothing changes (the SDK returns a new read-only
+        view on every access, so identity says nothing)."""
+        if not attributes:
+            return None
+        route = attributes.get("http.route") if server else None
+        changed: dict[str, Any] | None = None
+        for key, value in attributes.items():
+            new = self._value(key, value, pattern, server, route)
+            if new != value:
+                if changed is None:
+                    changed = dict(attributes)
+                changed[key] = new
+        return changed
+
+    def _name(self, span: ReadableSpan, pattern: re.Pattern[str] | None) -> str:
+        name = span.name
+        attributes = span.attributes or {}
+        if span.kind is SpanKind.SERVER:
+            # plain ASGI names a span "GET /the/raw/path": use the route or the placeholder
+            raw = attributes.get("url.path") or str(attributes.get("http.target", "")).split("?")[0]
+            route = attributes.get("http.route")
+            if raw and raw != route and raw in name:
+                name = name.replace(raw, str(route or UNMATCHED_PATH))
+        return mask(name, pattern)
+
+    def redact(self, span: ReadableSpan) -> ReadableSpan:
+        pattern = pattern_for(span.context.trace_id) if span.context else None
+        scope = span.instrumentation_scope
+        ours = scope is not None and scope.name == OUR_SCOPE
+        server = span.kind is SpanKind.SERVER
+        attributes = None if ours else self._attributes(span.attributes, pattern, server)
+        name = span.name if ours else self._name(span, pattern)
+        events = span.events
+        new_events = []
+        events_changed = False
+        for event in events:
+            event_name = mask(event.name, pattern)
+            event_attrs = self._attributes(event.attributes, pattern)
+            if event_name != event.name or event_attrs is not None:
+                events_changed = True
+                event = Event(event_name, event.attributes if event_attrs is None
+                              else event_attrs, event.timestamp)
+            new_events.append(event)
+        status = span.status
+        if status.description:
+            description = mask(status.description, pattern)
+            if description != status.description:
+                status = Status(status.status_code, description)
+        if (attributes is None and name == span.name and not events_changed
+                and status is span.status):
+            return span
+        return ReadableSpan(
+            name=name, context=span.context, parent=span.parent, resource=span.resource,
+            attributes=span.attributes if attributes is None else attributes,
+            events=new_events if events_changed else events,
+            links=span.links, kind=span.kind, status=status, start_time=span.start_time,
+            end_time=span.end_time, instrumentation_scope=span.instrumentation_scope)
+
+
+class RedactingSpanExporter(SpanExporter):
+    """Redacts, then hands the copies to ``inner``. Shared by several processors (the batch
+    processor and keep-errors): exports are serialized, and ``inner`` is shut down when its
+    last user shuts down."""
+
+    def __init__(self, inner: SpanExporter, keep_user_agent: bool = True) -> None:
+        self.inner = inner
+        self.redactor = Redactor(keep_user_agent)
+        self._lock = threading.Lock()
+        self._users = 1
+        self.counters = {"redaction_failed": 0}
+
+    def share(self) -> RedactingSpanExporter:
+        with self._lock:
+            self._users += 1
+        return self
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        try:
+            redacted = [self.redactor.redact(span) for span in spans]
+        except Exception as exc:  # noqa: BLE001 - never export what we could not redact
+            self.counters["redaction_failed"] += len(spans)
+            if self.counters["redaction_failed"] == len(spans):  # the first time only
+                logger.warning("cosyvoice-otel: redaction failed (%s: %s); batch dropped",
+                               type(exc).__name__, exc)
+            return SpanExportResult.FAILURE
+        with self._lock:
+            return self.inner.export(redacted)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self._users -= 1
+            last = self._users == 0
+        if last:
+            self.inner.shutdown()
