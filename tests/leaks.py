@@ -15,8 +15,7 @@ from urllib.parse import quote_plus
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from cosyvoice_otel.pipeline.redaction import MIN_SUBSTRING
-from cosyvoice_otel.pipeline.zipkin_json import ZipkinJsonEncoder
+MIN_SUBSTRING = 4  # the promise: a text this long is found as a substring, a shorter one as a token
 
 # values that are ids, clocks or keys: never user content, and hex ids would match short texts
 SKIP = frozenset({"traceId", "id", "parentId", "trace_id", "span_id", "parent_id", "spanId",
@@ -67,6 +66,8 @@ def otlp_dicts(payload: bytes) -> dict:
 
 def encoded_by_every_exporter(spans: list) -> dict[str, Any]:
     """The spans as each exporter encodes them, decoded back: Zipkin JSON, OTLP, console."""
+    from cosyvoice_otel.pipeline.zipkin_json import ZipkinJsonEncoder
+
     return {
         "zipkin": json.loads(ZipkinJsonEncoder().encode(spans)),
         "otlp": otlp_dicts(encode_spans(spans).SerializeToString()),

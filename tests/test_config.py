@@ -111,3 +111,43 @@ def test_resolved_settings_travel_to_the_child_for_the_plugin() -> None:
     # and the child, reading its own environment back, resolves to the same settings
     again = Settings.resolve({}, env)
     assert again.values == Settings.resolve({"stage_spans": False}, {}).values
+
+
+@pytest.mark.parametrize(("environ", "variable", "option", "default"), [
+    ({"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "2"},
+     "OTEL_TRACES_SAMPLER_ARG", "sampling_rate", 1.0),
+    ({"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "x"},
+     "OTEL_TRACES_SAMPLER_ARG", "sampling_rate", 1.0),
+    ({"OTEL_TRACES_SAMPLER": "jaeger_remote"}, "OTEL_TRACES_SAMPLER", "sampling_rate", 1.0),
+    ({"OTEL_TRACES_EXPORTER": "bogus"}, "OTEL_TRACES_EXPORTER", "exporter", "zipkin"),
+    ({"OTEL_SDK_DISABLED": "perhaps"}, "OTEL_SDK_DISABLED", "tracing", True),
+])
+def test_an_otel_value_we_fall_back_from_gives_one_warning_naming_it(
+        environ, variable, option, default) -> None:
+    settings = Settings.resolve({}, environ)
+    assert settings.values[option] == default
+    assert len(settings.warnings) == 1
+    assert settings.warnings[0].startswith(variable) and "\n" not in settings.warnings[0]
+
+
+def test_valid_otel_values_give_no_warning() -> None:
+    settings = Settings.resolve({}, {"OTEL_TRACES_SAMPLER": "traceidratio",
+                                     "OTEL_TRACES_SAMPLER_ARG": "0.5",
+                                     "OTEL_TRACES_EXPORTER": "otlp", "OTEL_SDK_DISABLED": "false"})
+    assert settings.warnings == []
+    assert (settings.sampling_rate, settings.exporter) == (0.5, "otlp")
+
+
+def test_the_traced_process_reads_a_bad_value_as_one_warning_and_the_default(caplog) -> None:
+    from cosyvoice_otel.config import runtime_setting
+
+    with caplog.at_level("WARNING", logger="cosyvoice_otel"):
+        assert runtime_setting("user_agent", {"COSYVOICE_TRACED_USER_AGENT": "maybe"}) is True
+    assert len(caplog.records) == 1 and "COSYVOICE_TRACED_USER_AGENT" in caplog.text
+    assert runtime_setting("user_agent", {"COSYVOICE_TRACED_USER_AGENT": "off"}) is False
+
+
+def test_the_launcher_always_selects_our_configurator() -> None:
+    environ = {"OTEL_PYTHON_CONFIGURATOR": "someone_elses"}
+    assert Settings.resolve({}, environ).render(environ)["OTEL_PYTHON_CONFIGURATOR"] == \
+        "cosyvoice_otel"

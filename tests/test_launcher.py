@@ -168,3 +168,16 @@ def test_seed_spelling_enable_tracing_is_accepted() -> None:
     assert result.returncode == 0
     assert "export OTEL_EXPORTER_ZIPKIN_ENDPOINT=http://zipkin:9411/api/v2/spans" in \
         result.stdout.splitlines()
+
+
+def test_an_invalid_otel_value_is_one_warning_line_and_the_default() -> None:
+    env = app_env(OTEL_TRACES_SAMPLER="traceidratio", OTEL_TRACES_SAMPLER_ARG="2",
+                  OTEL_TRACES_EXPORTER="bogus")
+    result = run_traced("env", env=env)
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 2, result.stderr
+    assert any("OTEL_TRACES_SAMPLER_ARG" in w for w in warnings)
+    assert any("OTEL_TRACES_EXPORTER" in w for w in warnings)
+    assert "export OTEL_TRACES_SAMPLER_ARG=1.0" in result.stdout
+    assert "export OTEL_TRACES_EXPORTER=cosyvoice_zipkin" in result.stdout

@@ -253,6 +253,31 @@ def test_b3_defer_lets_the_local_sampler_decide(zipkin, launch_app, rate, export
 
 
 @pytest.mark.zipkin
+@pytest.mark.parametrize("rate", ["1.0", "0.1"])
+def test_b3_deny_without_ids_is_honoured(zipkin, launch_app, rate) -> None:
+    """`b3: 0` and `X-B3-Sampled: 0` with no ids are valid B3 for "do not trace": nothing of
+    those requests is recorded, not even a failing one at a rate where keep-errors records
+    local drops; `b3: 1` / `X-B3-Flags: 1` alone start a sampled trace even at rate 0.1."""
+    service = f"deny-{rate}-{secrets.token_hex(3)}"
+    app = hello_app(launch_app, zipkin.endpoint, service, "--sampling-rate", rate)
+    for headers in ({"b3": "0"}, {"X-B3-Sampled": "0"}, {"X-B3-Sampled": "0", "X-B3-Flags": "0"}):
+        assert requests.get(f"{app.url}/health", headers=headers, timeout=10).status_code == 200
+        requests.get(f"{app.url}/fail/x", headers=headers, timeout=10)  # an error, denied too
+    for headers in ({"b3": "1"}, {"X-B3-Flags": "1"}):
+        requests.get(f"{app.url}/synthesize/accept", headers=headers, timeout=10)
+    marker = new_trace_id()
+    get(app, marker)
+    client = zipkin.client()
+    assert client.wait_for_trace(marker, timeout=20)
+    time.sleep(1)  # the denied requests came first; give any stray span time to land
+    traces = client.traces(service=service, lookback_ms=600_000, limit=100)
+    routes = [s.get("tags", {}).get("http.route") for t in traces for s in t
+              if s.get("kind") == "SERVER"]
+    assert "/health" not in routes and "/fail/{voice}" not in routes
+    assert routes.count("/synthesize/{voice}") == 3  # two accept-only requests + the marker
+
+
+@pytest.mark.zipkin
 def test_an_input_limit_error_is_findable_with_annotation_query_error(zipkin, launch_app,
                                                                       make_model) -> None:
     from cosyvoice_otel.gradio_rest import GradioRest
