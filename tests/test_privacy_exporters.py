@@ -55,7 +55,7 @@ def console_spans(output: str) -> list[dict]:
 def send_requests(url: str, prompt_file: Path) -> tuple[list[str], list[str]]:
     """The requests, and (texts that must not leak, short values that must not leak)."""
     token = secrets.token_hex(4).upper()
-    failing = f"pin {token}A for \"bob\" \\ 🎉\x00 end"
+    failing = f"pin {token[:4]} for \"bob\" \\ 🎉\x00"  # short words, as in the finding
     spoken = f"Speak CANARY{token}B now, 你好"
     prompt = f"prompt 'CANARY{token}C'"
     file_name = f"voice-CANARY{token}D.wav"
@@ -125,6 +125,6 @@ def test_no_request_content_in_what_any_exporter_wrote(exporter, request, launch
     # the test can fail: the spans are there, the failure with its message, the 404
     assert any("cosyvoice.inference" in v for v in values), f"{exporter} wrote no stage span"
     assert any("NUL character" in v for v in values), f"{exporter}: the failure was not traced"
-    assert any("/{unmatched}" in v for v in values), f"{exporter}: no placeholder for the 404"
     leaks = {text: found(text, output) for text in private + short}
     assert {t: hits[:2] for t, hits in leaks.items() if hits} == {}
+    assert any("/{unmatched}" in v for v in values), f"{exporter}: no placeholder for the 404"
