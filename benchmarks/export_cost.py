@@ -1,14 +1,18 @@
 """Export-thread cost per span: redaction + Zipkin JSON encoding, this tree vs another commit.
 
     .venv/bin/python benchmarks/export_cost.py [--against REV] [--batches 40] [--rounds 7]
+    .venv/bin/python benchmarks/export_cost.py --zipkin [--batches 40]
 
 Builds batches of 512 spans shaped like the demo's traces (a SERVER span with a URL and a
 user agent, stage spans with numeric attributes, one exception event quoting the text, the
 request's text registered for masking) and times what the export thread does with them before
 the HTTP post. With ``--against REV`` the same batches are timed with that commit's code (a
 ``git worktree``, imported through PYTHONPATH in a child process), rounds interleaved, and the
-ratio printed. Up to issue 15 the exporter encoded, parsed back to redact, and encoded again;
-since, redaction works on the span objects and the batch is encoded once.
+ratio printed. ``--zipkin`` instead starts the real Zipkin and times its answers to 512-span
+batches posted by the resilient exporter (what ``--export-timeout`` must fit) and the
+end-to-end spans/s of one process. Up to issue 15 the exporter encoded, parsed back to
+redact, and encoded again; since, redaction works on the span objects and the batch is
+encoded once.
 """
 
 from __future__ import annotations
@@ -86,12 +90,61 @@ def measure(pythonpath: Path, batches: int) -> float:
     return json.loads(out.stdout.strip().splitlines()[-1])["us_per_span"]
 
 
+ZIPKIN_CHILD = r"""
+import json, sys, time
+from cosyvoice_otel.pipeline.exporter import ResilientZipkinExporter
+from cosyvoice_otel.pipeline.redaction import RedactingSpanExporter
+exporter = ResilientZipkinExporter(endpoint=sys.argv[3], spool_dir=sys.argv[2])
+answers = []
+post = exporter._post
+def timed(payload):
+    started = time.perf_counter()
+    outcome = post(payload)
+    answers.append(time.perf_counter() - started)
+    return outcome
+exporter._post = timed
+layer = RedactingSpanExporter(exporter)
+layer.export(batches[0])
+answers.clear()
+started = time.perf_counter()
+for batch in batches:
+    layer.export(batch)
+elapsed = time.perf_counter() - started
+answers.sort()
+print(json.dumps({"spans_per_s": len(spans) / elapsed, "answer_p50_ms": answers[len(answers) // 2] * 1e3,
+                  "answer_max_ms": answers[-1] * 1e3, "sent": exporter.counters["sent"]}))
+"""
+
+
+def zipkin_run(batches: int) -> None:
+    from cosyvoice_otel import zipkin_server
+
+    server = zipkin_server.start()
+    try:
+        child = CHILD.split("work(batches[0])")[0] + ZIPKIN_CHILD
+        with tempfile.TemporaryDirectory() as spool:
+            out = subprocess.run([sys.executable, "-c", child, str(batches), spool,
+                                  server.endpoint], capture_output=True, text=True, check=True,
+                                 cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"{batches} batches of 512 spans to the real Zipkin (redact + encode + POST, one "
+              f"process): {result['spans_per_s']:,.0f} spans/s; Zipkin's answer: median "
+              f"{result['answer_p50_ms']:.1f} ms, max {result['answer_max_ms']:.1f} ms "
+              f"({result['sent']} spans accepted)")
+    finally:
+        server.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--zipkin", action="store_true", help="time the real Zipkin's answers")
     parser.add_argument("--against", help="a commit to compare with (e.g. 466126f)")
     parser.add_argument("--batches", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
+    if args.zipkin:
+        zipkin_run(args.batches)
+        return
     trees = {"this tree": ROOT}
     worktree = None
     if args.against:
