@@ -1,8 +1,10 @@
 """The settings table: one precedence rule, validation, and the rendered child environment."""
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from cosyvoice_otel.config import OPTIONS, ConfigError, Settings, parse_seconds
+from cosyvoice_otel.config import OPTIONS, OPTIONS_BY_NAME, ConfigError, Settings, parse_seconds
 
 
 def test_defaults_render_a_zipkin_json_setup() -> None:
@@ -151,3 +153,69 @@ def test_the_launcher_always_selects_our_configurator() -> None:
     environ = {"OTEL_PYTHON_CONFIGURATOR": "someone_elses"}
     assert Settings.resolve({}, environ).render(environ)["OTEL_PYTHON_CONFIGURATOR"] == \
         "cosyvoice_otel"
+
+
+# ------------------------------------------------------------- property: bad input, one line
+
+_VALUE_OPTIONS = [o for o in OPTIONS_BY_NAME.values() if "/" not in o.flag]
+_BOOL_OPTIONS = [o for o in OPTIONS_BY_NAME.values() if "/" in o.flag]
+_NEAR_VALID = st.sampled_from(["0", "1", "0.5", "1.5", "-1", "nan", "inf", "true", "maybe", "",
+                               " ", "5s", "2500ms", "0ms", "http://h:9411/x", "h:9411",
+                               "http://h:99999/x", "ftp://h/x", "zipkin", "otlp", "b3,w3c",
+                               "tracecontext", "off", "text=0", "text=5,audio=x", "a=b",
+                               "x=m:C.f", "a,b"])
+
+
+def _run_cli(argv: list[str], capsys) -> tuple[int, str]:
+    from cosyvoice_otel.cli import main
+
+    code = main(argv)
+    return code, capsys.readouterr().err
+
+
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(option=st.sampled_from(_VALUE_OPTIONS), value=_NEAR_VALID | st.text(max_size=25))
+def test_property_every_bad_flag_value_is_one_line_and_exit_2(option, value, capsys) -> None:
+    try:
+        option.parse(value)
+        valid = True
+    except ValueError:
+        valid = False
+    flag = option.flag.split("/")[0]
+    code, err = _run_cli(["env", f"{flag}={value}"], capsys)
+    if valid:
+        assert code == 0, err
+    else:
+        assert code == 2
+        assert err.count("\n") == 1 and err.startswith("cosyvoice-traced: error: ")
+        assert flag in err
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(option=st.sampled_from(_BOOL_OPTIONS + _VALUE_OPTIONS),
+       value=(_NEAR_VALID | st.text(max_size=25)).filter(lambda v: "\x00" not in v))
+def test_property_every_bad_variable_is_one_line_and_exit_2(option, value, capsys) -> None:
+    import os
+
+    try:
+        if value.strip():  # a blank variable counts as unset
+            option.parse(value)
+        valid = True
+    except ValueError:
+        valid = False
+    saved = os.environ.get(option.envvar)
+    os.environ[option.envvar] = value
+    try:
+        code, err = _run_cli(["env"], capsys)
+    finally:
+        if saved is None:
+            del os.environ[option.envvar]
+        else:
+            os.environ[option.envvar] = saved
+    if valid:
+        assert code == 0, err
+    else:
+        assert code == 2
+        assert err.count("\n") == 1 and option.envvar in err

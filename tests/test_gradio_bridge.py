@@ -1,0 +1,133 @@
+"""The Gradio queue bridge in memory, on stand-ins for gradio.queueing's Event and Queue (the
+real Gradio 5.4 and 6.x runs are in test_e2e_gradio*.py): queue wait against a known clock,
+the parent context, batches, the fallback to the request's headers, errors."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from opentelemetry import context, trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+from cosyvoice_otel import schema as s
+from cosyvoice_otel.instrumentation import gradio_bridge
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+class Request:
+    def __init__(self, headers: dict[str, str]) -> None:
+        self.headers = headers
+
+
+@pytest.fixture
+def bridge(monkeypatch):
+    """Stand-in Event/Queue classes wrapped by the bridge's own wrappers, a fake clock."""
+    import types
+
+    clock = Clock()
+    monkeypatch.setattr(gradio_bridge, "time", types.SimpleNamespace(monotonic=clock.monotonic))
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("cosyvoice_otel")
+    wrappers = gradio_bridge.make_wrappers(tracer, lambda: True)
+    seen: dict[str, object] = {}
+
+    class Fn:
+        api_name = "generate_audio"
+
+    class Event:
+        def __init__(self, request: Request | None = None) -> None:
+            self.fn = Fn()
+            self.request = request
+
+    class Queue:
+        def start(self) -> None:
+            seen["start_context_span"] = trace.get_current_span().get_span_context()
+
+        async def process_events(self, events, batch=False) -> None:
+            seen["inside"] = trace.get_current_span().get_span_context()
+            if seen.get("raise"):
+                raise RuntimeError("handler failed")
+
+    import wrapt
+
+    Event.__init__ = wrapt.FunctionWrapper(Event.__init__, wrappers["Event.__init__"])
+    Queue.start = wrapt.FunctionWrapper(Queue.start, wrappers["Queue.start"])
+    Queue.process_events = wrapt.FunctionWrapper(Queue.process_events,
+                                                 wrappers["Queue.process_events"])
+    return types.SimpleNamespace(Event=Event, Queue=Queue, clock=clock, memory=memory,
+                                 tracer=tracer, seen=seen)
+
+
+def run(coro) -> None:
+    asyncio.run(coro)
+
+
+def test_the_queue_wait_is_the_time_between_enqueue_and_processing(bridge) -> None:
+    with bridge.tracer.start_as_current_span("POST /queue/join") as join:
+        event = bridge.Event()
+    bridge.clock.now += 0.25  # the event waits 250 ms in the queue
+    run(bridge.Queue().process_events([event]))
+    (span,) = [x for x in bridge.memory.get_finished_spans() if x.name == s.GRADIO_EVENT]
+    assert span.attributes[s.QUEUE_WAIT_MS] == 250.0
+    assert span.kind is SpanKind.CONSUMER
+    assert span.parent.span_id == join.get_span_context().span_id
+    assert span.attributes[s.GRADIO_FN] == "generate_audio"
+    assert span.attributes[s.BATCH_SIZE] == 1
+    # the handler ran inside the event's span
+    assert bridge.seen["inside"].span_id == span.context.span_id
+
+
+def test_a_batch_links_and_names_its_other_traces(bridge) -> None:
+    events, trace_ids = [], []
+    for _ in range(3):
+        with bridge.tracer.start_as_current_span("POST /queue/join") as join:
+            events.append(bridge.Event())
+            trace_ids.append(f"{join.get_span_context().trace_id:032x}")
+    run(bridge.Queue().process_events(events, batch=True))
+    (span,) = [x for x in bridge.memory.get_finished_spans() if x.name == s.GRADIO_EVENT]
+    assert f"{span.context.trace_id:032x}" == trace_ids[0]
+    assert span.attributes[s.BATCH_SIZE] == 3
+    assert span.attributes[s.BATCH_TRACE_IDS] == ",".join(trace_ids[1:])
+    assert [f"{link.context.trace_id:032x}" for link in span.links] == trace_ids[1:]
+
+
+def test_without_a_traced_join_the_client_trace_comes_from_the_request_headers(bridge) -> None:
+    """The join route excluded from tracing: no span is current when the event is created."""
+    client_trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    headers = {"traceparent": f"00-{client_trace}-00f067aa0ba902b7-01"}
+    event = bridge.Event(Request(headers))
+    run(bridge.Queue().process_events([event]))
+    (span,) = [x for x in bridge.memory.get_finished_spans() if x.name == s.GRADIO_EVENT]
+    assert f"{span.context.trace_id:032x}" == client_trace
+
+
+def test_the_queue_loop_starts_under_an_empty_context(bridge) -> None:
+    with bridge.tracer.start_as_current_span("GET /startup-events"):
+        bridge.Queue().start()
+    assert not bridge.seen["start_context_span"].is_valid
+
+
+def test_a_failing_handler_marks_the_event_and_still_raises(bridge) -> None:
+    with bridge.tracer.start_as_current_span("POST /queue/join"):
+        event = bridge.Event()
+    bridge.seen["raise"] = True
+    before = context.get_current()
+    with pytest.raises(RuntimeError):
+        run(bridge.Queue().process_events([event]))
+    (span,) = [x for x in bridge.memory.get_finished_spans() if x.name == s.GRADIO_EVENT]
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.attributes[s.ERROR_TYPE] == "RuntimeError"
+    assert context.get_current() == before
