@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .net import free_port
+from .net import free_port, owns_listener
 from .zipkin import ZipkinClient
 
 ZIPKIN_VERSION = "3.6.1"
@@ -118,7 +118,25 @@ class ZipkinServer:
 def start(port: int | None = None, jar: Path | None = None, log_path: Path | None = None,
           heap: str = "256m", health_timeout: float = 90, detach: bool = False,
           extra_args: list[str] | None = None, env: dict[str, str] | None = None) -> ZipkinServer:
-    """Start Zipkin on loopback and wait for /health UP. Raises ZipkinServerError."""
+    """Start Zipkin on loopback and wait for /health UP. Raises ZipkinServerError. Without
+    ``port``, a free one is chosen, and chosen again if another process takes it first."""
+    for attempt in range(3):
+        try:
+            return _start(port, jar, log_path, heap, health_timeout, detach, extra_args, env)
+        except _PortTaken:
+            if port is not None or attempt == 2:
+                raise ZipkinServerError(f"port {port or 'chosen'} was taken by another "
+                                        "process") from None
+    raise AssertionError("unreachable")
+
+
+class _PortTaken(Exception):
+    pass
+
+
+def _start(port: int | None, jar: Path | None, log_path: Path | None, heap: str,
+           health_timeout: float, detach: bool, extra_args: list[str] | None,
+           env: dict[str, str] | None) -> ZipkinServer:
     java = shutil.which("java")
     if java is None:
         raise ZipkinServerError("java not found: Zipkin needs Java 17+")
@@ -140,8 +158,13 @@ def start(port: int | None = None, jar: Path | None = None, log_path: Path | Non
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             tail = Path(log_path).read_text(errors="replace")[-2000:]
+            if "Address already in use" in tail:
+                raise _PortTaken()
             raise ZipkinServerError(f"Zipkin exited with {proc.returncode}; log tail:\n{tail}")
         if client.health():
+            if owns_listener(proc.pid, port) is False:  # someone else's server answered
+                server.stop()
+                raise _PortTaken()
             return server
         time.sleep(0.25)
     server.stop()

@@ -48,8 +48,7 @@ MAX_TRACES = 4096
 MIN_SUBSTRING = 4  # a form shorter than this is masked only as a whole token
 MIN_WORD = 4  # words of a text masked on their own (a PIN "4321" is one)
 OUR_SCOPE = "cosyvoice_otel"
-URL_KEYS = frozenset({"http.url", "url.full", "http.target", "url.query", "url.path",
-                      "http.request.uri"})
+URL_KEYS = frozenset({"http.url", "url.full", "http.target", "url.query", "http.request.uri"})
 PATH_KEYS = frozenset({"http.target", "url.path", "http.url", "url.full"})
 USER_AGENT_KEYS = frozenset({"http.user_agent", "user_agent.original"})
 # Values that are ours or structural: never user content, and masking would corrupt them.
