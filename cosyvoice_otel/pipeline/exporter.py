@@ -126,13 +126,13 @@ class Spool:
             return self._write(stem + (f".u{tries}" if tries else "") + ".json", payload)
 
     def replace(self, path: Path, parts: list[tuple[bytes, int]]) -> None:
-        """Put ``parts`` (payload, tries) where ``path`` was, in its place in the order."""
+        """Put ``parts`` (payload, tries) where ``path`` was, in its place in the order (``-pN``
+        sorts after the stem's other parts and before the next batch)."""
         match = _NAME.match(path.name)
         stem = match["stem"] if match else path.name[:-5]
-        with self._lock:
+        with self._lock:  # written first: a crash in between duplicates, never loses
             for i, (payload, tries) in enumerate(parts):
-                name = f"{stem}-p{i}" if len(parts) > 1 else stem
-                self._write(name + (f".u{tries}" if tries else "") + ".json", payload)
+                self._write(f"{stem}-p{i}" + (f".u{tries}" if tries else "") + ".json", payload)
         self.remove(path)
 
     def oldest(self) -> Path | None:

@@ -1,0 +1,336 @@
+"""The resilient exporter's decisions, fast and in memory: a scripted HTTP stub answers each
+POST (status, delay), so every branch is exercised without the JVM. What Zipkin itself does
+with the result is checked against the real server in test_export_resilience.py."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from cosyvoice_otel.pipeline import exporter as ex
+from cosyvoice_otel.pipeline.exporter import MAX_UNCERTAIN, ResilientZipkinExporter, Spool
+
+
+class Stub:
+    """Answers POSTs with ``status(body)`` after ``delay`` seconds; keeps every body."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+        self.status = lambda body: 202
+        self.delay = 0.0
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                stub.bodies.append(body)
+                time.sleep(stub.delay)
+                code = stub.status(body)
+                try:
+                    self.send_response(code)
+                    self.send_header("Content-Length", "4")
+                    self.end_headers()
+                    self.wfile.write(b"nope")
+                except OSError:
+                    pass
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}/api/v2/spans"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def spans(self) -> list[dict]:
+        return [span for body in self.bodies for span in json.loads(body)]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def stub() -> Iterator[Stub]:
+    server = Stub()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def refused() -> Iterator[str]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}/api/v2/spans"
+    sock.close()
+
+
+def spans(count: int, size: int = 50) -> list:
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource({"service.name": "unit"}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("t")
+    for i in range(count):
+        with tracer.start_as_current_span(f"s{i}") as span:
+            span.set_attribute("p", "x" * size)
+    return list(memory.get_finished_spans())
+
+
+def make(endpoint: str, tmp_path: Path, **kwargs) -> ResilientZipkinExporter:
+    return ResilientZipkinExporter(endpoint=endpoint, spool_dir=str(tmp_path), timeout=kwargs.pop(
+        "timeout", 2), **kwargs)
+
+
+def test_a_sent_batch_is_counted_and_has_no_debug_flag(stub, tmp_path) -> None:
+    exporter = make(stub.endpoint, tmp_path)
+    assert exporter.export(spans(3)).name == "SUCCESS"
+    assert exporter.counters["sent"] == 3 and len(stub.bodies) == 1
+    assert all("debug" not in span for span in stub.spans())
+    assert exporter.export([]).name == "SUCCESS" and len(stub.bodies) == 1
+
+
+@pytest.mark.parametrize(("status", "outcome"), [
+    (200, "sent"), (202, "sent"), (299, "sent"), (400, "rejected"), (401, "rejected"),
+    (404, "rejected"), (413, "too_large"), (408, "unavailable"), (429, "unavailable"),
+    (500, "unavailable"), (503, "unavailable"), (302, "rejected")])
+def test_status_table(stub, tmp_path, status, outcome) -> None:
+    stub.status = lambda body: status
+    exporter = make(stub.endpoint, tmp_path)
+    assert exporter._post(b"[]") == outcome
+
+
+def test_a_413_splits_down_to_single_spans_and_drops_only_the_one_too_big(stub, tmp_path,
+                                                                         caplog) -> None:
+    batch = spans(7)
+    big = spans(1, size=5000)[0]
+    batch.insert(3, big)
+    stub.status = lambda body: 413 if len(body) > 2000 else 202
+    exporter = make(stub.endpoint, tmp_path)
+    with caplog.at_level(logging.WARNING, logger="cosyvoice_otel.export"):
+        assert exporter.export(batch).name == "SUCCESS"
+    sent = [s["name"] for s in stub.spans() if len(json.dumps(s)) < 2000]
+    assert sorted(set(sent)) == sorted(s.name for s in batch if s is not big)
+    assert exporter.counters["sent"] == 7 and exporter.counters["too_large"] == 1
+    assert exporter.counters["split"] >= 2
+    assert len([r for r in caplog.records if "too large" in r.getMessage()]) == 1
+    assert exporter.spool.oldest() is None
+
+
+def test_when_zipkin_goes_away_mid_split_the_rest_is_spooled_not_lost(stub, tmp_path) -> None:
+    calls = []
+
+    def status(body: bytes) -> int:
+        calls.append(len(json.loads(body)))
+        return 413 if len(calls) == 1 else 503
+
+    stub.status = status
+    exporter = make(stub.endpoint, tmp_path)
+    assert exporter.export(spans(8)).name == "SUCCESS"
+    assert calls == [8, 4]  # the second half is not tried once Zipkin is away
+    assert exporter.counters["spooled"] == 8
+    spooled = [json.loads(p.read_bytes()) for p in sorted(exporter.spool.directory.glob("*.json"))]
+    assert [len(part) for part in spooled] == [4, 4]
+
+
+def test_rejections_are_dropped_with_one_log_line_each(stub, tmp_path, caplog) -> None:
+    stub.status = lambda body: 400
+    exporter = make(stub.endpoint, tmp_path)
+    with caplog.at_level(logging.WARNING, logger="cosyvoice_otel.export"):
+        assert exporter.export(spans(2)).name == "SUCCESS"
+    assert exporter.counters["rejected"] == 2 and exporter.spool.oldest() is None
+    assert [r.getMessage() for r in caplog.records] == [
+        "cosyvoice-otel: Zipkin rejected a batch of 2 spans (400: nope); dropped"]
+
+
+def test_refused_spools_trips_the_circuit_and_replays_oldest_first(stub, refused,
+                                                                  tmp_path) -> None:
+    exporter = make(refused, tmp_path)
+    exporter._start_replayer = lambda: None  # replay by hand below
+    first, second = spans(1), spans(2)
+    assert exporter.export(first).name == "SUCCESS"
+    assert exporter._circuit_open() and exporter._backoff == 2.0
+    assert exporter.export(second).name == "SUCCESS"  # straight to the spool: circuit open
+    assert exporter.counters["spooled"] == 3 and exporter.counters["sent"] == 0
+    exporter.endpoint = stub.endpoint
+    assert exporter.replay(budget=1) == 1
+    assert [s["name"] for s in stub.spans()] == ["s0"]
+    assert exporter.replay() == 1
+    assert [s["name"] for s in stub.spans()] == ["s0", "s0", "s1"]
+    assert exporter.counters["replayed"] == 3 and exporter.counters["sent"] == 3
+    assert exporter.spool.size == 0 and not exporter._circuit_open()
+
+
+def test_backoff_doubles_to_its_cap_and_resets_on_success(stub, refused, tmp_path) -> None:
+    exporter = make(refused, tmp_path)
+    backoffs = []
+    for _ in range(8):
+        exporter._trip()
+        backoffs.append(exporter._backoff)
+    assert backoffs == [2, 4, 8, 16, 30, 30, 30, 30]
+    exporter._reset()
+    assert exporter._backoff == 1.0 and not exporter._circuit_open()
+
+
+def test_a_timed_out_answer_is_resent_once_then_dropped(stub, tmp_path) -> None:
+    stub.delay = 1.5
+    exporter = make(stub.endpoint, tmp_path, timeout=1)
+    exporter._start_replayer = lambda: None
+    exporter.export(spans(2))
+    (path,) = exporter.spool.directory.glob("*.json")
+    assert Spool.tries(path) == 1 and path.name.endswith(".u1.json")
+    exporter._reset()
+    assert exporter.replay() == 1  # answered late again: dropped for good
+    assert exporter.spool.oldest() is None and exporter.counters["dropped"] == 2
+    assert len(stub.bodies) == 1 + MAX_UNCERTAIN
+
+
+def test_a_resend_after_a_timeout_is_counted_as_maybe_duplicated(stub, tmp_path) -> None:
+    stub.delay = 1.5
+    exporter = make(stub.endpoint, tmp_path, timeout=1)
+    exporter._start_replayer = lambda: None
+    exporter.export(spans(3))
+    stub.delay = 0.0
+    exporter._reset()
+    assert exporter.replay() == 1
+    assert exporter.counters["maybe_duplicated"] == 3 and exporter.counters["replayed"] == 3
+
+
+def test_replay_sets_aside_unreadable_files_and_goes_on(stub, tmp_path, caplog) -> None:
+    exporter = make(stub.endpoint, tmp_path)
+    exporter.spool.put(b"{broken")
+    exporter.spool.put(b'{"a": 1}')  # JSON, but not a list of spans
+    exporter.spool.put(exporter.encode(spans(1)))
+    with caplog.at_level(logging.WARNING, logger="cosyvoice_otel.export"):
+        assert exporter.replay() == 1
+    bad = sorted(p.name for p in (exporter.spool.directory / "bad").iterdir())
+    assert len(bad) == 2 and exporter.counters["bad_files"] == 2
+    assert exporter.spool.size == 0 and len(stub.bodies) == 1
+    assert sum("unreadable" in r.getMessage() for r in caplog.records) == 2
+
+
+def test_replay_of_a_split_file_keeps_the_unsent_part_in_its_place(stub, tmp_path) -> None:
+    exporter = make(stub.endpoint, tmp_path)
+    exporter.spool.put(exporter.encode(spans(4)))
+    exporter.spool.put(exporter.encode(spans(1)))
+    answers = iter([413, 202, 503])
+    stub.status = lambda body: next(answers)
+    assert exporter.replay() == 0
+    parts = sorted(p.name for p in exporter.spool.directory.glob("*.json"))
+    assert len(parts) == 2 and "-p0" in parts[0]  # the unsent half, still before the next file
+    assert len(json.loads((exporter.spool.directory / parts[0]).read_bytes())) == 2
+    assert exporter.counters["replayed"] == 2
+
+
+def test_spool_cap_drops_counts_and_logs_at_most_once_a_minute(refused, tmp_path,
+                                                              caplog) -> None:
+    exporter = make(refused, tmp_path, spool_max_bytes=3000)
+    exporter._start_replayer = lambda: None
+    with caplog.at_level(logging.WARNING, logger="cosyvoice_otel.export"):
+        results = [exporter.export(spans(3)).name for _ in range(10)]
+    assert "FAILURE" in results and results[0] == "SUCCESS"
+    assert exporter.spool.size <= 3000
+    assert exporter.counters["spooled"] + exporter.counters["dropped"] == 30
+    drops = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert len(drops) == 1 and "spool full" in drops[0]
+
+
+def test_a_raising_transport_is_one_warning_and_a_drop(tmp_path, caplog) -> None:
+    class Exploding:
+        def post(self, *args, **kwargs):
+            raise RuntimeError("bug")
+
+        def close(self) -> None:
+            pass
+
+    exporter = make("http://127.0.0.1:9/x", tmp_path, session=Exploding())
+    with caplog.at_level(logging.WARNING, logger="cosyvoice_otel.export"):
+        assert exporter.export(spans(2)).name == "FAILURE"
+    assert exporter.counters["dropped"] == 2
+    assert any("export failed (RuntimeError: bug)" in r.getMessage() for r in caplog.records)
+
+
+def test_after_shutdown_nothing_is_exported(stub, tmp_path) -> None:
+    exporter = make(stub.endpoint, tmp_path)
+    exporter.shutdown()
+    exporter.shutdown()  # twice is fine
+    assert exporter.export(spans(1)).name == "FAILURE" and stub.bodies == []
+
+
+def test_force_flush_replays_what_is_spooled(stub, tmp_path) -> None:
+    exporter = make(stub.endpoint, tmp_path)
+    exporter.spool.put(exporter.encode(spans(2)))
+    exporter.spool.put(exporter.encode(spans(1)))
+    assert exporter.force_flush(5000) is True
+    assert exporter.spool.oldest() is None and len(stub.bodies) == 2
+
+
+def test_one_spool_per_endpoint_and_the_env_defaults(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_ZIPKIN_ENDPOINT", "http://z:1/api/v2/spans")
+    monkeypatch.setenv("OTEL_EXPORTER_ZIPKIN_TIMEOUT", "7")
+    monkeypatch.setenv("COSYVOICE_TRACED_SPOOL_DIR", str(tmp_path))
+    monkeypatch.setenv("COSYVOICE_TRACED_SPOOL_MAX_MB", "0.5")
+    a = ResilientZipkinExporter()
+    b = ResilientZipkinExporter(endpoint="http://other:1/api/v2/spans")
+    assert a.endpoint == "http://z:1/api/v2/spans" and a.timeout == 7.0
+    assert a.spool.max_bytes == 512 * 1024
+    assert a.spool.directory.parent == tmp_path and a.spool.directory != b.spool.directory
+
+
+def test_an_unusable_spool_directory_is_a_warning_not_a_crash(tmp_path, caplog) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with caplog.at_level(logging.WARNING, logger="cosyvoice_otel.export"):
+        exporter = ResilientZipkinExporter(endpoint="http://127.0.0.1:9/x",
+                                           spool_dir=str(blocker))
+    assert exporter.spool is None and "unusable" in caplog.text
+    assert exporter.replay() == 0
+
+
+def test_spool_sizes_follow_put_remove_and_set_aside(tmp_path) -> None:
+    spool = Spool(tmp_path, max_bytes=100)
+    assert spool.put(b"x" * 60) and spool.size == 60
+    assert not spool.put(b"y" * 41) and spool.size == 60  # over the cap: refused
+    assert spool.put(b"y" * 40) and spool.size == 100
+    first = spool.oldest()
+    spool.set_aside(first)
+    assert spool.size == 40 and (tmp_path / "bad" / first.name).exists()
+    spool.remove(spool.oldest())
+    assert spool.size == 0 and spool.oldest() is None
+    spool.remove(tmp_path / "gone.json")  # already gone: no error
+    again = Spool(tmp_path, max_bytes=100)
+    assert again.size == 0
+
+
+def test_spool_file_names_sort_oldest_first_and_carry_their_tries(tmp_path) -> None:
+    spool = Spool(tmp_path, max_bytes=10_000)
+    spool.put(b"[1]")
+    spool.put(b"[2]", tries=1)
+    names = sorted(p.name for p in tmp_path.glob("*.json"))
+    assert names[0].endswith(f"-{os.getpid()}-000001.json")
+    assert names[1].endswith(f"-{os.getpid()}-000002.u1.json")
+    assert [Spool.tries(tmp_path / n) for n in names] == [0, 1]
+    assert Spool.tries(tmp_path / "garbage.json") == 0
+
+
+def test_a_dead_writers_tmp_is_removed_a_live_ones_fresh_tmp_kept(tmp_path) -> None:
+    live = tmp_path / f"{time.time_ns():020d}-1-000001.json.tmp"
+    own = tmp_path / f"{time.time_ns():020d}-{os.getpid()}-000001.json.tmp"
+    odd = tmp_path / "odd-name.json.tmp"
+    for path in (live, own, odd):
+        path.write_bytes(b"[")
+    Spool(tmp_path, 1000)
+    assert [p.name for p in tmp_path.glob("*.tmp")] == [live.name]
+    assert ex._pid_alive(os.getpid()) and ex._pid_alive(1)
