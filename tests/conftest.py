@@ -1,6 +1,8 @@
-"""Shared fixtures: the real Zipkin server, traced app processes, trace ids.
+"""Shared fixtures: the real Zipkin server, traced app processes, trace ids, polls.
 
 With CI=true a Zipkin test is never skipped: if Zipkin cannot start, the run fails.
+Globals the code under test touches (the tracer provider, the redaction registry) are
+restored after each test, so the suite passes in any order (CI runs it shuffled).
 """
 
 from __future__ import annotations
@@ -9,9 +11,11 @@ import math
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,11 +23,62 @@ from pathlib import Path
 import pytest
 
 from cosyvoice_otel import zipkin_server
-from cosyvoice_otel.net import free_port, wait_for_port  # noqa: F401 - re-exported to the tests
+from cosyvoice_otel.net import PortTakenError, PortWaitError, free_port, wait_for_port  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def wait_until(condition, timeout: float = 20.0, interval: float = 0.2):
+    """Poll ``condition`` until it returns something truthy (returned) or ``timeout`` passes
+    (the last value is returned): a wait on a condition, never a bare sleep."""
+    deadline = time.monotonic() + timeout
+    value = condition()
+    while not value and time.monotonic() < deadline:
+        time.sleep(interval)
+        value = condition()
+    return value
+
+
+def run_parallel(calls, timeout: float = 120) -> list:
+    """Run each zero-argument callable in its own thread; return their results in order. An
+    exception in any of them is raised here (so a failing assertion in a worker fails the
+    test), and a worker still running after ``timeout`` is a failure, not a silent pass."""
+    from concurrent.futures import ThreadPoolExecutor, wait
+
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        futures = [pool.submit(call) for call in calls]
+        _, pending = wait(futures, timeout=timeout)
+        assert not pending, f"{len(pending)} worker(s) still running after {timeout:.0f} s"
+        return [future.result() for future in futures]
+
+
+@pytest.fixture
+def refused_endpoint() -> Iterator[str]:
+    """A Zipkin that is down: a port this test holds bound and never listens on, so no other
+    process can take it and answer."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/api/v2/spans"
+
+
+@pytest.fixture(autouse=True)
+def _restore_redaction_registry() -> Iterator[None]:
+    from cosyvoice_otel.pipeline import redaction
+
+    yield
+    redaction.forget_all()
+
+
+def reset_tracer_provider() -> None:
+    """Undo trace.set_tracer_provider (the API allows one call per process; tests that set
+    the global provider restore the unset state, as the SDK's own test utilities do)."""
+    from opentelemetry import trace
+    from opentelemetry.util._once import Once
+
+    trace._TRACER_PROVIDER = None
+    trace._TRACER_PROVIDER_SET_ONCE = Once()
 
 
 @pytest.fixture(scope="session")
@@ -91,18 +146,32 @@ def app_env(**extra: str) -> dict[str, str]:
 
 
 class AppProcess:
-    """A launched app, stopped with SIGTERM (then SIGKILL) at the end of the test."""
+    """A launched app, stopped with SIGTERM (then SIGKILL) at the end of the test.
+
+    The port is chosen free, but another process may take it before the app binds: then the
+    app fails to bind, or something else answers (``PortTakenError``, checked against the
+    app's own sockets). Either way the app is started again on a new port (the ``str(port)``
+    items of ``argv`` are replaced), up to three times."""
 
     def __init__(self, argv: list[str], env: dict[str, str], port: int) -> None:
-        self.port = port
-        # a file, not a pipe: an app that logs a lot would block on a full, unread pipe
-        self.log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=self.log,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        try:
-            wait_for_port(port, self.proc)
-        except RuntimeError as exc:
-            raise RuntimeError(f"{exc}\n{self.output()[-4000:]}") from None
+        for attempt in range(3):
+            self.port = port
+            # a file, not a pipe: an app that logs a lot would block on a full, unread pipe
+            self.log = tempfile.TemporaryFile()
+            self.proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=self.log,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            try:
+                wait_for_port(port, self.proc)
+                return
+            except PortWaitError as exc:
+                taken = isinstance(exc, PortTakenError) or "address already in use" in \
+                    self.output().lower()
+                if not taken or attempt == 2:
+                    raise RuntimeError(f"{exc}\n{self.output()[-4000:]}") from None
+                self.stop()
+                new = free_port()
+                argv = [str(new) if item == str(port) else item for item in argv]
+                port = new
 
     def output(self) -> str:
         self.log.seek(0)

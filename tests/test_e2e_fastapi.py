@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ import requests
 from cosyvoice_otel import schema
 from cosyvoice_otel.checks import check_synthesis
 
-from .conftest import BIN, app_env, free_port, new_span_id, new_trace_id
+from .conftest import BIN, app_env, free_port, new_span_id, new_trace_id, run_parallel
 
 pytestmark = pytest.mark.zipkin
 TEXT = "The runtime server streams raw PCM. 第二句。"
@@ -77,12 +76,8 @@ def test_every_mode_streams_audio_in_one_complete_trace(zipkin, server, prompt_f
 
 def test_concurrent_streams_do_not_mix(zipkin, server, prompt_file) -> None:
     ids = [new_trace_id() for _ in range(4)]
-    threads = [threading.Thread(target=call, args=(server.url, "sft", True, prompt_file, t))
-               for t in ids]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    run_parallel([lambda t=t: call(server.url, "sft", True, prompt_file, t) for t in ids],
+                 timeout=60)
     seen: set[str] = set()
     for trace_id in ids:
         spans = zipkin.client().wait_for_trace(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import threading
 import time
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from cosyvoice_otel import schema
 from cosyvoice_otel.checks import check_synthesis
 from cosyvoice_otel.gradio_rest import GradioRest
 
-from .conftest import IN_CI, ROOT, app_env, free_port, new_span_id, new_trace_id
+from .conftest import IN_CI, ROOT, app_env, free_port, new_span_id, new_trace_id, run_parallel
 
 pytestmark = pytest.mark.zipkin
 
@@ -110,21 +109,8 @@ def test_concurrent_requests_give_disjoint_complete_traces(zipkin, launch_app, t
                                                            prompt_file, venv) -> None:
     app, _ = start_webui(launch_app, zipkin, tiny_model, venv)
     ids = [new_trace_id() for _ in range(4)]
-    errors: list[BaseException] = []
-
-    def one(trace_id: str, mode: str) -> None:
-        try:
-            request(app.url, "join", mode, True, prompt_file, trace_id)
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=one, args=(t, m))
-               for t, m in zip(ids, ["sft", "zero_shot", "sft", "vc"], strict=True)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    assert errors == []
+    run_parallel([lambda t=t, m=m: request(app.url, "join", m, True, prompt_file, t)
+                  for t, m in zip(ids, ["sft", "zero_shot", "sft", "vc"], strict=True)])
     seen_span_ids: set[str] = set()
     for trace_id, mode in zip(ids, ["sft", "zero_shot", "sft", "vc"], strict=True):
         spans = read_complete(zipkin, trace_id, mode, True)

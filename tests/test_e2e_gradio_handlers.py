@@ -4,7 +4,6 @@ on Gradio 5.4.0 and 6.x, read back from the real Zipkin."""
 from __future__ import annotations
 
 import os
-import threading
 import time
 
 import pytest
@@ -13,7 +12,7 @@ from cosyvoice_otel import schema
 from cosyvoice_otel.checks import check_synthesis
 from cosyvoice_otel.gradio_rest import GradioRest
 
-from .conftest import IN_CI, app_env, free_port, new_trace_id
+from .conftest import IN_CI, app_env, free_port, new_trace_id, run_parallel
 from .test_e2e_gradio import VENVS, trace_headers
 
 pytestmark = pytest.mark.zipkin
@@ -50,21 +49,8 @@ def test_each_handler_kind_gives_one_complete_trace(zipkin, handlers_app, api) -
 def test_a_batched_run_is_parented_by_the_first_event_and_names_the_others(
         zipkin, handlers_app) -> None:
     ids = [new_trace_id() for _ in range(4)]
-    errors: list[BaseException] = []
-
-    def one(trace_id: str) -> None:
-        try:
-            GradioRest(handlers_app.url, headers=trace_headers("w3c", trace_id)).call(
-                "batch", [f"Batch member {ids.index(trace_id)}."])
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=one, args=(t,)) for t in ids]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    assert errors == []
+    run_parallel([lambda t=t: GradioRest(handlers_app.url, headers=trace_headers("w3c", t)).call(
+        "batch", [f"Batch member {ids.index(t)}."]) for t in ids])
     client = zipkin.client()
 
     def runs_now() -> dict[str, tuple[dict, list[dict]]]:

@@ -22,7 +22,7 @@ from cosyvoice_otel.checks import check_synthesis
 from cosyvoice_otel.instrumentation import CosyVoiceInstrumentor, stage_span
 from cosyvoice_otel.instrumentation.extractors import EXTRACTORS
 
-from .conftest import BIN, ROOT
+from .conftest import BIN, ROOT, reset_tracer_provider
 
 EXAMPLES = ROOT / "examples"
 
@@ -33,12 +33,16 @@ TEXT = "Hello there, this is the demo engine. 你好，世界！"
 
 
 @pytest.fixture(scope="module")
-def models(make_model) -> dict[int, object]:
+def models(make_model):
+    """The demo engines, with this module's globals: the tracer provider and the threading
+    instrumentation (the LLM thread's context), both undone when the module is done."""
     trace.set_tracer_provider(PROVIDER)
     ThreadingInstrumentor().instrument()
     from cosyvoice.cli.cosyvoice import AutoModel
 
-    return {v: AutoModel(model_dir=str(make_model(v))) for v in (1, 3)}
+    yield {v: AutoModel(model_dir=str(make_model(v))) for v in (1, 3)}
+    ThreadingInstrumentor().uninstrument()
+    reset_tracer_provider()
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import pytest
 
 from cosyvoice_otel import report as rep
 
-from .conftest import BIN, ROOT, app_env, free_port
+from .conftest import BIN, ROOT, app_env, free_port, wait_until
 
 TRACED = str(BIN / "cosyvoice-traced")
 
@@ -119,7 +119,8 @@ def test_report_figures_match_known_synthetic_traces(zipkin, tmp_path) -> None:
     v1 = [100, 200, 300, 400, 500, 600, 700, 800, 900, 1000]  # ms
     v2 = [50, 60, 70, 80]
     post(zipkin, synthetic_traces(service, "v1", v1) + synthetic_traces(service, "v2", v2))
-    time.sleep(1)
+    assert wait_until(lambda: len(zipkin.client().traces(service=service, lookback_ms=600_000,
+                                                          limit=100)) == 14)
     html = tmp_path / "report.html"
     result = run_cli("report", "--zipkin", zipkin.base_url, "--service", service, "--json",
                      "--html", str(html))
@@ -157,14 +158,19 @@ def test_report_figures_match_known_synthetic_traces(zipkin, tmp_path) -> None:
     assert calm.returncode == 0
 
 
-def test_report_handles_ten_thousand_traces_in_seconds() -> None:
-    traces = synthetic_traces("bulk", "v1", [i % 997 + 1 for i in range(10_000)])
-    started = time.monotonic()
+def test_report_figures_on_ten_thousand_traces() -> None:
+    """Correctness at volume (its speed is a benchmark's business, not a test's)."""
+    durations = [i % 997 + 1 for i in range(10_000)]
+    traces = synthetic_traces("bulk", "v1", durations)
     groups = rep.analyse(traces)
-    rep.to_text(groups, "http://zipkin")
-    elapsed = time.monotonic() - started
-    assert groups["all"].stages["vocoder"].stat("count") == 10_000
-    print(f"analysed 10,000 traces in {elapsed:.2f} s")
+    text = rep.to_text(groups, "http://zipkin")
+    vocoder = groups["all"].stages["vocoder"]
+    ordered = sorted(durations)
+    assert vocoder.stat("count") == 10_000
+    for q in (50, 95, 99):  # nearest rank, as the report documents
+        expected_ms = ordered[max(0, -(-q * len(ordered) // 100) - 1)]
+        assert vocoder.stat(f"p{q}") == expected_ms * 1000, q  # microseconds
+    assert "vocoder" in text and "10000" in text.replace(",", "")
 
 
 @pytest.mark.parametrize("rule", ["vocoder>5s", "vocoder.p95>>5s", "vocoder.p95>5h",
@@ -196,11 +202,12 @@ def test_doctor_flags_a_renamed_stage_target(tmp_path) -> None:
 
 
 @pytest.mark.zipkin
-def test_doctor_reports_zipkin_version_and_clock(zipkin) -> None:
+def test_doctor_reports_zipkin_version_and_clock(zipkin, refused_endpoint) -> None:
     result = run_cli("doctor", "--zipkin", zipkin.base_url, "--cosyvoice-path",
                      str(ROOT / "examples"))
+    assert result.returncode == 0, result.stdout
     assert "answers, version 3." in result.stdout
     assert "clock offset vs zipkin" in result.stdout
-    down = run_cli("doctor", "--zipkin", f"http://127.0.0.1:{free_port()}", "--cosyvoice-path",
+    down = run_cli("doctor", "--zipkin", refused_endpoint.rsplit("/api", 1)[0], "--cosyvoice-path",
                    str(ROOT / "examples"))
     assert down.returncode == 1 and "fail  zipkin:" in down.stdout
