@@ -334,3 +334,87 @@ def test_a_dead_writers_tmp_is_removed_a_live_ones_fresh_tmp_kept(tmp_path) -> N
     Spool(tmp_path, 1000)
     assert [p.name for p in tmp_path.glob("*.tmp")] == [live.name]
     assert ex._pid_alive(os.getpid()) and ex._pid_alive(1)
+
+
+def test_the_replayer_thread_waits_for_the_circuit_then_empties_the_spool(stub, refused,
+                                                                          tmp_path) -> None:
+    exporter = make(refused, tmp_path)
+    exporter.export(spans(2))
+    replayer = exporter._replayer
+    assert replayer.name == "cosyvoice-otel-spool" and replayer.daemon and replayer.is_alive()
+    reopens_at = exporter._open_until
+    exporter.endpoint = stub.endpoint  # Zipkin is back; the circuit is still open for ~1 s
+    deadline = time.monotonic() + 10
+    while exporter.spool.oldest() is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    sent_at = time.monotonic()
+    assert exporter.spool.oldest() is None and len(stub.bodies) == 1
+    assert sent_at >= reopens_at  # nothing was tried while the circuit was open
+    replayer.join(5)
+    assert not replayer.is_alive()  # the loop ends when the spool is empty
+    exporter.shutdown()
+
+
+def test_a_closed_exporter_stops_replaying(stub, refused, tmp_path) -> None:
+    exporter = make(refused, tmp_path)
+    exporter.export(spans(1))
+    exporter._closed = True
+    exporter._replayer.join(5)
+    assert not exporter._replayer.is_alive() and exporter.spool.oldest() is not None
+
+
+def test_force_flush_keeps_to_its_deadline_one_file_at_a_time(stub, tmp_path) -> None:
+    exporter = make(stub.endpoint, tmp_path)
+    for _ in range(3):
+        exporter.spool.put(exporter.encode(spans(1)))
+    stub.delay = 0.4
+    started = time.monotonic()
+    assert exporter.force_flush(300) is True
+    assert len(stub.bodies) == 1 and time.monotonic() - started < 2
+    stub.delay = 0.0
+    assert exporter.force_flush(5000) and len(stub.bodies) == 3
+
+
+def test_force_flush_stops_when_zipkin_is_away(refused, tmp_path) -> None:
+    exporter = make(refused, tmp_path)
+    exporter._start_replayer = lambda: None
+    exporter.spool.put(exporter.encode(spans(1)))
+    started = time.monotonic()
+    assert exporter.force_flush(10_000) is True
+    assert time.monotonic() - started < 3 and exporter.spool.oldest() is not None
+
+
+def test_a_dead_pid_is_not_alive(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    assert ex._pid_alive(int(done.stdout)) is False
+
+
+def test_replacing_a_spool_file_names_its_parts_after_it(tmp_path) -> None:
+    spool = Spool(tmp_path, 10_000)
+    odd = tmp_path / "odd.json"
+    odd.write_bytes(b"[1]")
+    spool.size += 3
+    spool.replace(odd, [(b"[2]", 0), (b"[3]", 1)])
+    assert sorted(p.name for p in tmp_path.glob("*.json")) == ["odd-p0.json", "odd-p1.u1.json"]
+    assert spool.size == 6
+    spool.put(b"[4]")
+    (named,) = [p for p in tmp_path.glob("*.json") if p.name[0].isdigit()]
+    spool.replace(named, [(b"[5]", 0)])
+    assert (tmp_path / (named.name[:-5] + "-p0.json")).read_bytes() == b"[5]"
+
+
+def test_setting_aside_the_last_file_empties_the_size_and_a_blocked_bad_dir_removes_it(
+        tmp_path) -> None:
+    spool = Spool(tmp_path / "a", 10_000)
+    spool.put(b"[1]")
+    spool.set_aside(spool.oldest())
+    assert spool.size == 0
+    other = Spool(tmp_path / "b", 10_000)
+    (other.directory / "bad").write_text("a file where the folder would go")
+    other.put(b"[1]")
+    other.set_aside(other.oldest())
+    assert other.oldest() is None and other.size == 0
