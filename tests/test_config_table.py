@@ -1,0 +1,168 @@
+"""Every parser of the option table, value by value with the exact result or message (they
+are what a user reads after `cosyvoice-traced: error:`), the OTEL_* fallbacks, and the
+rendered environment for each exporter."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from cosyvoice_otel import config
+from cosyvoice_otel.config import ConfigError, Settings, runtime_setting
+
+
+@pytest.mark.parametrize(("parse", "text", "expected"), [
+    (config.parse_bool, " YES ", True), (config.parse_bool, "on", True),
+    (config.parse_bool, "1", True), (config.parse_bool, "True", True),
+    (config.parse_bool, "no", False), (config.parse_bool, "OFF", False),
+    (config.parse_bool, "0", False), (config.parse_bool, "false", False),
+    (config.parse_rate, "0", 0.0), (config.parse_rate, "1", 1.0), (config.parse_rate, "0.25", 0.25),
+    (config.parse_http_url, " https://z:9411/api/v2/spans ", "https://z:9411/api/v2/spans"),
+    (config.parse_http_url, "http://z/x", "http://z/x"),
+    (config.parse_exporter, " OTLP ", "otlp"), (config.parse_exporter, "zipkin-file", "zipkin-file"),
+    (config.parse_propagators, "B3, tracecontext,,", "b3,tracecontext"),
+    (config.parse_seconds, "600", 600), (config.parse_seconds, "2500ms", 3),
+    (config.parse_seconds, "1ms", 1), (config.parse_seconds, "5S", 5), (config.parse_seconds, "0.2", 1),
+    (config.parse_megabytes, "0.5", 0.5), (config.parse_megabytes, "1000000", 1_000_000.0),
+    (config.parse_path, " out.json ", "out.json"),
+    (config.parse_text, " tts prod ", "tts prod"),
+    (config.parse_stages, "llm = a.b:C.d ; flow=a.b:E.f", "llm=a.b:C.d;flow=a.b:E.f"),
+    (config.parse_input_limits, " OFF ", "off"),
+])
+def test_parsers_accept(parse, text, expected) -> None:
+    assert parse(text) == expected
+
+
+@pytest.mark.parametrize(("parse", "text", "message"), [
+    (config.parse_bool, "maybe", "expected true or false, got 'maybe'"),
+    (config.parse_rate, "x", "expected a number between 0 and 1, got 'x'"),
+    (config.parse_rate, "-0.01", "expected a number between 0 and 1, got '-0.01'"),
+    (config.parse_rate, "1.01", "expected a number between 0 and 1, got '1.01'"),
+    (config.parse_rate, "nan", "expected a number between 0 and 1, got 'nan'"),
+    (config.parse_http_url, "ftp://z/x", "expected an http:// or https:// URL, got 'ftp://z/x'"),
+    (config.parse_http_url, "https://", "expected an http:// or https:// URL, got 'https://'"),
+    (config.parse_http_url, "z:9411", "expected an http:// or https:// URL, got 'z:9411'"),
+    (config.parse_http_url, "http://z:99999/x", "bad port in URL 'http://z:99999/x'"),
+    (config.parse_exporter, "jaeger",
+     "expected one of zipkin, otlp, console, none, zipkin-file, got 'jaeger'"),
+    (config.parse_propagators, " , ", "expected a comma-separated list of propagators, got nothing"),
+    (config.parse_propagators, "b3,w3c", "unknown propagator 'w3c'; known: tracecontext, baggage, "
+                                         "cosyvoice_b3, b3, b3multi, jaeger, xray, ot_trace, none"),
+    (config.parse_seconds, "soon", "expected seconds such as 5, 5s or 2500ms, got 'soon'"),
+    (config.parse_seconds, "0", "expected a timeout between 1 ms and 600 s, got '0'"),
+    (config.parse_seconds, "601", "expected a timeout between 1 ms and 600 s, got '601'"),
+    (config.parse_seconds, "600001ms", "expected a timeout between 1 ms and 600 s, got '600001ms'"),
+    (config.parse_megabytes, "big", "expected a size in MiB, got 'big'"),
+    (config.parse_megabytes, "0", "expected a size in MiB above 0, got '0'"),
+    (config.parse_megabytes, "1000001", "expected a size in MiB above 0, got '1000001'"),
+    (config.parse_path, "  ", "must not be empty"),
+    (config.parse_text, "", "must not be empty"),
+    (config.parse_text, "a,b", "must not contain ',' or '=', got 'a,b'"),
+    (config.parse_text, "a=b", "must not contain ',' or '=', got 'a=b'"),
+    (config.parse_stages, " ; ", "expected NAME=module:Class.method"),
+])
+def test_parsers_reject_with_the_exact_message(parse, text, message) -> None:
+    with pytest.raises(ValueError) as err:
+        parse(text)
+    assert str(err.value) == message
+
+
+def test_a_bad_stage_row_and_a_missing_stage_file_say_why() -> None:
+    with pytest.raises(ValueError) as err:
+        config.parse_stages("nonsense")
+    assert "nonsense" in str(err.value)
+    with pytest.raises(ValueError) as err:
+        config.parse_stage_file("/no/such/stages.toml")
+    assert "/no/such/stages.toml" in str(err.value)
+
+
+@pytest.mark.parametrize(("environ", "rate"), [
+    ({"OTEL_TRACES_SAMPLER": "always_on"}, 1.0),
+    ({"OTEL_TRACES_SAMPLER": "parentbased_always_on"}, 1.0),
+    ({"OTEL_TRACES_SAMPLER": "always_off"}, 0.0),
+    ({"OTEL_TRACES_SAMPLER": "parentbased_always_off"}, 0.0),
+    ({"OTEL_TRACES_SAMPLER": " TraceIdRatio ", "OTEL_TRACES_SAMPLER_ARG": "0.3"}, 0.3),
+    ({"OTEL_TRACES_SAMPLER": "cosyvoice_ratio", "OTEL_TRACES_SAMPLER_ARG": "0.2"}, 0.2),
+    ({"OTEL_TRACES_SAMPLER": "traceidratio"}, 1.0),  # no argument: the SDK's default
+])
+def test_otel_samplers_map_to_a_rate(environ, rate) -> None:
+    settings = Settings.resolve({}, environ)
+    assert settings.sampling_rate == rate and settings.sources["sampling_rate"] == "otel"
+    assert settings.warnings == []
+
+
+def test_a_sampler_we_cannot_map_names_itself_in_the_warning() -> None:
+    (warning,) = Settings.resolve({}, {"OTEL_TRACES_SAMPLER": "xray"}).warnings
+    assert warning == ("OTEL_TRACES_SAMPLER='xray' is not a sampler we can map to a rate; "
+                       "using the default 1.0")
+
+
+@pytest.mark.parametrize(("environ", "expected"), [
+    ({"OTEL_SERVICE_NAME": "from-otel"}, {"service_name": "from-otel"}),
+    ({"OTEL_EXPORTER_ZIPKIN_ENDPOINT": "http://z:1/s"}, {"zipkin_endpoint": "http://z:1/s"}),
+    ({"OTEL_TRACES_EXPORTER": "console,otlp"}, {"exporter": "console"}),
+    ({"OTEL_RESOURCE_ATTRIBUTES": " service.version = 2 x ,deployment.environment.name=prod,=z,"
+      "bad"}, {"service_version": "2 x", "environment": "prod"}),
+])
+def test_otel_variables_fill_their_options(environ, expected) -> None:
+    settings = Settings.resolve({}, environ)
+    for name, value in expected.items():
+        assert settings.values[name] == value and settings.sources[name] == "otel"
+    if "OTEL_RESOURCE_ATTRIBUTES" in environ:  # only well-formed pairs travel on
+        rendered = settings.render(environ)["OTEL_RESOURCE_ATTRIBUTES"]
+        assert rendered == "service.version=2 x,deployment.environment.name=prod"
+
+
+def test_a_bad_flag_error_names_the_flag_not_its_pair() -> None:
+    with pytest.raises(ConfigError) as err:
+        Settings.resolve({"stage_spans": "maybe"}, {})
+    assert str(err.value) == "--stage-spans: expected true or false, got 'maybe'"
+    with pytest.raises(AttributeError, match="no_such"):
+        Settings.resolve({}, {}).no_such  # noqa: B018
+
+
+def test_a_fallback_warning_shows_the_default_it_used() -> None:
+    (warning,) = Settings.resolve({}, {"OTEL_TRACES_EXPORTER": "bogus"}).warnings
+    assert warning.endswith("; using the default zipkin")
+    assert "(known: console, cosyvoice_zipkin, cosyvoice_zipkin_file, none, otlp, " \
+           "otlp_proto_http, zipkin, zipkin_json)" in warning
+
+
+@pytest.mark.parametrize(("flags", "environ", "expected", "absent"), [
+    ({}, {}, {"OTEL_EXPORTER_ZIPKIN_ENDPOINT": "http://localhost:9411/api/v2/spans",
+              "OTEL_EXPORTER_ZIPKIN_TIMEOUT": "5", "OTEL_PYTHON_ID_GENERATOR": "cosyvoice_otel",
+              "OTEL_LOGS_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none"},
+     ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_LOG_LEVEL", "COSYVOICE_TRACED_TRACING"]),
+    ({"exporter": "otlp", "export_timeout": "3"}, {},
+     {"OTEL_TRACES_EXPORTER": "otlp_proto_http",
+      "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://localhost:4318/v1/traces",
+      "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf",
+      "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "3000"},
+     ["OTEL_EXPORTER_ZIPKIN_ENDPOINT", "OTEL_EXPORTER_ZIPKIN_TIMEOUT"]),
+    ({"exporter": "console", "debug": True}, {"OTEL_LOGS_EXPORTER": "otlp",
+                                              "OTEL_PYTHON_ID_GENERATOR": "random"},
+     {"OTEL_TRACES_EXPORTER": "console", "OTEL_LOG_LEVEL": "debug", "OTEL_LOGS_EXPORTER": "otlp",
+      "OTEL_PYTHON_ID_GENERATOR": "random", "COSYVOICE_TRACED_DEBUG": "true"},
+     ["OTEL_EXPORTER_ZIPKIN_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]),
+    ({"exporter": "zipkin-file", "zipkin_file": "t.json"}, {},
+     {"OTEL_TRACES_EXPORTER": "cosyvoice_zipkin_file", "COSYVOICE_TRACED_ZIPKIN_FILE": "t.json"},
+     ["OTEL_EXPORTER_ZIPKIN_ENDPOINT"]),
+])
+def test_rendered_environment_per_exporter(flags, environ, expected, absent) -> None:
+    env = Settings.resolve(flags, environ).render(environ)
+    for key, value in expected.items():
+        assert env[key] == value, key
+    for key in absent:
+        assert key not in env, key
+
+
+def test_runtime_setting_reads_the_process_environment_by_default(monkeypatch) -> None:
+    monkeypatch.setenv("COSYVOICE_TRACED_USER_AGENT", "off")
+    assert runtime_setting("user_agent") is False
+    monkeypatch.setenv("COSYVOICE_TRACED_USER_AGENT", "  ")
+    assert runtime_setting("user_agent") is True  # blank: the default
+    monkeypatch.delenv("COSYVOICE_TRACED_USER_AGENT")
+    assert "COSYVOICE_TRACED_USER_AGENT" not in os.environ
+    assert runtime_setting("user_agent") is True
+    assert runtime_setting("spool_max_mb", {}) == 64.0
