@@ -33,12 +33,13 @@ def strings(value: Any) -> Iterator[str]:
         for item in value:
             yield from strings(item)
     elif isinstance(value, str):
-        yield value
-        if value[:1] in "[{":
+        if value[:1] in "[{":  # JSON inside a string (Zipkin annotations): its strings
             try:
                 yield from strings(json.loads(value))
+                return
             except ValueError:
                 pass
+        yield value
 
 
 def found(text: str, output: Any) -> list[str]:
