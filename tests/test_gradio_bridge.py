@@ -254,3 +254,52 @@ def test_the_error_status_names_the_exception_class(bridge) -> None:
     with pytest.raises(RuntimeError):
         run(bridge.Queue().process_events([bridge.Event()]))
     assert events_spans(bridge)[0].status.description == "RuntimeError"
+
+
+def test_a_disabled_bridge_passes_arguments_through(bridge) -> None:
+    bridge.state["enabled"] = False
+    queue = bridge.Queue()
+    assert queue.start(1, key="v") == "started"
+    assert bridge.seen["start_args"] == ((1,), {"key": "v"})
+    assert run(queue.process_events([bridge.Event()], batch=True)) == "processed"
+    assert bridge.seen["batch"] is True
+
+
+def test_the_callers_context_is_restored_after_start_and_after_processing(bridge) -> None:
+    with bridge.tracer.start_as_current_span("GET /startup-events") as outer:
+        bridge.Queue().start()
+        assert trace.get_current_span() is outer
+
+    async def main() -> bool:
+        before = context.get_current()
+        await bridge.Queue().process_events([bridge.Event()])
+        return context.get_current() == before
+
+    assert run(main())
+
+
+def test_an_event_without_a_request_attribute_still_gets_a_span(bridge) -> None:
+    bridge.state["enabled"] = False
+    event = bridge.Event()
+    bridge.state["enabled"] = True
+    del event.request
+    run(bridge.Queue().process_events([event]))
+    assert len(events_spans(bridge)) == 1
+
+
+def test_a_bridge_failure_is_logged_with_its_exception(bridge, monkeypatch, caplog) -> None:
+    from cosyvoice_otel.instrumentation import stage_span
+
+    monkeypatch.setattr(stage_span, "_LOGGED", set())
+    monkeypatch.setattr(gradio_bridge, "_fn_name", lambda event: 1 / 0)
+
+    class Sealed:
+        __slots__ = ("fn", "request")
+
+    with caplog.at_level("WARNING", logger="cosyvoice_otel"):
+        bridge.Event.__init__(Sealed())
+        run(bridge.Queue().process_events([bridge.Event()]))
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("gradio Event.__init__ (AttributeError" in m for m in messages), messages
+    assert any("gradio process_events (ZeroDivisionError: division by zero)" in m
+               for m in messages), messages

@@ -280,3 +280,95 @@ def test_sampled_spans_are_left_to_the_batch_processor() -> None:
     assert processor._traces == {} and processor.force_flush()
     assert kept.get_finished_spans() == ()
     processor.shutdown()
+
+
+def test_counters_accumulate_across_traces_and_drops(clock) -> None:
+    tracer, processor, kept = make()
+    for name in ("a", "b"):
+        with tracer.start_as_current_span(name) as span:
+            span.set_status(Status(StatusCode.ERROR))
+    root = tracer.start_span("two")
+    tracer.start_span("x", context=trace.set_span_in_context(root)).end()
+    root.end()
+    entry = processor._traces[root.get_span_context().trace_id]
+    assert entry.bytes == sum(ke._size(s) for s in entry.spans) and len(entry.spans) == 2
+    assert processor.counters["kept_traces"] == 2
+    processor.shutdown()
+
+
+def test_drops_accumulate() -> None:
+    import queue
+
+    processor = ErrorKeepingProcessor(InMemorySpanExporter())
+    processor.shutdown()  # the worker is gone: nothing takes from the queue now
+    processor._worker.join(5)
+    processor._queue = queue.Queue(maxsize=1)
+    processor._enqueue(["a"])
+    processor._enqueue(["c"])
+    processor._enqueue(["d", "e"])
+    assert processor.counters["dropped"] == 3
+
+
+def test_a_sweep_is_due_exactly_one_second_after_the_last(clock) -> None:
+    tracer, processor, _ = make({"grace_s": 0})
+    with tracer.start_as_current_span("a"):
+        pass
+    clock.now += 1.0
+    with tracer.start_as_current_span("b"):
+        pass
+    assert processor._last_sweep == clock.now and processor._traces == {}
+    processor.shutdown()
+
+
+def test_the_sweep_looks_past_a_trace_that_is_still_open(clock) -> None:
+    tracer, processor, _ = make({"grace_s": 5})
+    still_open = tracer.start_span("open")
+    with tracer.start_as_current_span("closed"):
+        pass
+    clock.now += 6
+    with tracer.start_as_current_span("later") as later:
+        pass
+    assert set(processor._traces) == {still_open.get_span_context().trace_id,
+                                      later.get_span_context().trace_id}
+    assert processor.counters["discarded_traces"] == 1  # "closed", found behind "open"
+    still_open.end()
+    processor.shutdown()
+
+
+def test_the_byte_bound_is_inclusive() -> None:
+    tracer, _, _ = make()
+    with tracer.start_as_current_span("r") as probe:
+        pass
+    size = ke._size(probe)
+    tracer, processor, _ = make({"max_bytes": 2 * size})
+    roots = [tracer.start_span("r") for _ in range(3)]
+    roots[0].end()
+    roots[1].end()
+    assert processor.counters["evicted"] == 0  # exactly at the bound: kept
+    roots[2].end()
+    assert processor.counters["evicted"] == 1
+    processor.shutdown()
+
+
+def test_an_exporter_error_is_logged_with_this_exact_line(caplog) -> None:
+    class Failing(InMemorySpanExporter):
+        def export(self, spans):
+            raise RuntimeError("down")
+
+    processor = ErrorKeepingProcessor(Failing())
+    with caplog.at_level("WARNING", logger="cosyvoice_otel.export"):
+        processor._enqueue(["x"])
+        processor.force_flush(5000)
+    assert [r.getMessage() for r in caplog.records] == [
+        "cosyvoice-otel: exporting a kept trace failed (down)"]
+    processor.shutdown()
+
+
+def test_force_flush_returns_at_once_when_nothing_is_pending() -> None:
+    import time
+
+    _, processor, _ = make()
+    started = time.monotonic()
+    assert processor.force_flush(3000) is True
+    assert time.monotonic() - started < 1.5  # does not sit out its deadline
+    processor.shutdown()
