@@ -53,7 +53,8 @@ class Stub:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}/api/v2/spans"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02},
+                         daemon=True).start()
 
     def spans(self) -> list[dict]:
         return [span for body in self.bodies for span in json.loads(body)]
@@ -185,8 +186,8 @@ def test_backoff_doubles_to_its_cap_and_resets_on_success(stub, refused, tmp_pat
 
 
 def test_a_timed_out_answer_is_resent_once_then_dropped(stub, tmp_path) -> None:
-    stub.delay = 1.5
-    exporter = make(stub.endpoint, tmp_path, timeout=1)
+    stub.delay = 0.5
+    exporter = make(stub.endpoint, tmp_path, timeout=0.2)
     exporter._start_replayer = lambda: None
     exporter.export(spans(2))
     (path,) = exporter.spool.directory.glob("*.json")
@@ -198,8 +199,8 @@ def test_a_timed_out_answer_is_resent_once_then_dropped(stub, tmp_path) -> None:
 
 
 def test_a_resend_after_a_timeout_is_counted_as_maybe_duplicated(stub, tmp_path) -> None:
-    stub.delay = 1.5
-    exporter = make(stub.endpoint, tmp_path, timeout=1)
+    stub.delay = 0.5
+    exporter = make(stub.endpoint, tmp_path, timeout=0.2)
     exporter._start_replayer = lambda: None
     exporter.export(spans(3))
     stub.delay = 0.0
@@ -339,6 +340,7 @@ def test_a_dead_writers_tmp_is_removed_a_live_ones_fresh_tmp_kept(tmp_path) -> N
 def test_the_replayer_thread_waits_for_the_circuit_then_empties_the_spool(stub, refused,
                                                                           tmp_path) -> None:
     exporter = make(refused, tmp_path)
+    exporter._backoff = 0.3  # a short first circuit: the test need not wait the usual 1 s
     exporter.export(spans(2))
     replayer = exporter._replayer
     assert replayer.name == "cosyvoice-otel-spool" and replayer.daemon and replayer.is_alive()
@@ -357,6 +359,7 @@ def test_the_replayer_thread_waits_for_the_circuit_then_empties_the_spool(stub, 
 
 def test_a_closed_exporter_stops_replaying(stub, refused, tmp_path) -> None:
     exporter = make(refused, tmp_path)
+    exporter._backoff = 0.2
     exporter.export(spans(1))
     exporter._closed = True
     exporter._replayer.join(5)
@@ -367,9 +370,9 @@ def test_force_flush_keeps_to_its_deadline_one_file_at_a_time(stub, tmp_path) ->
     exporter = make(stub.endpoint, tmp_path)
     for _ in range(3):
         exporter.spool.put(exporter.encode(spans(1)))
-    stub.delay = 0.4
+    stub.delay = 0.3
     started = time.monotonic()
-    assert exporter.force_flush(300) is True
+    assert exporter.force_flush(200) is True
     assert len(stub.bodies) == 1 and time.monotonic() - started < 2
     stub.delay = 0.0
     assert exporter.force_flush(5000) and len(stub.bodies) == 3
