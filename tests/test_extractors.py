@@ -1,0 +1,216 @@
+"""Each extractor on its own, with exact attribute values: a real SDK span, stand-in tensors
+(anything with a ``shape``) and real WAV files. The demo engine runs them for real in
+test_instrumentor.py; this pins the arithmetic down."""
+
+from __future__ import annotations
+
+import io
+import types
+import wave
+
+import pytest
+from opentelemetry import context
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
+
+from cosyvoice_otel import schema as s
+from cosyvoice_otel.instrumentation import extractors as ex
+from cosyvoice_otel.instrumentation.stage_span import Call, StageSpan
+
+
+class T:
+    """A stand-in tensor: only its shape is read."""
+
+    def __init__(self, *shape: int) -> None:
+        self.shape = shape
+
+
+@pytest.fixture
+def make_stage():
+    memory = InMemorySpanExporter()
+    tracer = TracerProvider()
+    tracer.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = tracer.get_tracer("cosyvoice_otel")
+
+    def _make(name: str = "stage", parent: StageSpan | None = None, instance=None,
+              max_prompt_seconds: float = 0.0, max_text_chars: int = 0) -> StageSpan:
+        options = types.SimpleNamespace(cuda_sync=False, hash_salt=None,
+                                        max_prompt_seconds=max_prompt_seconds,
+                                        max_text_chars=max_text_chars)
+        ctx = parent.ctx if parent is not None else context.Context()
+        return StageSpan(tracer, name, ctx, instance, {}, options)
+
+    _make.memory = memory
+    return _make
+
+
+def attrs(stage: StageSpan) -> dict:
+    return dict(stage.span.attributes)
+
+
+def wav_bytes(seconds: float, rate: int = 16000, channels: int = 1) -> bytes:
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(b"\0\0" * channels * int(seconds * rate))
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (T(24000), {s.PROMPT_SECONDS: 1.5, s.PROMPT_SAMPLE_RATE: 16000, s.PROMPT_CHANNELS: 1}),
+    (T(2, 8000), {s.PROMPT_SECONDS: 0.5, s.PROMPT_SAMPLE_RATE: 16000, s.PROMPT_CHANNELS: 2}),
+    (T(1, 12345), {s.PROMPT_SECONDS: 0.7716, s.PROMPT_SAMPLE_RATE: 16000,
+                   s.PROMPT_CHANNELS: 1}),
+    (42, {}),
+])
+def test_describe_audio_of_tensors(value, expected) -> None:
+    assert ex.describe_audio(value) == expected
+
+
+def test_describe_audio_of_a_wav_path_and_a_file_left_where_it_was(tmp_path) -> None:
+    path = tmp_path / "p.wav"
+    path.write_bytes(wav_bytes(1.25, rate=22050, channels=2))
+    expected = {s.PROMPT_SECONDS: 1.25, s.PROMPT_SAMPLE_RATE: 22050, s.PROMPT_CHANNELS: 2}
+    assert ex.describe_audio(path) == expected
+    assert ex.describe_audio(str(path)) == expected
+    got = ex.describe_audio(io.BytesIO(wav_bytes(0.1234567)))
+    assert got[s.PROMPT_SECONDS] == round(int(0.1234567 * 16000) / 16000, 4)  # 4 decimals
+    part = io.BytesIO(b"")
+    part.write(wav_bytes(0.5))
+    part.seek(0)
+    ex.describe_audio(part)
+    assert part.tell() == 0  # the app reads the file afterwards: put back where it was
+    empty_rate = io.BytesIO(wav_bytes(0.0, rate=8000))
+    assert ex.describe_audio(empty_rate)[s.PROMPT_SECONDS] == 0.0
+
+
+def test_audio_stage_marks_an_over_long_prompt_and_its_inference(make_stage,
+                                                                tmp_path) -> None:
+    path = tmp_path / "long.wav"
+    path.write_bytes(wav_bytes(2.0))
+    inference = make_stage(s.INFERENCE)
+    frontend = make_stage("tts_frontend.zero_shot", parent=inference)
+    stage = make_stage("audio", parent=frontend, max_prompt_seconds=1.5)
+    ex.Audio().start(stage, Call(None, (str(path),), {}, {}))
+    assert attrs(stage)[s.PROMPT_SECONDS] == 2.0
+    assert stage.span.status.status_code is StatusCode.ERROR
+    assert stage.span.status.description == "invalid_input_duration"
+    (event,) = stage.span.events
+    assert event.name == "input limit exceeded"
+    assert dict(event.attributes) == {s.PROMPT_SECONDS: 2.0, "limit.seconds": 1.5}
+    assert inference.span.status.description == "invalid_input_duration"
+
+
+@pytest.mark.parametrize(("seconds", "limit", "error"), [
+    (1.5, 1.5, False),   # at the limit: fine
+    (2.0, 0.0, False),   # no limit
+    (2.0, 1.5, True)])
+def test_audio_limit_boundaries(make_stage, tmp_path, seconds, limit, error) -> None:
+    path = tmp_path / "p.wav"
+    path.write_bytes(wav_bytes(seconds))
+    stage = make_stage("audio", max_prompt_seconds=limit)
+    ex.Audio().start(stage, Call(None, (str(path),), {}, {}))
+    assert (stage.span.status.status_code is StatusCode.ERROR) is error
+
+
+def test_an_ended_inference_is_not_marked_again(make_stage, tmp_path) -> None:
+    path = tmp_path / "long.wav"
+    path.write_bytes(wav_bytes(2.0))
+    inference = make_stage(s.INFERENCE)
+    inference.end()
+    stage = make_stage("audio", parent=inference, max_prompt_seconds=1.0)
+    ex.Audio().start(stage, Call(None, (str(path),), {}, {}))
+    assert inference.span.status.status_code is StatusCode.UNSET
+
+
+def test_an_unreadable_prompt_still_times_the_stage(make_stage) -> None:
+    stage = make_stage("audio", max_prompt_seconds=1.0)
+    ex.Audio().start(stage, Call(None, (io.BytesIO(b"not a wav"),), {}, {}))
+    assert attrs(stage) == {} and stage.span.status.status_code is StatusCode.UNSET
+
+
+def test_acoustic_counts_tokens_and_their_rate(make_stage, monkeypatch) -> None:
+    stage = make_stage("acoustic_model")
+    stage.started = 100.0
+    monkeypatch.setattr(ex.time, "monotonic", lambda: 104.0)
+    extractor = ex.Acoustic()
+    extractor.start(stage, Call(None, (), {}, {}))
+    for _ in range(10):
+        extractor.item(stage, 1)
+    extractor.end(stage, None)
+    assert attrs(stage) == {s.SPEECH_TOKENS: 10, s.TOKENS_PER_SECOND: 2.5}
+    fast = make_stage("acoustic_model")
+    fast.started = 104.0  # no time passed: no division by zero
+    extractor.start(fast, Call(None, (), {}, {}))
+    extractor.item(fast, 1)
+    extractor.end(fast, None)
+    assert attrs(fast) == {s.SPEECH_TOKENS: 1, s.TOKENS_PER_SECOND: 0.0}
+    slow = make_stage("acoustic_model")
+    slow.started = 101.0
+    extractor.start(slow, Call(None, (), {}, {}))
+    for _ in range(2):
+        extractor.item(slow, 1)
+    extractor.end(slow, None)
+    assert attrs(slow)[s.TOKENS_PER_SECOND] == 0.67  # two decimals
+
+
+@pytest.mark.parametrize(("result", "length", "error"), [
+    ([{"key": "a", "text": "hello"}, {"text": "hi"}], 7, False),
+    ([{"key": "a"}, "junk", {"text": ""}], 0, True),
+    ([], 0, True), (None, 0, True), ([{"text": 5}, {"text": "abc"}], 3, False)])
+def test_asr_text_length_and_empty_results(make_stage, result, length, error) -> None:
+    stage = make_stage("asr_transcribe")
+    ex.Asr().end(stage, result)
+    assert attrs(stage)[s.ASR_TEXT_LENGTH] == length
+    assert (stage.span.status.status_code is StatusCode.ERROR) is error
+    if error:
+        (event,) = stage.span.events
+        expected = len([r for r in result if isinstance(r, dict)]) if isinstance(result,
+                                                                                 list) else 0
+        assert event.name == "ASR returned empty result"
+        assert dict(event.attributes) == {"asr.results": expected}
+        assert stage.span.status.description == "asr_empty_result"
+
+
+def test_text_normalize_sets_length_and_sentences_on_itself_and_its_inference(
+        make_stage) -> None:
+    inference = make_stage(s.INFERENCE)
+    stage = make_stage(s.TEXT_NORMALIZE, parent=inference)
+    extractor = ex.TextNormalize()
+    extractor.start(stage, Call(None, ("你好，world",), {}, {"text": 0}))
+    extractor.end(stage, ["a", "b", "c"])
+    assert attrs(stage) == {s.TEXT_LENGTH: 8, s.SENTENCE_COUNT: 3}
+    assert attrs(inference)[s.SENTENCE_COUNT] == 3
+    alone = make_stage(s.TEXT_NORMALIZE)
+    extractor.end(alone, "not split")  # split=False returns a string: nothing to count
+    assert s.SENTENCE_COUNT not in attrs(alone)
+    inference.end()
+    late = make_stage(s.TEXT_NORMALIZE, parent=inference)
+    extractor.end(late, ["x"])
+    assert attrs(inference)[s.SENTENCE_COUNT] == 3  # an ended inference is left alone
+
+
+def test_flow_vocoder_and_token2wav_sizes(make_stage) -> None:
+    tts = make_stage(s.MODEL_TTS)
+    tts.counters.update(chunks=0, token2wav=0)
+    first = make_stage(s.TOKEN2WAV, parent=tts)
+    ex.Token2Wav().start(first, Call(None, (), {"finalize": True}, {}))
+    second = make_stage(s.TOKEN2WAV, parent=tts)
+    ex.Token2Wav().start(second, Call(None, (), {}, {}))
+    assert attrs(first) == {s.CHUNK_INDEX: 0, s.FINALIZE: True}
+    assert attrs(second) == {s.CHUNK_INDEX: 1, s.FINALIZE: False}
+    flow = make_stage(s.FLOW)
+    ex.Flow().start(flow, Call(None, (), {"token": T(1, 50)}, {}))
+    ex.Flow().end(flow, (T(1, 80, 100), None))
+    assert attrs(flow) == {s.SPEECH_TOKENS: 50, s.MEL_FRAMES: 100}
+    vocoder = make_stage(s.VOCODER, instance=types.SimpleNamespace(sampling_rate=24000))
+    ex.Vocoder().start(vocoder, Call(None, (), {"speech_feat": T(1, 80, 100)}, {}))
+    ex.Vocoder().end(vocoder, T(1, 12000))
+    assert attrs(vocoder) == {s.MEL_FRAMES: 100, s.AUDIO_SECONDS: 0.5}
+    unknown = make_stage(s.VOCODER, instance=object())
+    ex.Vocoder().end(unknown, T(1, 12000))
+    assert attrs(unknown) == {}
