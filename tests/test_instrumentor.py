@@ -414,3 +414,41 @@ def test_hash_content_adds_a_salted_hash_never_the_text(models, monkeypatch) -> 
         assert TEXT not in str(dict(span.attributes))
     assert hashes[0] == hashes[1] != hashes[2]  # same salt, same text: same hash
     assert len(hashes[0]) == 16
+
+
+def test_all_spans_share_one_clock_so_a_wall_clock_wobble_cannot_misplace_a_child(
+        monkeypatch) -> None:
+    """Seen under VM load: the wall clock moved 3.5 ms between a parent's start and its
+    child's, so the child ended after its parent. Spans are placed by the monotonic clock on
+    one wall anchor; a real step (over 50 ms) moves the anchor."""
+    import time as time_module
+
+    from cosyvoice_otel import instrumentation
+
+    inst = CosyVoiceInstrumentor()
+    inst.instrument(tracer_provider=PROVIDER, stage_spans=False, gradio_bridge=False)
+    EXPORTER.clear()
+    import opentelemetry.sdk.trace as sdk_trace
+
+    real, shift = time_module.time_ns, [0]
+    monkeypatch.setattr(time_module, "time_ns", lambda: real() + shift[0])
+    monkeypatch.setattr(sdk_trace, "time_ns", lambda: real() + shift[0])  # the SDK's clock
+    try:
+        tracer = PROVIDER.get_tracer("test")
+        with tracer.start_as_current_span("parent"):
+            shift[0] = 3_500_000  # +3.5 ms: a wobble
+            with tracer.start_as_current_span("child"):
+                pass
+        spans = {s.name: s for s in EXPORTER.get_finished_spans()}
+        assert spans["parent"].start_time <= spans["child"].start_time
+        assert spans["child"].end_time <= spans["parent"].end_time
+        shift[0] = 3_600 * 10**9  # a real step of an hour: followed
+        with tracer.start_as_current_span("after the step"):
+            pass
+        after = [s for s in EXPORTER.get_finished_spans() if s.name == "after the step"][0]
+        assert abs(after.start_time - (real() + shift[0])) < instrumentation.ANCHOR_SLACK_NS
+        explicit = tracer.start_span("explicit", start_time=123)
+        explicit.end(end_time=456)
+        assert (explicit.start_time, explicit.end_time) == (123, 456)
+    finally:
+        inst.uninstrument()
