@@ -23,8 +23,10 @@ def test_demo_prints_the_stage_tree_and_the_zipkin_link(zipkin, tmp_path) -> Non
     assert result.returncode == 0, result.stderr + result.stdout
     link = re.search(r"open it in Zipkin: (\S+/zipkin/traces/([0-9a-f]{32}))", result.stdout)
     assert link, result.stdout
-    names = {s["name"] for s in zipkin.client().trace(link.group(2))}
-    assert {"gradio.event", "cosyvoice.inference", "acoustic_model", "vocoder"} <= names
+    wanted = {"gradio.event", "cosyvoice.inference", "acoustic_model", "vocoder"}
+    spans = zipkin.client().wait_for_trace(  # Zipkin stores batches as they come: poll
+        link.group(2), lambda got: wanted <= {s["name"] for s in got}, timeout=20)
+    assert wanted <= {s["name"] for s in spans}
     for stage in ("gradio.event", "cosyvoice.inference", "model.tts", "vocoder"):
         assert stage in result.stdout
 

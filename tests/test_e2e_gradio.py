@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import secrets
 import time
 from pathlib import Path
 
@@ -52,7 +53,7 @@ def start_webui(launch_app, zipkin, tiny_model: Path, venv: str, *flags: str,
             pytest.fail(f"{VENVS[venv]} is missing (.ci/setup creates it)")
         pytest.skip(f"{VENVS[venv]} is missing; run .ci/setup")
     port = free_port()
-    service = service or f"webui-{venv.replace('.', '')}"
+    service = f"{service or 'webui-' + venv.replace('.', '')}-{secrets.token_hex(3)}"  # per test: any order
     env = app_env(PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
                   GRADIO_ANALYTICS_ENABLED="False")
     app = launch_app([str(bin_dir / "cosyvoice-traced"), "run", "--zipkin-endpoint",
