@@ -214,3 +214,108 @@ def test_flow_vocoder_and_token2wav_sizes(make_stage) -> None:
     unknown = make_stage(s.VOCODER, instance=object())
     ex.Vocoder().end(unknown, T(1, 12000))
     assert attrs(unknown) == {}
+
+
+# ------------------------------------------------------------- the request's inference span
+
+def test_inference_measures_the_text_and_the_request(make_stage, monkeypatch) -> None:
+    from cosyvoice_otel.pipeline import redaction
+
+    stage = make_stage(s.INFERENCE, max_text_chars=200)
+    stage.started = 50.0
+    extractor = ex.Inference()
+    call = Call(types.SimpleNamespace(sample_rate=24000), ("Hello, 你好",),
+                {"prompt_text": "my prompt", "stream": 1, "speed": 2}, {"tts_text": 0})
+    extractor.start(stage, call)
+    assert attrs(stage) == {s.TEXT_LENGTH: 9, s.STREAM: True, s.SPEED: 2.0,
+                            s.SAMPLE_RATE: 24000}
+    pattern = redaction.pattern_for(stage.span.get_span_context().trace_id)
+    assert redaction.mask("Hello, 你好 and my prompt", pattern) == \
+        f"{redaction.MASK} and {redaction.MASK}"  # registered for masking
+    monkeypatch.setattr(ex.time, "monotonic", lambda: 50.25)
+    extractor.item(stage, {"tts_speech": T(1, 12000)})
+    monkeypatch.setattr(ex.time, "monotonic", lambda: 51.0)
+    extractor.item(stage, {"tts_speech": T(1, 36000)})
+    extractor.item(stage, "not a chunk")  # counted, no samples
+    extractor.end(stage, None)
+    got = attrs(stage)
+    assert got[s.FIRST_CHUNK_MS] == 250.0  # set once, by the first chunk
+    assert got[s.CHUNK_COUNT] == 3 and got[s.AUDIO_SECONDS] == 2.0
+    assert got[s.RTF] == 0.5  # 1 s of work for 2 s of audio
+    assert stage.span.status.status_code is StatusCode.UNSET
+
+
+def test_inference_without_a_rate_or_audio_reports_zero_seconds_and_no_rtf(make_stage) -> None:
+    stage = make_stage(s.INFERENCE)
+    extractor = ex.Inference()
+    extractor.start(stage, Call(types.SimpleNamespace(sample_rate="n/a"), (), {"tts_text": "x"},
+                                {}))
+    assert s.SAMPLE_RATE not in attrs(stage)
+    assert attrs(stage)[s.STREAM] is False and attrs(stage)[s.SPEED] == 1.0
+    extractor.item(stage, {"tts_speech": T(1, 100)})
+    extractor.end(stage, None)
+    assert attrs(stage)[s.AUDIO_SECONDS] == 0.0 and s.RTF not in attrs(stage)
+    silent = make_stage(s.INFERENCE)
+    extractor.start(silent, Call(types.SimpleNamespace(sample_rate=16000), (),
+                                 {"tts_text": "y"}, {}))
+    extractor.end(silent, None)
+    assert attrs(silent)[s.CHUNK_COUNT] == 0 and s.RTF not in attrs(silent)
+
+
+@pytest.mark.parametrize(("length", "limit", "error"), [(200, 200, False), (201, 200, True),
+                                                        (5000, 0, False)])
+def test_inference_text_limit(make_stage, length, limit, error) -> None:
+    stage = make_stage(s.INFERENCE, max_text_chars=limit)
+    ex.Inference().start(stage, Call(None, ("a" * length,), {}, {"tts_text": 0}))
+    assert (stage.span.status.status_code is StatusCode.ERROR) is error
+    if error:
+        assert stage.span.status.description == "text_too_long"
+        (event,) = stage.span.events
+        assert event.name == "input limit exceeded"
+        assert dict(event.attributes) == {s.TEXT_LENGTH: length, "limit.characters": limit}
+
+
+def test_inference_hash_is_a_salted_hmac_of_the_text(make_stage) -> None:
+    import hashlib
+    import hmac
+
+    stage = make_stage(s.INFERENCE)
+    stage.options.hash_salt = b"salt"
+    ex.Inference().start(stage, Call(None, ("secret text",), {}, {"tts_text": 0}))
+    expected = hmac.new(b"salt", b"secret text", hashlib.sha256).hexdigest()[:16]
+    assert attrs(stage)[s.TEXT_HASH] == expected
+
+
+def test_frontend_measures_and_registers_its_texts(make_stage) -> None:
+    from cosyvoice_otel.pipeline import redaction
+
+    stage = make_stage("tts_frontend.instruct")
+    ex.Frontend().start(stage, Call(None, ("sentence one",), {"instruct_text": "be calm"},
+                                    {"tts_text": 0}))
+    assert attrs(stage) == {s.TEXT_LENGTH: 12}
+    pattern = redaction.pattern_for(stage.span.get_span_context().trace_id)
+    assert redaction.mask("sentence one; be calm", pattern) == \
+        f"{redaction.MASK}; {redaction.MASK}"
+    blank = make_stage("tts_frontend.vc")
+    ex.Frontend().start(blank, Call(None, (T(1, 5),), {}, {"tts_text": 0}))
+    assert attrs(blank) == {}
+
+
+def test_model_tts_counts_chunks_and_the_base_extractor_does_nothing(make_stage) -> None:
+    stage = make_stage(s.MODEL_TTS)
+    extractor = ex.ModelTTS()
+    extractor.start(stage, Call(None, (), {"stream": True}, {}))
+    for _ in range(4):
+        extractor.item(stage, object())
+    extractor.end(stage, None)
+    assert attrs(stage) == {s.STREAM: True, s.CHUNK_COUNT: 4}
+    assert stage.counters == {"chunks": 4, "token2wav": 0}
+    base = make_stage("plain")
+    none = ex.EXTRACTORS["none"]
+    none.start(base, Call(None, (), {}, {}))
+    none.item(base, 1)
+    none.end(base, 1)
+    assert attrs(base) == {}
+    assert sorted(ex.EXTRACTORS) == sorted(["none", "inference", "text_normalize", "frontend",
+                                            "audio", "model_tts", "token2wav", "acoustic",
+                                            "flow", "vocoder", "asr"])

@@ -75,7 +75,9 @@ class Inference(Extractor):
         span.set_attribute(s.STREAM, bool(call.arg("stream", False)))
         span.set_attribute(s.SPEED, float(call.arg("speed", 1.0)))
         rate = getattr(call.instance, "sample_rate", None)
-        if isinstance(rate, int):
+        if not isinstance(rate, int):
+            rate = None  # a fork's odd attribute must not break the end's arithmetic
+        else:
             span.set_attribute(s.SAMPLE_RATE, rate)
         stage.counters.update(chunks=0, samples=0, rate=rate)
 
