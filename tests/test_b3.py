@@ -57,6 +57,7 @@ CASES = [
     ("deny only, flags 0", {"x-b3-sampled": "0", "x-b3-flags": "0"}, NEW_DENIED),
     ("deny only, legacy false", {"x-b3-sampled": "false"}, NEW_DENIED),
     ("accept only", {"x-b3-sampled": "1"}, NEW_ACCEPTED),
+    ("accept only, legacy TRUE", {"x-b3-sampled": "TRUE"}, NEW_ACCEPTED),
     ("debug only", {"x-b3-flags": "1"}, NEW_ACCEPTED),
     ("debug only wins over deny", {"x-b3-sampled": "0", "x-b3-flags": "1"}, NEW_ACCEPTED),
     # --- multi, exactly one invalid field each
@@ -214,3 +215,34 @@ def test_property_traceparent_never_raises_and_accepts_only_its_grammar(value: s
         version, trace_id, span_id = value.strip().split("-")[:3]
         assert re.fullmatch(r"[0-9a-f]{2}", version) and version != "ff"
         assert parent.trace_id == int(trace_id, 16) and parent.span_id == int(span_id, 16)
+
+
+def test_the_given_context_is_kept_whatever_the_headers_say() -> None:
+    """Values already in the context (baggage, other propagators' results) survive."""
+    from opentelemetry.context import create_key, get_value, set_value
+
+    key = create_key("earlier-propagator")
+    given = set_value(key, "kept", Context())
+    for headers in ({"b3": "0"}, {"x-b3-sampled": "1"}, multi(sampled="1"), multi(),
+                    {"b3": f"{T32}-{S}"}, {"b3": "garbage"}, {}):
+        assert get_value(key, StrictB3Propagator().extract(headers, given)) == "kept", headers
+
+
+def test_a_deferred_context_is_remote_and_not_sampled() -> None:
+    context = StrictB3Propagator().extract(multi(), Context())
+    parent = trace.get_current_span(context).get_span_context()
+    assert parent.is_remote is True and not parent.trace_flags.sampled
+    assert parent.trace_state.get("cosyvoice") == "defer"
+
+
+def test_repeated_identical_values_are_one_value() -> None:
+    class Getter:
+        def get(self, carrier, key):
+            return carrier.get(key)
+
+        def keys(self, carrier):
+            return list(carrier)
+
+    headers = {"x-b3-traceid": [T32, T32], "x-b3-spanid": [S], "x-b3-sampled": ["1", "1"]}
+    context = StrictB3Propagator().extract(headers, Context(), Getter())
+    assert trace.get_current_span(context).get_span_context().span_id == int(S, 16)
