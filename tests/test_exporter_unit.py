@@ -29,6 +29,7 @@ class Stub:
 
     def __init__(self) -> None:
         self.bodies: list[bytes] = []
+        self.content_types: list[str | None] = []
         self.status = lambda body: 202
         self.delay = 0.0
         stub = self
@@ -37,6 +38,7 @@ class Stub:
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 stub.bodies.append(body)
+                stub.content_types.append(self.headers.get("Content-Type"))
                 time.sleep(stub.delay)
                 code = stub.status(body)
                 try:
@@ -106,7 +108,7 @@ def test_a_sent_batch_is_counted_and_has_no_debug_flag(stub, tmp_path) -> None:
 @pytest.mark.parametrize(("status", "outcome"), [
     (200, "sent"), (202, "sent"), (299, "sent"), (400, "rejected"), (401, "rejected"),
     (404, "rejected"), (413, "too_large"), (408, "unavailable"), (429, "unavailable"),
-    (500, "unavailable"), (503, "unavailable"), (302, "rejected")])
+    (500, "unavailable"), (503, "unavailable"), (302, "rejected"), (300, "rejected")])
 def test_status_table(stub, tmp_path, status, outcome) -> None:
     stub.status = lambda body: status
     exporter = make(stub.endpoint, tmp_path)
@@ -421,3 +423,91 @@ def test_setting_aside_the_last_file_empties_the_size_and_a_blocked_bad_dir_remo
     other.put(b"[1]")
     other.set_aside(other.oldest())
     assert other.oldest() is None and other.size == 0
+
+
+
+def test_defaults_without_configuration(tmp_path, monkeypatch) -> None:
+    for name in ("OTEL_EXPORTER_ZIPKIN_ENDPOINT", "OTEL_EXPORTER_ZIPKIN_TIMEOUT",
+                 "COSYVOICE_TRACED_SPOOL_DIR", "COSYVOICE_TRACED_SPOOL_MAX_MB"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    exporter = ResilientZipkinExporter()
+    assert exporter.endpoint == "http://localhost:9411/api/v2/spans" and exporter.timeout == 5.0
+    assert exporter.spool.max_bytes == 64 * 1024 * 1024
+    import hashlib
+
+    digest = hashlib.sha1(exporter.endpoint.encode()).hexdigest()[:12]
+    assert exporter.spool.directory == tmp_path / ".cache" / "cosyvoice-otel" / "spool" / digest
+    assert exporter.counters == {"sent": 0, "spooled": 0, "replayed": 0, "rejected": 0,
+                                 "dropped": 0, "too_large": 0, "split": 0,
+                                 "maybe_duplicated": 0, "bad_files": 0}
+    assert not exporter._circuit_open() and exporter._open_until == 0.0
+
+
+def test_batches_are_posted_as_json(stub, tmp_path) -> None:
+    make(stub.endpoint, tmp_path).export(spans(1))
+    assert stub.content_types == ["application/json"]
+
+
+def test_counters_accumulate(stub, tmp_path) -> None:
+    stub.status = lambda body: 400
+    exporter = make(stub.endpoint, tmp_path)
+    exporter.export(spans(2))
+    exporter.export(spans(3))
+    assert exporter.counters["rejected"] == 5
+    stub.status = lambda body: 413 if len(json.loads(body)) > 2 else 202
+    exporter.export(spans(4))  # one split: 2 + 2
+    assert exporter.counters["split"] == 1 and exporter.counters["sent"] == 4
+    stub.status = lambda body: 413
+    exporter.export(spans(1))
+    exporter.export(spans(1))
+    assert exporter.counters["too_large"] == 2
+
+
+def test_a_batch_spooled_while_the_circuit_is_open_is_not_marked_uncertain(refused,
+                                                                          tmp_path) -> None:
+    exporter = make(refused, tmp_path)
+    exporter._start_replayer = lambda: None
+    exporter.export(spans(1))  # refused: trips the circuit
+    exporter.export(spans(1))  # circuit open: straight to the spool
+    names = [p.name for p in exporter.spool.directory.glob("*.json")]
+    assert len(names) == 2 and not any(".u" in name for name in names)
+
+
+def test_a_successful_send_starts_the_replayer_only_when_something_is_spooled(stub,
+                                                                             tmp_path) -> None:
+    exporter = make(stub.endpoint, tmp_path)
+    exporter.export(spans(1))
+    assert exporter._replayer is None  # nothing spooled: no thread
+    exporter.spool.put(exporter.encode(spans(1)))
+    exporter.export(spans(1))
+    assert exporter._replayer is not None
+    exporter._replayer.join(5)
+    assert exporter.spool.oldest() is None and len(stub.bodies) == 3
+
+
+def test_a_file_another_process_replayed_is_skipped_not_a_stop(stub, tmp_path,
+                                                              monkeypatch) -> None:
+    exporter = make(stub.endpoint, tmp_path)
+    exporter.spool.put(exporter.encode(spans(1)))
+    exporter.spool.put(exporter.encode(spans(2)))
+    first = exporter.spool.oldest()
+    real_read = Path.read_bytes
+
+    def vanishing(self: Path) -> bytes:
+        if self == first:
+            first.unlink()  # taken by another process just now
+            raise FileNotFoundError(self)
+        return real_read(self)
+
+    monkeypatch.setattr(Path, "read_bytes", vanishing)
+    exporter.replay()
+    assert len(stub.bodies) == 1 and len(json.loads(stub.bodies[0])) == 2
+
+
+def test_an_unreadable_file_is_logged_with_why(stub, tmp_path, caplog) -> None:
+    exporter = make(stub.endpoint, tmp_path)
+    exporter.spool.put(b'{"a": 1}')
+    with caplog.at_level(logging.WARNING, logger="cosyvoice_otel.export"):
+        exporter.replay()
+    assert "(not a JSON list of spans)" in caplog.text
