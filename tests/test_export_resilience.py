@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -49,15 +48,6 @@ def wait_for(condition, timeout: float = 20.0, interval: float = 0.1) -> bool:
             return True
         time.sleep(interval)
     return condition()
-
-
-@pytest.fixture
-def closed_endpoint() -> Iterator[str]:
-    """An endpoint that refuses connections: a port the test holds bound, never listening."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}/api/v2/spans"
-    sock.close()
 
 
 def test_a_batch_zipkin_finds_too_large_is_split_and_every_span_arrives(zipkin, tmp_path) -> None:
@@ -155,8 +145,8 @@ def test_stale_partial_spool_files_are_removed_at_start(tmp_path) -> None:
     assert sorted(p.name for p in spool_dir.iterdir()) == [fresh.name]
 
 
-def test_a_full_disk_leaves_no_partial_spool_file(tmp_path, monkeypatch, closed_endpoint) -> None:
-    exporter = ResilientZipkinExporter(endpoint=closed_endpoint, spool_dir=str(tmp_path))
+def test_a_full_disk_leaves_no_partial_spool_file(tmp_path, monkeypatch, refused_endpoint) -> None:
+    exporter = ResilientZipkinExporter(endpoint=refused_endpoint, spool_dir=str(tmp_path))
     real_write = Path.write_bytes
 
     def half_then_full(self: Path, data: bytes) -> int:
@@ -172,8 +162,8 @@ def test_a_full_disk_leaves_no_partial_spool_file(tmp_path, monkeypatch, closed_
     exporter.shutdown()
 
 
-def test_spool_replays_oldest_first(zipkin, tmp_path, closed_endpoint) -> None:
-    exporter = ResilientZipkinExporter(endpoint=closed_endpoint, spool_dir=str(tmp_path))
+def test_spool_replays_oldest_first(zipkin, tmp_path, refused_endpoint) -> None:
+    exporter = ResilientZipkinExporter(endpoint=refused_endpoint, spool_dir=str(tmp_path))
     ids = []
     for _ in range(3):
         trace_id, spans = make_trace(1)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -71,14 +70,6 @@ def stub() -> Iterator[Stub]:
     server = Stub()
     yield server
     server.close()
-
-
-@pytest.fixture
-def refused() -> Iterator[str]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}/api/v2/spans"
-    sock.close()
 
 
 def spans(count: int, size: int = 50) -> list:
@@ -158,9 +149,9 @@ def test_rejections_are_dropped_with_one_log_line_each(stub, tmp_path, caplog) -
         "cosyvoice-otel: Zipkin rejected a batch of 2 spans (400: nope); dropped"]
 
 
-def test_refused_spools_trips_the_circuit_and_replays_oldest_first(stub, refused,
+def test_refused_spools_trips_the_circuit_and_replays_oldest_first(stub, refused_endpoint,
                                                                   tmp_path) -> None:
-    exporter = make(refused, tmp_path)
+    exporter = make(refused_endpoint, tmp_path)
     exporter._start_replayer = lambda: None  # replay by hand below
     first, second = spans(1), spans(2)
     assert exporter.export(first).name == "SUCCESS"
@@ -176,8 +167,8 @@ def test_refused_spools_trips_the_circuit_and_replays_oldest_first(stub, refused
     assert exporter.spool.size == 0 and not exporter._circuit_open()
 
 
-def test_backoff_doubles_to_its_cap_and_resets_on_success(stub, refused, tmp_path) -> None:
-    exporter = make(refused, tmp_path)
+def test_backoff_doubles_to_its_cap_and_resets_on_success(stub, refused_endpoint, tmp_path) -> None:
+    exporter = make(refused_endpoint, tmp_path)
     backoffs = []
     for _ in range(8):
         exporter._trip()
@@ -237,9 +228,9 @@ def test_replay_of_a_split_file_keeps_the_unsent_part_in_its_place(stub, tmp_pat
     assert exporter.counters["replayed"] == 2
 
 
-def test_spool_cap_drops_counts_and_logs_at_most_once_a_minute(refused, tmp_path,
+def test_spool_cap_drops_counts_and_logs_at_most_once_a_minute(refused_endpoint, tmp_path,
                                                               caplog) -> None:
-    exporter = make(refused, tmp_path, spool_max_bytes=3000)
+    exporter = make(refused_endpoint, tmp_path, spool_max_bytes=3000)
     exporter._start_replayer = lambda: None
     with caplog.at_level(logging.WARNING, logger="cosyvoice_otel.export"):
         results = [exporter.export(spans(3)).name for _ in range(10)]
@@ -305,7 +296,7 @@ def test_an_unusable_spool_directory_is_a_warning_not_a_crash(tmp_path, caplog) 
 def test_spool_sizes_follow_put_remove_and_set_aside(tmp_path) -> None:
     spool = Spool(tmp_path, max_bytes=100)
     assert spool.put(b"x" * 60) and spool.size == 60
-    assert not spool.put(b"y" * 41) and spool.size == 60  # over the cap: refused
+    assert not spool.put(b"y" * 41) and spool.size == 60  # over the cap: refused_endpoint
     assert spool.put(b"y" * 40) and spool.size == 100
     first = spool.oldest()
     spool.set_aside(first)
@@ -339,9 +330,9 @@ def test_a_dead_writers_tmp_is_removed_a_live_ones_fresh_tmp_kept(tmp_path) -> N
     assert ex._pid_alive(os.getpid()) and ex._pid_alive(1)
 
 
-def test_the_replayer_thread_waits_for_the_circuit_then_empties_the_spool(stub, refused,
+def test_the_replayer_thread_waits_for_the_circuit_then_empties_the_spool(stub, refused_endpoint,
                                                                           tmp_path) -> None:
-    exporter = make(refused, tmp_path)
+    exporter = make(refused_endpoint, tmp_path)
     exporter._backoff = 0.3  # a short first circuit: the test need not wait the usual 1 s
     exporter.export(spans(2))
     replayer = exporter._replayer
@@ -359,8 +350,8 @@ def test_the_replayer_thread_waits_for_the_circuit_then_empties_the_spool(stub, 
     exporter.shutdown()
 
 
-def test_a_closed_exporter_stops_replaying(stub, refused, tmp_path) -> None:
-    exporter = make(refused, tmp_path)
+def test_a_closed_exporter_stops_replaying(stub, refused_endpoint, tmp_path) -> None:
+    exporter = make(refused_endpoint, tmp_path)
     exporter._backoff = 0.2
     exporter.export(spans(1))
     exporter._closed = True
@@ -380,8 +371,8 @@ def test_force_flush_keeps_to_its_deadline_one_file_at_a_time(stub, tmp_path) ->
     assert exporter.force_flush(5000) and len(stub.bodies) == 3
 
 
-def test_force_flush_stops_when_zipkin_is_away(refused, tmp_path) -> None:
-    exporter = make(refused, tmp_path)
+def test_force_flush_stops_when_zipkin_is_away(refused_endpoint, tmp_path) -> None:
+    exporter = make(refused_endpoint, tmp_path)
     exporter._start_replayer = lambda: None
     exporter.spool.put(exporter.encode(spans(1)))
     started = time.monotonic()
@@ -464,11 +455,11 @@ def test_counters_accumulate(stub, tmp_path) -> None:
     assert exporter.counters["too_large"] == 2
 
 
-def test_a_batch_spooled_while_the_circuit_is_open_is_not_marked_uncertain(refused,
+def test_a_batch_spooled_while_the_circuit_is_open_is_not_marked_uncertain(refused_endpoint,
                                                                           tmp_path) -> None:
-    exporter = make(refused, tmp_path)
+    exporter = make(refused_endpoint, tmp_path)
     exporter._start_replayer = lambda: None
-    exporter.export(spans(1))  # refused: trips the circuit
+    exporter.export(spans(1))  # refused_endpoint: trips the circuit
     exporter.export(spans(1))  # circuit open: straight to the spool
     names = [p.name for p in exporter.spool.directory.glob("*.json")]
     assert len(names) == 2 and not any(".u" in name for name in names)

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import json
 import secrets
-import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +25,6 @@ from .otlp_sink import OtlpSink
 
 TRACED = str(BIN / "cosyvoice-traced")
 EXPORTERS = ["zipkin", "spool", "otlp", "zipkin-file", "console"]
-
-
-@pytest.fixture
-def refused_endpoint() -> Iterator[str]:
-    """Zipkin "down": a port this test holds bound and never listens on."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}/api/v2/spans"
-    sock.close()
 
 
 def console_spans(output: str) -> list[dict]:
