@@ -127,16 +127,19 @@ def test_a_deny_is_honoured_even_where_keep_errors_records_local_drops() -> None
         assert sampler.should_sample(context, NEW_TRACE, "r").decision is DROP, headers
 
 
+class ListGetter:
+    """A carrier whose headers may repeat: each key maps to the list of its values."""
+
+    def get(self, carrier, key):
+        return carrier.get(key)
+
+    def keys(self, carrier):
+        return list(carrier)
+
+
 def test_repeated_different_values_are_trusted_neither() -> None:
-    class Getter:
-        def get(self, carrier, key):
-            return carrier.get(key)
-
-        def keys(self, carrier):
-            return list(carrier)
-
     headers = {"x-b3-traceid": [T32, "a" * 32], "x-b3-spanid": [S], "x-b3-sampled": ["1"]}
-    context = StrictB3Propagator().extract(headers, Context(), Getter())
+    context = StrictB3Propagator().extract(headers, Context(), ListGetter())
     assert not trace.get_current_span(context).get_span_context().is_valid
 
 
@@ -236,13 +239,6 @@ def test_a_deferred_context_is_remote_and_not_sampled() -> None:
 
 
 def test_repeated_identical_values_are_one_value() -> None:
-    class Getter:
-        def get(self, carrier, key):
-            return carrier.get(key)
-
-        def keys(self, carrier):
-            return list(carrier)
-
     headers = {"x-b3-traceid": [T32, T32], "x-b3-spanid": [S], "x-b3-sampled": ["1", "1"]}
-    context = StrictB3Propagator().extract(headers, Context(), Getter())
+    context = StrictB3Propagator().extract(headers, Context(), ListGetter())
     assert trace.get_current_span(context).get_span_context().span_id == int(S, 16)

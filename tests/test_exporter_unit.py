@@ -7,10 +7,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -22,8 +20,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from cosyvoice_otel.pipeline import exporter as ex
 from cosyvoice_otel.pipeline.exporter import MAX_UNCERTAIN, ResilientZipkinExporter, Spool
 
+from .loopback_server import LoopbackServer, QuietHandler
 
-class Stub:
+
+class Stub(LoopbackServer):
     """Answers POSTs with ``status(body)`` after ``delay`` seconds; keeps every body."""
 
     def __init__(self) -> None:
@@ -33,7 +33,7 @@ class Stub:
         self.delay = 0.0
         stub = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 stub.bodies.append(body)
@@ -48,21 +48,10 @@ class Stub:
                 except OSError:
                     pass
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}/api/v2/spans"
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02},
-                         daemon=True).start()
+        super().__init__(Handler, "/api/v2/spans")
 
     def spans(self) -> list[dict]:
         return [span for body in self.bodies for span in json.loads(body)]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture

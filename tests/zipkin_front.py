@@ -5,13 +5,13 @@ and reports the port it got; stops itself when the test ends."""
 
 from __future__ import annotations
 
-import threading
 import time
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from .loopback_server import LoopbackServer, QuietHandler
 
 
-class ZipkinFront:
+class ZipkinFront(LoopbackServer):
     def __init__(self, zipkin_endpoint: str, max_body: int | None = None,
                  delay_s: float = 0.0) -> None:
         self.zipkin_endpoint = zipkin_endpoint
@@ -21,7 +21,7 @@ class ZipkinFront:
         self.statuses: list[int] = []
         front = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:  # noqa: N802 - the http.server API
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 front.bodies.append(body)
@@ -44,23 +44,4 @@ class ZipkinFront:
                 except OSError:
                     pass  # the client gave up waiting
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.endpoint = f"http://127.0.0.1:{self.port}/api/v2/spans"
-        self._thread = threading.Thread(target=self.server.serve_forever,
-                                        kwargs={"poll_interval": 0.02}, daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def __enter__(self) -> ZipkinFront:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        super().__init__(Handler, "/api/v2/spans")
