@@ -2,53 +2,91 @@
 
     python examples/make_tiny_model.py DIR [--version 1|2|3] [--seed 0]
 
-The directory has upstream's marker file (``cosyvoice.yaml`` / ``cosyvoice2.yaml`` /
-``cosyvoice3.yaml``, YAML written as JSON), the weights of each network and ``spk2info.pt``
-with pretrained speakers, so ``list_available_spks()`` and sft mode work.
+The directory has upstream's config file (``cosyvoice.yaml`` / ``cosyvoice2.yaml`` /
+``cosyvoice3.yaml``) naming the llm, flow and hift classes of that version, the weights of
+each network and ``spk2info.pt`` with pretrained speakers, so ``list_available_spks()`` and sft
+mode work.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
-from cosyvoice.cli.cosyvoice import CosyVoice, CosyVoice2, CosyVoice3  # noqa: E402
-from cosyvoice.cli.frontend import CampPlus, SpeechTokenizer  # noqa: E402
-from cosyvoice.hifigan.generator import HiFTGenerator  # noqa: E402
 
-DIMS = {"text_vocab": 512, "speech_vocab": 64, "llm_dim": 128, "tokens_per_char": 2.0,
-        "flow_channels": 96, "flow_steps": 8, "hift_channels": 64}
 SPEAKERS = ("中文女", "中文男", "英文女", "英文男")
+TEXT_VOCAB, SPEECH_VOCAB = 512, 64
+# The classes each version's config instantiates: upstream's, per examples/libritts/*/conf
+CLASSES = {
+    1: ("cosyvoice.yaml", 22050, "cosyvoice.llm.llm.TransformerLM",
+        "cosyvoice.flow.flow.MaskedDiffWithXvec", "cosyvoice.hifigan.generator.HiFTGenerator"),
+    2: ("cosyvoice2.yaml", 24000, "cosyvoice.llm.llm.Qwen2LM",
+        "cosyvoice.flow.flow.CausalMaskedDiffWithXvec",
+        "cosyvoice.hifigan.generator.HiFTGenerator"),
+    3: ("cosyvoice3.yaml", 24000, "cosyvoice.llm.llm.CosyVoice3LM",
+        "cosyvoice.flow.flow.CausalMaskedDiffWithDiT",
+        "cosyvoice.hifigan.generator.CausalHiFTGenerator"),
+}
+CONFIG = """\
+# Tiny demo model for cosyvoice-otel (random weights), laid out like upstream's {name}:
+# the llm, flow and hift entries name the classes the model is built from.
+sample_rate: {rate}
+text_vocab: {text_vocab}
+speech_vocab: {speech_vocab}
+instruct: {instruct}
+
+llm: !new:{llm}
+    text_vocab: {text_vocab}
+    speech_vocab: {speech_vocab}
+    dim: 128
+    tokens_per_char: 2.0
+
+flow: !new:{flow}
+    speech_vocab: {speech_vocab}
+    channels: 96
+    n_steps: 8
+
+hift: !new:{hift}
+    channels: 64
+    sampling_rate: {rate}
+"""
+
+
+def config_text(version: int, **overrides: str) -> str:
+    """The config file of a tiny model of ``version``; ``overrides`` replace class paths
+    (``llm=``, ``flow=``, ``hift=``), e.g. to name a fork's class."""
+    name, rate, llm, flow, hift = CLASSES[version]
+    fields = {"llm": llm, "flow": flow, "hift": hift, **overrides}
+    return CONFIG.format(name=name, rate=rate, text_vocab=TEXT_VOCAB, speech_vocab=SPEECH_VOCAB,
+                         instruct=str(version == 1).lower(), **fields)
 
 
 def make(model_dir: str, version: int = 3, seed: int = 0) -> str:
-    cls = {1: CosyVoice, 2: CosyVoice2, 3: CosyVoice3}[version]
+    from cosyvoice.cli.frontend import CampPlus, SpeechTokenizer
+    from cosyvoice.utils.config import load_model_config
+
+    name = CLASSES[version][0]
     torch.manual_seed(seed)
     os.makedirs(model_dir, exist_ok=True)
-    for name in ("cosyvoice.yaml", "cosyvoice2.yaml", "cosyvoice3.yaml"):
-        if os.path.exists(os.path.join(model_dir, name)):
-            os.remove(os.path.join(model_dir, name))
-    config = {"version": version, "sample_rate": cls.sample_rate, "instruct": version == 1,
-              "dims": DIMS}
-    llm = cls.llm_cls(DIMS["text_vocab"], DIMS["speech_vocab"], DIMS["llm_dim"],
-                      tokens_per_char=DIMS["tokens_per_char"])
-    flow = cls.flow_cls(DIMS["speech_vocab"], channels=DIMS["flow_channels"],
-                        n_steps=DIMS["flow_steps"])
-    hift = HiFTGenerator(channels=DIMS["hift_channels"], sampling_rate=cls.sample_rate)
-    for name, module in (("llm", llm), ("flow", flow), ("hift", hift),
-                         ("speech_tokenizer", SpeechTokenizer(DIMS["speech_vocab"])),
+    for version_name, *_ in CLASSES.values():
+        if os.path.exists(os.path.join(model_dir, version_name)):
+            os.remove(os.path.join(model_dir, version_name))
+    config_path = os.path.join(model_dir, name)
+    with open(config_path, "w", encoding="utf-8") as f:
+        f.write(config_text(version))
+    configs = load_model_config(config_path)  # builds the networks the config names
+    for part, module in (("llm", configs["llm"]), ("flow", configs["flow"]),
+                         ("hift", configs["hift"]),
+                         ("speech_tokenizer", SpeechTokenizer(SPEECH_VOCAB)),
                          ("campplus", CampPlus())):
-        torch.save(module.state_dict(), os.path.join(model_dir, f"{name}.pt"))
+        torch.save(module.state_dict(), os.path.join(model_dir, f"{part}.pt"))
     spk2info = {name: {"embedding": torch.nn.functional.normalize(torch.randn(1, 192), dim=-1)}
                 for name in SPEAKERS}
     torch.save(spk2info, os.path.join(model_dir, "spk2info.pt"))
-    with open(os.path.join(model_dir, cls.config_name), "w", encoding="utf-8") as f:
-        json.dump(config, f, indent=2)
     return model_dir
 
 

@@ -7,7 +7,6 @@ and splits the text, builds the model input per sentence with the frontend, and 
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Iterator
@@ -17,50 +16,49 @@ import torch
 
 from cosyvoice.cli.frontend import CampPlus, CosyVoiceFrontEnd, SpeechTokenizer
 from cosyvoice.cli.model import CosyVoice2Model, CosyVoice3Model, CosyVoiceModel
-from cosyvoice.flow.flow import CausalMaskedDiffWithXvec, MaskedDiffWithXvec
-from cosyvoice.hifigan.generator import HiFTGenerator
-from cosyvoice.llm.llm import Qwen2LM, TransformerLM
+from cosyvoice.utils.config import load_model_config
 from cosyvoice.utils.file_utils import logging
 
 Output = Iterator[dict[str, torch.Tensor]]
 
 
-def read_config(model_dir: str, name: str) -> dict[str, Any]:
-    # Our marker files are YAML written as JSON (JSON is YAML): no YAML parser needed.
-    with open(os.path.join(model_dir, name), encoding="utf-8") as f:
-        return json.load(f)
-
-
 class CosyVoice:
     config_name = "cosyvoice.yaml"
-    sample_rate = 22050
-    llm_cls: type = TransformerLM
-    flow_cls: type = MaskedDiffWithXvec
     model_cls: type = CosyVoiceModel
 
     def __init__(self, model_dir: str, load_jit: bool = False, load_trt: bool = False,
-                 fp16: bool = False, **kwargs: Any) -> None:
+                 fp16: bool = False, trt_concurrent: int = 1) -> None:
+        self._load(model_dir, load_jit=load_jit, load_trt=load_trt, fp16=fp16)
+
+    def _load(self, model_dir: str, load_jit: bool = False, load_trt: bool = False,
+              load_vllm: bool = False, fp16: bool = False) -> None:
+        """What upstream's three constructors each do: read the config (it instantiates the
+        llm, flow and hift classes it names), build the frontend and the model, load weights."""
         if not os.path.isdir(model_dir):
             raise ValueError(f"model_dir {model_dir!r} is not a directory (this demo engine never "
                              "downloads; create one with examples/make_tiny_model.py)")
         self.model_dir = model_dir
-        self.config = read_config(model_dir, self.config_name)
-        dims = self.config["dims"]
-        self.sample_rate = int(self.config.get("sample_rate", self.sample_rate))
-        self.instruct = bool(self.config.get("instruct", False))
-        tokenizer, campplus = SpeechTokenizer(dims["speech_vocab"]), CampPlus()
+        path = os.path.join(model_dir, self.config_name)
+        if not os.path.exists(path):
+            raise ValueError(f"{path} not found!")
+        configs = load_model_config(path)
+        self.sample_rate = int(configs["sample_rate"])
+        self.instruct = bool(configs.get("instruct", False))
+        tokenizer = SpeechTokenizer(int(configs["speech_vocab"]))
+        campplus = CampPlus()
         tokenizer.load_state_dict(torch.load(os.path.join(model_dir, "speech_tokenizer.pt")))
         campplus.load_state_dict(torch.load(os.path.join(model_dir, "campplus.pt")))
         spk2info = torch.load(os.path.join(model_dir, "spk2info.pt"))
         self.frontend = CosyVoiceFrontEnd(tokenizer.eval(), campplus.eval(), spk2info,
-                                          self.sample_rate, self.instruct, dims["text_vocab"])
-        llm = self.llm_cls(dims["text_vocab"], dims["speech_vocab"], dims["llm_dim"],
-                           tokens_per_char=dims["tokens_per_char"])
-        flow = self.flow_cls(dims["speech_vocab"], channels=dims["flow_channels"],
-                             n_steps=dims["flow_steps"])
-        hift = HiFTGenerator(channels=dims["hift_channels"], sampling_rate=self.sample_rate)
-        self.model = self.model_cls(llm, flow, hift, fp16)
+                                          self.sample_rate, self.instruct,
+                                          int(configs["text_vocab"]))
+        if load_jit or load_trt or fp16:  # upstream: the same on a machine without CUDA
+            logging.warning("no cuda device, set load_jit/load_trt/fp16 to False")
+        self.fp16 = False
+        self.model = self.model_cls(configs["llm"], configs["flow"], configs["hift"], False)
         self.model.load(*(os.path.join(model_dir, f"{n}.pt") for n in ("llm", "flow", "hift")))
+        if load_vllm:
+            self.model.load_vllm(os.path.join(model_dir, "vllm"))
 
     def list_available_spks(self) -> list[str]:
         return list(self.frontend.spk2info.keys())
@@ -112,6 +110,9 @@ class CosyVoice:
     def inference_instruct(self, tts_text: str, spk_id: str, instruct_text: str,
                            stream: bool = False, speed: float = 1.0,
                            text_frontend: bool = True) -> Output:
+        if type(self).__name__ != "CosyVoice":  # upstream asserts the same
+            raise NotImplementedError("inference_instruct is only implemented for CosyVoice; "
+                                      "use inference_instruct2")
         instruct_text = self.frontend.text_normalize(instruct_text, split=False,
                                                      text_frontend=text_frontend)
         sentences = self.frontend.text_normalize(tts_text, split=True, text_frontend=text_frontend)
@@ -126,10 +127,12 @@ class CosyVoice:
 
 class CosyVoice2(CosyVoice):
     config_name = "cosyvoice2.yaml"
-    sample_rate = 24000
-    llm_cls = Qwen2LM
-    flow_cls = CausalMaskedDiffWithXvec
     model_cls = CosyVoice2Model
+
+    def __init__(self, model_dir: str, load_jit: bool = False, load_trt: bool = False,
+                 load_vllm: bool = False, fp16: bool = False, trt_concurrent: int = 1) -> None:
+        self._load(model_dir, load_jit=load_jit, load_trt=load_trt, load_vllm=load_vllm,
+                   fp16=fp16)
 
     def inference_instruct2(self, tts_text: str, instruct_text: str, prompt_wav: Any,
                             zero_shot_spk_id: str = "", stream: bool = False, speed: float = 1.0,
@@ -143,11 +146,15 @@ class CosyVoice3(CosyVoice2):
     config_name = "cosyvoice3.yaml"
     model_cls = CosyVoice3Model
 
+    def __init__(self, model_dir: str, load_trt: bool = False, load_vllm: bool = False,
+                 fp16: bool = False, trt_concurrent: int = 1) -> None:
+        self._load(model_dir, load_trt=load_trt, load_vllm=load_vllm, fp16=fp16)
+
 
 def AutoModel(**kwargs: Any) -> CosyVoice:  # noqa: N802 - upstream's name
     """Pick the class by the marker file in ``model_dir``, as upstream does."""
     model_dir = kwargs["model_dir"]
-    for cls in (CosyVoice3, CosyVoice2, CosyVoice):
+    for cls in (CosyVoice, CosyVoice2, CosyVoice3):  # upstream's order
         if os.path.exists(os.path.join(model_dir, cls.config_name)):
             return cls(**kwargs)
     raise TypeError(f"no cosyvoice.yaml, cosyvoice2.yaml or cosyvoice3.yaml in {model_dir!r}")

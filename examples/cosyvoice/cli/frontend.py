@@ -8,6 +8,7 @@ standing in for upstream's ONNX models.
 from __future__ import annotations
 
 import re
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import torch
@@ -69,10 +70,19 @@ class CosyVoiceFrontEnd:
         self.text_vocab = text_vocab
 
     # -- token and feature extraction
-    def _extract_text_token(self, text: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def _extract_text_token(self, text: Any) -> tuple[Any, torch.Tensor]:
+        if isinstance(text, Generator):  # streaming text input: tokens as the text arrives
+            return self._extract_text_token_generator(text), torch.tensor([0], dtype=torch.int32)
         ids = [ord(ch) % self.text_vocab for ch in text] or [0]
         token = torch.tensor([ids], dtype=torch.int32)
         return token, torch.tensor([token.shape[1]], dtype=torch.int32)
+
+    def _extract_text_token_generator(self, text_generator: Iterator[str]
+                                      ) -> Iterator[torch.Tensor]:
+        for text in text_generator:
+            token, _ = self._extract_text_token(text)
+            for i in range(token.shape[1]):
+                yield token[:, i:i + 1]
 
     def _load_prompt(self, prompt_wav: Any, sample_rate: int) -> torch.Tensor:
         if hasattr(prompt_wav, "seek"):  # a file object is read once per extractor
@@ -93,8 +103,10 @@ class CosyVoiceFrontEnd:
         return feat, torch.tensor([feat.shape[1]], dtype=torch.int32)
 
     # -- text
-    def text_normalize(self, text: str, split: bool = True,
-                       text_frontend: bool = True) -> list[str] | str:
+    def text_normalize(self, text: Any, split: bool = True,
+                       text_frontend: bool = True) -> list[Any] | str:
+        if isinstance(text, Generator):  # streamed text is not normalised (upstream: same)
+            return [text]
         if "\x00" in text:  # like many frontends, the error message quotes the input
             raise ValueError(f"text contains a NUL character: {text!r}")
         text = " ".join(text.split()) if text_frontend else text

@@ -1,4 +1,10 @@
-"""The vocoder: mel spectrogram -> waveform (upstream: cosyvoice.hifigan.generator)."""
+"""The vocoder: mel spectrogram -> waveform (upstream: cosyvoice.hifigan.generator).
+
+``HiFTGenerator.inference(speech_feat, cache_source)`` (CosyVoice 1 and 2) and
+``CausalHiFTGenerator(HiFTGenerator)``, which OVERRIDES it as ``inference(speech_feat, finalize)``
+(CosyVoice 3), as upstream's classes do. Tiny: a conv and one transposed conv upsampling by the
+hop size.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +13,6 @@ from torch import nn
 
 
 class HiFTGenerator(nn.Module):
-    """HiFT vocoder (tiny: a conv and one transposed conv upsampling by the hop size)."""
-
     def __init__(self, in_channels: int = 80, channels: int = 64,
                  sampling_rate: int = 24000, frame_rate: int = 50) -> None:
         super().__init__()
@@ -17,9 +21,28 @@ class HiFTGenerator(nn.Module):
         self.conv_pre = nn.Conv1d(in_channels, channels, 3, padding=1)
         self.upsample = nn.ConvTranspose1d(channels, 1, kernel_size=self.hop, stride=self.hop)
 
+    def decode(self, speech_feat: torch.Tensor) -> torch.Tensor:
+        hidden = torch.tanh(self.conv_pre(speech_feat))
+        return 0.5 * torch.tanh(self.upsample(hidden))  # [1, 1, frames * hop]
+
     @torch.inference_mode()
     def inference(self, speech_feat: torch.Tensor,
-                  cache_source: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        hidden = torch.tanh(self.conv_pre(speech_feat))
-        source = 0.5 * torch.tanh(self.upsample(hidden))  # [1, 1, frames * hop]
+                  cache_source: torch.Tensor = torch.zeros(1, 1, 0)  # noqa: B008 - upstream's
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        source = self.decode(speech_feat)
+        if cache_source.shape[2]:  # the cached source keeps hop boundaries seamless
+            width = min(cache_source.shape[2], source.shape[2])
+            source[:, :, :width] = cache_source[:, :, :width]
+        return source.squeeze(1), source
+
+
+class CausalHiFTGenerator(HiFTGenerator):
+    causal_padding = 2  # mel frames a non-final hop holds back for the next one
+
+    @torch.inference_mode()
+    def inference(self, speech_feat: torch.Tensor,
+                  finalize: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        if not finalize:
+            speech_feat = speech_feat[:, :, : -self.causal_padding or None]
+        source = self.decode(speech_feat)
         return source.squeeze(1), source
