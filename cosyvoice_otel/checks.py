@@ -16,11 +16,16 @@ TIME_SLACK_US = 1000
 PROMPT_MODES = {"zero_shot", "cross_lingual", "instruct2", "vc"}
 
 
-def expected_stages(mode: str) -> set[str]:
+def expected_stages(mode: str, cached_speaker: bool = False,
+                    streamed_text: bool = False) -> set[str]:
+    """The stage spans a request of ``mode`` must have. A cached speaker
+    (``zero_shot_spk_id``) replaces the prompt audio, so its stages are rightly absent."""
     names = {s.INFERENCE, f"tts_frontend.{mode}", s.MODEL_TTS, s.TOKEN2WAV, s.FLOW, s.VOCODER}
     if mode != "vc":
         names |= {s.TEXT_NORMALIZE, s.ACOUSTIC_MODEL}
-    if mode in PROMPT_MODES:
+    if streamed_text:
+        names.add(s.TEXT_STREAM)
+    if mode in PROMPT_MODES and not cached_speaker:
         names |= {"audio_preprocess.speech_tokenizer", "audio_preprocess.speech_feat",
                   "audio_preprocess.speaker_embedding"}
     return names
@@ -48,10 +53,12 @@ def check_synthesis(spans: list[Span], mode: str, stream: bool | None = None) ->
     problems: list[str] = []
     by_id = {span["id"]: span for span in spans}
     names = {span["name"] for span in spans}
-    missing = expected_stages(mode) - names
+    inferences = [span for span in spans if span["name"] == s.INFERENCE]
+    tags = inferences[0].get("tags", {}) if inferences else {}
+    missing = expected_stages(mode, s.ZERO_SHOT_SPK_ID in tags,
+                              tags.get(s.TEXT_STREAMED) == "true") - names
     if missing:
         problems.append(f"missing stage spans: {', '.join(sorted(missing))}")
-    inferences = [span for span in spans if span["name"] == s.INFERENCE]
     if len(inferences) != 1:
         problems.append(f"expected 1 {s.INFERENCE} span, found {len(inferences)}")
     for span in inferences:

@@ -19,7 +19,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .instrumentation.stage_map import OPTIONAL_MODULES, Stage, build
+from .instrumentation.stage_map import Stage, build
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 OTEL_PACKAGES = ("opentelemetry-api", "opentelemetry-sdk", "opentelemetry-instrumentation",
@@ -170,7 +170,7 @@ def check_stage_map(cosyvoice_path: str | None, stages: tuple[Stage, ...] = ()) 
     checked = 0
     modules: dict[str, dict[str, set[str]] | None] = {}
     for row in build("cosyvoice", stages):
-        if row.module in OPTIONAL_MODULES:
+        if row.optional:
             continue
         if row.module not in modules:
             path = _module_file(row.module, roots)

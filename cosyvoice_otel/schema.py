@@ -36,6 +36,10 @@ ABANDONED = "cosyvoice.abandoned"
 ERROR_TYPE = "error.type"
 CUDA_SYNCED = "cuda.synchronized"
 CUDA_PEAK_BYTES = "cuda.peak_memory_bytes"
+TEXT_STREAMED = "cosyvoice.text.streamed"
+TEXT_TOKENS = "cosyvoice.text.tokens"
+LLM_BACKEND = "cosyvoice.llm.backend"
+ZERO_SHOT_SPK_ID = "cosyvoice.zero_shot_spk_id"
 QUEUE_WAIT_MS = "gradio.queue.wait_ms"
 BATCH_SIZE = "gradio.batch.size"
 GRADIO_FN = "gradio.fn"
@@ -49,6 +53,8 @@ TOKEN2WAV = "token2wav"
 FLOW = "flow"
 VOCODER = "vocoder"
 ASR = "asr_transcribe"
+TEXT_STREAM = "tts_frontend.text_stream"
+SPEAKER_ADD = "cosyvoice.add_zero_shot_spk"
 GRADIO_EVENT = "gradio.event"
 MODES = ("sft", "zero_shot", "cross_lingual", "instruct", "instruct2", "vc")
 
@@ -90,6 +96,10 @@ SPANS: tuple[SpanDef, ...] = (
              Attr(SPEED, "double", "", True, "speed factor"),
              Attr(TEXT_LENGTH, "int", "characters", False, "length of the text (not vc)"),
              Attr(SENTENCE_COUNT, "int", "", False, "sentences the text was split into"),
+             Attr(TEXT_STREAMED, "bool", "", False,
+                  "tts_text was a generator (streaming text input, v2/v3): no length known"),
+             Attr(ZERO_SHOT_SPK_ID, "string", "", False,
+                  "the cached speaker (add_zero_shot_spk) that replaced the prompt audio"),
              Attr(TEXT_HASH, "string", "", False,
                   "with --hash-content: HMAC-SHA256 of the text, salted, 16 hex"),
              Attr(CHUNK_COUNT, "int", "", True, "audio chunks yielded"),
@@ -98,12 +108,18 @@ SPANS: tuple[SpanDef, ...] = (
              Attr(FIRST_CHUNK_MS, "double", "ms", False, "time to the first audio chunk"),
              Attr(ABANDONED, "bool", "", False, "the consumer stopped before the end"))),
     SpanDef(TEXT_NORMALIZE, (INFERENCE,), "Text normalisation and sentence split",
-            (Attr(TEXT_LENGTH, "int", "characters", True, "input text length"),
+            (Attr(TEXT_LENGTH, "int", "characters", False,
+                  "input text length (absent for streamed text)"),
+             Attr(TEXT_STREAMED, "bool", "", False, "the text is a generator: not normalised"),
              Attr(SENTENCE_COUNT, "int", "", False, "sentences (split=True only)"))),
-    SpanDef("tts_frontend.<mode>", (INFERENCE, "tts_frontend.<mode>"),
+    SpanDef(SPEAKER_ADD, ("<any>",),
+            "add_zero_shot_spk: a prompt turned into a cached speaker, reused by id",
+            (Attr(ZERO_SHOT_SPK_ID, "string", "", True, "the id the speaker is cached under"),)),
+    SpanDef("tts_frontend.<mode>", (INFERENCE, "tts_frontend.<mode>", SPEAKER_ADD),
             "Model input for one sentence (one mode's frontend may call another's)",
             (Attr(MODE, "string", "", True, "the frontend's mode"),
-             Attr(TEXT_LENGTH, "int", "characters", False, "sentence length"))),
+             Attr(TEXT_LENGTH, "int", "characters", False, "sentence length"),
+             Attr(ZERO_SHOT_SPK_ID, "string", "", False, "cached speaker used instead of audio"))),
     SpanDef("audio_preprocess.speech_tokenizer", ("tts_frontend.<mode>",),
             "Prompt audio -> speech tokens", _AUDIO),
     SpanDef("audio_preprocess.speaker_embedding", ("tts_frontend.<mode>",),
@@ -116,7 +132,13 @@ SPANS: tuple[SpanDef, ...] = (
     SpanDef(ACOUSTIC_MODEL, (MODEL_TTS,),
             "The LLM job (text -> speech tokens), in its worker thread",
             (Attr(SPEECH_TOKENS, "int", "tokens", True, "speech tokens generated"),
-             Attr(TOKENS_PER_SECOND, "double", "tokens/s", True, "generation speed"))),
+             Attr(TOKENS_PER_SECOND, "double", "tokens/s", True, "generation speed"),
+             Attr(LLM_BACKEND, "string", "", True,
+                  "torch, or vllm when load_vllm gave the LLM an engine"),
+             Attr(TEXT_STREAMED, "bool", "", False, "inference_bistream: text as a generator"))),
+    SpanDef(TEXT_STREAM, (ACOUSTIC_MODEL,),
+            "Streaming text input: text tokens the LLM pulled while generating",
+            (Attr(TEXT_TOKENS, "int", "tokens", True, "text tokens streamed in"),)),
     SpanDef(TOKEN2WAV, (MODEL_TTS,), "Tokens -> waveform, once or per streamed hop",
             (Attr(CHUNK_INDEX, "int", "", True, "0-based chunk number within model.tts"),
              Attr(FINALIZE, "bool", "", True, "last chunk"))),

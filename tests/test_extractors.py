@@ -142,13 +142,14 @@ def test_acoustic_counts_tokens_and_their_rate(make_stage, monkeypatch) -> None:
     for _ in range(10):
         extractor.item(stage, 1)
     extractor.end(stage, None)
-    assert attrs(stage) == {s.SPEECH_TOKENS: 10, s.TOKENS_PER_SECOND: 2.5}
+    assert attrs(stage) == {s.SPEECH_TOKENS: 10, s.TOKENS_PER_SECOND: 2.5,
+                            s.LLM_BACKEND: "torch"}
     fast = make_stage("acoustic_model")
     fast.started = 104.0  # no time passed: no division by zero
     extractor.start(fast, Call(None, (), {}, {}))
     extractor.item(fast, 1)
     extractor.end(fast, None)
-    assert attrs(fast) == {s.SPEECH_TOKENS: 1, s.TOKENS_PER_SECOND: 0.0}
+    assert attrs(fast) == {s.SPEECH_TOKENS: 1, s.TOKENS_PER_SECOND: 0.0, s.LLM_BACKEND: "torch"}
     slow = make_stage("acoustic_model")
     slow.started = 101.0
     extractor.start(slow, Call(None, (), {}, {}))
@@ -318,4 +319,79 @@ def test_model_tts_counts_chunks_and_the_base_extractor_does_nothing(make_stage)
     assert attrs(base) == {}
     assert sorted(ex.EXTRACTORS) == sorted(["none", "inference", "text_normalize", "frontend",
                                             "audio", "model_tts", "token2wav", "acoustic",
-                                            "flow", "vocoder", "asr"])
+                                            "flow", "vocoder", "asr", "speaker_add",
+                                            "text_stream"])
+
+
+def test_acoustic_names_the_vllm_backend_when_the_llm_has_an_engine(make_stage) -> None:
+    stage = make_stage("acoustic_model")
+    ex.Acoustic().start(stage, Call(types.SimpleNamespace(vllm=object()), (), {}, {}))
+    assert attrs(stage)[s.LLM_BACKEND] == "vllm"
+    idle = make_stage("acoustic_model")  # an attribute set to None is no engine
+    ex.Acoustic().start(idle, Call(types.SimpleNamespace(vllm=None), (), {}, {}))
+    assert attrs(idle)[s.LLM_BACKEND] == "torch"
+
+
+@pytest.mark.parametrize(("spk_id", "expected"), [("alice-01", "alice-01"), ("", None),
+                                                  (None, None), (7, None)])
+def test_the_speaker_cache_id_is_named_on_inference_frontend_and_add(make_stage, spk_id,
+                                                                    expected) -> None:
+    for extractor in (ex.Inference(), ex.Frontend(), ex.SpeakerAdd()):
+        stage = make_stage("x")
+        extractor.start(stage, Call(None, (), {"tts_text": "hi", "zero_shot_spk_id": spk_id}, {}))
+        assert attrs(stage).get(s.ZERO_SHOT_SPK_ID) == expected, extractor.name
+
+
+def test_speaker_add_registers_the_prompt_text_for_redaction(make_stage) -> None:
+    from cosyvoice_otel.pipeline import redaction
+
+    stage = make_stage("cosyvoice.add_zero_shot_spk")
+    ex.SpeakerAdd().start(stage, Call(None, ("secret prompt words", "p.wav", "spk"),
+                                      {}, {"prompt_text": 0, "prompt_wav": 1,
+                                           "zero_shot_spk_id": 2}))
+    pattern = redaction.pattern_for(stage.span.get_span_context().trace_id)
+    assert pattern is not None and pattern.search("said secret prompt words")
+
+
+def test_streamed_text_is_flagged_and_never_measured(make_stage) -> None:
+    stage = make_stage("cosyvoice.inference")
+    ex.Inference().start(stage, Call(None, ((p for p in ["a"]),), {}, {"tts_text": 0}))
+    assert attrs(stage)[s.TEXT_STREAMED] is True
+    assert s.TEXT_LENGTH not in attrs(stage)
+    plain = make_stage("cosyvoice.inference")
+    ex.Inference().start(plain, Call(None, ("abc",), {}, {"tts_text": 0}))
+    assert s.TEXT_STREAMED not in attrs(plain) and attrs(plain)[s.TEXT_LENGTH] == 3
+
+
+def test_text_stream_counts_tokens_and_registers_each_piece_as_it_arrives(make_stage) -> None:
+    from opentelemetry import trace
+
+    from cosyvoice_otel.pipeline import redaction
+
+    request = make_stage("request")
+    pieces = iter(["first secret piece", "second hidden piece"])
+    call = Call(None, (pieces,), {}, {"text_generator": 0})
+    token = context.attach(request.ctx)
+    try:
+        ex.TextStream().rewrite(call)
+    finally:
+        context.detach(token)
+    wrapped = call.args[0]
+    assert wrapped is not pieces and isinstance(wrapped, types.GeneratorType)
+    trace_id = request.span.get_span_context().trace_id
+    assert redaction.pattern_for(trace_id) is None  # nothing known before the text arrives
+    assert next(wrapped) == "first secret piece"
+    assert redaction.pattern_for(trace_id).search("first secret piece")
+    assert list(wrapped) == ["second hidden piece"]
+    assert redaction.pattern_for(trace_id).search("second hidden piece")
+    stage = make_stage("tts_frontend.text_stream")
+    extractor = ex.TextStream()
+    extractor.start(stage, call)
+    for item in (T(1, 1), T(1, 1), T(1, 3)):
+        extractor.item(stage, item)
+    extractor.end(stage, None)
+    assert attrs(stage) == {s.TEXT_TOKENS: 5}
+    outside = Call(None, (iter(["x"]),), {}, {"text_generator": 0})
+    assert trace.get_current_span().get_span_context().trace_id == 0
+    ex.TextStream().rewrite(outside)  # no trace: nothing to register under, left alone
+    assert isinstance(outside.args[0], type(iter([])))

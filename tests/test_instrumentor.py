@@ -40,7 +40,9 @@ def models(make_model):
     ThreadingInstrumentor().instrument()
     from cosyvoice.cli.cosyvoice import AutoModel
 
-    yield {v: AutoModel(model_dir=str(make_model(v))) for v in (1, 3)}
+    built = {v: AutoModel(model_dir=str(make_model(v))) for v in (1, 2, 3)}
+    built["vllm"] = AutoModel(model_dir=str(make_model(3)), load_vllm=True)
+    yield built
     ThreadingInstrumentor().uninstrument()
     reset_tracer_provider()
 
@@ -93,20 +95,38 @@ def run_request(model, mode: str, stream: bool, prompt: str) -> list:
         return list(calls[mode]())
 
 
+# What each version's public API offers (upstream: instruct is v1 only, instruct2 v2/v3 only).
+VERSION_MODES = [(1, m) for m in ("sft", "zero_shot", "cross_lingual", "instruct", "vc")] + [
+    (v, m) for v in (2, 3) for m in ("sft", "zero_shot", "cross_lingual", "instruct2", "vc")]
+
+
+def check_hops(spans: list[dict]) -> None:
+    """flow and vocoder are children of token2wav, exactly once per hop."""
+    hops = [s for s in spans if s["name"] == schema.TOKEN2WAV]
+    assert hops
+    for hop in hops:
+        children = sorted(s["name"] for s in spans if s.get("parentId") == hop["id"])
+        assert children == [schema.FLOW, schema.VOCODER], children
+
+
 @pytest.mark.parametrize("stream", [False, True])
-@pytest.mark.parametrize("mode", ["sft", "zero_shot", "cross_lingual", "instruct", "instruct2",
-                                  "vc"])
-def test_complete_tree_for_every_mode(models, instrumented, prompt_wav, mode, stream) -> None:
-    model = models[1] if mode == "instruct" else models[3]
+@pytest.mark.parametrize(("version", "mode"), VERSION_MODES)
+def test_complete_tree_for_every_version_and_mode(models, instrumented, prompt_wav, version,
+                                                  mode, stream) -> None:
+    model = models[version]
     outputs = run_request(model, mode, stream, prompt_wav)
     spans = as_zipkin(EXPORTER.get_finished_spans())
     assert check_synthesis(spans, mode, stream) == []
     assert len({s["traceId"] for s in spans}) == 1
+    check_hops(spans)
     inference = next(s for s in spans if s["name"] == schema.INFERENCE)
     samples = sum(o["tts_speech"].shape[1] for o in outputs)
     assert float(inference["tags"][schema.AUDIO_SECONDS]) == pytest.approx(
         samples / model.sample_rate, abs=1e-3)
     assert int(inference["tags"][schema.CHUNK_COUNT]) == len(outputs)
+    vocoded = sum(float(s["tags"][schema.AUDIO_SECONDS]) for s in spans
+                  if s["name"] == schema.VOCODER)
+    assert vocoded >= samples / model.sample_rate - 1e-3  # every sample went through a vocoder
     if mode != "vc":
         assert int(inference["tags"][schema.TEXT_LENGTH]) == len(TEXT)
         assert int(inference["tags"][schema.SENTENCE_COUNT]) == 2
@@ -114,6 +134,7 @@ def test_complete_tree_for_every_mode(models, instrumented, prompt_wav, mode, st
         indexes = sorted(int(s["tags"][schema.CHUNK_INDEX]) for s in spans
                          if s["name"] == schema.TOKEN2WAV)
         assert len(indexes) == len(outputs)  # one token2wav per streamed chunk
+        assert len(outputs) > 1
 
 
 def test_llm_thread_span_is_a_child_of_model_tts(models, instrumented) -> None:

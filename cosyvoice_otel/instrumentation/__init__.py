@@ -13,7 +13,10 @@ How it patches:
   ``sys.path`` only just before ``import cosyvoice``); a module already imported is patched at
   once;
 * idempotently: a target already wrapped by us is never wrapped again, and a method a subclass
-  inherits from a patched base is left alone;
+  inherits from a patched base is left alone; a subclass that OVERRIDES a patched method gets
+  its own wrapper (one span per call even when the override calls ``super()``);
+* by role: a row's roles (``stage_map.Role``) are resolved from the instance of each call, so
+  the classes a model was actually built from are traced, whatever their names;
 * reversibly: ``uninstrument()`` restores every original (hooks that fire later do nothing);
 * forgivingly: a target missing from its module logs ONE warning naming it; the rest is patched.
 
@@ -125,6 +128,16 @@ class _ClockAnchor:
         return mono + self.offset
 
 
+def _subclasses(cls: type) -> list[type]:
+    found, todo = [], list(cls.__subclasses__())
+    while todo:
+        sub = todo.pop()
+        if sub not in found:
+            found.append(sub)
+            todo.extend(sub.__subclasses__())
+    return found
+
+
 def _is_our_wrapper(value: Any) -> bool:
     return isinstance(value, wrapt.FunctionWrapper) and getattr(
         value, "_self_cosyvoice_otel", False)
@@ -142,6 +155,8 @@ class CosyVoiceInstrumentor(BaseInstrumentor):
         self._active = True
         self._patched: list[tuple[Any, str]] = []
         self._warned: set[str] = set()
+        self._adopted: set[tuple[type, str]] = set()
+        self._adopt_lock = threading.Lock()
         limits_text = kwargs.get("input_limits") or os.environ.get(
             "COSYVOICE_TRACED_INPUT_LIMITS", "on")
         try:
@@ -220,15 +235,23 @@ class CosyVoiceInstrumentor(BaseInstrumentor):
     def _patch_row(self, module: Any, row: stage_map.Stage) -> None:
         found = self._resolve(module, row.qualname)
         if found is None:
-            if row.module in stage_map.OPTIONAL_MODULES:
+            if row.optional:
                 logger.debug("cosyvoice-otel: optional target %s not found", row.target)
             else:
                 self._warn(row.target, "not found; that stage will have no span")
             return
-        owner, attr, current = found
+        owner, attr, _ = found
+        self._patch_target(owner, attr, row)
+        if inspect.isclass(owner):  # subclasses that override the method get their own span
+            for sub in _subclasses(owner):
+                if attr in sub.__dict__:
+                    self._patch_target(sub, attr, row)
+
+    def _patch_target(self, owner: Any, attr: str, row: stage_map.Stage) -> None:
         raw = inspect.getattr_static(owner, attr)  # walks the MRO without binding
         if _is_our_wrapper(raw):
             return  # idempotent; or inherited from a base class we already patched
+        current = getattr(owner, attr)
         original = inspect.unwrap(current) if callable(current) else current
         if isinstance(raw, (staticmethod, classmethod)):
             self._warn(row.target, "is a static/class method; not supported")
@@ -238,8 +261,38 @@ class CosyVoiceInstrumentor(BaseInstrumentor):
             params = params[1:]
         wrapper = StageWrapper(self._tracer, row, EXTRACTORS.get(row.extractor, EXTRACTORS["none"]),
                                self.options, {name: i for i, name in enumerate(params)},
-                               inspect.isgeneratorfunction(original), self._enabled)
+                               inspect.isgeneratorfunction(original), self._enabled,
+                               self._adopt if row.roles else None)
         self._wrap(owner, attr, wrapper)
+
+    def _adopt(self, instance: Any, roles: tuple[stage_map.Role, ...]) -> None:
+        """Trace the classes this instance's parts actually have (once per class and method)."""
+        for role in roles:
+            part = instance
+            for name in role.path.split("."):
+                part = getattr(part, name, None)
+            if part is None:
+                continue
+            key = (type(part), role.method)
+            if key in self._adopted:  # the common case: one set lookup per role and call
+                continue
+            with self._adopt_lock:
+                if key not in self._adopted:
+                    self._adopted.add(key)
+                    self._adopt_part(type(part), role)
+
+    def _adopt_part(self, cls: type, role: stage_map.Role) -> None:
+        owner = next((klass for klass in cls.__mro__ if role.method in klass.__dict__), None)
+        where = f"{cls.__module__}:{cls.__qualname__}.{role.method}"
+        if owner is None or owner.__module__.split(".")[0] in ("builtins", "torch"):
+            if role.required:
+                self._warn(where, f"(role {role.path}.{role.method}) not found; "
+                                  f"that stage will have no span")
+            return
+        try:
+            self._patch_target(owner, role.method, role.stage_for(owner))
+        except Exception as exc:  # noqa: BLE001
+            self._warn(where, f"could not be patched ({type(exc).__name__}: {exc})")
 
     def _monotonic_span_durations(self) -> None:
         """Every SDK span (HTTP ones too) is timed on ONE clock: the monotonic clock, placed on
@@ -296,6 +349,7 @@ class CosyVoiceInstrumentor(BaseInstrumentor):
 
     def _uninstrument(self, **kwargs: Any) -> None:
         self._active = False
+        self._adopted.clear()
         for owner, attr in reversed(self._patched):
             current = owner.__dict__.get(attr) if hasattr(owner, "__dict__") else None
             if _is_our_wrapper(current):

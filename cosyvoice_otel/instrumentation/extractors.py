@@ -13,11 +13,14 @@ import hmac
 import os
 import time
 import wave
+from collections.abc import Generator
 from typing import Any
+
+from opentelemetry import trace
 
 from .. import schema as s
 from ..pipeline import redaction
-from .stage_span import Call, StageSpan
+from .stage_span import Call, StageSpan, _no_rewrite, note_error
 
 _TEXT_ARGS = ("tts_text", "prompt_text", "instruct_text", "text")
 
@@ -30,6 +33,7 @@ def _remember_texts(stage: StageSpan, call: Call) -> None:
 
 class Extractor:
     name = "none"
+    rewrite = _no_rewrite
 
     def start(self, stage: StageSpan, call: Call) -> None:
         pass
@@ -72,6 +76,9 @@ class Inference(Extractor):
             if limit and len(text) > limit:
                 stage.mark_error("text_too_long", "input limit exceeded",
                                  {s.TEXT_LENGTH: len(text), "limit.characters": limit})
+        elif isinstance(text, Generator):  # streaming text input: no length to tell yet
+            span.set_attribute(s.TEXT_STREAMED, True)
+        _speaker_cache(stage, call)
         span.set_attribute(s.STREAM, bool(call.arg("stream", False)))
         span.set_attribute(s.SPEED, float(call.arg("speed", 1.0)))
         rate = getattr(call.instance, "sample_rate", None)
@@ -100,6 +107,55 @@ class Inference(Extractor):
             span.set_attribute(s.RTF, round((time.monotonic() - stage.started) / seconds, 4))
 
 
+def _speaker_cache(stage: StageSpan, call: Call) -> None:
+    """Which cached speaker (``add_zero_shot_spk``) served the request: its id, chosen by the
+    operator; with it the prompt-audio stages are rightly absent."""
+    spk_id = call.arg("zero_shot_spk_id")
+    if isinstance(spk_id, str) and spk_id:
+        stage.span.set_attribute(s.ZERO_SHOT_SPK_ID, spk_id)
+
+
+class SpeakerAdd(Extractor):
+    name = "speaker_add"
+
+    def start(self, stage: StageSpan, call: Call) -> None:
+        _remember_texts(stage, call)
+        _speaker_cache(stage, call)
+
+
+class TextStream(Extractor):
+    """The frontend's generator of text tokens for streaming text input (``tts_text`` given as
+    a generator): counts the tokens; each text piece is registered for redaction as it
+    arrives, since no piece is known when the request starts."""
+
+    name = "text_stream"
+
+    def rewrite(self, call: Call) -> None:
+        source = call.arg("text_generator")
+        trace_id = trace.get_current_span().get_span_context().trace_id
+        if source is None or not trace_id:
+            return
+
+        def registering() -> Generator:
+            for piece in source:
+                try:
+                    redaction.remember(trace_id, (piece,))
+                except Exception as exc:  # noqa: BLE001
+                    note_error("text_stream.remember", exc)
+                yield piece
+
+        call.replace("text_generator", registering())
+
+    def start(self, stage: StageSpan, call: Call) -> None:
+        stage.counters["tokens"] = 0
+
+    def item(self, stage: StageSpan, item: Any) -> None:
+        stage.counters["tokens"] += _shape_last(item) or 1
+
+    def end(self, stage: StageSpan, result: Any) -> None:
+        stage.span.set_attribute(s.TEXT_TOKENS, stage.counters["tokens"])
+
+
 class TextNormalize(Extractor):
     name = "text_normalize"
 
@@ -108,6 +164,8 @@ class TextNormalize(Extractor):
         text = call.arg("text")
         if isinstance(text, str):
             stage.span.set_attribute(s.TEXT_LENGTH, len(text))
+        elif isinstance(text, Generator):
+            stage.span.set_attribute(s.TEXT_STREAMED, True)
 
     def end(self, stage: StageSpan, result: Any) -> None:
         if isinstance(result, list):  # split=True: the sentences the inference will loop over
@@ -122,6 +180,7 @@ class Frontend(Extractor):
 
     def start(self, stage: StageSpan, call: Call) -> None:
         _remember_texts(stage, call)
+        _speaker_cache(stage, call)
         text = call.arg("tts_text")
         if isinstance(text, str):
             stage.span.set_attribute(s.TEXT_LENGTH, len(text))
@@ -200,6 +259,9 @@ class Acoustic(Extractor):
 
     def start(self, stage: StageSpan, call: Call) -> None:
         stage.counters["tokens"] = 0
+        # upstream's load_vllm gives the LLM a vLLM engine: tokens then come from its steps
+        backend = "vllm" if getattr(call.instance, "vllm", None) is not None else "torch"
+        stage.span.set_attribute(s.LLM_BACKEND, backend)
 
     def item(self, stage: StageSpan, item: Any) -> None:
         stage.counters["tokens"] += 1
@@ -257,4 +319,4 @@ class Asr(Extractor):
 
 EXTRACTORS: dict[str, Extractor] = {e.name: e for e in (
     Extractor(), Inference(), TextNormalize(), Frontend(), Audio(), ModelTTS(), Token2Wav(),
-    Acoustic(), Flow(), Vocoder(), Asr())}
+    Acoustic(), Flow(), Vocoder(), Asr(), SpeakerAdd(), TextStream())}

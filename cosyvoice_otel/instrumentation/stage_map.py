@@ -5,6 +5,15 @@ extractor (see ``extractors.py``) that reads sizes and counts from the call. The
 profile ``cosyvoice`` targets upstream CosyVoice's real module paths; the demo engine in
 ``examples/`` lives under the same names, so one map traces both.
 
+Class rows alone miss what a model is actually built from: a CosyVoice model's ``llm``, ``flow``
+and ``hift`` are whatever classes its ``cosyvoice*.yaml`` names (v3's ``CausalMaskedDiffWithDiT``
+inherits from no class of v1/v2; a fork brings its own). So a row also carries ROLES: a role is
+a part reached from the instance of that row's call (``path``, e.g. ``model`` then ``flow``) and
+the method to trace on whatever class that part has. The instrumentor resolves roles when the
+row's method is called (``inference_*`` resolves the frontend and the model; ``model.tts`` the
+llm, flow and hift), so a class the map never named, or a part swapped after construction
+(``load_vllm``, a fork assigning ``model.hift``), is traced from its first request on.
+
 Extending without code:
 
 * ``--stage NAME=module:Class.method`` (repeatable; ``COSYVOICE_TRACED_STAGE`` takes a
@@ -33,26 +42,77 @@ class StageMapError(ValueError):
 
 
 @dataclass(frozen=True)
+class Role:
+    """``method`` of the part at ``path`` (attribute names, dotted) of a traced call's instance."""
+
+    path: str
+    method: str
+    span: str
+    extractor: str = "none"
+    attributes: tuple[tuple[str, Any], ...] = field(default=())
+    roles: tuple[Role, ...] = field(default=())  # resolved in turn from the part's calls
+    late_parent: bool = False
+    required: bool = True  # a part without the method is a warning (else: debug)
+
+    def stage_for(self, owner: type) -> Stage:
+        """The row of the class that defines the method for this part."""
+        return Stage(owner.__module__, f"{owner.__qualname__}.{self.method}", self.span,
+                     self.extractor, self.attributes, self.roles, self.late_parent)
+
+
+@dataclass(frozen=True)
 class Stage:
     module: str
     qualname: str  # "Class.method" or "function"
     span: str
     extractor: str = "none"
     attributes: tuple[tuple[str, Any], ...] = field(default=())
+    roles: tuple[Role, ...] = field(default=())
+    # a generator whose span's parent is what is current at its first step, not at its call
+    # (the streamed-text generator: made by the frontend, consumed inside the LLM's span)
+    late_parent: bool = False
+    optional: bool = False  # absent in some CosyVoice versions: debug log, not a warning
 
     @property
     def target(self) -> str:
         return f"{self.module}:{self.qualname}"
 
 
-def _row(target: str, span: str, extractor: str = "none", **attributes: Any) -> Stage:
+def _row(target: str, span: str, extractor: str = "none", roles: tuple[Role, ...] = (),
+         optional: bool = False, **attributes: Any) -> Stage:
     module, _, qualname = target.partition(":")
-    return Stage(module, qualname, span, extractor, tuple(attributes.items()))
+    return Stage(module, qualname, span, extractor, tuple(attributes.items()), roles,
+                 optional=optional)
 
 
 _CLI = "cosyvoice.cli.cosyvoice"
 _FE = "cosyvoice.cli.frontend:CosyVoiceFrontEnd"
 _MODEL = "cosyvoice.cli.model"
+
+
+_AUDIO_STAGES = (("_extract_speech_token", "audio_preprocess.speech_tokenizer"),
+                 ("_extract_spk_embedding", "audio_preprocess.speaker_embedding"),
+                 ("_extract_speech_feat", "audio_preprocess.speech_feat"))
+
+# The parts of a model runner (``CosyVoiceModel``, ``CosyVoice2Model``, ... or a fork's).
+PART_ROLES = (
+    Role("llm", "inference", s.ACOUSTIC_MODEL, "acoustic"),
+    Role("llm", "inference_bistream", s.ACOUSTIC_MODEL, "acoustic",
+         ((s.TEXT_STREAMED, True),), required=False),  # v2/v3 only
+    Role("flow", "inference", s.FLOW, "flow"),
+    Role("hift", "inference", s.VOCODER, "vocoder"),
+)
+# The parts of the public API object (``CosyVoice``, ``CosyVoice2``, ``CosyVoice3``, ...).
+API_ROLES = (
+    Role("frontend", "text_normalize", s.TEXT_NORMALIZE, "text_normalize"),
+    *(Role("frontend", f"frontend_{mode}", f"tts_frontend.{mode}", "frontend",
+           ((s.MODE, mode),), required=False) for mode in s.MODES),
+    *(Role("frontend", method, span, "audio") for method, span in _AUDIO_STAGES),
+    Role("frontend", "_extract_text_token_generator", s.TEXT_STREAM, "text_stream",
+         late_parent=True, required=False),
+    Role("model", "tts", s.MODEL_TTS, "model_tts", roles=PART_ROLES),
+    Role("model", "token2wav", s.TOKEN2WAV, "token2wav"),
+)
 
 
 def _cosyvoice_profile() -> tuple[Stage, ...]:
@@ -62,34 +122,42 @@ def _cosyvoice_profile() -> tuple[Stage, ...]:
                        ("CosyVoice2", ("instruct2",)), ("CosyVoice3", ())):
         for mode in modes:
             rows.append(_row(f"{_CLI}:{cls}.inference_{mode}", s.INFERENCE, "inference",
-                             **{s.MODE: mode}))
+                             roles=API_ROLES, **{s.MODE: mode}))
+    rows.append(_row(f"{_CLI}:CosyVoice.add_zero_shot_spk", s.SPEAKER_ADD, "speaker_add",
+                     roles=API_ROLES))
+    # Upstream's own classes, patched at import so a first request does no resolving work.
+    # The roles above trace any other class; these rows are a shortcut, not the mechanism.
     rows.append(_row(f"{_FE}.text_normalize", s.TEXT_NORMALIZE, "text_normalize"))
     for mode in s.MODES:
         rows.append(_row(f"{_FE}.frontend_{mode}", f"tts_frontend.{mode}", "frontend",
                          **{s.MODE: mode}))
-    for method, span in (("_extract_speech_token", "audio_preprocess.speech_tokenizer"),
-                         ("_extract_spk_embedding", "audio_preprocess.speaker_embedding"),
-                         ("_extract_speech_feat", "audio_preprocess.speech_feat")):
+    for method, span in _AUDIO_STAGES:
         rows.append(_row(f"{_FE}.{method}", span, "audio"))
     for cls in ("CosyVoiceModel", "CosyVoice2Model", "CosyVoice3Model"):
-        rows.append(_row(f"{_MODEL}:{cls}.tts", s.MODEL_TTS, "model_tts"))
-        rows.append(_row(f"{_MODEL}:{cls}.token2wav", s.TOKEN2WAV, "token2wav"))
-    for cls in ("TransformerLM", "Qwen2LM"):
-        rows.append(_row(f"cosyvoice.llm.llm:{cls}.inference", s.ACOUSTIC_MODEL, "acoustic"))
-    for cls in ("MaskedDiffWithXvec", "CausalMaskedDiffWithXvec"):
-        rows.append(_row(f"cosyvoice.flow.flow:{cls}.inference", s.FLOW, "flow"))
-    rows.append(_row("cosyvoice.hifigan.generator:HiFTGenerator.inference", s.VOCODER, "vocoder"))
+        rows.append(_row(f"{_MODEL}:{cls}.tts", s.MODEL_TTS, "model_tts", roles=PART_ROLES,
+                         optional=cls != "CosyVoiceModel"))
+        rows.append(_row(f"{_MODEL}:{cls}.token2wav", s.TOKEN2WAV, "token2wav",
+                         optional=cls != "CosyVoiceModel"))
+    for target, span, extractor in (
+            ("cosyvoice.llm.llm:TransformerLM.inference", s.ACOUSTIC_MODEL, "acoustic"),
+            ("cosyvoice.llm.llm:Qwen2LM.inference", s.ACOUSTIC_MODEL, "acoustic"),
+            ("cosyvoice.flow.flow:MaskedDiffWithXvec.inference", s.FLOW, "flow"),
+            ("cosyvoice.flow.flow:CausalMaskedDiffWithXvec.inference", s.FLOW, "flow"),
+            ("cosyvoice.flow.flow:CausalMaskedDiffWithDiT.inference", s.FLOW, "flow"),
+            ("cosyvoice.hifigan.generator:HiFTGenerator.inference", s.VOCODER, "vocoder"),
+            ("cosyvoice.hifigan.generator:CausalHiFTGenerator.inference", s.VOCODER,
+             "vocoder")):
+        rows.append(_row(target, span, extractor, optional=True))
+    rows.append(_row("cosyvoice.llm.llm:Qwen2LM.inference_bistream", s.ACOUSTIC_MODEL,
+                     "acoustic", optional=True, **{s.TEXT_STREAMED: True}))
     # ASR: FunASR when the app uses it, and the demo engine's own transcriber
-    rows.append(_row("funasr:AutoModel.generate", s.ASR, "asr"))
-    rows.append(_row("cosyvoice.utils.asr:TinyTranscriber.generate", s.ASR, "asr"))
+    rows.append(_row("funasr:AutoModel.generate", s.ASR, "asr", optional=True))
+    rows.append(_row("cosyvoice.utils.asr:TinyTranscriber.generate", s.ASR, "asr",
+                     optional=True))
     return tuple(rows)
 
 
 PROFILES: dict[str, tuple[Stage, ...]] = {"cosyvoice": _cosyvoice_profile()}
-
-# Targets that may legitimately be absent (another CosyVoice version, an optional library):
-# their absence is logged at debug level, not as a warning.
-OPTIONAL_MODULES = frozenset({"funasr", "cosyvoice.utils.asr"})
 
 _TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)?$")
 

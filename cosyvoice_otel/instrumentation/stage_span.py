@@ -66,6 +66,14 @@ class Call:
             return self.args[index]
         return default
 
+    def replace(self, name: str, value: Any) -> None:
+        """Pass ``value`` for argument ``name`` instead (an extractor's ``rewrite``)."""
+        index = self.positions.get(name)
+        if name not in self.kwargs and index is not None and index < len(self.args):
+            self.args = (*self.args[:index], value, *self.args[index + 1:])
+        else:
+            self.kwargs = {**self.kwargs, name: value}
+
     def first(self, default: Any = None) -> Any:
         return self.args[0] if self.args else next(iter(self.kwargs.values()), default)
 
@@ -170,12 +178,18 @@ def _cuda_sync_into(span: trace.Span) -> None:
     span.set_attribute(s.CUDA_PEAK_BYTES, int(cuda.max_memory_allocated()))
 
 
+def _no_rewrite(self: Any, call: Call) -> None:
+    """An extractor's ``rewrite(call)`` may replace arguments of a generator call before it is
+    made (``Call.replace``); the default does nothing."""
+
+
 class StageWrapper:
     """The wrapt wrapper of one stage row: decides call vs generator once, at patch time."""
 
     def __init__(self, tracer: trace.Tracer, stage: Any, extractor: Any, options: Any,
                  positions: dict[str, int], is_generator: bool,
-                 enabled: Callable[[], bool]) -> None:
+                 enabled: Callable[[], bool],
+                 adopt: Callable[[Any, tuple], None] | None = None) -> None:
         self.tracer = tracer
         self.stage = stage
         self.extractor = extractor
@@ -183,7 +197,9 @@ class StageWrapper:
         self.positions = positions
         self.is_generator = is_generator
         self.enabled = enabled
+        self.adopt = adopt  # resolves the row's roles from the call's instance
         self.attributes = dict(stage.attributes)
+        self.rewrites = getattr(type(extractor), "rewrite", _no_rewrite) is not _no_rewrite
 
     def _start(self, parent_ctx: context.Context, call: Call) -> StageSpan | None:
         try:
@@ -206,13 +222,24 @@ class StageWrapper:
         return stage
 
     def __call__(self, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
+        if self.adopt is not None and instance is not None and self.enabled():
+            try:
+                self.adopt(instance, self.stage.roles)
+            except Exception as exc:  # noqa: BLE001
+                note_error(f"roles of {self.stage.target}", exc)
         if self.is_generator:
-            gen = wrapped(*args, **kwargs)
+            call = Call(instance, args, kwargs, self.positions)
+            if self.rewrites and self.enabled():
+                try:
+                    self.extractor.rewrite(call)
+                except Exception as exc:  # noqa: BLE001
+                    note_error(f"extractor {self.extractor.name}.rewrite", exc)
+                    call = Call(instance, args, kwargs, self.positions)
+            gen = wrapped(*call.args, **call.kwargs)
             try:
                 if not self.enabled():
                     return gen
-                return self._traced_generator(gen, context.get_current(),
-                                              Call(instance, args, kwargs, self.positions))
+                return self._traced_generator(gen, context.get_current(), call)
             except Exception as exc:  # noqa: BLE001
                 note_error(f"wrap {self.stage.target}", exc)
                 return gen
@@ -241,6 +268,8 @@ class StageWrapper:
 
     def _traced_generator(self, gen: Generator, parent_ctx: context.Context,
                           call: Call) -> Generator:
+        if self.stage.late_parent:
+            parent_ctx = context.get_current()
         stage = self._start(parent_ctx, call)  # runs at the first next(): the span's start
         if stage is None:
             return (yield from gen)
