@@ -9,6 +9,7 @@ import textwrap
 import wave
 
 import pytest
+import torch
 import wrapt
 from opentelemetry import trace
 from opentelemetry.instrumentation.threading import ThreadingInstrumentor
@@ -22,7 +23,7 @@ from cosyvoice_otel.checks import check_synthesis
 from cosyvoice_otel.instrumentation import CosyVoiceInstrumentor, stage_span
 from cosyvoice_otel.instrumentation.extractors import EXTRACTORS
 
-from .conftest import BIN, ROOT, reset_tracer_provider
+from .conftest import BIN, ROOT, reset_tracer_provider, run_parallel
 
 EXAMPLES = ROOT / "examples"
 
@@ -473,3 +474,239 @@ def test_all_spans_share_one_clock_so_a_wall_clock_wobble_cannot_misplace_a_chil
         assert (explicit.start_time, explicit.end_time) == (123, 456)
     finally:
         inst.uninstrument()
+
+
+# -- every real entry point of a request -------------------------------------------------------
+
+def spans_now() -> list[dict]:
+    return as_zipkin(EXPORTER.get_finished_spans())
+
+
+def parent_of(spans: list[dict], span: dict) -> dict:
+    return next(s for s in spans if s["id"] == span.get("parentId"))
+
+
+def pieces():
+    yield "Hello there, this is "
+    yield "streamed text input, "
+    yield "piece by piece."
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("version", [2, 3])
+def test_streaming_text_input_traces_bistream_and_its_text_tokens(models, instrumented,
+                                                                  prompt_wav, version,
+                                                                  stream) -> None:
+    tracer = PROVIDER.get_tracer("test")
+    with tracer.start_as_current_span("request", kind=trace.SpanKind.SERVER):
+        outputs = list(models[version].inference_zero_shot(pieces(), "prompt words", prompt_wav,
+                                                          stream=stream))
+    spans = spans_now()
+    assert outputs and check_synthesis(spans, "zero_shot", stream) == []
+    check_hops(spans)
+    inference = next(s for s in spans if s["name"] == schema.INFERENCE)
+    assert inference["tags"][schema.TEXT_STREAMED] == "true"
+    assert schema.TEXT_LENGTH not in inference["tags"]
+    acoustic = next(s for s in spans if s["name"] == schema.ACOUSTIC_MODEL)
+    assert acoustic["tags"][schema.TEXT_STREAMED] == "true"
+    text_stream = next(s for s in spans if s["name"] == schema.TEXT_STREAM)
+    assert parent_of(spans, text_stream)["name"] == schema.ACOUSTIC_MODEL
+    assert int(text_stream["tags"][schema.TEXT_TOKENS]) == sum(len(p) for p in pieces())
+
+
+def test_streamed_text_pieces_are_masked_in_this_trace(models, instrumented,
+                                                        prompt_wav) -> None:
+    from cosyvoice_otel.pipeline import redaction
+
+    tracer = PROVIDER.get_tracer("test")
+    with tracer.start_as_current_span("request") as request:
+        list(models[3].inference_zero_shot(pieces(), "prompt words", prompt_wav))
+    pattern = redaction.pattern_for(request.get_span_context().trace_id)
+    assert pattern is not None and pattern.search("it said piece by piece.")
+
+
+def test_vllm_path_is_traced_and_named_while_requests_share_the_engine(models,
+                                                                        instrumented) -> None:
+    model = models["vllm"]
+    assert hasattr(model.model.llm, "vllm")
+    results = run_parallel([lambda: run_request(model, "sft", True, "")] * 3)
+    assert all(results)
+    spans = spans_now()
+    by_trace: dict[str, list[dict]] = {}
+    for span in spans:
+        by_trace.setdefault(span["traceId"], []).append(span)
+    assert len(by_trace) == 3
+    for trace_spans in by_trace.values():
+        assert check_synthesis(trace_spans, "sft", True) == []
+        acoustic = [s for s in trace_spans if s["name"] == schema.ACOUSTIC_MODEL]
+        assert [s["tags"][schema.LLM_BACKEND] for s in acoustic] == ["vllm"] * len(acoustic)
+    plain = run_request(models[3], "sft", False, "")
+    assert plain
+    acoustic = [s for s in spans_now() if s["name"] == schema.ACOUSTIC_MODEL]
+    assert acoustic[-1]["tags"][schema.LLM_BACKEND] == "torch"
+
+
+@pytest.mark.parametrize("version", [1, 2, 3])
+def test_a_cached_speaker_has_no_prompt_audio_stages_and_names_its_id(models, instrumented,
+                                                                       prompt_wav,
+                                                                       version) -> None:
+    model = models[version]
+    assert model.add_zero_shot_spk("prompt words", prompt_wav, f"spk-v{version}")
+    added = spans_now()
+    root = next(s for s in added if s["name"] == schema.SPEAKER_ADD)
+    assert root["tags"][schema.ZERO_SHOT_SPK_ID] == f"spk-v{version}"
+    assert {"audio_preprocess.speech_tokenizer", "tts_frontend.zero_shot"} <= {
+        s["name"] for s in added}
+    EXPORTER.clear()
+    tracer = PROVIDER.get_tracer("test")
+    with tracer.start_as_current_span("request", kind=trace.SpanKind.SERVER):
+        outputs = list(model.inference_zero_shot(TEXT, "", "", zero_shot_spk_id=f"spk-v{version}"))
+    spans = spans_now()
+    assert outputs and check_synthesis(spans, "zero_shot", False) == []
+    assert not [s for s in spans if s["name"].startswith("audio_preprocess.")]
+    inference = next(s for s in spans if s["name"] == schema.INFERENCE)
+    assert inference["tags"][schema.ZERO_SHOT_SPK_ID] == f"spk-v{version}"
+    frontend = next(s for s in spans if s["name"] == "tts_frontend.zero_shot")
+    assert frontend["tags"][schema.ZERO_SHOT_SPK_ID] == f"spk-v{version}"
+    # without the cache, the same checker demands the prompt-audio stages
+    del inference["tags"][schema.ZERO_SHOT_SPK_ID]
+    assert "missing stage spans" in " ".join(check_synthesis(spans, "zero_shot", False))
+
+
+@pytest.mark.parametrize("version", [1, 2, 3])
+def test_speed_is_recorded_and_the_audio_seconds_follow_it(models, instrumented,
+                                                            version) -> None:
+    model = models[version]
+    tracer = PROVIDER.get_tracer("test")
+    seconds = {}
+    for speed in (1.0, 1.5):
+        EXPORTER.clear()
+        with tracer.start_as_current_span("request"):
+            outputs = list(model.inference_sft(TEXT, "中文女", speed=speed))
+        spans = spans_now()
+        assert check_synthesis(spans, "sft", False) == []
+        inference = next(s for s in spans if s["name"] == schema.INFERENCE)
+        assert float(inference["tags"][schema.SPEED]) == speed
+        seconds[speed] = float(inference["tags"][schema.AUDIO_SECONDS])
+        assert seconds[speed] == pytest.approx(
+            sum(o["tts_speech"].shape[1] for o in outputs) / model.sample_rate, abs=1e-3)
+    assert seconds[1.5] == pytest.approx(seconds[1.0] / 1.5, rel=0.05)
+
+
+# -- stages follow the classes the model was built from ------------------------------------------
+
+class ForkVocoder(torch.nn.Module):
+    """A fork's own vocoder class: no stage-map row names it."""
+
+    sampling_rate = 24000
+
+    def inference(self, speech_feat, finalize=True):
+        samples = torch.zeros(1, speech_feat.shape[2] * 480)
+        return samples, samples
+
+
+def test_a_class_the_map_never_named_is_traced_by_its_role(models, instrumented,
+                                                            monkeypatch) -> None:
+    model = models[3]
+    monkeypatch.setattr(model.model, "hift", ForkVocoder())
+    outputs = run_request(model, "sft", True, "")
+    spans = spans_now()
+    assert check_synthesis(spans, "sft", True) == []
+    check_hops(spans)
+    vocoders = [s for s in spans if s["name"] == schema.VOCODER]
+    assert len(vocoders) == len(outputs)
+    assert "tests.test_instrumentor:ForkVocoder.inference" in instrumented.patched_targets()
+
+
+def test_a_fork_subclass_overriding_a_traced_method_gets_one_span_per_call(models,
+                                                                            instrumented,
+                                                                            monkeypatch) -> None:
+    from cosyvoice.hifigan.generator import CausalHiFTGenerator
+
+    class LoudVocoder(CausalHiFTGenerator):
+        def inference(self, speech_feat, finalize=True):  # calls the (traced) base
+            speech, source = super().inference(speech_feat, finalize)
+            return speech * 2, source
+
+    hift = models[3].model.hift
+    loud = LoudVocoder(channels=64, sampling_rate=hift.sampling_rate)
+    loud.load_state_dict(hift.state_dict())
+    monkeypatch.setattr(models[3].model, "hift", loud)
+    run_request(models[3], "sft", True, "")
+    spans = spans_now()
+    check_hops(spans)  # exactly one vocoder span under each token2wav
+    assert any(t.endswith("LoudVocoder.inference") for t in instrumented.patched_targets())
+
+
+def test_roles_are_undone_by_uninstrument_and_redone_by_the_next_instrument(models) -> None:
+    from cosyvoice.hifigan.generator import CausalHiFTGenerator
+
+    model = models[3]
+    original = model.model.hift
+    model.model.hift = ForkVocoder()
+    try:
+        inst = CosyVoiceInstrumentor()
+        inst.instrument(tracer_provider=PROVIDER)
+        run_request(model, "sft", False, "")
+        assert _is_wrapped(ForkVocoder.__dict__["inference"])
+        inst.uninstrument()
+        assert not _is_wrapped(ForkVocoder.__dict__["inference"])
+        assert not _is_wrapped(CausalHiFTGenerator.__dict__["inference"])
+        EXPORTER.clear()
+        inst.instrument(tracer_provider=PROVIDER)
+        run_request(model, "sft", False, "")
+        names = [s.name for s in EXPORTER.get_finished_spans()]
+        assert names.count(schema.VOCODER) == names.count(schema.TOKEN2WAV) == 2
+        inst.uninstrument()
+    finally:
+        model.model.hift = original
+        EXPORTER.clear()
+
+
+def _is_wrapped(value) -> bool:
+    return isinstance(value, wrapt.FunctionWrapper)
+
+
+def test_a_part_without_the_traced_method_is_one_warning(models, instrumented, monkeypatch,
+                                                          caplog) -> None:
+    class Mute(torch.nn.Module):  # a part whose class lacks inference: no span, one warning
+        sampling_rate = 24000
+
+    monkeypatch.setattr(models[3].model, "hift", Mute())
+    with caplog.at_level(logging.WARNING, logger="cosyvoice_otel"):
+        for _ in range(2):
+            with pytest.raises(AttributeError):
+                run_request(models[3], "sft", False, "")
+    warnings = [r.getMessage() for r in caplog.records if "Mute.inference" in r.getMessage()]
+    assert len(warnings) == 1 and "role hift.inference" in warnings[0]
+
+
+def test_a_user_row_on_a_base_class_traces_overrides_defined_before_instrument(
+        models, monkeypatch) -> None:
+    import types as pytypes
+
+    from cosyvoice_otel.instrumentation.stage_map import parse_stage_spec
+
+    module = pytypes.ModuleType("fork_engine")
+    exec(textwrap.dedent("""
+        class Base:
+            def run(self, n):
+                return n + 1
+        class Override(Base):
+            def run(self, n):
+                return super().run(n) * 10
+        class Inherits(Base):
+            pass
+    """), module.__dict__)
+    monkeypatch.setitem(sys.modules, "fork_engine", module)
+    inst = CosyVoiceInstrumentor()
+    inst.instrument(tracer_provider=PROVIDER, stages=[parse_stage_spec("step=fork_engine:Base.run")])
+    try:
+        EXPORTER.clear()
+        assert module.Override().run(1) == 20 and module.Inherits().run(1) == 2
+        assert [s.name for s in EXPORTER.get_finished_spans()] == ["step", "step"]
+        assert {"fork_engine:Base.run", "fork_engine:Override.run"} <= set(inst.patched_targets())
+    finally:
+        inst.uninstrument()
+        EXPORTER.clear()
+    assert not _is_wrapped(module.Override.__dict__["run"])

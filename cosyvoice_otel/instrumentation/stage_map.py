@@ -157,6 +157,17 @@ def _cosyvoice_profile() -> tuple[Stage, ...]:
     return tuple(rows)
 
 
+def all_spans(rows: Iterable[Stage]) -> set[str]:
+    """Every span name the rows can make, their roles' (and roles' roles') included."""
+    names: set[str] = set()
+    todo: list[Stage | Role] = list(rows)
+    while todo:  # the data has no cycles: a role's roles are always a smaller table
+        item = todo.pop()
+        names.add(item.span)
+        todo.extend(item.roles)
+    return names
+
+
 PROFILES: dict[str, tuple[Stage, ...]] = {"cosyvoice": _cosyvoice_profile()}
 
 _TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)?$")
