@@ -261,11 +261,21 @@ def report(zipkin_url: str, service: str, lookback: str, limit: int, by: str | N
               help="Zipkin's base URL to check (reachability, version, clock).")
 @click.option("--cosyvoice-path", type=click.Path(file_okay=False, exists=True), default=None,
               help="The folder holding the cosyvoice package (default: where it imports from).")
-def doctor(zipkin_url: str | None, cosyvoice_path: str | None) -> None:
+@click.option("--model-dir", type=click.Path(file_okay=False, exists=True), default=None,
+              help="A model directory: will ITS llm, flow and hift classes get their spans?")
+@click.option("--stage", "stages", multiple=True, metavar="NAME=module:Class.method",
+              help="Extra stage rows to take into account (as for run).")
+def doctor(zipkin_url: str | None, cosyvoice_path: str | None, model_dir: str | None,
+           stages: tuple[str, ...]) -> None:
     """Check packages, instrumentors, Zipkin, Gradio and the stage map; exit 1 on a failure."""
     from .doctor import FAIL, run_doctor
+    from .instrumentation.stage_map import StageMapError, parse_stage_spec
 
-    lines = run_doctor(zipkin_url, cosyvoice_path)
+    try:
+        rows = tuple(parse_stage_spec(spec) for spec in stages)
+    except StageMapError as exc:
+        raise click.BadParameter(str(exc), param_hint="--stage") from None
+    lines = run_doctor(zipkin_url, cosyvoice_path, model_dir, rows)
     for line in lines:
         click.echo(f"{line.level:4s}  {line.what}: {line.detail}")
     sys.exit(1 if any(line.level == FAIL for line in lines) else 0)

@@ -14,12 +14,14 @@ import email.utils
 import importlib.metadata as md
 import importlib.util
 import os
+import re
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .instrumentation.stage_map import Stage, build
+from .instrumentation.stage_map import PART_ROLES, Stage, build
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 OTEL_PACKAGES = ("opentelemetry-api", "opentelemetry-sdk", "opentelemetry-instrumentation",
@@ -158,14 +160,11 @@ def _has_method(classes: dict[str, set[str]], cls: str, method: str, depth: int 
 
 
 def check_stage_map(cosyvoice_path: str | None, stages: tuple[Stage, ...] = ()) -> Iterator[Line]:
-    roots = [cosyvoice_path] if cosyvoice_path else []
-    if not roots:
-        spec = importlib.util.find_spec("cosyvoice")
-        if spec is None or not spec.submodule_search_locations:
-            yield Line(WARN, "stage map", "cosyvoice is not importable here; give "
-                       "--cosyvoice-path (the folder that holds the cosyvoice package)")
-            return
-        roots = [os.path.dirname(list(spec.submodule_search_locations)[0])]
+    if not cosyvoice_path and importlib.util.find_spec("cosyvoice") is None:
+        yield Line(WARN, "stage map", "cosyvoice is not importable here; give "
+                   "--cosyvoice-path (the folder that holds the cosyvoice package)")
+        return
+    roots = _roots(cosyvoice_path)
     missing: list[str] = []
     checked = 0
     modules: dict[str, dict[str, set[str]] | None] = {}
@@ -191,9 +190,125 @@ def check_stage_map(cosyvoice_path: str | None, stages: tuple[Stage, ...] = ()) 
                f"{checked - len(missing)} of {checked} targets found in {roots[0]}")
 
 
-def run_doctor(zipkin: str | None, cosyvoice_path: str | None) -> list[Line]:
+# A model directory's config, per version (upstream's AutoModel looks in this order), and the
+# model runner class that version's API builds.
+MODEL_CONFIGS = (("cosyvoice.yaml", "CosyVoiceModel"), ("cosyvoice2.yaml", "CosyVoice2Model"),
+                 ("cosyvoice3.yaml", "CosyVoice3Model"))
+_NEW = re.compile(r"^(?P<part>[A-Za-z_]\w*):\s*!new:(?P<path>[\w.]+)\s*(#.*)?$")
+
+
+def read_model_classes(config_path: str) -> dict[str, str]:
+    """Top-level ``part: !new:module.Class`` lines of a CosyVoice config -> {part: path}.
+    Read as text: instantiating the config (what hyperpyyaml does) would build the model."""
+    found: dict[str, str] = {}
+    with open(config_path, encoding="utf-8") as f:
+        for line in f:
+            match = _NEW.match(line.rstrip("\n"))
+            if match:
+                found[match["part"]] = match["path"]
+    return found
+
+
+def _imports(path: str) -> dict[str, tuple[str, str]]:
+    """Names a module file imports with ``from X import Y [as Z]`` -> Z: (X, Y)."""
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), filename=path)
+    return {alias.asname or alias.name: (node.module, alias.name)
+            for node in tree.body if isinstance(node, ast.ImportFrom) and node.module
+            for alias in node.names}
+
+
+def find_method(module: str, cls: str, method: str, roots: list[str],
+                depth: int = 0) -> str | None:
+    """``module:Class`` that defines ``method`` for ``module.cls`` (the class itself or a base,
+    followed across ``from X import Y`` imports), by reading source; None if not found."""
+    path = _module_file(module, roots)
+    if path is None or depth > 10:
+        return None
+    classes = _source_classes(path)
+    if cls not in classes:
+        origin = _imports(path).get(cls)
+        return find_method(*origin, method, roots, depth + 1) if origin else None
+    if method in classes[cls]:
+        return f"{module}:{cls}"
+    for base in (b.split(":", 1)[1] for b in classes[cls] if b.startswith("__base__:")):
+        name = base.split(".")[-1]
+        found = find_method(module, name, method, roots, depth + 1) if "." not in base else None
+        if found is None and "." in base:  # module.Class: only our own package's are readable
+            found = find_method(base.rpartition(".")[0], name, method, roots, depth + 1)
+        if found:
+            return found
+    return None
+
+
+def _class_exists(module: str, cls: str, roots: list[str]) -> bool:
+    path = _module_file(module, roots)
+    return path is not None and (cls in _source_classes(path) or cls in _imports(path))
+
+
+def check_model_dir(model_dir: str, cosyvoice_path: str | None,
+                    stages: tuple[Stage, ...] = ()) -> Iterator[Line]:
+    """Will a request of THIS model get every stage span? Its config names the llm, flow and
+    hift classes; each must have the method its role traces (or a ``--stage`` row)."""
+    config = next(((name, model) for name, model in MODEL_CONFIGS
+                   if os.path.isfile(os.path.join(model_dir, name))), None)
+    if config is None:
+        names = ", ".join(name for name, _ in MODEL_CONFIGS)
+        yield Line(FAIL, "model config", f"none of {names} in {model_dir}")
+        return
+    name, model_class = config
+    classes = read_model_classes(os.path.join(model_dir, name))
+    yield Line(OK, "model config", f"{name} (runner {model_class}): "
+               + ", ".join(f"{part}={classes[part]}" for part in ("llm", "flow", "hift")
+                           if part in classes))
+    roots = _roots(cosyvoice_path)
+    user_rows = {row.target: row for row in stages}
+    runner = find_method("cosyvoice.cli.model", model_class, "token2wav", roots)
+    yield Line(OK if runner else FAIL, "model.tts/token2wav",
+               f"{model_class} found ({runner})" if runner else
+               f"cosyvoice.cli.model:{model_class} not found in {roots[0] if roots else '?'}")
+    for role in (r for r in PART_ROLES if r.required):
+        path = classes.get(role.path)
+        if path is None:
+            yield Line(FAIL, role.span, f"the config has no '{role.path}: !new:...' line")
+            continue
+        module, _, cls = path.rpartition(".")
+        owner = find_method(module, cls, role.method, roots)
+        if owner is not None:
+            yield Line(OK, role.span, f"{cls}.{role.method} (defined by {owner}) traced by "
+                       f"the {role.path} role")
+            continue
+        named = [row for row in user_rows.values() if row.module == module
+                 and row.qualname.split(".")[0] == cls and row.span == role.span]
+        if named:
+            yield Line(OK, role.span, f"traced by --stage {named[0].span}={named[0].target}")
+        elif not _class_exists(module, cls, roots):
+            yield Line(FAIL, role.span, f"class {path} not found (looked in "
+                       f"{', '.join(roots[:2])}): no {role.span} span. Fix: put its package on "
+                       f"the path, or --stage {role.span}={module}:{cls}.<method>")
+        else:
+            yield Line(FAIL, role.span, f"{path} has no {role.method}() method: no "
+                       f"{role.span} span. Fix: --stage {role.span}={module}:{cls}.<method>")
+
+
+def _roots(cosyvoice_path: str | None) -> list[str]:
+    """Where source is read from: --cosyvoice-path (or where cosyvoice imports from), then the
+    working directory and sys.path, for a fork's own package."""
+    roots = [cosyvoice_path] if cosyvoice_path else []
+    if not roots:
+        spec = importlib.util.find_spec("cosyvoice")
+        if spec is not None and spec.submodule_search_locations:
+            roots.append(os.path.dirname(list(spec.submodule_search_locations)[0]))
+    return roots + [os.getcwd()] + [p for p in sys.path if p and os.path.isdir(p)]
+
+
+def run_doctor(zipkin: str | None, cosyvoice_path: str | None, model_dir: str | None = None,
+               stages: tuple[Stage, ...] = ()) -> list[Line]:
     lines: list[Line] = []
-    for check in (check_packages(), check_instrumentors(), check_gradio(), check_zipkin(zipkin),
-                  check_stage_map(cosyvoice_path)):
+    checks = [check_packages(), check_instrumentors(), check_gradio(), check_zipkin(zipkin),
+              check_stage_map(cosyvoice_path, stages)]
+    if model_dir:
+        checks.append(check_model_dir(model_dir, cosyvoice_path, stages))
+    for check in checks:
         lines.extend(check)
     return lines

@@ -6,6 +6,7 @@ import json
 import secrets
 import shutil
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -19,9 +20,9 @@ from .conftest import BIN, ROOT, app_env, free_port, wait_until
 TRACED = str(BIN / "cosyvoice-traced")
 
 
-def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_cli(*args: str, timeout: float = 300, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     return subprocess.run([TRACED, *args], capture_output=True, text=True, timeout=timeout,
-                          cwd=ROOT, env=app_env())
+                          cwd=cwd, env=app_env())
 
 
 def start_app(launch_app, zipkin, model: Path, app: str, *run_flags: str, traced: bool = True):
@@ -199,6 +200,92 @@ def test_doctor_flags_a_renamed_stage_target(tmp_path) -> None:
     assert result.returncode == 1
     assert "fail  stage target: cosyvoice.cli.model:CosyVoiceModel.token2wav (no method " \
            "token2wav: renamed?)" in result.stdout
+
+
+EXPECTED_CLASSES = {
+    1: ("TransformerLM", "MaskedDiffWithXvec", "HiFTGenerator"),
+    2: ("Qwen2LM", "CausalMaskedDiffWithXvec", "HiFTGenerator"),
+    3: ("CosyVoice3LM", "CausalMaskedDiffWithDiT", "CausalHiFTGenerator"),
+}
+
+
+@pytest.mark.parametrize("version", [1, 2, 3])
+def test_doctor_model_dir_says_every_stage_of_each_demo_version_is_traced(make_model,
+                                                                          version) -> None:
+    result = run_cli("doctor", "--cosyvoice-path", str(ROOT / "examples"), "--model-dir",
+                     str(make_model(version)))
+    assert result.returncode == 0, result.stdout
+    llm, flow, hift = EXPECTED_CLASSES[version]
+    lines = result.stdout.splitlines()
+    for span, cls in (("acoustic_model", llm), ("flow", flow), ("vocoder", hift)):
+        assert any(line.startswith(f"ok    {span}: {cls}.inference (defined by ")
+                   for line in lines), (span, result.stdout)
+    runner = {1: "CosyVoiceModel", 2: "CosyVoice2Model", 3: "CosyVoice3Model"}[version]
+    assert f"ok    model.tts/token2wav: {runner} found" in result.stdout
+
+
+def fork_model(tmp_path, make_model, **classes: str):
+    """A v3 model directory whose config names other classes, and a fork package with them."""
+    sys.path.insert(0, str(ROOT / "examples"))
+    import make_tiny_model
+
+    model = tmp_path / "model"
+    shutil.copytree(make_model(3), model)
+    (model / "cosyvoice3.yaml").write_text(make_tiny_model.config_text(3, **classes))
+    fork = tmp_path / "src" / "myfork"
+    fork.mkdir(parents=True)
+    (fork / "__init__.py").write_text("")
+    (fork / "vocoders.py").write_text(
+        "from cosyvoice.hifigan.generator import CausalHiFTGenerator as Base\n\n\n"
+        "class Inherits(Base):\n    pass\n\n\n"
+        "class Silent:\n    def vocode(self, mel):\n        return mel\n")
+    return model, tmp_path / "src"
+
+
+def test_doctor_model_dir_follows_a_forks_class_to_the_base_that_defines_the_method(
+        tmp_path, make_model) -> None:
+    model, src = fork_model(tmp_path, make_model, hift="myfork.vocoders.Inherits")
+    result = run_cli("doctor", "--cosyvoice-path", str(ROOT / "examples"), "--model-dir",
+                     str(model), cwd=src)
+    assert result.returncode == 0, result.stdout
+    assert ("ok    vocoder: Inherits.inference (defined by "
+            "cosyvoice.hifigan.generator:CausalHiFTGenerator) traced by the hift role"
+            in result.stdout)
+
+
+@pytest.mark.parametrize(("hift", "why"), [
+    ("myfork.vocoders.Missing", "class myfork.vocoders.Missing not found"),
+    ("nowhere.at_all.Vocoder", "class nowhere.at_all.Vocoder not found"),
+    ("myfork.vocoders.Silent", "myfork.vocoders.Silent has no inference() method"),
+])
+def test_doctor_model_dir_fails_on_a_class_whose_stage_would_be_missing(tmp_path, make_model,
+                                                                       hift, why) -> None:
+    model, src = fork_model(tmp_path, make_model, hift=hift)
+    result = run_cli("doctor", "--cosyvoice-path", str(ROOT / "examples"), "--model-dir",
+                     str(model), cwd=src)
+    assert result.returncode == 1, result.stdout
+    line = next(line for line in result.stdout.splitlines() if line.startswith("fail  vocoder:"))
+    module, _, cls = hift.rpartition(".")
+    assert why in line and f"--stage vocoder={module}:{cls}." in line
+    assert "ok    flow: CausalMaskedDiffWithDiT.inference" in result.stdout  # the rest still ok
+
+
+def test_doctor_model_dir_accepts_the_stage_row_it_suggested(tmp_path, make_model) -> None:
+    model, src = fork_model(tmp_path, make_model, hift="myfork.vocoders.Silent")
+    result = run_cli("doctor", "--cosyvoice-path", str(ROOT / "examples"), "--model-dir",
+                     str(model), "--stage", "vocoder=myfork.vocoders:Silent.vocode", cwd=src)
+    assert result.returncode == 0, result.stdout
+    assert "ok    vocoder: traced by --stage vocoder=myfork.vocoders:Silent.vocode" in result.stdout
+
+
+def test_doctor_model_dir_without_a_config_or_with_a_bad_stage(tmp_path) -> None:
+    result = run_cli("doctor", "--cosyvoice-path", str(ROOT / "examples"), "--model-dir",
+                     str(tmp_path))
+    assert result.returncode == 1
+    assert "fail  model config: none of cosyvoice.yaml, cosyvoice2.yaml, cosyvoice3.yaml" \
+        in result.stdout
+    bad = run_cli("doctor", "--stage", "nonsense")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "--stage" in bad.stderr
 
 
 @pytest.mark.zipkin
