@@ -160,8 +160,10 @@ def schema(fmt: str) -> None:
 
 
 @cli.command()
-@click.option("--app", "app_url", required=True, metavar="URL",
+@click.option("--app", "app_url", default=None, metavar="URL",
               help="The running traced app (Gradio webui or FastAPI runtime server).")
+@click.option("--grpc", "grpc_target", default=None, metavar="HOST:PORT",
+              help="Instead of --app: the traced gRPC runtime server.")
 @click.option("--zipkin", "zipkin_url", required=True, metavar="URL",
               help="Zipkin's base URL, e.g. http://localhost:9411.")
 @click.option("--requests", "count", type=click.IntRange(1, 100), default=3, show_default=True,
@@ -169,11 +171,23 @@ def schema(fmt: str) -> None:
 @click.option("--timeout", type=click.FloatRange(1, 600), default=60, show_default=True,
               help="Seconds to wait for the traces to reach Zipkin.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result (for CI).")
-def verify(app_url: str, zipkin_url: str, count: int, timeout: float, as_json: bool) -> None:
+def verify(app_url: str | None, grpc_target: str | None, zipkin_url: str, count: int,
+           timeout: float, as_json: bool) -> None:
     """Send real synthesis requests and check their traces in Zipkin against the schema."""
     from .verify import VerifyError, run_verify
 
+    if (app_url is None) == (grpc_target is None):
+        raise click.UsageError("give exactly one of --app URL and --grpc HOST:PORT")
+    if grpc_target is not None:
+        from .nginx import check_host_port
+
+        try:
+            check_host_port(grpc_target, "--grpc")
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--grpc") from None
     for name, url in (("--app", app_url), ("--zipkin", zipkin_url)):
+        if url is None:
+            continue
         try:
             config.parse_http_url(url)
         except ValueError as exc:
@@ -188,7 +202,7 @@ def verify(app_url: str, zipkin_url: str, count: int, timeout: float, as_json: b
         return bar
 
     try:
-        report = run_verify(app_url, zipkin_url, count, progress, timeout)
+        report = run_verify(app_url, zipkin_url, count, progress, timeout, grpc_target)
     except VerifyError as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:

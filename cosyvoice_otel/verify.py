@@ -1,8 +1,8 @@
 """``cosyvoice-traced verify``: prove that a running, traced CosyVoice app joins Zipkin tracing.
 
-It drives real synthesis requests against the app (Gradio through its queue API, or the
-FastAPI runtime server), each with a trace id chosen here and sent as B3 single, B3 multi or
-W3C, plus ONE deliberately bad input; then reads every trace back from Zipkin's API and checks
+It drives real synthesis requests against the app (Gradio through its queue API, the FastAPI
+runtime server, or the gRPC runtime server), each with a trace id chosen here and sent as B3
+single, B3 multi or W3C (HTTP headers, or gRPC metadata), plus ONE deliberately bad input; then reads every trace back from Zipkin's API and checks
 it against the tracing schema:
 
 * the client's trace id was kept (the trace exists under that id);
@@ -172,16 +172,75 @@ class FastApiApp:
             resp.read()
 
 
+def _field(number: int, payload: bytes) -> bytes:
+    """One length-delimited protobuf field (wire type 2): tag, varint length, bytes."""
+    out, length = bytearray([number << 3 | 2]), len(payload)
+    while length > 0x7F:
+        out.append(length & 0x7F | 0x80)
+        length >>= 7
+    out.append(length)
+    return bytes(out) + payload
+
+
+def grpc_request(mode: str, text: str, prompt_pcm: bytes = b"", spk_id: str = "中文女") -> bytes:
+    """A ``cosyvoice.Request`` (upstream's runtime proto) encoded by hand, so verify needs no
+    generated stubs: sft_request = 1 {spk_id = 1, tts_text = 2}; zero_shot_request = 2
+    {tts_text = 1, prompt_text = 2, prompt_audio = 3}."""
+    if mode == "sft":
+        return _field(1, _field(1, spk_id.encode()) + _field(2, text.encode()))
+    return _field(2, _field(1, text.encode()) + _field(2, b"prompt words")
+                  + _field(3, prompt_pcm))
+
+
+class GrpcApp:
+    """The CosyVoice gRPC runtime server: ``cosyvoice.CosyVoice/Inference``, server-streaming;
+    the trace context goes in the call's metadata (gRPC's headers)."""
+
+    METHOD = "/cosyvoice.CosyVoice/Inference"
+
+    def __init__(self, target: str) -> None:
+        try:
+            import grpc
+        except ImportError:
+            raise VerifyError("verify --grpc needs grpcio (pip install grpcio)") from None
+        self.grpc = grpc
+        self.channel = grpc.insecure_channel(target)
+        try:
+            grpc.channel_ready_future(self.channel).result(timeout=10)
+        except grpc.FutureTimeoutError:
+            raise VerifyError(f"no gRPC server answers at {target}") from None
+        self.call = self.channel.unary_stream(self.METHOD)  # bytes in, bytes out
+
+    def send(self, sent: Sent, prompt: bytes | None, tmp: Callable[[bytes], str]) -> None:
+        pcm = b""
+        if prompt is not None:
+            with wave.open(io.BytesIO(prompt), "rb") as wav:
+                pcm = wav.readframes(wav.getnframes())
+        metadata = [(k.lower(), v) for k, v in trace_headers(sent.fmt, sent.trace_id).items()]
+        try:
+            for _ in self.call(grpc_request(sent.mode, request_text(sent), pcm),
+                               metadata=metadata, timeout=120):
+                pass
+        except self.grpc.RpcError as exc:
+            raise OSError(f"gRPC {exc.code().name}: {exc.details()}") from None
+
+
 # ------------------------------------------------------------------------------- verify
 
-def run_verify(app_url: str, zipkin_url: str, requests: int = 3,
+def run_verify(app_url: str | None, zipkin_url: str, requests: int = 3,
                progress: Callable[[list[Sent]], Any] | None = None,
-               timeout: float = 60.0) -> Report:
+               timeout: float = 60.0, grpc_target: str | None = None) -> Report:
+    """Verify the app at ``app_url`` (Gradio or FastAPI) or the gRPC server at
+    ``grpc_target`` (HOST:PORT)."""
     zipkin = ZipkinClient(zipkin_url)
     if not zipkin.health():
         raise VerifyError(f"Zipkin at {zipkin_url} does not answer /health")
-    kind, document = detect(app_url)
-    app: Any = GradioApp(app_url, document) if kind == "gradio" else FastApiApp(app_url)
+    app: Any
+    if grpc_target:
+        kind, app = "grpc", GrpcApp(grpc_target)
+    else:
+        kind, document = detect(app_url or "")
+        app = GradioApp(app_url, document) if kind == "gradio" else FastApiApp(app_url)
     report = Report(kind)
     files: list[str] = []
 
@@ -195,6 +254,9 @@ def run_verify(app_url: str, zipkin_url: str, requests: int = 3,
     plan = [Sent(secrets.token_hex(16), FORMATS[i % 3], "sft" if i % 2 == 0 else "zero_shot",
                  stream=i % 3 == 1, canary=f"CANARY{secrets.token_hex(6).upper()}")
             for i in range(max(1, requests))]
+    if kind == "grpc":  # upstream's proto has no stream flag: the server never streams tokens
+        for sent in plan:
+            sent.stream = False
     # the bad input: a text over the seed's 200-character limit (traced as text_too_long on
     # the request's top span, whatever the app does with it)
     plan.append(Sent(secrets.token_hex(16), "b3multi", "sft", False,

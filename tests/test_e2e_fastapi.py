@@ -16,17 +16,21 @@ pytestmark = pytest.mark.zipkin
 TEXT = "The runtime server streams raw PCM. 第二句。"
 
 
-@pytest.fixture(scope="module")
-def v1_model(make_model) -> Path:
-    return make_model(1)
+# the modes each CosyVoice version's API serves (upstream: instruct is v1 only, instruct2 v2/v3)
+VERSION_MODES = {1: ("sft", "zero_shot", "cross_lingual", "instruct", "vc"),
+                 3: ("sft", "zero_shot", "cross_lingual", "instruct2", "vc")}
 
 
-@pytest.fixture
-def server(zipkin, launch_app, v1_model):
+def start_server(zipkin, launch_app, model: Path):
     port = free_port()
     return launch_app([str(BIN / "cosyvoice-traced"), "run", "--zipkin-endpoint", zipkin.endpoint,
                        "--service-name", "runtime-server", "--", "python", "examples/server.py",
-                       "--port", str(port), "--model_dir", str(v1_model)], app_env(), port)
+                       "--port", str(port), "--model_dir", str(model)], app_env(), port)
+
+
+@pytest.fixture
+def server(zipkin, launch_app, make_model):
+    return start_server(zipkin, launch_app, make_model(3))
 
 
 def b3(trace_id: str) -> dict[str, str]:
@@ -42,9 +46,11 @@ def call(url: str, mode: str, stream: bool, prompt: Path, trace_id: str) -> byte
         return resp.content
     if mode == "instruct":
         form.update(spk_id="中文男", instruct_text="speak slowly")
+    if mode == "instruct2":
+        form["instruct_text"] = "speak slowly"
     if mode == "zero_shot":
         form["prompt_text"] = "prompt words"
-    if mode in ("zero_shot", "cross_lingual"):
+    if mode in ("zero_shot", "cross_lingual", "instruct2"):
         files = {"prompt_wav": prompt.read_bytes()}
     if mode == "vc":
         form.pop("tts_text")
@@ -55,11 +61,12 @@ def call(url: str, mode: str, stream: bool, prompt: Path, trace_id: str) -> byte
     return resp.content
 
 
-@pytest.mark.parametrize("stream", [False, True])
-def test_every_mode_streams_audio_in_one_complete_trace(zipkin, server, prompt_file,
-                                                        stream) -> None:
+@pytest.mark.parametrize(("version", "stream"), [(1, False), (3, False), (3, True)])
+def test_every_mode_streams_audio_in_one_complete_trace(zipkin, launch_app, make_model,
+                                                        prompt_file, version, stream) -> None:
+    server = start_server(zipkin, launch_app, make_model(version))
     sent = []
-    for mode in ("sft", "zero_shot", "cross_lingual", "instruct", "vc"):
+    for mode in VERSION_MODES[version]:
         trace_id = new_trace_id()
         body = call(server.url, mode, stream, prompt_file, trace_id)
         assert len(body) > 2000 and len(body) % 2 == 0  # int16 PCM
