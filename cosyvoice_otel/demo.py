@@ -75,7 +75,9 @@ def run_demo(zipkin_endpoint: str | None, port: int, model_dir: Path | None,
         raise DemoError(f"the demo needs the examples/ folder of a cosyvoice-otel checkout "
                         f"(looked in {EXAMPLES})")
     model_dir = model_dir or zipkin_server.cache_dir() / "tiny-cosyvoice3"
-    if not (model_dir / "cosyvoice3.yaml").is_file():
+    config = model_dir / "cosyvoice3.yaml"
+    # a model written by an older demo (its config names no classes) is written again
+    if not config.is_file() or "!new:" not in config.read_text(encoding="utf-8"):
         echo(f"writing the tiny demo model to {model_dir}")
         subprocess.run([sys.executable, str(EXAMPLES / "make_tiny_model.py"), str(model_dir)],
                        check=True, stdout=subprocess.DEVNULL)

@@ -2,8 +2,8 @@
 
 It drives real synthesis requests against the app (Gradio through its queue API, the FastAPI
 runtime server, or the gRPC runtime server), each with a trace id chosen here and sent as B3
-single, B3 multi or W3C (HTTP headers, or gRPC metadata), plus ONE deliberately bad input; then reads every trace back from Zipkin's API and checks
-it against the tracing schema:
+single, B3 multi or W3C (HTTP headers, or gRPC metadata), plus ONE deliberately bad input;
+then reads every trace back from Zipkin's API and checks it against the tracing schema:
 
 * the client's trace id was kept (the trace exists under that id);
 * tree shape and parent links, children inside their parents in time, required attributes
