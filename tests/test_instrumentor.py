@@ -710,3 +710,11 @@ def test_a_user_row_on_a_base_class_traces_overrides_defined_before_instrument(
         inst.uninstrument()
         EXPORTER.clear()
     assert not _is_wrapped(module.Override.__dict__["run"])
+
+
+def test_an_optional_role_missing_from_a_version_is_silent(models, instrumented, caplog) -> None:
+    # v1's TransformerLM has no inference_bistream (a v2/v3 method): not worth a warning
+    with caplog.at_level(logging.DEBUG, logger="cosyvoice_otel"):
+        run_request(models[1], "sft", False, "")
+    assert check_synthesis(spans_now(), "sft", False) == []
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
