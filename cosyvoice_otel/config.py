@@ -324,6 +324,36 @@ OPTIONS: tuple[Option, ...] = (
 OPTIONS_BY_NAME = {o.name: o for o in OPTIONS}
 
 
+def _resolve_one(option: Option, flags: Mapping[str, Any], environ: Mapping[str, str],
+                 warnings: list[str]) -> tuple[Any, str]:
+    """One option's value and its source (flag, env, otel, default)."""
+    if flags.get(option.name) is not None:
+        value = flags[option.name]
+        if isinstance(value, str):
+            try:
+                value = option.parse(value)
+            except ValueError as exc:
+                raise ConfigError(f"{option.flag.split('/')[0]}: {exc}") from None
+        return value, "flag"
+    raw = environ.get(option.envvar)
+    if raw is not None and raw.strip() != "":
+        try:
+            return option.parse(raw), "env"
+        except ValueError as exc:
+            raise ConfigError(f"{option.envvar}: {exc}") from None
+    try:
+        from_otel = option.from_otel(environ) if option.from_otel else None
+    except OtelFallback as exc:
+        warnings.append(f"{exc}; using the default {_format_value(option.default)}")
+        from_otel = None
+    if from_otel is not None:
+        try:
+            return (option.parse(from_otel) if isinstance(from_otel, str) else from_otel), "otel"
+        except ValueError as exc:
+            raise ConfigError(f"{option.otel_name}: {exc}") from None
+    return option.default, "default"
+
+
 class Settings:
     """The resolved configuration: each value plus where it came from (flag, env, otel, default)."""
 
@@ -341,46 +371,30 @@ class Settings:
 
     @classmethod
     def resolve(cls, flags: Mapping[str, Any] | None = None,
-                environ: Mapping[str, str] | None = None) -> Settings:
-        """Apply the one precedence rule. ``flags`` holds only options given on the command line."""
+                environ: Mapping[str, str] | None = None, lenient: bool = False) -> Settings:
+        """Apply the one precedence rule. ``flags`` holds only options given on the command
+        line. ``lenient`` (the traced process): a bad value is a warning and the default,
+        never a ``ConfigError``: the app must not fail because of tracing."""
         flags = flags or {}
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         sources: dict[str, str] = {}
         warnings: list[str] = []
         for option in OPTIONS:
-            if flags.get(option.name) is not None:
-                value = flags[option.name]
-                if isinstance(value, str):
-                    try:
-                        value = option.parse(value)
-                    except ValueError as exc:
-                        raise ConfigError(f"{option.flag.split('/')[0]}: {exc}") from None
-                values[option.name], sources[option.name] = value, "flag"
-                continue
-            raw = environ.get(option.envvar)
-            if raw is not None and raw.strip() != "":
-                try:
-                    values[option.name] = option.parse(raw)
-                except ValueError as exc:
-                    raise ConfigError(f"{option.envvar}: {exc}") from None
-                sources[option.name] = "env"
-                continue
             try:
-                from_otel = option.from_otel(environ) if option.from_otel else None
-            except OtelFallback as exc:
+                values[option.name], sources[option.name] = _resolve_one(
+                    option, flags, environ, warnings)
+            except ConfigError as exc:
+                if not lenient:
+                    raise
                 warnings.append(f"{exc}; using the default {_format_value(option.default)}")
-                from_otel = None
-            if from_otel is not None:
-                try:
-                    values[option.name] = (option.parse(from_otel) if isinstance(from_otel, str)
-                                           else from_otel)
-                except ValueError as exc:
-                    raise ConfigError(f"{option.otel_name}: {exc}") from None
-                sources[option.name] = "otel"
-                continue
-            values[option.name], sources[option.name] = option.default, "default"
+                values[option.name], sources[option.name] = option.default, "default"
         return cls(values, sources, warnings)
+
+    @property
+    def spool_root(self) -> str:
+        """Where the spool lives: --spool-dir, else ``spool`` under the cache root."""
+        return self.values["spool_dir"] or os.path.join(cache_dir(), "spool")
 
     def render(self, environ: Mapping[str, str] | None = None) -> dict[str, str]:
         """The variables to set in the traced program's environment (on top of ``environ``)."""
@@ -432,22 +446,28 @@ class Settings:
                 for o in OPTIONS]
 
 
-def runtime_setting(name: str, environ: Mapping[str, str] | None = None) -> Any:
-    """One setting as the TRACED process sees it: ``COSYVOICE_TRACED_<NAME>`` (rendered by
-    the launcher) read with the option's own parser. A bad value is one warning and the
-    default: the app must never fail because of tracing."""
-    option = OPTIONS_BY_NAME[name]
-    raw = (os.environ if environ is None else environ).get(option.envvar, "")
-    if raw.strip():
-        try:
-            return option.parse(raw)
-        except ValueError as exc:
-            import logging
+def cache_dir(environ: Mapping[str, str] | None = None) -> str:
+    """The one cache root (Zipkin jar, demo model, collector, the default spool):
+    ``COSYVOICE_TRACED_CACHE``, else ``~/.cache/cosyvoice-otel``."""
+    environ = os.environ if environ is None else environ
+    return environ.get("COSYVOICE_TRACED_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "cosyvoice-otel")
 
-            logging.getLogger("cosyvoice_otel").warning(
-                "cosyvoice-otel: %s: %s; using %s", option.envvar, exc,
-                _format_value(option.default))
-    return option.default
+
+def runtime_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """The settings as the TRACED process sees them: the launcher's table and precedence (no
+    flags: the launcher rendered them as ``COSYVOICE_TRACED_*``; without the launcher, the
+    ``OTEL_*`` fallbacks and defaults apply). Each plug-in calls this once, at its setup. A bad
+    value is one warning and that option's default: the app must never fail because of
+    tracing."""
+    settings = Settings.resolve(environ=environ, lenient=True)
+    if settings.warnings:
+        import logging
+
+        log = logging.getLogger("cosyvoice_otel")
+        for line in settings.warnings:
+            log.warning("cosyvoice-otel: %s", line)
+    return settings
 
 
 def _format_rate(rate: float) -> str:

@@ -16,14 +16,13 @@ from collections.abc import Sequence
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from .config import runtime_settings
 from .pipeline.zipkin_json import ZipkinJsonEncoder
-
-DEFAULT_PATH = "cosyvoice-traces.json"
 
 
 class ZipkinFileExporter(SpanExporter):
     def __init__(self, path: str | None = None) -> None:
-        self.path = path or os.environ.get("COSYVOICE_TRACED_ZIPKIN_FILE") or DEFAULT_PATH
+        self.path = path or runtime_settings().zipkin_file
         self._encoder = ZipkinJsonEncoder()
         self._lock = threading.Lock()
         self._spans: list[dict] = []

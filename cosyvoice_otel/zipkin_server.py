@@ -30,7 +30,9 @@ class ZipkinServerError(Exception):
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("COSYVOICE_TRACED_CACHE", Path.home() / ".cache" / "cosyvoice-otel"))
+    from .config import cache_dir as root
+
+    return Path(root())
 
 
 def _m2_jar() -> Path:

@@ -15,13 +15,14 @@ A failure here is one warning and an app without tracing, never a crashed app.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.sdk._configuration import _OTelSDKConfigurator
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
-from ..config import runtime_setting
+from ..config import runtime_settings
 from .redaction import RedactingSpanExporter
 
 logger = logging.getLogger("cosyvoice_otel")
@@ -30,7 +31,19 @@ logger = logging.getLogger("cosyvoice_otel")
 class CosyVoiceConfigurator(_OTelSDKConfigurator):
     def _configure(self, **kwargs: Any) -> None:
         exporters: list[RedactingSpanExporter] = []
-        keep_user_agent = runtime_setting("user_agent")
+        try:  # the option table, resolved once for the whole SDK setup
+            settings = runtime_settings()
+            kwargs.setdefault("exporter_args_map", exporter_args(settings))
+            if os.environ.get("OTEL_TRACES_SAMPLER") == "cosyvoice_ratio":
+                from .propagation import DeferAwareRatioSampler
+
+                kwargs.setdefault("sampler", DeferAwareRatioSampler(
+                    settings.sampling_rate, keep_errors=settings.keep_errors))
+        except Exception as exc:  # noqa: BLE001 - tracing setup must never stop the app
+            logger.warning("cosyvoice-otel: tracing is off: settings unreadable (%s: %s)",
+                           type(exc).__name__, exc)
+            return
+        keep_user_agent = settings.user_agent
 
         def export_processor(exporter: SpanExporter) -> BatchSpanProcessor:
             redacting = RedactingSpanExporter(exporter, keep_user_agent=keep_user_agent)
@@ -48,6 +61,19 @@ class CosyVoiceConfigurator(_OTelSDKConfigurator):
             add_error_keeping(trace.get_tracer_provider(), exporters)
         except Exception as exc:  # noqa: BLE001
             logger.warning("cosyvoice-otel: keep-errors is off (%s: %s)", type(exc).__name__, exc)
+
+
+def exporter_args(settings: Any) -> dict[type, dict[str, Any]]:
+    """Our exporters' constructor arguments, from the settings (the SDK builds exporters by
+    class; this map is its way to pass them arguments)."""
+    from ..file_exporter import ZipkinFileExporter
+    from .exporter import ResilientZipkinExporter
+
+    return {ResilientZipkinExporter: {"endpoint": settings.zipkin_endpoint,
+                                      "timeout": float(settings.export_timeout),
+                                      "spool_dir": settings.spool_root,
+                                      "spool_max_bytes": int(settings.spool_max_mb * 1024 * 1024)},
+            ZipkinFileExporter: {"path": settings.zipkin_file}}
 
 
 def add_error_keeping(provider: Any, exporters: list[RedactingSpanExporter]) -> None:

@@ -36,24 +36,17 @@ import requests
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from ..config import runtime_settings
 from .zipkin_json import ZipkinJsonEncoder
 
 logger = logging.getLogger("cosyvoice_otel.export")
 
-DEFAULT_ENDPOINT = "http://localhost:9411/api/v2/spans"
 CONNECT_TIMEOUT = 1.0
 MAX_BACKOFF = 30.0
 DROP_LOG_INTERVAL = 60.0
 MAX_UNCERTAIN = 1  # resends of a batch whose answer timed out: at most 2 copies in Zipkin
 STALE_TMP_S = 60.0
 _NAME = re.compile(r"^(?P<stem>\d+-(?P<pid>\d+)-\d+(?:-p\d+)*)(?:\.u(?P<tries>\d+))?\.json$")
-
-
-def _env_float(name: str, default: float) -> float:
-    try:
-        return float(os.environ.get(name, default))
-    except ValueError:
-        return default
 
 
 def _span_count(payload: bytes) -> int:
@@ -169,13 +162,13 @@ class ResilientZipkinExporter(SpanExporter):
     def __init__(self, endpoint: str | None = None, timeout: float | None = None,
                  spool_dir: str | None = None, spool_max_bytes: int | None = None,
                  session: requests.Session | None = None) -> None:
-        self.endpoint = endpoint or os.environ.get("OTEL_EXPORTER_ZIPKIN_ENDPOINT",
-                                                   DEFAULT_ENDPOINT)
-        self.timeout = timeout or _env_float("OTEL_EXPORTER_ZIPKIN_TIMEOUT", 5.0)
-        spool_dir = spool_dir or os.environ.get("COSYVOICE_TRACED_SPOOL_DIR") or str(
-            Path.home() / ".cache" / "cosyvoice-otel" / "spool")
-        max_bytes = spool_max_bytes or int(_env_float("COSYVOICE_TRACED_SPOOL_MAX_MB", 64)
-                                           * 1024 * 1024)
+        # what the caller (our configurator) did not pass comes from the option table, once
+        settings = None if None not in (endpoint, timeout, spool_dir, spool_max_bytes) \
+            else runtime_settings()
+        self.endpoint = endpoint or settings.zipkin_endpoint
+        self.timeout = float(timeout or settings.export_timeout)
+        spool_dir = spool_dir or settings.spool_root  # the configurator passes all four
+        max_bytes = spool_max_bytes or int(settings.spool_max_mb * 1024 * 1024)
         # one spool per endpoint: batches must go back to the Zipkin they were meant for
         spool_path = Path(spool_dir) / hashlib.sha1(self.endpoint.encode()).hexdigest()[:12]
         self.spool: Spool | None

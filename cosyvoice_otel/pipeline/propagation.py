@@ -196,8 +196,9 @@ def sampler_factory(arg: str | None) -> Sampler:
         rate = float(arg) if arg not in (None, "") else 1.0
     except ValueError:
         rate = 1.0
-    keep = os.environ.get("COSYVOICE_TRACED_KEEP_ERRORS", "true").strip().lower()
-    return DeferAwareRatioSampler(rate, keep_errors=keep not in ("0", "false", "no", "off"))
+    from ..config import runtime_settings
+
+    return DeferAwareRatioSampler(rate, keep_errors=runtime_settings().keep_errors)
 
 
 __all__ = ["StrictB3Propagator", "DeferAwareRatioSampler", "sampler_factory", "Decision"]
