@@ -7,9 +7,9 @@
 #
 # Configuration is environment only: the same COSYVOICE_TRACED_* and OTEL_* variables as
 # `cosyvoice-traced run`, with the same precedence (COSYVOICE_TRACED_* > OTEL_* > default).
-# The settings are computed by `python -m cosyvoice_otel env` (one implementation for both
-# launchers), then this script execs opentelemetry-instrument, so the app keeps this pid,
-# its signals, stdio and exit status. COSYVOICE_TRACED_TRACING=false runs the program untouched.
+# The settings and the program are resolved by `python -m cosyvoice_otel env -- PROGRAM...`
+# (one implementation for both launchers), then this script execs opentelemetry-instrument, so
+# the app keeps this pid, its signals, stdio and exit status. COSYVOICE_TRACED_TRACING=false runs the program untouched.
 # COSYVOICE_TRACED_PYTHON picks the interpreter (default: python3 on PATH).
 set -eu
 
@@ -22,26 +22,11 @@ PY=${COSYVOICE_TRACED_PYTHON:-$(command -v python3 || command -v python || true)
 [ "$1" = "--" ] && shift
 [ $# -gt 0 ] || die "missing program: give the command to run, e.g. $prog webui.py --port 8000"
 
-# Resolve the program exactly as `cosyvoice-traced run` does.
-first=$1
-shift
-case "$first" in
-  python|python3) set -- "$PY" "$@" ;;
-  -m) [ $# -gt 0 ] || die "missing module after -m"; set -- "$PY" -m "$@" ;;
-  *.py) [ -f "$first" ] || die "program not found: no file '$first'"; set -- "$PY" "$first" "$@" ;;
-  */*) [ -x "$first" ] || die "program not found: '$first' is not a file nor on PATH"
-       set -- "$first" "$@" ;;
-  *) found=$(command -v "$first" 2>/dev/null) || die "program not found: '$first' is not a file nor on PATH"
-     set -- "$found" "$@" ;;
-esac
-
-settings=$("$PY" -m cosyvoice_otel env --format shell --check-endpoint) || exit $?
+# Python resolves the settings AND the program, exactly as `cosyvoice-traced run` does: it
+# prints `export K=V` lines, `set -- PROGRAM...` and `instrument=...` (one implementation).
+settings=$("$PY" -m cosyvoice_otel env --format shell --check-endpoint -- "$@") || exit $?
+eval "$settings"
 case "$settings" in
   "# tracing disabled"*) exec "$@" ;;
 esac
-eval "$settings"
-
-instrument=$(dirname "$PY")/opentelemetry-instrument
-[ -x "$instrument" ] || instrument=$(command -v opentelemetry-instrument 2>/dev/null) \
-  || die "opentelemetry-instrument not found: pip install opentelemetry-instrumentation"
 exec "$instrument" "$@"

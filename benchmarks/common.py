@@ -14,7 +14,7 @@ BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "examples"))
 
-from cosyvoice_otel.net import PortWaitError, free_port, wait_for_port  # noqa: E402,F401 - free_port for the benchmarks
+from cosyvoice_otel.tools.net import PortWaitError, free_port, wait_for_port  # noqa: E402,F401 - free_port for the benchmarks
 
 
 def start(argv: list[str], port: int, env: dict | None = None) -> subprocess.Popen:

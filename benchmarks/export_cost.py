@@ -34,7 +34,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
-from cosyvoice_otel.pipeline import redaction
+from cosyvoice_otel.sdk import redaction
 
 batches_n = int(sys.argv[1])
 memory = InMemorySpanExporter()
@@ -58,8 +58,8 @@ while len(memory.get_finished_spans()) < 512 * batches_n:
 spans = list(memory.get_finished_spans())
 batches = [spans[i * 512:(i + 1) * 512] for i in range(batches_n)]
 try:
-    from cosyvoice_otel.pipeline.redaction import RedactingSpanExporter
-    from cosyvoice_otel.pipeline.zipkin_json import ZipkinJsonEncoder
+    from cosyvoice_otel.sdk.redaction import RedactingSpanExporter
+    from cosyvoice_otel.sdk.zipkin_json import ZipkinJsonEncoder
     encoder = ZipkinJsonEncoder()
     out = []
 
@@ -70,7 +70,7 @@ try:
     layer = RedactingSpanExporter(Sink())
     work = layer.export
 except ImportError:  # before issue 15: the exporter redacted while encoding
-    from cosyvoice_otel.pipeline.exporter import ResilientZipkinExporter
+    from cosyvoice_otel.sdk.exporter import ResilientZipkinExporter
     exporter = ResilientZipkinExporter(endpoint="http://127.0.0.1:9/api/v2/spans",
                                        spool_dir=sys.argv[2])
     work = exporter.encode
@@ -92,8 +92,8 @@ def measure(pythonpath: Path, batches: int) -> float:
 
 ZIPKIN_CHILD = r"""
 import json, sys, time
-from cosyvoice_otel.pipeline.exporter import ResilientZipkinExporter
-from cosyvoice_otel.pipeline.redaction import RedactingSpanExporter
+from cosyvoice_otel.sdk.exporter import ResilientZipkinExporter
+from cosyvoice_otel.sdk.redaction import RedactingSpanExporter
 exporter = ResilientZipkinExporter(endpoint=sys.argv[3], spool_dir=sys.argv[2])
 answers = []
 post = exporter._post
@@ -117,7 +117,7 @@ print(json.dumps({"spans_per_s": len(spans) / elapsed, "answer_p50_ms": answers[
 
 
 def zipkin_run(batches: int) -> None:
-    from cosyvoice_otel import zipkin_server
+    from cosyvoice_otel.tools import zipkin_server
 
     server = zipkin_server.start()
     try:

@@ -25,8 +25,8 @@ from pathlib import Path
 import requests
 from common import BIN, free_port, median_ms, start, stop, tiny_model
 
-from cosyvoice_otel import zipkin_server
-from cosyvoice_otel.demo import DEMO_TEXT
+from cosyvoice_otel.tools import zipkin_server
+from cosyvoice_otel.tools.demo import DEMO_TEXT
 
 
 def traced(port: int, model: str, endpoint: str, *flags: str) -> list[str]:

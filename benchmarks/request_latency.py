@@ -22,8 +22,8 @@ import time
 import requests
 from common import BIN, free_port, median_ms, start, stop, tiny_model
 
-from cosyvoice_otel import zipkin_server
-from cosyvoice_otel.demo import DEMO_TEXT
+from cosyvoice_otel.tools import zipkin_server
+from cosyvoice_otel.tools.demo import DEMO_TEXT
 
 
 def covered_share(spans: list[dict], parent: dict) -> float:

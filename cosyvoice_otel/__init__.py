@@ -1,20 +1,27 @@
-"""cosyvoice-otel: zero-code Zipkin tracing for CosyVoice3 voice-cloning services.
+"""cosyvoice-otel: zero-code Zipkin tracing for CosyVoice voice-cloning services.
 
 Start the unmodified app as ``cosyvoice-traced run --zipkin-endpoint URL -- python webui.py``.
 
-Where things are:
+Rooms, by concern:
 
-* launching: ``cli`` (click commands), ``config`` (the option table and its one precedence
-  rule), ``launcher`` (resolve the program, exec ``opentelemetry-instrument``);
-* in the traced app: ``instrumentation`` (the instrumentor: stage map, span wrappers, Gradio
-  bridge), ``pipeline`` (the SDK configurator, sampling and B3, keep-errors, redaction in
-  front of every exporter, the Zipkin encoder and resilient exporter), ``id_generator``,
-  ``file_exporter``;
-* the contract: ``schema`` (span names and attributes), ``checks`` (a trace against it);
-* tools: ``verify``, ``report``, ``doctor``, ``demo``, ``nginx``, with ``zipkin`` (read API),
-  ``zipkin_server`` (a local Zipkin from the jar), ``collector``, ``gradio_rest``.
+* ``launcher/``: ``cli`` (click commands), ``config`` (the option table, its one precedence
+  rule, and ``runtime_settings()``: the same table read inside the traced process),
+  ``launcher`` (resolve the program, exec ``opentelemetry-instrument``);
+* ``instrumentation/``: WHAT gets traced: ``instrumentor`` (entry point
+  ``opentelemetry_instrumentor``), ``stage_map`` (class rows and role rows, as data),
+  ``stage_span`` (span wrappers), ``extractors``, ``gradio_bridge``;
+* ``sdk/``: what happens to spans, as SDK plug-ins: ``configurator`` (entry point
+  ``opentelemetry_configurator``: sampler, exporters, redaction in front of every exporter,
+  keep-errors), ``propagation`` (strict B3 propagator, defer-aware sampler), ``redaction``,
+  ``keep_errors``, ``zipkin_json`` (the one Zipkin encoder), ``exporter`` (Zipkin HTTP with
+  spool), ``file_exporter``, ``id_generator``;
+* ``tools/``: ``verify``, ``report``, ``doctor``, ``demo``, ``nginx``, with ``zipkin`` (read
+  API client), ``zipkin_server`` (a local Zipkin from the jar), ``gradio_rest``, ``checks`` (a
+  trace against the schema), ``net``;
+* the contract: ``schema`` (span names and attributes, the docs are generated from it);
+  ``limits`` (the seed's input limits); ``version``.
 """
 
-from .version import __version__
+from cosyvoice_otel.version import __version__
 
 __all__ = ["__version__"]

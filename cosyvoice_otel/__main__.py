@@ -2,6 +2,6 @@
 
 import sys
 
-from .cli import main
+from cosyvoice_otel.launcher.cli import main
 
 sys.exit(main())

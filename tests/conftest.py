@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from cosyvoice_otel import zipkin_server
-from cosyvoice_otel.net import PortTakenError, PortWaitError, free_port, wait_for_port  # noqa: F401
+from cosyvoice_otel.tools import zipkin_server
+from cosyvoice_otel.tools.net import PortTakenError, PortWaitError, free_port, wait_for_port  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -65,7 +65,7 @@ def refused_endpoint() -> Iterator[str]:
 
 @pytest.fixture(autouse=True)
 def _restore_redaction_registry() -> Iterator[None]:
-    from cosyvoice_otel.pipeline import redaction
+    from cosyvoice_otel.sdk import redaction
 
     yield
     redaction.forget_all()

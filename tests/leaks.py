@@ -67,7 +67,7 @@ def otlp_dicts(payload: bytes) -> dict:
 
 def encoded_by_every_exporter(spans: list) -> dict[str, Any]:
     """The spans as each exporter encodes them, decoded back: Zipkin JSON, OTLP, console."""
-    from cosyvoice_otel.pipeline.zipkin_json import ZipkinJsonEncoder
+    from cosyvoice_otel.sdk.zipkin_json import ZipkinJsonEncoder
 
     return {
         "zipkin": json.loads(ZipkinJsonEncoder().encode(spans)),

@@ -18,7 +18,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from cosyvoice_otel.pipeline.propagation import DeferAwareRatioSampler, StrictB3Propagator
+from cosyvoice_otel.sdk.propagation import DeferAwareRatioSampler, StrictB3Propagator
 
 T32, T16, S, P = "80f198ee56343ba864fe8b2a57d3eff7", "64fe8b2a57d3eff7", "e457b5a2e4d86bd1", \
     "05e3ac9a4f6e3b90"

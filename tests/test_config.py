@@ -4,7 +4,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cosyvoice_otel.config import OPTIONS, OPTIONS_BY_NAME, ConfigError, Settings, parse_seconds
+from cosyvoice_otel.launcher.config import OPTIONS, OPTIONS_BY_NAME, ConfigError, Settings, parse_seconds
 
 
 def test_defaults_render_a_zipkin_json_setup() -> None:
@@ -141,12 +141,12 @@ def test_valid_otel_values_give_no_warning() -> None:
 
 
 def test_the_traced_process_reads_a_bad_value_as_one_warning_and_the_default(caplog) -> None:
-    from cosyvoice_otel.config import runtime_setting
+    from cosyvoice_otel.launcher.config import runtime_settings
 
     with caplog.at_level("WARNING", logger="cosyvoice_otel"):
-        assert runtime_setting("user_agent", {"COSYVOICE_TRACED_USER_AGENT": "maybe"}) is True
+        assert runtime_settings({"COSYVOICE_TRACED_USER_AGENT": "maybe"}).user_agent is True
     assert len(caplog.records) == 1 and "COSYVOICE_TRACED_USER_AGENT" in caplog.text
-    assert runtime_setting("user_agent", {"COSYVOICE_TRACED_USER_AGENT": "off"}) is False
+    assert runtime_settings({"COSYVOICE_TRACED_USER_AGENT": "off"}).user_agent is False
 
 
 def test_the_launcher_always_selects_our_configurator() -> None:
@@ -167,7 +167,7 @@ _NEAR_VALID = st.sampled_from(["0", "1", "0.5", "1.5", "-1", "nan", "inf", "true
 
 
 def _run_cli(argv: list[str], capsys) -> tuple[int, str]:
-    from cosyvoice_otel.cli import main
+    from cosyvoice_otel.launcher.cli import main
 
     code = main(argv)
     return code, capsys.readouterr().err

@@ -8,8 +8,8 @@ import os
 
 import pytest
 
-from cosyvoice_otel import config
-from cosyvoice_otel.config import ConfigError, Settings, runtime_setting
+from cosyvoice_otel.launcher import config
+from cosyvoice_otel.launcher.config import ConfigError, Settings, runtime_settings
 
 
 @pytest.mark.parametrize(("parse", "text", "expected"), [
@@ -157,12 +157,46 @@ def test_rendered_environment_per_exporter(flags, environ, expected, absent) -> 
         assert key not in env, key
 
 
-def test_runtime_setting_reads_the_process_environment_by_default(monkeypatch) -> None:
+def test_runtime_settings_read_the_process_environment_by_default(monkeypatch) -> None:
     monkeypatch.setenv("COSYVOICE_TRACED_USER_AGENT", "off")
-    assert runtime_setting("user_agent") is False
+    assert runtime_settings().user_agent is False
     monkeypatch.setenv("COSYVOICE_TRACED_USER_AGENT", "  ")
-    assert runtime_setting("user_agent") is True  # blank: the default
+    assert runtime_settings().user_agent is True  # blank: the default
     monkeypatch.delenv("COSYVOICE_TRACED_USER_AGENT")
     assert "COSYVOICE_TRACED_USER_AGENT" not in os.environ
-    assert runtime_setting("user_agent") is True
-    assert runtime_setting("spool_max_mb", {}) == 64.0
+    assert runtime_settings().user_agent is True
+    assert runtime_settings({}).spool_max_mb == 64.0
+
+
+@pytest.mark.parametrize(("environ", "name", "expected"), [
+    # the same precedence as the launcher: COSYVOICE_TRACED_* > OTEL_* > default
+    ({"COSYVOICE_TRACED_ZIPKIN_ENDPOINT": "http://a:1/api/v2/spans",
+      "OTEL_EXPORTER_ZIPKIN_ENDPOINT": "http://b:2/api/v2/spans"}, "zipkin_endpoint",
+     "http://a:1/api/v2/spans"),
+    ({"OTEL_EXPORTER_ZIPKIN_ENDPOINT": "http://b:2/api/v2/spans"}, "zipkin_endpoint",
+     "http://b:2/api/v2/spans"),
+    ({}, "zipkin_endpoint", "http://localhost:9411/api/v2/spans"),
+    ({"OTEL_EXPORTER_ZIPKIN_TIMEOUT": "7"}, "export_timeout", 7),
+    ({"COSYVOICE_TRACED_KEEP_ERRORS": "no"}, "keep_errors", False),
+    ({"COSYVOICE_TRACED_STAGE": "x=m:C.f"}, "stage", "x=m:C.f"),
+])
+def test_runtime_settings_follow_the_launchers_precedence(environ, name, expected) -> None:
+    assert runtime_settings(environ).values[name] == expected
+
+
+@pytest.mark.parametrize(("environ", "name"), [
+    ({"COSYVOICE_TRACED_ZIPKIN_ENDPOINT": "ftp://x"}, "zipkin_endpoint"),
+    ({"OTEL_EXPORTER_ZIPKIN_ENDPOINT": "not a url"}, "zipkin_endpoint"),
+    ({"COSYVOICE_TRACED_SPOOL_MAX_MB": "-3"}, "spool_max_mb"),
+    ({"COSYVOICE_TRACED_STAGE": "nonsense"}, "stage"),
+    ({"COSYVOICE_TRACED_INPUT_LIMITS": "text=abc"}, "input_limits"),
+])
+def test_a_bad_value_in_the_traced_process_is_one_warning_and_the_default(
+        environ, name, caplog) -> None:
+    from cosyvoice_otel.launcher.config import OPTIONS_BY_NAME
+
+    with caplog.at_level("WARNING", logger="cosyvoice_otel"):
+        settings = runtime_settings(environ)
+    assert settings.values[name] == OPTIONS_BY_NAME[name].default
+    assert settings.sources[name] == "default"
+    assert len(caplog.records) == 1 and next(iter(environ)) in caplog.text

@@ -13,9 +13,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Status, StatusCode
 
-from cosyvoice_otel.pipeline.configurator import add_error_keeping
-from cosyvoice_otel.pipeline.propagation import DeferAwareRatioSampler
-from cosyvoice_otel.pipeline.redaction import MASK, RedactingSpanExporter
+from cosyvoice_otel.sdk.configurator import add_error_keeping
+from cosyvoice_otel.sdk.propagation import DeferAwareRatioSampler
+from cosyvoice_otel.sdk.redaction import MASK, RedactingSpanExporter
 
 from .conftest import BIN, ROOT, app_env, free_port
 

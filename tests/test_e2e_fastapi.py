@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from cosyvoice_otel import schema
-from cosyvoice_otel.checks import check_synthesis
+from cosyvoice_otel.tools.checks import check_synthesis
 
 from .conftest import BIN, app_env, free_port, new_span_id, new_trace_id, run_parallel
 

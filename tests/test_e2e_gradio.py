@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from cosyvoice_otel import schema
-from cosyvoice_otel.checks import check_synthesis
-from cosyvoice_otel.gradio_rest import GradioRest
+from cosyvoice_otel.tools.checks import check_synthesis
+from cosyvoice_otel.tools.gradio_rest import GradioRest
 
 from .conftest import IN_CI, ROOT, app_env, free_port, new_span_id, new_trace_id, run_parallel
 

@@ -9,8 +9,8 @@ import time
 import pytest
 
 from cosyvoice_otel import schema
-from cosyvoice_otel.checks import check_synthesis
-from cosyvoice_otel.gradio_rest import GradioRest
+from cosyvoice_otel.tools.checks import check_synthesis
+from cosyvoice_otel.tools.gradio_rest import GradioRest
 
 from .conftest import IN_CI, app_env, free_port, new_trace_id, run_parallel
 from .test_e2e_gradio import VENVS, trace_headers

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from cosyvoice_otel import schema
-from cosyvoice_otel.checks import check_synthesis
-from cosyvoice_otel.verify import grpc_request
+from cosyvoice_otel.tools.checks import check_synthesis
+from cosyvoice_otel.tools.verify import grpc_request
 
 from .conftest import BIN, ROOT, app_env, free_port, new_span_id, new_trace_id, run_parallel
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from cosyvoice_otel import nginx
+from cosyvoice_otel.tools import nginx
 
 from .conftest import BIN, IN_CI, ROOT, app_env, free_port, new_span_id, new_trace_id, wait_for_port
 

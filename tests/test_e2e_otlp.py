@@ -15,8 +15,7 @@ import time
 import pytest
 import requests
 
-from cosyvoice_otel import collector
-
+from . import collector
 from .conftest import BIN, IN_CI, app_env, free_port, new_span_id, new_trace_id, wait_for_port
 
 SPAN_BLOCK = re.compile(r"Trace ID\s*:\s*(?P<trace>[0-9a-f]{32})\s+Parent ID\s*:\s*(?P<parent>"

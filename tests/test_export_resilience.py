@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from cosyvoice_otel.pipeline.exporter import MAX_UNCERTAIN, ResilientZipkinExporter, Spool
+from cosyvoice_otel.sdk.exporter import MAX_UNCERTAIN, ResilientZipkinExporter, Spool
 
 from .zipkin_front import ZipkinFront
 

@@ -17,8 +17,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from cosyvoice_otel.pipeline import exporter as ex
-from cosyvoice_otel.pipeline.exporter import MAX_UNCERTAIN, ResilientZipkinExporter, Spool
+from cosyvoice_otel.sdk import exporter as ex
+from cosyvoice_otel.sdk.exporter import MAX_UNCERTAIN, ResilientZipkinExporter, Spool
 
 from .loopback_server import LoopbackServer, QuietHandler
 

@@ -220,7 +220,7 @@ def test_flow_vocoder_and_token2wav_sizes(make_stage) -> None:
 # ------------------------------------------------------------- the request's inference span
 
 def test_inference_measures_the_text_and_the_request(make_stage, monkeypatch) -> None:
-    from cosyvoice_otel.pipeline import redaction
+    from cosyvoice_otel.sdk import redaction
 
     stage = make_stage(s.INFERENCE, max_text_chars=200)
     stage.started = 50.0
@@ -288,7 +288,7 @@ def test_inference_hash_is_a_salted_hmac_of_the_text(make_stage) -> None:
 
 
 def test_frontend_measures_and_registers_its_texts(make_stage) -> None:
-    from cosyvoice_otel.pipeline import redaction
+    from cosyvoice_otel.sdk import redaction
 
     stage = make_stage("tts_frontend.instruct")
     ex.Frontend().start(stage, Call(None, ("sentence one",), {"instruct_text": "be calm"},
@@ -343,7 +343,7 @@ def test_the_speaker_cache_id_is_named_on_inference_frontend_and_add(make_stage,
 
 
 def test_speaker_add_registers_the_prompt_text_for_redaction(make_stage) -> None:
-    from cosyvoice_otel.pipeline import redaction
+    from cosyvoice_otel.sdk import redaction
 
     stage = make_stage("cosyvoice.add_zero_shot_spk")
     ex.SpeakerAdd().start(stage, Call(None, ("secret prompt words", "p.wav", "spk"),
@@ -366,7 +366,7 @@ def test_streamed_text_is_flagged_and_never_measured(make_stage) -> None:
 def test_text_stream_counts_tokens_and_registers_each_piece_as_it_arrives(make_stage) -> None:
     from opentelemetry import trace
 
-    from cosyvoice_otel.pipeline import redaction
+    from cosyvoice_otel.sdk import redaction
 
     request = make_stage("request")
     pieces = iter(["first secret piece", "second hidden piece"])

@@ -19,9 +19,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 
 from cosyvoice_otel import schema
-from cosyvoice_otel.checks import check_synthesis
 from cosyvoice_otel.instrumentation import CosyVoiceInstrumentor, stage_span
 from cosyvoice_otel.instrumentation.extractors import EXTRACTORS
+from cosyvoice_otel.tools.checks import check_synthesis
 
 from .conftest import BIN, ROOT, reset_tracer_provider, run_parallel
 
@@ -320,7 +320,7 @@ def test_span_ids_do_not_repeat_when_the_app_reseeds_random() -> None:
 
     from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 
-    from cosyvoice_otel.id_generator import IsolatedRandomIdGenerator
+    from cosyvoice_otel.sdk.id_generator import IsolatedRandomIdGenerator
 
     def ids_after_seed(generator) -> list[int]:
         random.seed(0)
@@ -445,7 +445,7 @@ def test_all_spans_share_one_clock_so_a_wall_clock_wobble_cannot_misplace_a_chil
     one wall anchor; a real step (over 50 ms) moves the anchor."""
     import time as time_module
 
-    from cosyvoice_otel import instrumentation
+    from cosyvoice_otel.instrumentation import instrumentor as instrumentation
 
     inst = CosyVoiceInstrumentor()
     inst.instrument(tracer_provider=PROVIDER, stage_spans=False, gradio_bridge=False)
@@ -516,7 +516,7 @@ def test_streaming_text_input_traces_bistream_and_its_text_tokens(models, instru
 
 def test_streamed_text_pieces_are_masked_in_this_trace(models, instrumented,
                                                         prompt_wav) -> None:
-    from cosyvoice_otel.pipeline import redaction
+    from cosyvoice_otel.sdk import redaction
 
     tracer = PROVIDER.get_tracer("test")
     with tracer.start_as_current_span("request") as request:
@@ -718,3 +718,39 @@ def test_an_optional_role_missing_from_a_version_is_silent(models, instrumented,
         run_request(models[1], "sft", False, "")
     assert check_synthesis(spans_now(), "sft", False) == []
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_uninstrument_undoes_all_that_instrument_did() -> None:
+    """Hooks, patches (stage targets, the SDK span clock, Gradio), the SIGTERM handler: in a
+    fresh process, whose main thread starts with the default SIGTERM action."""
+    script = textwrap.dedent("""
+        import inspect, signal, sys
+        sys.path.insert(0, "examples")
+        import wrapt
+        from opentelemetry.sdk.trace import Span
+        from cosyvoice_otel.instrumentation import CosyVoiceInstrumentor
+
+        def ours():
+            import cosyvoice.cli.cosyvoice as api, gradio.queueing as q
+            places = [(Span, "start"), (Span, "end"), (api.CosyVoice, "inference_sft"),
+                      (q.Queue, "process_events")]
+            return [f"{o.__name__}.{a}" for o, a in places
+                    if isinstance(inspect.getattr_static(o, a), wrapt.FunctionWrapper)]
+
+        inst = CosyVoiceInstrumentor()
+        inst.instrument()
+        print("on", signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL, ours())
+        inst.uninstrument()
+        print("off", signal.getsignal(signal.SIGTERM) is signal.SIG_DFL, ours())
+        import cosyvoice.llm.llm  # a hook firing after uninstrument does nothing
+        print("late", isinstance(inspect.getattr_static(cosyvoice.llm.llm.Qwen2LM, "inference"),
+                                 wrapt.FunctionWrapper))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == ("on True ['Span.start', 'Span.end', 'CosyVoice.inference_sft', "
+                        "'Queue.process_events']"), lines
+    assert lines[1] == "off True []"
+    assert lines[2] == "late False"

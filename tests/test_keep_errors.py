@@ -9,8 +9,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Status, StatusCode
 
-from cosyvoice_otel.pipeline.keep_errors import ErrorKeepingProcessor
-from cosyvoice_otel.pipeline.propagation import DeferAwareRatioSampler
+from cosyvoice_otel.sdk.keep_errors import ErrorKeepingProcessor
+from cosyvoice_otel.sdk.propagation import DeferAwareRatioSampler
 
 
 @pytest.fixture
@@ -73,7 +73,7 @@ def test_an_explicit_remote_not_sampled_is_never_recorded(keep) -> None:
 
 from opentelemetry.sdk.trace import Event, ReadableSpan  # noqa: E402
 
-from cosyvoice_otel.pipeline import keep_errors as ke  # noqa: E402
+from cosyvoice_otel.sdk import keep_errors as ke  # noqa: E402
 
 
 class Clock:

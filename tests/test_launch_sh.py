@@ -70,3 +70,25 @@ def test_launch_sh_bad_variable_is_one_line_exit_2() -> None:
     assert result.stderr.strip().splitlines() == [
         "cosyvoice-traced: error: COSYVOICE_TRACED_EXPORTER: expected one of zipkin, otlp, "
         "console, none, zipkin-file, got 'kafka'"]
+
+
+ARGV = "import json, sys; json.dump(sys.argv, open(sys.argv[1], 'w'))"
+
+
+@pytest.mark.parametrize("how", [["python", "-c", ARGV], ["-m", "tests.argv_dump"],
+                                 ["tests/argv_dump.py"]])
+def test_launch_sh_runs_the_program_python_resolved(tmp_path: Path, how) -> None:
+    """The shell resolves nothing: `env -- PROGRAM` prints the program `run` would exec."""
+    out = tmp_path / "argv.json"
+    listing = subprocess.run([str(BIN / "cosyvoice-traced"), "env", "--", *how, str(out)],
+                             env=app_env(), cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert listing.returncode == 0, listing.stderr
+    lines = listing.stdout.splitlines()
+    assert lines[-2].startswith(f"set -- {BIN / 'python'} ")
+    assert lines[-1] == f"instrument={BIN / 'opentelemetry-instrument'}"
+    for env in (app_env(), app_env(COSYVOICE_TRACED_TRACING="false")):
+        out.unlink(missing_ok=True)
+        result = subprocess.run([str(ROOT / "launch.sh"), *how, str(out)], env=env, cwd=ROOT,
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(out.read_text())[-1] == str(out)

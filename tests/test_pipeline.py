@@ -17,8 +17,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-from cosyvoice_otel import zipkin_server
-from cosyvoice_otel.pipeline.exporter import ResilientZipkinExporter
+from cosyvoice_otel.sdk.exporter import ResilientZipkinExporter
+from cosyvoice_otel.tools import zipkin_server
 
 from .conftest import BIN, IN_CI, app_env, free_port, new_span_id, new_trace_id, wait_until
 
@@ -191,7 +191,7 @@ def canaries_in(zipkin, service: str, canaries: list[str]) -> list[str]:
 @pytest.mark.zipkin
 def test_no_request_text_reaches_zipkin_from_any_path(zipkin, launch_app, make_model,
                                                       prompt_file) -> None:
-    from cosyvoice_otel.gradio_rest import GradioRest
+    from cosyvoice_otel.tools.gradio_rest import GradioRest
 
     model = make_model(3)
     port_web, port_api = free_port(), free_port()
@@ -288,7 +288,7 @@ def test_b3_deny_without_ids_is_honoured(zipkin, launch_app, rate) -> None:
 @pytest.mark.zipkin
 def test_an_input_limit_error_is_findable_with_annotation_query_error(zipkin, launch_app,
                                                                       make_model) -> None:
-    from cosyvoice_otel.gradio_rest import GradioRest
+    from cosyvoice_otel.tools.gradio_rest import GradioRest
 
     port = free_port()
     service = f"limits-{secrets.token_hex(3)}"
@@ -349,8 +349,8 @@ def test_error_keeping_buffer_is_bounded_and_counts_evictions(tmp_path) -> None:
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
     from opentelemetry.trace import Status, StatusCode
 
-    from cosyvoice_otel.pipeline.keep_errors import ErrorKeepingProcessor
-    from cosyvoice_otel.pipeline.propagation import DeferAwareRatioSampler
+    from cosyvoice_otel.sdk.keep_errors import ErrorKeepingProcessor
+    from cosyvoice_otel.sdk.propagation import DeferAwareRatioSampler
 
     kept = InMemorySpanExporter()
     processor = ErrorKeepingProcessor(kept, max_traces=5, grace_s=60)

@@ -19,8 +19,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, Sp
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from cosyvoice_otel.pipeline import redaction
-from cosyvoice_otel.pipeline.redaction import MASK, UNMATCHED_PATH, RedactingSpanExporter
+from cosyvoice_otel.sdk import redaction
+from cosyvoice_otel.sdk.redaction import MASK, UNMATCHED_PATH, RedactingSpanExporter
 
 from .leaks import encoded_by_every_exporter, found
 

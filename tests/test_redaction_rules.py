@@ -14,8 +14,8 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
-from cosyvoice_otel.pipeline import redaction
-from cosyvoice_otel.pipeline.redaction import MASK, UNMATCHED_PATH, Redactor
+from cosyvoice_otel.sdk import redaction
+from cosyvoice_otel.sdk.redaction import MASK, UNMATCHED_PATH, Redactor
 
 M = MASK
 

@@ -10,7 +10,7 @@ from opentelemetry.context import Context, set_value
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace import SpanContext, TraceFlags, TraceState
 
-from cosyvoice_otel.pipeline.propagation import (
+from cosyvoice_otel.sdk.propagation import (
     DECISION_KEY,
     DEFER_KEY,
     DEFER_VALUE,

@@ -32,7 +32,7 @@ def test_schema_command_json_round_trips() -> None:
 
 
 def test_readme_documents_every_option() -> None:
-    from cosyvoice_otel.config import OPTIONS
+    from cosyvoice_otel.launcher.config import OPTIONS
 
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     for option in OPTIONS:

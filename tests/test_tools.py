@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cosyvoice_otel import report as rep
+from cosyvoice_otel.tools import report as rep
 
 from .conftest import BIN, ROOT, app_env, free_port, wait_until
 

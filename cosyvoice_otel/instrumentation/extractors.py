@@ -18,9 +18,9 @@ from typing import Any
 
 from opentelemetry import trace
 
-from .. import schema as s
-from ..pipeline import redaction
-from .stage_span import Call, StageSpan, _no_rewrite, note_error
+from cosyvoice_otel import schema as s
+from cosyvoice_otel.instrumentation.stage_span import Call, StageSpan, _no_rewrite, note_error
+from cosyvoice_otel.sdk import redaction
 
 _TEXT_ARGS = ("tts_text", "prompt_text", "instruct_text", "text")
 

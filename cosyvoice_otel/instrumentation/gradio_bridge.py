@@ -24,8 +24,8 @@ from typing import Any
 from opentelemetry import context, propagate, trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
-from .. import schema as s
-from .stage_span import OPEN_STAGES_KEY, end_abandoned, note_error
+from cosyvoice_otel import schema as s
+from cosyvoice_otel.instrumentation.stage_span import OPEN_STAGES_KEY, end_abandoned, note_error
 
 CTX_ATTR = "_cosyvoice_otel_ctx"
 TIME_ATTR = "_cosyvoice_otel_enqueued"

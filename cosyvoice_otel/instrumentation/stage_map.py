@@ -34,7 +34,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import schema as s
+from cosyvoice_otel import schema as s
 
 
 class StageMapError(ValueError):
@@ -190,7 +190,7 @@ def load_stage_file(path: str) -> tuple[Stage, ...]:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
         import tomli as tomllib  # type: ignore[no-redef]
-    from .extractors import EXTRACTORS
+    from cosyvoice_otel.instrumentation.extractors import EXTRACTORS
 
     try:
         with open(path, "rb") as f:

@@ -29,7 +29,7 @@ from opentelemetry import context, trace
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.trace import Status, StatusCode
 
-from .. import schema as s
+from cosyvoice_otel import schema as s
 
 logger = logging.getLogger("cosyvoice_otel")
 

@@ -19,10 +19,10 @@ import sys
 import time
 from pathlib import Path
 
-from . import zipkin_server
-from .gradio_rest import GradioError, GradioRest
-from .net import PortWaitError, wait_for_port
-from .zipkin import ZipkinClient
+from cosyvoice_otel.tools import zipkin_server
+from cosyvoice_otel.tools.gradio_rest import GradioError, GradioRest
+from cosyvoice_otel.tools.net import PortWaitError, wait_for_port
+from cosyvoice_otel.tools.zipkin import ZipkinClient
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 DEMO_TEXT = "Hello from the CosyVoice demo engine. 你好，这是一次被追踪的语音合成。"

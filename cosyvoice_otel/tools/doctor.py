@@ -21,7 +21,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .instrumentation.stage_map import PART_ROLES, Stage, build
+from cosyvoice_otel.instrumentation.stage_map import PART_ROLES, Stage, build
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 OTEL_PACKAGES = ("opentelemetry-api", "opentelemetry-sdk", "opentelemetry-instrumentation",

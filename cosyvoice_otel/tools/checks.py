@@ -8,7 +8,7 @@ present. Used by the tests and by ``cosyvoice-traced verify``.
 
 from __future__ import annotations
 
-from . import schema as s
+from cosyvoice_otel import schema as s
 
 Span = dict
 # Zipkin keeps microseconds; the SDK's clock reads and the JSON rounding allow this much slack.

@@ -17,8 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .net import free_port, owns_listener
-from .zipkin import ZipkinClient
+from cosyvoice_otel.tools.net import free_port, owns_listener
+from cosyvoice_otel.tools.zipkin import ZipkinClient
 
 ZIPKIN_VERSION = "3.6.1"
 ARTIFACT = f"io.zipkin:zipkin-server:{ZIPKIN_VERSION}:jar:exec"
@@ -30,7 +30,7 @@ class ZipkinServerError(Exception):
 
 
 def cache_dir() -> Path:
-    from .config import cache_dir as root
+    from cosyvoice_otel.launcher.config import cache_dir as root
 
     return Path(root())
 

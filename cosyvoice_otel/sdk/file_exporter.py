@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from .config import runtime_settings
-from .pipeline.zipkin_json import ZipkinJsonEncoder
+from cosyvoice_otel.launcher.config import runtime_settings
+from cosyvoice_otel.sdk.zipkin_json import ZipkinJsonEncoder
 
 
 class ZipkinFileExporter(SpanExporter):

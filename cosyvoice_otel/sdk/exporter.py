@@ -36,8 +36,8 @@ import requests
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from ..config import runtime_settings
-from .zipkin_json import ZipkinJsonEncoder
+from cosyvoice_otel.launcher.config import runtime_settings
+from cosyvoice_otel.sdk.zipkin_json import ZipkinJsonEncoder
 
 logger = logging.getLogger("cosyvoice_otel.export")
 

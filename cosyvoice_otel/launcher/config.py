@@ -131,7 +131,7 @@ def parse_seconds(text: str) -> int:
 
 def parse_stages(text: str) -> str:
     """``NAME=module:Class.method`` rows separated by ';' (checked now, applied in the app)."""
-    from .instrumentation.stage_map import StageMapError, parse_stage_specs
+    from cosyvoice_otel.instrumentation.stage_map import StageMapError, parse_stage_specs
 
     try:
         rows = parse_stage_specs(text)
@@ -143,7 +143,7 @@ def parse_stages(text: str) -> str:
 
 
 def parse_stage_file(text: str) -> str:
-    from .instrumentation.stage_map import StageMapError, load_stage_file
+    from cosyvoice_otel.instrumentation.stage_map import StageMapError, load_stage_file
 
     path = os.path.abspath(os.path.expanduser(text.strip()))
     try:
@@ -170,7 +170,7 @@ def parse_path(text: str) -> str:
 
 
 def parse_input_limits(text: str) -> str:
-    from .limits import parse_input_limits as parse
+    from cosyvoice_otel.limits import parse_input_limits as parse
 
     parse(text)  # raises ValueError naming the problem
     return text.strip().lower()

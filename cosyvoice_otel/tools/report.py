@@ -23,7 +23,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import schema as s
+from cosyvoice_otel import schema as s
 
 STATS = ("count", "mean", "p50", "p95", "p99", "errors")
 _RULE = re.compile(r"^\s*(?P<stage>[\w.<>-]+)\.(?P<stat>count|mean|p50|p95|p99|errors)\s*"

@@ -20,7 +20,6 @@ Injection writes B3 multi headers (as ``b3multi``). Selected with ``--propagator
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -196,7 +195,7 @@ def sampler_factory(arg: str | None) -> Sampler:
         rate = float(arg) if arg not in (None, "") else 1.0
     except ValueError:
         rate = 1.0
-    from ..config import runtime_settings
+    from cosyvoice_otel.launcher.config import runtime_settings
 
     return DeferAwareRatioSampler(rate, keep_errors=runtime_settings().keep_errors)
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import click
 
-from . import config, launcher
-from .version import __version__
+from cosyvoice_otel.launcher import config, launcher
+from cosyvoice_otel.version import __version__
 
 EXIT_USAGE = 2
 
@@ -92,28 +92,45 @@ def run(ctx: click.Context, module: str | None, program: tuple[str, ...], **para
     launcher.exec_traced(instrument, resolved, settings.render())
 
 
-@cli.command("env")
+@cli.command("env", context_settings={"allow_interspersed_args": False})
 @_settings_options
 @click.option("--format", "fmt", type=click.Choice(["shell", "dotenv"]), default="shell",
               show_default=True, help="shell: `export K=V` lines; dotenv: `K=V` lines.")
 @click.option("--check-endpoint", is_flag=True,
               help="Also warn on stderr (in the background) if the endpoint does not answer.")
+@click.argument("program", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
-def env_command(ctx: click.Context, fmt: str, check_endpoint: bool, **params: Any) -> None:
-    """Print the environment `run` would give the program (for CI, containers, .env files)."""
-    settings = _resolve(ctx, params)
-    if not settings.tracing:
-        click.echo("# tracing disabled: the program runs untouched, nothing to set")
-        return
-    if check_endpoint and settings.exporter == "zipkin":
-        launcher.check_endpoint_in_background(settings.zipkin_endpoint)
+def env_command(ctx: click.Context, fmt: str, check_endpoint: bool, program: tuple[str, ...],
+                **params: Any) -> None:
+    """Print the environment `run` would give the program (for CI, containers, .env files).
+
+    With `-- PROGRAM ARGS...` (shell format; what launch.sh uses), also the command `run` would
+    exec: a `set -- ...` line with the resolved program and `instrument=...`, so a shell
+    launcher resolves nothing itself."""
     import shlex
 
-    for key, value in sorted(settings.render().items()):
-        if fmt == "shell":
-            click.echo(f"export {key}={shlex.quote(value)}")
-        else:
-            click.echo(f"{key}={_dotenv_quote(value)}")
+    settings = _resolve(ctx, params)
+    resolved: list[str] = []
+    if program:
+        try:
+            resolved = launcher.resolve_program(list(program))
+            instrument = launcher.find_instrument() if settings.tracing else ""
+        except launcher.LaunchError as exc:
+            raise click.UsageError(str(exc)) from None
+    if not settings.tracing:
+        click.echo("# tracing disabled: the program runs untouched, nothing to set")
+    else:
+        if check_endpoint and settings.exporter == "zipkin":
+            launcher.check_endpoint_in_background(settings.zipkin_endpoint)
+        for key, value in sorted(settings.render().items()):
+            if fmt == "shell":
+                click.echo(f"export {key}={shlex.quote(value)}")
+            else:
+                click.echo(f"{key}={_dotenv_quote(value)}")
+    if resolved:
+        click.echo("set -- " + " ".join(shlex.quote(arg) for arg in resolved))
+        if settings.tracing:
+            click.echo(f"instrument={shlex.quote(instrument)}")
 
 
 @cli.command()
@@ -128,7 +145,7 @@ def env_command(ctx: click.Context, fmt: str, check_endpoint: bool, **params: An
 def demo(zipkin_endpoint: str | None, port: int, zipkin_port: int,
          model_dir: str | None) -> None:
     """One traced demo synthesis: tiny model, local Zipkin, traced web UI, the trace's link."""
-    from .demo import DemoError, run_demo
+    from cosyvoice_otel.tools.demo import DemoError, run_demo
 
     if zipkin_endpoint:
         try:
@@ -151,7 +168,7 @@ def schema(fmt: str) -> None:
     """Print the tracing schema (span names, parents, attributes, error reasons)."""
     import json
 
-    from . import schema as tracing_schema
+    from cosyvoice_otel import schema as tracing_schema
 
     if fmt == "json":
         click.echo(json.dumps(tracing_schema.to_dict(), indent=2, ensure_ascii=False))
@@ -174,12 +191,12 @@ def schema(fmt: str) -> None:
 def verify(app_url: str | None, grpc_target: str | None, zipkin_url: str, count: int,
            timeout: float, as_json: bool) -> None:
     """Send real synthesis requests and check their traces in Zipkin against the schema."""
-    from .verify import VerifyError, run_verify
+    from cosyvoice_otel.tools.verify import VerifyError, run_verify
 
     if (app_url is None) == (grpc_target is None):
         raise click.UsageError("give exactly one of --app URL and --grpc HOST:PORT")
     if grpc_target is not None:
-        from .nginx import check_host_port
+        from cosyvoice_otel.tools.nginx import check_host_port
 
         try:
             check_host_port(grpc_target, "--grpc")
@@ -238,8 +255,8 @@ def report(zipkin_url: str, service: str, lookback: str, limit: int, by: str | N
     """Per-stage latency (p50/p95/p99, share of request time), errors, slowest traces."""
     import json
 
-    from . import report as rep
-    from .zipkin import ZipkinClient, ZipkinError
+    from cosyvoice_otel.tools import report as rep
+    from cosyvoice_otel.tools.zipkin import ZipkinClient, ZipkinError
 
     try:
         config.parse_http_url(zipkin_url)
@@ -282,8 +299,8 @@ def report(zipkin_url: str, service: str, lookback: str, limit: int, by: str | N
 def doctor(zipkin_url: str | None, cosyvoice_path: str | None, model_dir: str | None,
            stages: tuple[str, ...]) -> None:
     """Check packages, instrumentors, Zipkin, Gradio and the stage map; exit 1 on a failure."""
-    from .doctor import FAIL, run_doctor
-    from .instrumentation.stage_map import StageMapError, parse_stage_spec
+    from cosyvoice_otel.instrumentation.stage_map import StageMapError, parse_stage_spec
+    from cosyvoice_otel.tools.doctor import FAIL, run_doctor
 
     try:
         rows = tuple(parse_stage_spec(spec) for spec in stages)
@@ -302,7 +319,7 @@ def doctor(zipkin_url: str | None, cosyvoice_path: str | None, model_dir: str | 
               metavar="PATH", help="Access log with trace_id= and span_id= on each line.")
 def nginx_config(upstream: str, listen: str, access_log: str) -> None:
     """Print nginx blocks (include inside http { }) that inject valid B3 headers."""
-    from . import nginx
+    from cosyvoice_otel.tools import nginx
 
     try:
         click.echo(nginx.render(upstream, listen, access_log), nl=False)
@@ -319,7 +336,7 @@ def zipkin() -> None:
 @click.option("--port", type=click.IntRange(1, 65535), default=9411, show_default=True)
 def zipkin_start(port: int) -> None:
     """Fetch the jar (Maven Central, cached) and start Zipkin in the background."""
-    from . import zipkin_server
+    from cosyvoice_otel.tools import zipkin_server
 
     try:
         server = zipkin_server.start_detached(port)
@@ -332,7 +349,7 @@ def zipkin_start(port: int) -> None:
 @zipkin.command("stop")
 def zipkin_stop() -> None:
     """Stop the Zipkin started by `zipkin start`."""
-    from . import zipkin_server
+    from cosyvoice_otel.tools import zipkin_server
 
     click.echo("stopped" if zipkin_server.stop_detached() else "no Zipkin was running")
 
@@ -340,7 +357,7 @@ def zipkin_stop() -> None:
 @zipkin.command("status")
 def zipkin_status() -> None:
     """Exit 0 when the Zipkin started by `zipkin start` is up, 1 otherwise."""
-    from . import zipkin_server
+    from cosyvoice_otel.tools import zipkin_server
 
     server = zipkin_server.running()
     if server is None or not server.client().health():

@@ -31,10 +31,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import schema as s
-from .checks import check_synthesis
-from .gradio_rest import GradioError, GradioRest
-from .zipkin import ZipkinClient, ZipkinError
+from cosyvoice_otel import schema as s
+from cosyvoice_otel.tools.checks import check_synthesis
+from cosyvoice_otel.tools.gradio_rest import GradioError, GradioRest
+from cosyvoice_otel.tools.zipkin import ZipkinClient, ZipkinError
 
 FORMATS = ("b3single", "b3multi", "w3c")
 

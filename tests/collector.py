@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .zipkin_server import cache_dir
+from cosyvoice_otel.tools.zipkin_server import cache_dir
 
 COLLECTOR_VERSION = "0.165.0"
 

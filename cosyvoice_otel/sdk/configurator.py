@@ -22,8 +22,8 @@ from opentelemetry import trace
 from opentelemetry.sdk._configuration import _OTelSDKConfigurator
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
-from ..config import runtime_settings
-from .redaction import RedactingSpanExporter
+from cosyvoice_otel.launcher.config import runtime_settings
+from cosyvoice_otel.sdk.redaction import RedactingSpanExporter
 
 logger = logging.getLogger("cosyvoice_otel")
 
@@ -35,7 +35,7 @@ class CosyVoiceConfigurator(_OTelSDKConfigurator):
             settings = runtime_settings()
             kwargs.setdefault("exporter_args_map", exporter_args(settings))
             if os.environ.get("OTEL_TRACES_SAMPLER") == "cosyvoice_ratio":
-                from .propagation import DeferAwareRatioSampler
+                from cosyvoice_otel.sdk.propagation import DeferAwareRatioSampler
 
                 kwargs.setdefault("sampler", DeferAwareRatioSampler(
                     settings.sampling_rate, keep_errors=settings.keep_errors))
@@ -66,8 +66,8 @@ class CosyVoiceConfigurator(_OTelSDKConfigurator):
 def exporter_args(settings: Any) -> dict[type, dict[str, Any]]:
     """Our exporters' constructor arguments, from the settings (the SDK builds exporters by
     class; this map is its way to pass them arguments)."""
-    from ..file_exporter import ZipkinFileExporter
-    from .exporter import ResilientZipkinExporter
+    from cosyvoice_otel.sdk.exporter import ResilientZipkinExporter
+    from cosyvoice_otel.sdk.file_exporter import ZipkinFileExporter
 
     return {ResilientZipkinExporter: {"endpoint": settings.zipkin_endpoint,
                                       "timeout": float(settings.export_timeout),
@@ -79,8 +79,8 @@ def exporter_args(settings: Any) -> dict[type, dict[str, Any]]:
 def add_error_keeping(provider: Any, exporters: list[RedactingSpanExporter]) -> None:
     """Keep failed traces that the ratio dropped (keep_errors.py), when the sampler records
     them (``cosyvoice_ratio`` with keep-errors and a rate below 1)."""
-    from .keep_errors import ErrorKeepingProcessor
-    from .propagation import DeferAwareRatioSampler
+    from cosyvoice_otel.sdk.keep_errors import ErrorKeepingProcessor
+    from cosyvoice_otel.sdk.propagation import DeferAwareRatioSampler
 
     sampler = getattr(provider, "sampler", None)
     if not isinstance(sampler, DeferAwareRatioSampler) or not sampler.records_drops:
