@@ -23,13 +23,18 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Generator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context, trace
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.trace import Status, StatusCode
 
 from cosyvoice_otel import schema as s
+
+if TYPE_CHECKING:  # the wrapper's collaborators (imported for types only: no cycles)
+    from cosyvoice_otel.instrumentation.extractors import Extractor
+    from cosyvoice_otel.instrumentation.instrumentor import Options
+    from cosyvoice_otel.instrumentation.stage_map import Role, Stage
 
 logger = logging.getLogger("cosyvoice_otel")
 
@@ -85,7 +90,7 @@ class StageSpan:
                  "options", "request_span")
 
     def __init__(self, tracer: trace.Tracer, name: str, parent_ctx: context.Context,
-                 instance: Any, attributes: dict[str, Any], options: Any) -> None:
+                 instance: Any, attributes: dict[str, Any], options: Options) -> None:
         self.name = name
         self.instance = instance
         self.options = options
@@ -186,10 +191,10 @@ def _no_rewrite(self: Any, call: Call) -> None:
 class StageWrapper:
     """The wrapt wrapper of one stage row: decides call vs generator once, at patch time."""
 
-    def __init__(self, tracer: trace.Tracer, stage: Any, extractor: Any, options: Any,
+    def __init__(self, tracer: trace.Tracer, stage: Stage, extractor: Extractor, options: Options,
                  positions: dict[str, int], is_generator: bool,
                  enabled: Callable[[], bool],
-                 adopt: Callable[[Any, tuple], None] | None = None) -> None:
+                 adopt: Callable[[Any, tuple[Role, ...]], None] | None = None) -> None:
         self.tracer = tracer
         self.stage = stage
         self.extractor = extractor

@@ -239,7 +239,8 @@ def verify(app_url: str | None, grpc_target: str | None, zipkin_url: str, count:
 
 @cli.command()
 @click.option("--zipkin", "zipkin_url", required=True, metavar="URL")
-@click.option("--service", default="cosyvoice3", show_default=True)
+@click.option("--service", default=config.OPTIONS_BY_NAME["service_name"].default,
+              show_default=True, help="The service name the traces were recorded under.")
 @click.option("--lookback", default="1h", show_default=True, help="15m, 1h, 2d, ...")
 @click.option("--limit", type=click.IntRange(1, 100000), default=10000, show_default=True,
               help="At most this many traces.")
