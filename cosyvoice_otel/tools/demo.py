@@ -24,7 +24,7 @@ from cosyvoice_otel.tools.gradio_rest import GradioError, GradioRest
 from cosyvoice_otel.tools.net import PortWaitError, wait_for_port
 from cosyvoice_otel.tools.zipkin import ZipkinClient
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"  # the checkout's examples/
 DEMO_TEXT = "Hello from the CosyVoice demo engine. 你好，这是一次被追踪的语音合成。"
 
 
