@@ -40,6 +40,31 @@ TEXT_STREAMED = "cosyvoice.text.streamed"
 TEXT_TOKENS = "cosyvoice.text.tokens"
 LLM_BACKEND = "cosyvoice.llm.backend"
 ZERO_SHOT_SPK_ID = "cosyvoice.zero_shot_spk_id"
+INFLIGHT = "cosyvoice.inflight"
+WARMUP = "cosyvoice.warmup"
+END_REASON = "cosyvoice.end_reason"
+END_REASONS = ("completed", "interrupted", "error")
+LLM_FIRST_TOKEN_MS = "cosyvoice.llm.first_token_ms"
+CHUNK_EVENT = "tts.chunk"
+CHUNK_AUDIO_SECONDS = "tts.chunk.audio_seconds"
+CHUNK_RTF = "tts.chunk.rtf"
+# The configuration behind a number, read from the loaded model object
+MODEL_VERSION = "cosyvoice.model.version"
+FP16 = "cosyvoice.fp16"
+LOAD_JIT = "cosyvoice.load_jit"
+LOAD_TRT = "cosyvoice.load_trt"
+LOAD_VLLM = "cosyvoice.load_vllm"
+TORCH_VERSION = "cosyvoice.torch.version"
+DEVICE = "cosyvoice.device"
+CONFIG_HASH = "cosyvoice.config.hash"
+# OpenTelemetry GenAI semantic conventions (development status upstream; see the schema docs)
+GENAI_OPERATION = "gen_ai.operation.name"
+GENAI_PROVIDER = "gen_ai.provider.name"
+GENAI_OUTPUT_TYPE = "gen_ai.output.type"
+GENAI_MODEL = "gen_ai.request.model"
+GENAI_VOICE = "gen_ai.speech.voice"
+GENAI_INPUT_TOKENS = "gen_ai.usage.input_tokens"
+GENAI_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
 QUEUE_WAIT_MS = "gradio.queue.wait_ms"
 BATCH_SIZE = "gradio.batch.size"
 GRADIO_FN = "gradio.fn"
@@ -106,7 +131,36 @@ SPANS: tuple[SpanDef, ...] = (
              Attr(AUDIO_SECONDS, "double", "s", True, "audio produced"),
              Attr(RTF, "double", "", False, "real-time factor: wall time / audio seconds"),
              Attr(FIRST_CHUNK_MS, "double", "ms", False, "time to the first audio chunk"),
-             Attr(ABANDONED, "bool", "", False, "the consumer stopped before the end"))),
+             Attr(ABANDONED, "bool", "", False, "the consumer stopped before the end"),
+             Attr(END_REASON, "string", "", True, "completed | interrupted (the client "
+                  "abandoned or disconnected mid-stream) | error"),
+             Attr(INFLIGHT, "int", "requests", True,
+                  "synthesis requests inside the engine when this one started, itself included"),
+             Attr(WARMUP, "bool", "", True,
+                  "first request of this process for its (mode, stream) pair"),
+             Attr(LLM_FIRST_TOKEN_MS, "double", "ms", False,
+                  "model.tts entry to the LLM thread's first speech token (first sentence)"),
+             Attr(MODEL_VERSION, "int", "", False, "CosyVoice version of the loaded model: 1, 2, 3"),
+             Attr(FP16, "bool", "", False, "the model runs in fp16"),
+             Attr(LOAD_JIT, "bool", "", False, "TorchScript parts loaded (load_jit)"),
+             Attr(LOAD_TRT, "bool", "", False, "TensorRT flow estimator loaded (load_trt)"),
+             Attr(LOAD_VLLM, "bool", "", False, "the LLM served by vLLM (load_vllm)"),
+             Attr(TORCH_VERSION, "string", "", False, "torch.__version__ in the process"),
+             Attr(DEVICE, "string", "", False, "GPU model name, or cpu"),
+             Attr(CONFIG_HASH, "string", "", False,
+                  "first 12 hex of the SHA-256 of the model's cosyvoice*.yaml"),
+             Attr(GENAI_OPERATION, "string", "", True, "GenAI semconv: text_to_speech"),
+             Attr(GENAI_PROVIDER, "string", "", True, "GenAI semconv: cosyvoice"),
+             Attr(GENAI_OUTPUT_TYPE, "string", "", True, "GenAI semconv: speech"),
+             Attr(GENAI_MODEL, "string", "", False,
+                  "GenAI semconv: the model directory's base name, e.g. Fun-CosyVoice3-0.5B"),
+             Attr(GENAI_VOICE, "string", "", False, "the preset speaker id (sft, instruct), the "
+                  "cached zero_shot_spk_id, else the mode (zero_shot, cross_lingual, ...): never "
+                  "audio"),
+             Attr(GENAI_INPUT_TOKENS, "int", "tokens", False,
+                  "GenAI semconv: text tokens the LLM read (prompt text included)"),
+             Attr(GENAI_OUTPUT_TOKENS, "int", "tokens", False,
+                  "GenAI semconv: speech tokens the LLM produced"))),
     SpanDef(TEXT_NORMALIZE, (INFERENCE,), "Text normalisation and sentence split",
             (Attr(TEXT_LENGTH, "int", "characters", False,
                   "input text length (absent for streamed text)"),
@@ -128,7 +182,9 @@ SPANS: tuple[SpanDef, ...] = (
             "Prompt audio -> mel features", _AUDIO),
     SpanDef(MODEL_TTS, (INFERENCE,), "One sentence through the model (LLM thread + token2wav)",
             (Attr(STREAM, "bool", "", True, "streaming"),
-             Attr(CHUNK_COUNT, "int", "", True, "chunks yielded"))),
+             Attr(CHUNK_COUNT, "int", "", True, "chunks yielded"),
+             Attr(LLM_FIRST_TOKEN_MS, "double", "ms", False,
+                  "entry to the LLM thread's first speech token"))),
     SpanDef(ACOUSTIC_MODEL, (MODEL_TTS,),
             "The LLM job (text -> speech tokens), in its worker thread",
             (Attr(SPEECH_TOKENS, "int", "tokens", True, "speech tokens generated"),
@@ -161,6 +217,33 @@ ERROR_REASONS = {
     "<exception class>": "any other failure: the exception's class name",
 }
 
+# Span events: name -> (on which span, its attributes, meaning)
+EVENTS = {
+    CHUNK_EVENT: (INFERENCE, (
+        Attr(CHUNK_AUDIO_SECONDS, "double", "s", True, "audio seconds of this chunk"),
+        Attr(CHUNK_RTF, "double", "", True,
+             "wall time since the previous chunk (or the request's start) / its audio seconds"),
+        Attr(CHUNK_INDEX, "int", "", True, "0-based chunk number")),
+        "one per audio chunk the request yields (streamed hops: the first ones show warm-up)"),
+}
+
+# How the OpenTelemetry GenAI conventions are used (they are in "development" status upstream:
+# names may still change; ours follow semantic-conventions 1.37+, where gen_ai.provider.name
+# replaced gen_ai.system).
+GENAI_NOTES = (
+    "Status: Development upstream (the GenAI conventions now live in "
+    "open-telemetry/semantic-conventions-genai); names may still change.",
+    "`gen_ai.output.type` = `speech` is one of the convention's listed output types.",
+    "`gen_ai.operation.name` = `text_to_speech` is not (yet) one of the convention's well-known "
+    "values (`chat`, `embeddings`, ...); the convention allows others.",
+    "`gen_ai.speech.voice` is our name for the voice used; the conventions have no speech "
+    "attributes yet.",
+    "`gen_ai.usage.input_tokens` counts the text tokens the LLM read (prompt text included), "
+    "`gen_ai.usage.output_tokens` the speech tokens it produced; both summed over sentences.",
+    "Only the request's `cosyvoice.inference` span carries them: the stage spans are not GenAI "
+    "operations of their own.",
+)
+
 COMMON_ATTRIBUTES = (
     Attr(ERROR_TYPE, "string", "", False, "stable error reason, on failed spans"),
     Attr(CUDA_SYNCED, "bool", "", False, "span ended after torch.cuda.synchronize()"),
@@ -183,6 +266,9 @@ def to_dict() -> dict:
                        "attributes": [attr(a) for a in d.attributes]} for d in SPANS],
             "common_attributes": [attr(a) for a in COMMON_ATTRIBUTES],
             "error_reasons": ERROR_REASONS,
+            "events": [{"name": name, "on": on, "meaning": meaning,
+                        "attributes": [attr(a) for a in attrs]}
+                       for name, (on, attrs, meaning) in EVENTS.items()],
             "modes": list(MODES)}
 
 
@@ -207,6 +293,12 @@ def to_markdown() -> str:
     lines += ["## On any stage span", "", "| attribute | type | unit | meaning |",
               "|---|---|---|---|"]
     lines += [f"| `{a.name}` | {a.type} | {a.unit} | {a.meaning} |" for a in COMMON_ATTRIBUTES]
+    for name, (on, attrs, meaning) in EVENTS.items():
+        lines += ["", f"## Event `{name}` (on `{on}`)", "", meaning + ".", "",
+                  "| attribute | type | unit | meaning |", "|---|---|---|---|"]
+        lines += [f"| `{a.name}` | {a.type} | {a.unit} | {a.meaning} |" for a in attrs]
+    lines += ["", "## OpenTelemetry GenAI conventions", ""]
+    lines += [f"- {note}" for note in GENAI_NOTES]
     lines += ["", "## Error reasons (`error.type`)", "", "| value | meaning |", "|---|---|"]
     lines += [f"| `{k}` | {v} |" for k, v in ERROR_REASONS.items()]
     return "\n".join(lines) + "\n"

@@ -219,6 +219,8 @@ def test_flow_vocoder_and_token2wav_sizes(make_stage) -> None:
 
 # ------------------------------------------------------------- the request's inference span
 
+REQUEST_SHAPE = {s.TEXT_LENGTH, s.STREAM, s.SPEED, s.SAMPLE_RATE}
+
 def test_inference_measures_the_text_and_the_request(make_stage, monkeypatch) -> None:
     from cosyvoice_otel.sdk import redaction
 
@@ -228,8 +230,8 @@ def test_inference_measures_the_text_and_the_request(make_stage, monkeypatch) ->
     call = Call(types.SimpleNamespace(sample_rate=24000), ("Hello, 你好",),
                 {"prompt_text": "my prompt", "stream": 1, "speed": 2}, {"tts_text": 0})
     extractor.start(stage, call)
-    assert attrs(stage) == {s.TEXT_LENGTH: 9, s.STREAM: True, s.SPEED: 2.0,
-                            s.SAMPLE_RATE: 24000}
+    assert {k: v for k, v in attrs(stage).items() if k in REQUEST_SHAPE} == {
+        s.TEXT_LENGTH: 9, s.STREAM: True, s.SPEED: 2.0, s.SAMPLE_RATE: 24000}
     pattern = redaction.pattern_for(stage.span.get_span_context().trace_id)
     assert redaction.mask("Hello, 你好 and my prompt", pattern) == \
         f"{redaction.MASK} and {redaction.MASK}"  # registered for masking
@@ -395,3 +397,155 @@ def test_text_stream_counts_tokens_and_registers_each_piece_as_it_arrives(make_s
     assert trace.get_current_span().get_span_context().trace_id == 0
     ex.TextStream().rewrite(outside)  # no trace: nothing to register under, left alone
     assert isinstance(outside.args[0], type(iter([])))
+
+
+# ---------------------------------------------- attribution: GenAI, concurrency, warm-up, config
+
+def test_chunk_events_carry_audio_seconds_and_rtf_per_chunk(make_stage, monkeypatch) -> None:
+    stage = make_stage(s.INFERENCE)
+    stage.started = 10.0
+    extractor = ex.Inference()
+    extractor.start(stage, Call(types.SimpleNamespace(sample_rate=1000), ("hi",), {},
+                                {"tts_text": 0}))
+    for now, samples in ((10.5, 250), (10.75, 1000), (11.0, 0)):
+        monkeypatch.setattr(ex.time, "monotonic", lambda now=now: now)
+        extractor.item(stage, {"tts_speech": T(1, samples)})
+    events = [(e.name, dict(e.attributes)) for e in stage.span.events]
+    assert events == [  # no event for a chunk without audio
+        (s.CHUNK_EVENT, {s.CHUNK_INDEX: 0, s.CHUNK_AUDIO_SECONDS: 0.25, s.CHUNK_RTF: 2.0}),
+        (s.CHUNK_EVENT, {s.CHUNK_INDEX: 1, s.CHUNK_AUDIO_SECONDS: 1.0, s.CHUNK_RTF: 0.25})]
+
+
+def test_inflight_counts_requests_inside_the_engine_and_every_end_leaves(make_stage) -> None:
+    extractor = ex.Inference()
+    base = ex.ENGINE.inflight
+    stages = [make_stage(s.INFERENCE) for _ in range(3)]
+    for stage in stages:
+        extractor.start(stage, Call(None, (), {}, {}))
+    assert [attrs(st)[s.INFLIGHT] for st in stages] == [base + 1, base + 2, base + 3]
+    for stage, reason in zip(stages, ("completed", "interrupted", "error")):
+        extractor.close(stage, reason)
+        extractor.close(stage, reason)  # a second close never leaves twice
+        assert attrs(stage)[s.END_REASON] == reason
+    assert ex.ENGINE.inflight == base
+
+
+def test_end_reason_comes_from_how_the_stage_ended(make_stage) -> None:
+    from cosyvoice_otel.instrumentation.stage_span import StageSpan
+
+    reasons = {}
+    for how in ("completed", "error", "interrupted"):
+        stage = make_stage(s.INFERENCE)
+        stage.on_end = lambda st, reason, how=how: reasons.setdefault(how, reason)
+        if how == "error":
+            stage.fail(ValueError("x"))
+        stage.end(abandoned=how == "interrupted")
+        stage.end()  # ending again changes nothing
+    assert reasons == {"completed": "completed", "error": "error", "interrupted": "interrupted"}
+    assert StageSpan.__slots__  # the hook is a slot: no per-instance dict
+
+
+def test_warmup_is_true_once_per_mode_and_stream_pair(make_stage, monkeypatch) -> None:
+    monkeypatch.setattr(ex, "ENGINE", ex._Engine())
+    extractor = ex.Inference()
+    seen = []
+    for mode, stream in (("sft", False), ("sft", False), ("sft", True), ("zero_shot", False),
+                         ("sft", True)):
+        stage = make_stage(s.INFERENCE)
+        stage.span.set_attribute(s.MODE, mode)
+        extractor.start(stage, Call(None, (), {"stream": stream}, {}))
+        seen.append(attrs(stage)[s.WARMUP])
+        extractor.close(stage, "completed")
+    assert seen == [True, False, True, True, False]
+
+
+@pytest.mark.parametrize(("mode", "kwargs", "voice"), [
+    ("sft", {"spk_id": "中文女"}, "中文女"),
+    ("instruct", {"spk_id": "中文男"}, "中文男"),
+    ("zero_shot", {"zero_shot_spk_id": "alice"}, "alice"),
+    ("zero_shot", {"zero_shot_spk_id": ""}, "zero_shot"),
+    ("cross_lingual", {}, "cross_lingual"),
+    ("instruct2", {"spk_id": "not a preset mode"}, "instruct2"),
+    ("vc", {}, "vc"),
+])
+def test_genai_attributes_name_the_operation_and_the_voice_never_audio(make_stage, mode, kwargs,
+                                                                       voice) -> None:
+    stage = make_stage(s.INFERENCE)
+    stage.span.set_attribute(s.MODE, mode)
+    ex.Inference().start(stage, Call(None, (), kwargs, {}))
+    got = attrs(stage)
+    assert (got[s.GENAI_OPERATION], got[s.GENAI_PROVIDER], got[s.GENAI_OUTPUT_TYPE]) == (
+        "text_to_speech", "cosyvoice", "speech")
+    assert got[s.GENAI_VOICE] == voice
+
+
+def test_tokens_and_first_token_roll_up_to_the_request(make_stage, monkeypatch) -> None:
+    request = make_stage(s.INFERENCE)
+    request.started = 0.0
+    ex.Inference().start(request, Call(None, (), {}, {}))
+    for sentence in range(2):
+        tts = make_stage(s.MODEL_TTS, parent=request)
+        tts.started = 1.0 + sentence
+        llm = make_stage(s.ACOUSTIC_MODEL, parent=tts)
+        ex.Acoustic().start(llm, Call(None, (), {"text": T(1, 7), "prompt_text": T(1, 3)}, {}))
+        monkeypatch.setattr(ex.time, "monotonic", lambda sentence=sentence: 1.25 + sentence)
+        for _ in range(20):
+            ex.Acoustic().item(llm, 1)
+        ex.Acoustic().end(llm, None)
+        assert attrs(tts)[s.LLM_FIRST_TOKEN_MS] == 250.0
+    stream = make_stage(s.TEXT_STREAM, parent=make_stage(s.ACOUSTIC_MODEL, parent=request))
+    ex.TextStream().start(stream, Call(None, (), {}, {}))
+    ex.TextStream().item(stream, T(1, 5))
+    ex.TextStream().end(stream, None)
+    ex.Inference().end(request, None)
+    got = attrs(request)
+    assert got[s.GENAI_INPUT_TOKENS] == 2 * 10 + 5 and got[s.GENAI_OUTPUT_TOKENS] == 40
+    assert got[s.LLM_FIRST_TOKEN_MS] == 250.0  # the first sentence's
+    ex.Inference().close(request, "completed")
+
+
+class Script:  # what torch.jit.load returns is a RecursiveScriptModule: read by type name
+    pass
+
+
+Script.__name__ = "RecursiveScriptModule"
+
+
+def test_model_facts_are_read_from_the_loaded_model(tmp_path, monkeypatch) -> None:
+    import sys
+
+    import torch
+
+    class CosyVoice:
+        pass
+
+    class CosyVoice3(CosyVoice):
+        pass
+
+    config = tmp_path / "Fun-CosyVoice3-0.5B"
+    config.mkdir()
+    (config / "cosyvoice3.yaml").write_text("llm: !new:x.Y\n")
+    api = CosyVoice3()
+    api.model_dir = str(config) + "/"
+    api.model = types.SimpleNamespace(
+        fp16=True, llm=types.SimpleNamespace(vllm=object()),
+        flow=types.SimpleNamespace(encoder=Script(),
+                                   decoder=types.SimpleNamespace(estimator_engine=object())))
+    facts = ex.model_facts(api)
+    import hashlib
+
+    assert facts[s.MODEL_VERSION] == 3 and facts[s.GENAI_MODEL] == "Fun-CosyVoice3-0.5B"
+    assert (facts[s.FP16], facts[s.LOAD_VLLM], facts[s.LOAD_JIT], facts[s.LOAD_TRT]) == (
+        True, True, True, True)
+    assert facts[s.CONFIG_HASH] == hashlib.sha256(b"llm: !new:x.Y\n").hexdigest()[:12]
+    assert facts[s.DEVICE] == "cpu" and facts[s.TORCH_VERSION] == torch.__version__
+    assert ex.model_facts(api) is facts  # once per model object
+    monkeypatch.delitem(sys.modules, "torch")  # never imported by us: no torch, no such facts
+    plain = CosyVoice()
+    plain.model = types.SimpleNamespace(llm=object(), flow=object())
+    facts = ex.model_facts(plain)
+    assert facts[s.MODEL_VERSION] == 1
+    assert (facts[s.FP16], facts[s.LOAD_VLLM], facts[s.LOAD_JIT], facts[s.LOAD_TRT]) == (
+        False, False, False, False)
+    assert s.CONFIG_HASH not in facts and s.GENAI_MODEL not in facts
+    assert s.DEVICE not in facts and s.TORCH_VERSION not in facts

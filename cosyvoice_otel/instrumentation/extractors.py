@@ -11,8 +11,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import sys
+import threading
 import time
 import wave
+import weakref
 from collections.abc import Generator
 from typing import Any
 
@@ -60,12 +63,110 @@ def _speech_samples(item: Any) -> int:
     return _shape_last(speech) or 0
 
 
+class _Engine:
+    """Process-wide facts for attribution: requests in flight, (mode, stream) pairs seen."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.inflight = 0
+        self.warm: set[tuple[Any, bool]] = set()
+
+    def enter(self, key: tuple[Any, bool]) -> tuple[int, bool]:
+        with self.lock:
+            self.inflight += 1
+            first = key not in self.warm
+            self.warm.add(key)
+            return self.inflight, first
+
+    def leave(self) -> None:
+        with self.lock:
+            self.inflight -= 1
+
+
+ENGINE = _Engine()
+_CONFIG_NAMES = ("cosyvoice3.yaml", "cosyvoice2.yaml", "cosyvoice.yaml")
+_MODEL_FACTS: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+def _is_script(module: Any) -> bool:
+    return type(module).__name__ in ("RecursiveScriptModule", "ScriptModule")
+
+
+def model_facts(api: Any) -> dict[str, Any]:
+    """The configuration behind a number, read from the loaded model object (never guessed):
+    version by class, fp16, what load_jit / load_trt / load_vllm replaced, torch, device, and a
+    short hash of the model's config file. Computed once per model object."""
+    try:
+        return _MODEL_FACTS[api]
+    except (KeyError, TypeError):
+        pass
+    model = getattr(api, "model", None)
+    llm, flow = getattr(model, "llm", None), getattr(model, "flow", None)
+    names = [klass.__name__ for klass in type(api).__mro__]
+    version = next((v for v, n in ((3, "CosyVoice3"), (2, "CosyVoice2"), (1, "CosyVoice"))
+                    if n in names), None)
+    facts: dict[str, Any] = {
+        s.FP16: bool(getattr(model, "fp16", getattr(api, "fp16", False))),
+        s.LOAD_VLLM: getattr(llm, "vllm", None) is not None,
+        s.LOAD_JIT: any(_is_script(getattr(part, attr, None)) for part, attr in (
+            (flow, "encoder"), (llm, "llm"), (llm, "text_encoder"))),
+        s.LOAD_TRT: getattr(getattr(flow, "decoder", None), "estimator_engine", None) is not None,
+    }
+    if version is not None:
+        facts[s.MODEL_VERSION] = version
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        facts[s.TORCH_VERSION] = str(getattr(torch, "__version__", "?"))
+        cuda = _cuda_device(torch)
+        facts[s.DEVICE] = cuda or "cpu"
+    model_dir = getattr(api, "model_dir", None)
+    if isinstance(model_dir, str):
+        facts[s.GENAI_MODEL] = os.path.basename(os.path.normpath(model_dir))
+        for name in _CONFIG_NAMES:
+            path = os.path.join(model_dir, name)
+            if os.path.isfile(path):
+                with open(path, "rb") as f:
+                    facts[s.CONFIG_HASH] = hashlib.sha256(f.read()).hexdigest()[:12]
+                break
+    try:
+        _MODEL_FACTS[api] = facts
+    except TypeError:  # not weak-referenceable: computed again next time
+        pass
+    return facts
+
+
+def _cuda_device(torch: Any) -> str | None:
+    try:
+        return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except Exception:  # noqa: BLE001 - a broken driver is "no GPU" for attribution
+        return None
+
+
+def _voice(mode: Any, call: Call) -> str:
+    """gen_ai.speech.voice: a preset speaker id, the cached speaker, or the mode. Never audio."""
+    spk_id = call.arg("zero_shot_spk_id")
+    if isinstance(spk_id, str) and spk_id:
+        return spk_id
+    preset = call.arg("spk_id")
+    if mode in ("sft", "instruct") and isinstance(preset, str):
+        return preset
+    return str(mode)
+
+
 class Inference(Extractor):
     name = "inference"
 
     def start(self, stage: StageSpan, call: Call) -> None:
-        _remember_texts(stage, call)
         span = stage.span
+        mode = span.attributes.get(s.MODE) if span.attributes else None
+        stream = bool(call.arg("stream", False))
+        inflight, warmup = ENGINE.enter((mode, stream))
+        stage.counters["inflight"] = True  # close() leaves exactly once
+        span.set_attributes({s.INFLIGHT: inflight, s.WARMUP: warmup,
+                             s.GENAI_OPERATION: "text_to_speech",
+                             s.GENAI_PROVIDER: "cosyvoice", s.GENAI_OUTPUT_TYPE: "speech",
+                             s.GENAI_VOICE: _voice(mode, call), **model_facts(call.instance)})
+        _remember_texts(stage, call)
         text = call.arg("tts_text")
         if isinstance(text, str):
             span.set_attribute(s.TEXT_LENGTH, len(text))
@@ -79,22 +180,31 @@ class Inference(Extractor):
         elif isinstance(text, Generator):  # streaming text input: no length to tell yet
             span.set_attribute(s.TEXT_STREAMED, True)
         _speaker_cache(stage, call)
-        span.set_attribute(s.STREAM, bool(call.arg("stream", False)))
+        span.set_attribute(s.STREAM, stream)
         span.set_attribute(s.SPEED, float(call.arg("speed", 1.0)))
         rate = getattr(call.instance, "sample_rate", None)
         if not isinstance(rate, int):
             rate = None  # a fork's odd attribute must not break the end's arithmetic
         else:
             span.set_attribute(s.SAMPLE_RATE, rate)
-        stage.counters.update(chunks=0, samples=0, rate=rate)
+        stage.counters.update(chunks=0, samples=0, rate=rate, last=stage.started,
+                              input_tokens=0, output_tokens=0)
 
     def item(self, stage: StageSpan, item: Any) -> None:
         counters = stage.counters
+        now = time.monotonic()
         if counters["chunks"] == 0:
-            stage.span.set_attribute(s.FIRST_CHUNK_MS,
-                                     round((time.monotonic() - stage.started) * 1000, 3))
+            stage.span.set_attribute(s.FIRST_CHUNK_MS, round((now - stage.started) * 1000, 3))
+        samples = _speech_samples(item)
+        rate = counters["rate"]
+        if rate and samples:  # per chunk: its audio and its RTF (warm-up shows in the first)
+            seconds = samples / rate
+            stage.span.add_event(s.CHUNK_EVENT, {
+                s.CHUNK_INDEX: counters["chunks"], s.CHUNK_AUDIO_SECONDS: round(seconds, 4),
+                s.CHUNK_RTF: round((now - counters["last"]) / seconds, 4)})
+        counters["last"] = now
         counters["chunks"] += 1
-        counters["samples"] += _speech_samples(item)
+        counters["samples"] += samples
 
     def end(self, stage: StageSpan, result: Any) -> None:
         counters = stage.counters
@@ -105,6 +215,16 @@ class Inference(Extractor):
         span.set_attribute(s.AUDIO_SECONDS, round(seconds, 4))
         if seconds > 0:
             span.set_attribute(s.RTF, round((time.monotonic() - stage.started) / seconds, 4))
+        for key, attr in (("input_tokens", s.GENAI_INPUT_TOKENS),
+                          ("output_tokens", s.GENAI_OUTPUT_TOKENS)):
+            if counters[key]:
+                span.set_attribute(attr, counters[key])
+
+    def close(self, stage: StageSpan, reason: str) -> None:
+        """Every end: completed, interrupted (abandoned mid-stream) or error."""
+        if stage.counters.pop("inflight", False):
+            ENGINE.leave()
+        stage.span.set_attribute(s.END_REASON, reason)
 
 
 def _speaker_cache(stage: StageSpan, call: Call) -> None:
@@ -154,6 +274,9 @@ class TextStream(Extractor):
 
     def end(self, stage: StageSpan, result: Any) -> None:
         stage.span.set_attribute(s.TEXT_TOKENS, stage.counters["tokens"])
+        request = _request(stage)
+        if request is not None and "input_tokens" in request.counters:
+            request.counters["input_tokens"] += stage.counters["tokens"]
 
 
 class TextNormalize(Extractor):
@@ -254,23 +377,50 @@ class Token2Wav(Extractor):
         stage.span.set_attribute(s.FINALIZE, bool(call.arg("finalize", False)))
 
 
+def _request(stage: StageSpan) -> StageSpan | None:
+    """The open ``cosyvoice.inference`` stage this stage belongs to, if any."""
+    found = stage.parent.find(s.INFERENCE) if stage.parent is not None else None
+    return found if found is not None and not found.ended else None
+
+
 class Acoustic(Extractor):
     name = "acoustic"
 
     def start(self, stage: StageSpan, call: Call) -> None:
         stage.counters["tokens"] = 0
+        request = _request(stage)
+        if request is not None and "input_tokens" in request.counters:
+            read = (_shape_last(call.arg("text")) or 0) + (_shape_last(call.arg("prompt_text")) or 0)
+            request.counters["input_tokens"] += read
         # upstream's load_vllm gives the LLM a vLLM engine: tokens then come from its steps
         backend = "vllm" if getattr(call.instance, "vllm", None) is not None else "torch"
         stage.span.set_attribute(s.LLM_BACKEND, backend)
 
     def item(self, stage: StageSpan, item: Any) -> None:
+        if stage.counters["tokens"] == 0:
+            _first_token(stage)
         stage.counters["tokens"] += 1
 
     def end(self, stage: StageSpan, result: Any) -> None:
         tokens = stage.counters["tokens"]
+        request = _request(stage)
+        if request is not None and "output_tokens" in request.counters:
+            request.counters["output_tokens"] += tokens
         elapsed = time.monotonic() - stage.started
         stage.span.set_attribute(s.SPEECH_TOKENS, tokens)
         stage.span.set_attribute(s.TOKENS_PER_SECOND, round(tokens / elapsed, 2) if elapsed else 0.0)
+
+
+def _first_token(stage: StageSpan) -> None:
+    """``model.tts`` entry -> the LLM thread's first speech token, on model.tts and (for the
+    first sentence) on the request."""
+    now = time.monotonic()
+    tts = stage.parent.find(s.MODEL_TTS) if stage.parent is not None else None
+    for owner in (tts, _request(stage)):
+        if owner is not None and not owner.ended and "first_token" not in owner.counters \
+                and tts is not None:
+            owner.counters["first_token"] = True
+            owner.span.set_attribute(s.LLM_FIRST_TOKEN_MS, round((now - tts.started) * 1000, 3))
 
 
 class Flow(Extractor):

@@ -87,7 +87,7 @@ class StageSpan:
     """One stage's span, its context, its parent stage and the counters its extractor keeps."""
 
     __slots__ = ("name", "span", "ctx", "parent", "instance", "counters", "started", "ended",
-                 "options", "request_span")
+                 "options", "request_span", "failed", "on_end")
 
     def __init__(self, tracer: trace.Tracer, name: str, parent_ctx: context.Context,
                  instance: Any, attributes: dict[str, Any], options: Options) -> None:
@@ -101,6 +101,10 @@ class StageSpan:
         self.counters: dict[str, Any] = {}
         self.started = time.monotonic()
         self.ended = False
+        self.failed = False
+        # the extractor's ``close(stage, reason)``: runs once on EVERY end (completed, error,
+        # or interrupted: a stream abandoned, closed early or ended by its request's scope)
+        self.on_end: Callable[[StageSpan, str], None] | None = None
         # the request's top span (gradio.event or the HTTP server span): errors are shown there
         self.request_span = (self.parent.request_span if self.parent is not None
                              else trace.get_current_span(parent_ctx))
@@ -118,6 +122,7 @@ class StageSpan:
         return stage
 
     def fail(self, exc: BaseException) -> None:
+        self.failed = True
         try:
             self.span.record_exception(exc, escaped=True)
             self.mark_error(type(exc).__name__)
@@ -140,6 +145,12 @@ class StageSpan:
         if self.ended:
             return
         self.ended = True
+        if self.on_end is not None and self.span.is_recording():
+            try:
+                self.on_end(self, "interrupted" if abandoned else
+                            "error" if self.failed else "completed")
+            except Exception as err:  # noqa: BLE001
+                note_error("extractor close", err)
         try:
             if abandoned:
                 self.span.set_attribute(s.ABANDONED, True)
@@ -205,6 +216,7 @@ class StageWrapper:
         self.adopt = adopt  # resolves the row's roles from the call's instance
         self.attributes = dict(stage.attributes)
         self.rewrites = getattr(type(extractor), "rewrite", _no_rewrite) is not _no_rewrite
+        self.closes = callable(getattr(extractor, "close", None))
 
     def _start(self, parent_ctx: context.Context, call: Call) -> StageSpan | None:
         try:
@@ -221,6 +233,8 @@ class StageWrapper:
             return None
         try:
             if stage.span.is_recording():
+                if self.closes:
+                    stage.on_end = self.extractor.close
                 self.extractor.start(stage, call)
         except Exception as exc:  # noqa: BLE001
             note_error(f"extractor {self.extractor.name}.start", exc)
