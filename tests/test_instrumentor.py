@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import textwrap
@@ -754,3 +755,60 @@ def test_uninstrument_undoes_all_that_instrument_did() -> None:
                         "'Queue.process_events']"), lines
     assert lines[1] == "off True []"
     assert lines[2] == "late False"
+
+
+# -- why a request was slow: concurrency, warm-up, end reason, configuration ----------------------
+
+def inference_spans() -> list:
+    return [s for s in EXPORTER.get_finished_spans() if s.name == schema.INFERENCE]
+
+
+def test_end_reason_and_inflight_on_the_real_engine(models, instrumented) -> None:
+    from cosyvoice_otel.instrumentation.extractors import ENGINE
+
+    base = ENGINE.inflight
+    model = models[3]
+    first = model.inference_sft(TEXT, "中文女", stream=True)
+    next(first)  # inside the engine
+    second = model.inference_sft(TEXT, "中文女", stream=True)
+    next(second)
+    assert ENGINE.inflight == base + 2
+    first.close()  # the client went away mid-stream
+    list(second)
+    with pytest.raises(ValueError):
+        list(model.inference_sft("bad\x00text", "中文女"))
+    assert ENGINE.inflight == base
+    spans = inference_spans()
+    assert [(s.attributes[schema.END_REASON], s.attributes[schema.INFLIGHT]) for s in spans] == [
+        ("interrupted", base + 1), ("completed", base + 2), ("error", base + 1)]
+    assert spans[0].attributes[schema.ABANDONED] is True
+
+
+def test_the_request_carries_genai_usage_and_the_models_configuration(models, instrumented,
+                                                                      prompt_wav) -> None:
+    import hashlib
+
+    model = models[3]
+    outputs = run_request(model, "zero_shot", True, prompt_wav)
+    spans = EXPORTER.get_finished_spans()
+    request = next(s for s in spans if s.name == schema.INFERENCE).attributes
+    acoustic = [s.attributes for s in spans if s.name == schema.ACOUSTIC_MODEL]
+    assert request[schema.GENAI_OUTPUT_TOKENS] == sum(a[schema.SPEECH_TOKENS] for a in acoustic)
+    assert request[schema.GENAI_INPUT_TOKENS] > len(TEXT)  # the text and the prompt text
+    assert request[schema.GENAI_VOICE] == "zero_shot"
+    assert request[schema.GENAI_MODEL] == os.path.basename(model.model_dir)
+    assert (request[schema.MODEL_VERSION], request[schema.FP16], request[schema.LOAD_VLLM],
+            request[schema.LOAD_JIT], request[schema.LOAD_TRT]) == (3, False, False, False, False)
+    config = open(os.path.join(model.model_dir, "cosyvoice3.yaml"), "rb").read()
+    assert request[schema.CONFIG_HASH] == hashlib.sha256(config).hexdigest()[:12]
+    assert request[schema.DEVICE] == "cpu" and request[schema.TORCH_VERSION] == torch.__version__
+    assert request[schema.LLM_FIRST_TOKEN_MS] > 0
+    chunks = [e for e in next(s for s in spans if s.name == schema.INFERENCE).events
+              if e.name == schema.CHUNK_EVENT]
+    assert len(chunks) == len(outputs)
+    assert sum(e.attributes[schema.CHUNK_AUDIO_SECONDS] for e in chunks) == pytest.approx(
+        sum(o["tts_speech"].shape[1] for o in outputs) / model.sample_rate, abs=1e-3)
+    vllm = run_request(models["vllm"], "sft", False, "")
+    assert vllm
+    last = inference_spans()[-1].attributes
+    assert last[schema.LOAD_VLLM] is True and last[schema.GENAI_VOICE] == "中文女"
