@@ -82,8 +82,10 @@ def test_verify_bad_input_is_one_line_exit_2() -> None:
 
 # ------------------------------------------------------------------------------------- report
 
-def synthetic_traces(service: str, version: str, vocoder_ms: list[int]) -> list[list[dict]]:
-    """One trace per vocoder duration: gradio.event 1000 ms > inference 900 ms > vocoder."""
+def synthetic_traces(service: str, version: str, vocoder_ms: list[int],
+                     inference_tags: list[dict] | None = None) -> list[list[dict]]:
+    """One trace per vocoder duration: gradio.event 1000 ms > inference 900 ms > vocoder;
+    ``inference_tags[i]`` adds tags to the i-th request's inference span."""
     now = int(time.time() * 1e6) - 60_000_000
     traces = []
     for i, voc in enumerate(vocoder_ms):
@@ -97,7 +99,7 @@ def synthetic_traces(service: str, version: str, vocoder_ms: list[int]) -> list[
              "timestamp": start, "duration": 1_000_000, "localEndpoint": endpoint, "tags": tags},
             {"traceId": trace_id, "id": ids[1], "parentId": ids[0], "name": "cosyvoice.inference",
              "timestamp": start + 10, "duration": 900_000, "localEndpoint": endpoint,
-             "tags": tags},
+             "tags": {**tags, **(inference_tags[i] if inference_tags else {})}},
             {"traceId": trace_id, "id": ids[2], "parentId": ids[1], "name": "vocoder",
              "timestamp": start + 20, "duration": voc * 1000, "localEndpoint": endpoint,
              "tags": {**tags, **({"error": "Boom", "error.type": "Boom"} if voc == 700 else {})}},
@@ -172,6 +174,38 @@ def test_report_figures_on_ten_thousand_traces() -> None:
         expected_ms = ordered[max(0, -(-q * len(ordered) // 100) - 1)]
         assert vocoder.stat(f"p{q}") == expected_ms * 1000, q  # microseconds
     assert "vocoder" in text and "10000" in text.replace(",", "")
+
+
+@pytest.mark.parametrize(("inflight", "bucket"), [("1", "1"), ("2", "2"), ("3", "3-4"),
+                                                  ("4", "3-4"), ("5", "5-8"), ("8", "5-8"),
+                                                  ("9", "9+"), ("40", "9+"), (None, "(none)"),
+                                                  ("x", "(none)")])
+def test_concurrency_buckets(inflight, bucket) -> None:
+    assert rep.concurrency_bucket(inflight) == bucket
+
+
+def test_report_by_concurrency_leaves_warmup_out_and_counts_interruptions() -> None:
+    tags = [{"cosyvoice.inflight": "1", "cosyvoice.warmup": "true"},
+            {"cosyvoice.inflight": "1", "cosyvoice.warmup": "false"},
+            {"cosyvoice.inflight": "2", "cosyvoice.warmup": "false",
+             "cosyvoice.end_reason": "interrupted"},
+            {"cosyvoice.inflight": "6", "cosyvoice.warmup": "false"},
+            {"cosyvoice.inflight": "7", "cosyvoice.warmup": "false",
+             "cosyvoice.load_trt": "true"}]
+    traces = synthetic_traces("c", "v1", [100, 200, 300, 400, 500], tags)
+    groups = rep.analyse(traces, "concurrency")
+    assert {k: len(g.requests) for k, g in groups.items()} == {"1": 1, "2": 1, "5-8": 2}
+    assert groups["1"].warmup_excluded == 1 and groups["1"].stages["vocoder"].stat("p50") == 200_000
+    assert groups["2"].interrupted == 1
+    text = rep.to_text(groups, "http://z")
+    assert "[1] warm-up requests left out: 1 (--include-warmup keeps them)" in text
+    assert "[2] interrupted requests (client went away): 1" in text
+    data = rep.to_dict(groups, "http://z")
+    assert data["1"]["warmup_excluded"] == 1 and data["2"]["interrupted"] == 1
+    kept = rep.analyse(traces, "concurrency", include_warmup=True)
+    assert len(kept["1"].requests) == 2 and kept["1"].warmup_excluded == 0
+    by_trt = rep.analyse(traces, "cosyvoice.load_trt")  # a tag of the inference span
+    assert {k: len(g.requests) for k, g in by_trt.items()} == {"true": 1, "(none)": 3}
 
 
 @pytest.mark.parametrize("rule", ["vocoder>5s", "vocoder.p95>>5s", "vocoder.p95>5h",

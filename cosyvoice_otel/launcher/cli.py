@@ -245,14 +245,20 @@ def verify(app_url: str | None, grpc_target: str | None, zipkin_url: str, count:
 @click.option("--limit", type=click.IntRange(1, 100000), default=10000, show_default=True,
               help="At most this many traces.")
 @click.option("--by", "by", default=None, metavar="TAG",
-              help="Compare groups side by side, e.g. --by service.version.")
+              help="Compare groups side by side, e.g. --by service.version, --by "
+                   "cosyvoice.load_trt, or --by concurrency (in-flight level: 1, 2, 3-4, 5-8, "
+                   "9+).")
+@click.option("--include-warmup", is_flag=True,
+              help="Keep warm-up requests (a process's first per mode and stream) in the "
+                   "figures; left out by default, and counted.")
 @click.option("--alert", "alerts", multiple=True, metavar="RULE",
               help="e.g. 'vocoder.p95>5s' (repeatable); exit 1 when one is breached.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None,
               help="Also write one self-contained HTML page.")
 @click.option("--json", "as_json", is_flag=True)
 def report(zipkin_url: str, service: str, lookback: str, limit: int, by: str | None,
-           alerts: tuple[str, ...], html_path: str | None, as_json: bool) -> None:
+           include_warmup: bool, alerts: tuple[str, ...], html_path: str | None,
+           as_json: bool) -> None:
     """Per-stage latency (p50/p95/p99, share of request time), errors, slowest traces."""
     import json
 
@@ -271,7 +277,7 @@ def report(zipkin_url: str, service: str, lookback: str, limit: int, by: str | N
         traces = client.traces(service=service, lookback_ms=lookback_ms, limit=limit)
     except ZipkinError as exc:
         raise click.ClickException(str(exc)) from None
-    groups = rep.analyse(traces, by)
+    groups = rep.analyse(traces, by, include_warmup)
     if not groups:
         raise click.ClickException(f"no synthesis traces of service {service!r} in the last "
                                    f"{lookback}")

@@ -102,6 +102,8 @@ class GroupStats:
     request_total_us: float = 0.0
     requests: list[tuple[float, str]] = field(default_factory=list)  # (duration, trace id)
     errors: Counter = field(default_factory=Counter)
+    interrupted: int = 0  # requests whose stream the client abandoned (end_reason)
+    warmup_excluded: int = 0  # warm-up requests left out of the figures
 
     def share(self, stage: str) -> float:
         total = sum(self.stages[stage].durations) if stage in self.stages else 0.0
@@ -120,14 +122,50 @@ def _request_span(spans: list[dict]) -> dict | None:
     return parent if parent is not None and parent.get("kind") == "SERVER" else inference
 
 
-def analyse(traces: list[list[dict]], by: str | None = None) -> dict[str, GroupStats]:
+CONCURRENCY = "concurrency"
+# --by concurrency: the in-flight level a request started at, in these buckets
+_LEVELS = ((1, "1"), (2, "2"), (4, "3-4"), (8, "5-8"))
+
+
+def concurrency_bucket(inflight: str | None) -> str:
+    try:
+        level = int(inflight or "")
+    except ValueError:
+        return "(none)"
+    return next((name for top, name in _LEVELS if level <= top), "9+")
+
+
+def _group_key(request: dict, inference: dict | None, by: str | None) -> str:
+    """The value of ``by`` for this request: on its top span, else on its inference span (where
+    the model's configuration and the attribution attributes live)."""
+    inference_tags = inference.get("tags", {}) if inference else {}
+    if not by:
+        return "all"
+    if by == CONCURRENCY:
+        return concurrency_bucket(inference_tags.get(s.INFLIGHT))
+    return request.get("tags", {}).get(by) or inference_tags.get(by) or "(none)"
+
+
+def analyse(traces: list[list[dict]], by: str | None = None,
+            include_warmup: bool = False) -> dict[str, GroupStats]:
+    """Per group, per stage durations. Warm-up requests (``cosyvoice.warmup``) are left out
+    unless ``include_warmup``: a process's first request per (mode, stream) measures loading,
+    not serving. ``by`` is a tag, or ``concurrency`` (in-flight buckets)."""
     groups: dict[str, GroupStats] = {}
+    excluded: Counter = Counter()
     for spans in traces:
         request = _request_span(spans)
         if request is None:
             continue
-        key = request.get("tags", {}).get(by, "(none)") if by else "all"
+        inference = next((sp for sp in spans if sp["name"] == s.INFERENCE), None)
+        tags = inference.get("tags", {}) if inference else {}
+        key = _group_key(request, inference, by)
+        if tags.get(s.WARMUP) == "true" and not include_warmup:
+            excluded[key] += 1
+            continue
         group = groups.setdefault(key, GroupStats(key))
+        if tags.get(s.END_REASON) == "interrupted":
+            group.interrupted += 1
         group.request_total_us += request.get("duration", 0)
         group.requests.append((request.get("duration", 0), request["traceId"]))
         for span in spans:
@@ -139,6 +177,8 @@ def analyse(traces: list[list[dict]], by: str | None = None) -> dict[str, GroupS
             if "error" in tags:
                 stage.errors += 1
                 group.errors[tags.get(s.ERROR_TYPE) or tags.get("error") or "error"] += 1
+    for key, count in excluded.items():
+        groups.setdefault(key, GroupStats(key)).warmup_excluded = count
     for group in groups.values():
         for stage in group.stages.values():
             stage.durations.sort()
@@ -190,6 +230,8 @@ def to_dict(groups: dict[str, GroupStats], zipkin_ui: str, slowest: int = 5) -> 
                               "share": group.share(name)}
                        for name, st in sorted(group.stages.items())},
             "errors_by_type": dict(group.errors),
+            "interrupted": group.interrupted,
+            "warmup_excluded": group.warmup_excluded,
             "slowest": [{"trace_id": t, "duration_us": d,
                          "link": f"{zipkin_ui}/zipkin/traces/{t}"}
                         for d, t in group.requests[:slowest]],
@@ -222,6 +264,11 @@ def to_text(groups: dict[str, GroupStats], zipkin_ui: str, slowest: int = 5) -> 
     for key in keys:
         group = groups[key]
         prefix = f"[{key}] " if len(keys) > 1 else ""
+        if group.interrupted:
+            lines.append(f"{prefix}interrupted requests (client went away): {group.interrupted}")
+        if group.warmup_excluded:
+            lines.append(f"{prefix}warm-up requests left out: {group.warmup_excluded} "
+                         "(--include-warmup keeps them)")
         if group.errors:
             lines.append(f"{prefix}errors by type: " + ", ".join(
                 f"{t}={n}" for t, n in group.errors.most_common()))
