@@ -217,6 +217,11 @@ ERROR_REASONS = {
     "<exception class>": "any other failure: the exception's class name",
 }
 
+# The tags worth filtering on in Zipkin's UI: its AUTOCOMPLETE_KEYS (`zipkin start` sets them;
+# the README tells operators with their own Zipkin to set the same)
+AUTOCOMPLETE_KEYS = (MODE, STREAM, ERROR_TYPE, WARMUP, END_REASON, MODEL_VERSION,
+                     "service.version")
+
 # Span events: name -> (on which span, its attributes, meaning)
 EVENTS = {
     CHUNK_EVENT: (INFERENCE, (

@@ -423,7 +423,7 @@ def test_inflight_counts_requests_inside_the_engine_and_every_end_leaves(make_st
     for stage in stages:
         extractor.start(stage, Call(None, (), {}, {}))
     assert [attrs(st)[s.INFLIGHT] for st in stages] == [base + 1, base + 2, base + 3]
-    for stage, reason in zip(stages, ("completed", "interrupted", "error")):
+    for stage, reason in zip(stages, ("completed", "interrupted", "error"), strict=True):
         extractor.close(stage, reason)
         extractor.close(stage, reason)  # a second close never leaves twice
         assert attrs(stage)[s.END_REASON] == reason

@@ -332,3 +332,18 @@ def test_doctor_reports_zipkin_version_and_clock(zipkin, refused_endpoint) -> No
     down = run_cli("doctor", "--zipkin", refused_endpoint.rsplit("/api", 1)[0], "--cosyvoice-path",
                    str(ROOT / "examples"))
     assert down.returncode == 1 and "fail  zipkin:" in down.stdout
+
+
+@pytest.mark.zipkin
+def test_zipkin_started_here_offers_the_attribution_tags_as_ui_filters(zipkin) -> None:
+    from cosyvoice_otel import schema
+
+    service = f"autocomplete-{secrets.token_hex(3)}"
+    tags = [{"cosyvoice.mode": "sft", "cosyvoice.end_reason": "interrupted",
+             "cosyvoice.warmup": "true"}]
+    post(zipkin, synthetic_traces(service, "v9", [100], tags))
+    client = zipkin.client()
+    assert set(schema.AUTOCOMPLETE_KEYS) <= set(client._get("/api/v2/autocompleteKeys"))
+    assert wait_until(lambda: "interrupted" in client._get(
+        "/api/v2/autocompleteValues", key="cosyvoice.end_reason"))
+    assert "v9" in client._get("/api/v2/autocompleteValues", key="service.version")

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from cosyvoice_otel import schema as s
 from cosyvoice_otel.tools.net import free_port, owns_listener
 from cosyvoice_otel.tools.zipkin import ZipkinClient
 
@@ -147,7 +148,9 @@ def _start(port: int | None, jar: Path | None, log_path: Path | None, heap: str,
     log_path = log_path or (cache_dir() / f"zipkin-{port}.log")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     child_env = dict(os.environ)
-    child_env.update({"QUERY_PORT": str(port), "STORAGE_TYPE": "mem"})
+    # AUTOCOMPLETE_KEYS: the tags Zipkin's UI offers as filters (mode, stream, error.type, ...)
+    child_env.update({"QUERY_PORT": str(port), "STORAGE_TYPE": "mem",
+                      "AUTOCOMPLETE_KEYS": ",".join(s.AUTOCOMPLETE_KEYS)})
     child_env.update(env or {})
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
