@@ -347,3 +347,67 @@ def test_zipkin_started_here_offers_the_attribution_tags_as_ui_filters(zipkin) -
     assert wait_until(lambda: "interrupted" in client._get(
         "/api/v2/autocompleteValues", key="cosyvoice.end_reason"))
     assert "v9" in client._get("/api/v2/autocompleteValues", key="service.version")
+
+
+# ------------------------------------------------------------------------------ report --compare
+
+def test_mann_whitney_p_matches_the_textbook_normal_approximation() -> None:
+    # U = 0 for two separated samples of 5: z = (12.5 - 0.5) / sqrt(25 * 11 / 12)
+    assert rep.mann_whitney_p([1, 2, 3, 4, 5], [6, 7, 8, 9, 10]) == pytest.approx(0.01219,
+                                                                                   abs=1e-5)
+    assert rep.mann_whitney_p([1, 2, 3], [1, 2, 3]) == 1.0
+    assert rep.mann_whitney_p([5] * 6, [5] * 6) == 1.0  # all tied: no evidence
+    symmetric = rep.mann_whitney_p([1, 3, 5, 7, 9], [2, 4, 6, 8, 10])
+    assert 0.5 < symmetric <= 1.0
+
+
+def stats(name: str, values: list[float]) -> rep.StageStats:
+    return rep.StageStats(name, sorted(values))
+
+
+@pytest.mark.parametrize(("a", "b", "verdict"), [
+    ([100 + i for i in range(20)], [200 + i for i in range(20)], "slower"),
+    ([200 + i for i in range(20)], [100 + i for i in range(20)], "faster"),
+    ([100 + i for i in range(20)], [100 + i for i in range(20)], "no significant change"),
+    # significant but tiny: medians 1% apart is no change worth a verdict
+    ([1000 + i for i in range(200)], [1010 + i for i in range(200)], "no significant change"),
+    ([100, 101, 102, 103], [300, 301, 302, 303], "too few samples"),
+])
+def test_compare_verdicts(a, b, verdict) -> None:
+    row = rep.StageComparison("vocoder", stats("vocoder", a), stats("vocoder", b))
+    assert row.verdict == verdict
+    assert row.delta("p50") == pytest.approx((row.b.stat("p50") - row.a.stat("p50"))
+                                             / row.a.stat("p50"))
+
+
+def test_compare_a_stage_only_one_side_has() -> None:
+    row = rep.StageComparison("asr_transcribe", stats("asr_transcribe", [1.0] * 9), None)
+    assert row.verdict == "too few samples" and row.delta("p50") is None and row.p_value is None
+
+
+@pytest.mark.zipkin
+def test_report_compare_prints_both_sides_per_stage(zipkin, tmp_path) -> None:
+    service = f"compare-{secrets.token_hex(3)}"
+    post(zipkin, synthetic_traces(service, "1.0", [100 + 5 * i for i in range(12)])
+         + synthetic_traces(service, "1.1", [300 + 5 * i for i in range(12)]))
+    assert wait_until(lambda: len(zipkin.client().traces(service=service, lookback_ms=600_000,
+                                                          limit=100)) == 24)
+    args = ("report", "--zipkin", zipkin.base_url, "--service", service,
+            "--compare", "service.version=1.0", "--compare", "service.version=1.1")
+    text = run_cli(*args)
+    assert text.returncode == 0, text.stderr
+    assert "A=1.0 (12 requests) vs B=1.1 (12 requests)" in text.stdout
+    vocoder = next(line for line in text.stdout.splitlines() if line.startswith("vocoder "))
+    assert "125.0 ms /" in vocoder and "325.0 ms /" in vocoder  # p50 nearest rank, both sides
+    assert vocoder.rstrip().endswith("slower")
+    html = tmp_path / "compare.html"
+    data = json.loads(run_cli(*args, "--json", "--html", str(html)).stdout)
+    stage = data["stages"]["vocoder"]
+    assert stage["a"]["count"] == stage["b"]["count"] == 12
+    assert stage["verdict"] == "slower" and stage["delta_p50"] > 1.0
+    page = html.read_text()
+    assert "A 1.0" in page and "B 1.1" in page and rep.COLORS[1] in page
+    bad = run_cli("report", "--zipkin", zipkin.base_url, "--compare", "service.version=1.0")
+    assert bad.returncode == 2 and "two sides of the same key" in bad.stderr
+    absent = run_cli(*args[:-1], "service.version=9.9")
+    assert absent.returncode == 1 and "no requests with service.version=9.9" in absent.stderr

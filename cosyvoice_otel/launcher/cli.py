@@ -251,14 +251,18 @@ def verify(app_url: str | None, grpc_target: str | None, zipkin_url: str, count:
 @click.option("--include-warmup", is_flag=True,
               help="Keep warm-up requests (a process's first per mode and stream) in the "
                    "figures; left out by default, and counted.")
+@click.option("--compare", "sides", multiple=True, metavar="KEY=VALUE",
+              help="Give twice, e.g. --compare service.version=1.0 --compare "
+                   "service.version=1.1: per stage p50/p95 of each side, the delta and a "
+                   "verdict.")
 @click.option("--alert", "alerts", multiple=True, metavar="RULE",
               help="e.g. 'vocoder.p95>5s' (repeatable); exit 1 when one is breached.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None,
               help="Also write one self-contained HTML page.")
 @click.option("--json", "as_json", is_flag=True)
 def report(zipkin_url: str, service: str, lookback: str, limit: int, by: str | None,
-           include_warmup: bool, alerts: tuple[str, ...], html_path: str | None,
-           as_json: bool) -> None:
+           include_warmup: bool, sides: tuple[str, ...], alerts: tuple[str, ...],
+           html_path: str | None, as_json: bool) -> None:
     """Per-stage latency (p50/p95/p99, share of request time), errors, slowest traces."""
     import json
 
@@ -269,6 +273,11 @@ def report(zipkin_url: str, service: str, lookback: str, limit: int, by: str | N
         config.parse_http_url(zipkin_url)
         lookback_ms = rep.parse_lookback(lookback)
         rules = [rep.parse_rule(a) for a in alerts]
+        compared = [rep.parse_side(side) for side in sides]
+        if compared and (len(compared) != 2 or compared[0][0] != compared[1][0] or by):
+            raise rep.ReportError("--compare takes two sides of the same key, e.g. --compare "
+                                  "service.version=1.0 --compare service.version=1.1 "
+                                  "(and no --by)")
     except (ValueError, rep.ReportError) as exc:
         raise click.UsageError(str(exc)) from None
     client = ZipkinClient(zipkin_url, timeout=120)
@@ -277,10 +286,24 @@ def report(zipkin_url: str, service: str, lookback: str, limit: int, by: str | N
         traces = client.traces(service=service, lookback_ms=lookback_ms, limit=limit)
     except ZipkinError as exc:
         raise click.ClickException(str(exc)) from None
-    groups = rep.analyse(traces, by, include_warmup)
+    groups = rep.analyse(traces, compared[0][0] if compared else by, include_warmup)
     if not groups:
         raise click.ClickException(f"no synthesis traces of service {service!r} in the last "
                                    f"{lookback}")
+    if compared:
+        (key, a), (_, b) = compared
+        missing = [side for side in (a, b) if not groups.get(side, rep.GroupStats(side)).requests]
+        if missing:
+            raise click.ClickException(f"no requests with {key}={missing[0]} in the last "
+                                       f"{lookback} (seen: {', '.join(sorted(groups))})")
+        rows = rep.compare(groups, a, b)
+        click.echo(json.dumps(rep.compare_dict(rows, key, a, b, groups), indent=2) if as_json
+                   else rep.compare_text(rows, key, a, b, groups))
+        if html_path:
+            with open(html_path, "w", encoding="utf-8") as f:
+                f.write(rep.compare_html(rows, key, a, b, groups,
+                                         f"cosyvoice compare: {service}"))
+        sys.exit(0)
     if as_json:
         click.echo(json.dumps(rep.to_dict(groups, client.base_url), indent=2))
     else:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import html
 import math
 import re
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -104,6 +105,8 @@ class GroupStats:
     errors: Counter = field(default_factory=Counter)
     interrupted: int = 0  # requests whose stream the client abandoned (end_reason)
     warmup_excluded: int = 0  # warm-up requests left out of the figures
+    # (start, duration, failed) per request, for the timeline: "what happened at 3 pm?"
+    timeline: list[tuple[int, float, bool]] = field(default_factory=list)
 
     def share(self, stage: str) -> float:
         total = sum(self.stages[stage].durations) if stage in self.stages else 0.0
@@ -168,6 +171,8 @@ def analyse(traces: list[list[dict]], by: str | None = None,
             group.interrupted += 1
         group.request_total_us += request.get("duration", 0)
         group.requests.append((request.get("duration", 0), request["traceId"]))
+        group.timeline.append((int(request.get("timestamp", 0)), request.get("duration", 0),
+                               any("error" in sp.get("tags", {}) for sp in spans)))
         for span in spans:
             if span["name"].endswith(_HTTP_NOISE) or span.get("kind") == "SERVER":
                 continue
@@ -184,6 +189,122 @@ def analyse(traces: list[list[dict]], by: str | None = None,
             stage.durations.sort()
         group.requests.sort(reverse=True)
     return groups
+
+
+# -------------------------------------------------------------------------- --compare A B
+
+MIN_SAMPLES = 5  # per side: below it, no verdict
+ALPHA = 0.05  # two-sided significance level of the rank test
+MIN_EFFECT = 0.05  # and the medians must differ by at least 5%: a tiny shift is "no change"
+
+
+def parse_side(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip() or not value.strip():
+        raise ReportError(f"--compare {text!r}: expected KEY=VALUE, e.g. service.version=1.0")
+    return key.strip(), value.strip()
+
+
+def mann_whitney_p(a: list[float], b: list[float]) -> float:
+    """Two-sided p-value of the Mann-Whitney U test (normal approximation with tie correction):
+    do the two samples come from the same distribution? Chosen over a t-test because stage
+    latencies are skewed (long tails), and the test needs no distribution assumption."""
+    n1, n2 = len(a), len(b)
+    pooled = sorted([(v, 0) for v in a] + [(v, 1) for v in b])
+    ranks_a, ties, i = 0.0, 0.0, 0
+    while i < len(pooled):
+        j = i
+        while j + 1 < len(pooled) and pooled[j + 1][0] == pooled[i][0]:
+            j += 1
+        rank = (i + j) / 2 + 1  # the average rank of a run of ties
+        count = j - i + 1
+        ties += count ** 3 - count
+        ranks_a += rank * sum(1 for k in range(i, j + 1) if pooled[k][1] == 0)
+        i = j + 1
+    u = ranks_a - n1 * (n1 + 1) / 2
+    n = n1 + n2
+    variance = n1 * n2 / 12 * ((n + 1) - ties / (n * (n - 1)))
+    if variance <= 0:
+        return 1.0
+    z = (abs(u - n1 * n2 / 2) - 0.5) / math.sqrt(variance)  # continuity correction
+    return max(0.0, min(1.0, math.erfc(max(z, 0.0) / math.sqrt(2))))
+
+
+@dataclass
+class StageComparison:
+    stage: str
+    a: StageStats | None
+    b: StageStats | None
+
+    def delta(self, stat: str) -> float | None:
+        """(B - A) / A for p50 or p95; None if a side is missing or A is zero."""
+        if not self.a or not self.b or not self.a.durations or not self.b.durations:
+            return None
+        base = self.a.stat(stat)
+        return (self.b.stat(stat) - base) / base if base else None
+
+    @property
+    def p_value(self) -> float | None:
+        if not self.a or not self.b:
+            return None
+        return mann_whitney_p(self.a.durations, self.b.durations)
+
+    @property
+    def verdict(self) -> str:
+        if not self.a or not self.b or min(len(self.a.durations),
+                                            len(self.b.durations)) < MIN_SAMPLES:
+            return "too few samples"
+        delta, p = self.delta("p50"), self.p_value
+        if delta is None or p is None or p >= ALPHA or abs(delta) < MIN_EFFECT:
+            return "no significant change"
+        return "faster" if delta < 0 else "slower"
+
+
+def compare(groups: dict[str, GroupStats], a: str, b: str) -> list[StageComparison]:
+    """Per stage, side A against side B (groups from ``analyse(traces, by=KEY)``)."""
+    ga, gb = groups.get(a), groups.get(b)
+    names = [n for n in _stage_order({k: g for k, g in ((a, ga), (b, gb)) if g is not None})]
+    return [StageComparison(n, ga.stages.get(n) if ga else None,
+                            gb.stages.get(n) if gb else None) for n in names]
+
+
+def _cell(st: StageStats | None) -> str:
+    if st is None or not st.durations:
+        return "-"
+    return f"{_fmt_us(st.stat('p50'))} / {_fmt_us(st.stat('p95'))}"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:+.1f}%"
+
+
+def compare_text(rows: list[StageComparison], key: str, a: str, b: str,
+                 groups: dict[str, GroupStats]) -> str:
+    counts = {side: len(groups[side].requests) if side in groups else 0 for side in (a, b)}
+    lines = [f"compare {key}: A={a} ({counts[a]} requests) vs B={b} ({counts[b]} requests)",
+             f"{'stage':34s} {'A p50 / p95':>22s} {'B p50 / p95':>22s} {'d p50':>8s} "
+             f"{'d p95':>8s}  verdict"]
+    for row in rows:
+        lines.append(f"{row.stage:34s} {_cell(row.a):>22s} {_cell(row.b):>22s} "
+                     f"{_pct(row.delta('p50')):>8s} {_pct(row.delta('p95')):>8s}  {row.verdict}")
+    lines.append(f"(verdict: Mann-Whitney U, two-sided p < {ALPHA}, and medians apart by at least "
+                 f"{100 * MIN_EFFECT:.0f}%; at least {MIN_SAMPLES} samples a side)")
+    return "\n".join(lines)
+
+
+def compare_dict(rows: list[StageComparison], key: str, a: str, b: str,
+                 groups: dict[str, GroupStats]) -> dict[str, Any]:
+    def side(st: StageStats | None) -> dict[str, float] | None:
+        return None if st is None else {"count": len(st.durations), "p50_us": st.stat("p50"),
+                                        "p95_us": st.stat("p95")}
+
+    return {"key": key, "a": a, "b": b,
+            "requests": {a: len(groups[a].requests) if a in groups else 0,
+                         b: len(groups[b].requests) if b in groups else 0},
+            "stages": {row.stage: {"a": side(row.a), "b": side(row.b),
+                                   "delta_p50": row.delta("p50"), "delta_p95": row.delta("p95"),
+                                   "p_value": row.p_value, "verdict": row.verdict}
+                       for row in rows}}
 
 
 def evaluate(groups: dict[str, GroupStats], rules: list[Rule]) -> list[str]:
@@ -278,31 +399,129 @@ def to_text(groups: dict[str, GroupStats], zipkin_ui: str, slowest: int = 5) -> 
     return "\n".join(lines)
 
 
+COLORS = ("#4a7bd0", "#e08a2c")  # series A (or the only one), series B
+ERROR_COLOR = "#d04a4a"
+_DECADES = ((1e3, "1 ms"), (1e4, "10 ms"), (1e5, "100 ms"), (1e6, "1 s"), (1e7, "10 s"),
+            (1e8, "100 s"))
+
+
+def _svg_open(width: int, height: int, label: str) -> str:
+    return (f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
+            f"role='img' aria-label='{html.escape(label)}' font-family='sans-serif' "
+            "font-size='12'>")
+
+
+def distribution_svg(stages: list[str], series: list[tuple[str, dict[str, StageStats]]]) -> str:
+    """Per stage, one box per series on a log time axis: box p25-p75, line at p50, whiskers
+    p5-p95, a dot at p99. Stages differ by orders of magnitude, hence the log scale."""
+    values = [st.stat(q) for _, by in series for n in stages if (st := by.get(n)) is not None
+              and st.durations for q in ("p5", "p99")]
+    values = [v for v in values if v > 0]
+    if not values:
+        return ""
+    lo, hi = math.log10(min(values)) - 0.1, math.log10(max(values)) + 0.1
+    left, width, row = 300, 560, 14 * len(series) + 8
+    height = row * len(stages) + 40
+
+    def x(us: float) -> float:
+        return left + width * (math.log10(max(us, 1.0)) - lo) / max(hi - lo, 1e-9)
+
+    out = [_svg_open(left + width + 20, height, "latency distribution per stage")]
+    for value, name in _DECADES:
+        if lo <= math.log10(value) <= hi:
+            out.append(f"<line x1='{x(value):.1f}' y1='0' x2='{x(value):.1f}' "
+                       f"y2='{height - 30}' stroke='#ddd'/><text x='{x(value):.1f}' "
+                       f"y='{height - 16}' text-anchor='middle'>{name}</text>")
+    for i, stage in enumerate(stages):
+        top = i * row + 4
+        out.append(f"<text x='0' y='{top + row / 2 + 4:.0f}'>{html.escape(stage)}</text>")
+        for j, (label, by) in enumerate(series):
+            st = by.get(stage)
+            if st is None or not st.durations:
+                continue
+            y, color = top + j * 14, COLORS[j % len(COLORS)]
+            p5, p25, p50, p75, p95, p99 = (st.stat(q) for q in
+                                           ("p5", "p25", "p50", "p75", "p95", "p99"))
+            out.append(
+                f"<g><title>{html.escape(label)} {html.escape(stage)}: p50 {_fmt_us(p50)}, "
+                f"p95 {_fmt_us(p95)}, p99 {_fmt_us(p99)}</title>"
+                f"<line x1='{x(p5):.1f}' y1='{y + 6}' x2='{x(p95):.1f}' y2='{y + 6}' "
+                f"stroke='{color}'/>"
+                f"<rect x='{x(p25):.1f}' y='{y}' width='{max(x(p75) - x(p25), 2):.1f}' "
+                f"height='12' fill='{color}'/>"
+                f"<line x1='{x(p50):.1f}' y1='{y}' x2='{x(p50):.1f}' y2='{y + 12}' "
+                f"stroke='#000' stroke-width='2'/>"
+                f"<circle cx='{x(p99):.1f}' cy='{y + 6}' r='3' fill='{color}'/></g>")
+    legend = " ".join(f"<tspan fill='{COLORS[j % len(COLORS)]}'>&#9632; {html.escape(label)}"
+                      "</tspan>" for j, (label, _) in enumerate(series))
+    out.append(f"<text x='{left}' y='{height - 2}'>{legend} (box p25-p75, line p50, whiskers "
+               "p5-p95, dot p99)</text></svg>")
+    return "".join(out)
+
+
+def timeline_svg(group: GroupStats, buckets: int = 24) -> str:
+    """Over the lookback: request p95 (bars) and error count (red bars below) per time bucket."""
+    if not group.timeline:
+        return ""
+    start = min(t for t, _, _ in group.timeline)
+    span = max(max(t for t, _, _ in group.timeline) - start, 1)
+    slots: list[list[tuple[float, bool]]] = [[] for _ in range(buckets)]
+    for t, duration, failed in group.timeline:
+        slots[min(buckets - 1, (t - start) * buckets // span)].append((duration, failed))
+    p95s = [percentile(sorted(d for d, _ in slot), 95) if slot else 0.0 for slot in slots]
+    errors = [sum(f for _, f in slot) for slot in slots]
+    top, err_h, bar_w, left = max(p95s) or 1.0, 40, 24, 60
+    out = [_svg_open(left + buckets * bar_w + 20, 200 + err_h + 40, "request p95 and errors "
+                     "over time")]
+    out.append(f"<text x='0' y='12'>p95 {_fmt_us(top)}</text><text x='0' y='{200 + 24}' "
+               f"fill='{ERROR_COLOR}'>errors</text>")
+    for i, (p95, err) in enumerate(zip(p95s, errors, strict=True)):
+        h = 180 * p95 / top
+        bx = left + i * bar_w
+        out.append(f"<rect x='{bx}' y='{195 - h:.1f}' width='{bar_w - 4}' height='{h:.1f}' "
+                   f"fill='{COLORS[0]}'><title>p95 {_fmt_us(p95)}</title></rect>")
+        if err:
+            eh = err_h * err / max(errors)
+            out.append(f"<rect x='{bx}' y='{205}' width='{bar_w - 4}' height='{eh:.1f}' "
+                       f"fill='{ERROR_COLOR}'><title>{err} errors</title></rect>")
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(start / 1e6))
+    until = time.strftime("%Y-%m-%d %H:%M", time.localtime((start + span) / 1e6))
+    out.append(f"<text x='{left}' y='{200 + err_h + 30}'>{when} .. {until}, "
+               f"{buckets} buckets</text></svg>")
+    return "".join(out)
+
+
+_STYLE = ("<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+          "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+          "td:first-child,th:first-child{text-align:left}</style>")
+
+
 def to_html(groups: dict[str, GroupStats], zipkin_ui: str, title: str) -> str:
-    """One self-contained page: a stage-breakdown bar chart (inline SVG) and the tables."""
+    """One self-contained page (no script, no network): per group the share of request time
+    by stage, the latency distribution per stage, p95 and errors over time, and the tables."""
     esc = html.escape
     stages = [n for n in _stage_order(groups) if n not in (s.GRADIO_EVENT,)]
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>",
-             "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
-             "td:first-child,th:first-child{text-align:left}</style></head><body>",
-             f"<h1>{esc(title)}</h1>"]
+             _STYLE, "</head><body>", f"<h1>{esc(title)}</h1>"]
     for key in sorted(groups):
         group = groups[key]
         parts.append(f"<h2>{esc(key)} &mdash; {len(group.requests)} requests</h2>")
         shares = [(n, group.share(n)) for n in stages if n in group.stages]
         width, bar_h = 640, 18
-        svg = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width + 320}' "
-               f"height='{bar_h * len(shares) + 10}' role='img' aria-label='stage breakdown'>"]
+        svg = [_svg_open(width + 320, bar_h * len(shares) + 10, "stage breakdown")]
         for i, (name, share) in enumerate(shares):
             y = i * bar_h + 5
-            svg.append(f"<text x='0' y='{y + 13}' font-size='12'>{esc(name)}</text>"
+            svg.append(f"<text x='0' y='{y + 13}'>{esc(name)}</text>"
                        f"<rect x='300' y='{y}' width='{max(1, share * width):.1f}' "
-                       f"height='{bar_h - 4}' fill='#4a7bd0'/>"
-                       f"<text x='{305 + share * width:.1f}' y='{y + 13}' font-size='12'>"
+                       f"height='{bar_h - 4}' fill='{COLORS[0]}'/>"
+                       f"<text x='{305 + share * width:.1f}' y='{y + 13}'>"
                        f"{100 * share:.1f}%</text>")
         svg.append("</svg>")
         parts.append("<h3>Share of request time by stage</h3>" + "".join(svg))
+        present = [n for n in stages if n in group.stages]
+        parts.append("<h3>Latency distribution per stage</h3>"
+                     + distribution_svg(present, [(key, group.stages)]))
+        parts.append("<h3>Request p95 and errors over time</h3>" + timeline_svg(group))
         parts.append("<table><tr><th>stage</th><th>count</th><th>p50</th><th>p95</th>"
                      "<th>p99</th><th>share</th><th>errors</th></tr>")
         for name in stages:
@@ -319,4 +538,25 @@ def to_html(groups: dict[str, GroupStats], zipkin_ui: str, title: str) -> str:
                   "</a></li>" for d, t in group.requests[:10]]
         parts.append("</ol>")
     parts.append("</body></html>")
+    return "".join(parts)
+
+
+def compare_html(rows: list[StageComparison], key: str, a: str, b: str,
+                 groups: dict[str, GroupStats], title: str) -> str:
+    """Both series in one chart per stage, then the table with deltas and verdicts."""
+    esc = html.escape
+    stages = [row.stage for row in rows if row.stage != s.GRADIO_EVENT]
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>",
+             _STYLE, "</head><body>", f"<h1>{esc(title)}</h1>",
+             f"<p>{esc(key)}: A = {esc(a)}, B = {esc(b)}</p>",
+             distribution_svg(stages, [(f"A {a}", groups[a].stages),
+                                       (f"B {b}", groups[b].stages)]),
+             "<table><tr><th>stage</th><th>A p50 / p95</th><th>B p50 / p95</th>"
+             "<th>&Delta; p50</th><th>&Delta; p95</th><th>verdict</th></tr>"]
+    parts += [f"<tr><td>{esc(row.stage)}</td><td>{_cell(row.a)}</td><td>{_cell(row.b)}</td>"
+              f"<td>{_pct(row.delta('p50'))}</td><td>{_pct(row.delta('p95'))}</td>"
+              f"<td>{esc(row.verdict)}</td></tr>" for row in rows]
+    parts.append(f"</table><p>Verdict: Mann-Whitney U, two-sided p &lt; {ALPHA}, medians at "
+                 f"least {100 * MIN_EFFECT:.0f}% apart, {MIN_SAMPLES}+ samples a side.</p>"
+                 "</body></html>")
     return "".join(parts)
