@@ -200,3 +200,52 @@ def test_a_bad_value_in_the_traced_process_is_one_warning_and_the_default(
     assert settings.values[name] == OPTIONS_BY_NAME[name].default
     assert settings.sources[name] == "default"
     assert len(caplog.records) == 1 and next(iter(environ)) in caplog.text
+
+
+@pytest.mark.parametrize(("flags", "environ", "expected", "absent"), [
+    ({}, {}, {"OTEL_PYTHON_DISTRO": "cosyvoice_otel",
+              "OTEL_PYTHON_FASTAPI_EXCLUDED_URLS": config.DEFAULT_EXCLUDED_URLS,
+              "COSYVOICE_TRACED_HTTP_IO_SPANS": "false"}, []),
+    ({"excluded_urls": "none"}, {}, {"COSYVOICE_TRACED_EXCLUDED_URLS": "none"},
+     ["OTEL_PYTHON_FASTAPI_EXCLUDED_URLS"]),
+    ({}, {"OTEL_PYTHON_FASTAPI_EXCLUDED_URLS": "healthz, /metrics"},
+     {"OTEL_PYTHON_FASTAPI_EXCLUDED_URLS": "healthz,/metrics"}, []),
+    ({"http_io_spans": True}, {}, {"COSYVOICE_TRACED_HTTP_IO_SPANS": "true"}, []),
+])
+def test_http_noise_options_render(flags, environ, expected, absent) -> None:
+    env = Settings.resolve(flags, environ).render(environ)
+    for key, value in expected.items():
+        assert env[key] == value, key
+    for key in absent:
+        assert key not in env, key
+
+
+@pytest.mark.parametrize(("text", "ok"), [("none", "none"), ("NONE", "none"),
+                                          ("a, b ,c", "a,b,c"), ("(", None), (" , ", None)])
+def test_parse_excluded_urls(text, ok) -> None:
+    if ok is None:
+        with pytest.raises(ValueError):
+            config.parse_excluded_urls(text)
+    else:
+        assert config.parse_excluded_urls(text) == ok
+
+
+@pytest.mark.parametrize("url", ["http://h/gradio_api/heartbeat/abc", "http://h/heartbeat/x",
+                                 "http://h/assets/index.js", "http://h/static/x.css",
+                                 "http://h/config", "http://h/gradio_api/info",
+                                 "http://h/info?serialize=False", "http://h/favicon.ico",
+                                 "http://h/gradio_api/startup-events"])
+def test_default_exclusions_cover_gradio_housekeeping(url) -> None:
+    from opentelemetry.util.http import parse_excluded_urls
+
+    assert parse_excluded_urls(config.DEFAULT_EXCLUDED_URLS).url_disabled(url)
+
+
+@pytest.mark.parametrize("url", ["http://h/gradio_api/queue/join", "http://h/gradio_api/call/x",
+                                 "http://h/inference_sft?tts_text=a", "http://h/",
+                                 "http://h/gradio_api/queue/data?session_hash=1",
+                                 "http://h/gradio_api/upload", "http://h/inference_instruct2"])
+def test_default_exclusions_keep_synthesis_routes(url) -> None:
+    from opentelemetry.util.http import parse_excluded_urls
+
+    assert not parse_excluded_urls(config.DEFAULT_EXCLUDED_URLS).url_disabled(url)

@@ -176,6 +176,33 @@ def parse_input_limits(text: str) -> str:
     return text.strip().lower()
 
 
+# Routes no one wants a trace of (Gradio's long-lived heartbeat SSE, static assets, the UI's
+# config and info fetches): comma-separated regexes searched in the URL, the FastAPI
+# instrumentation's own OTEL_PYTHON_FASTAPI_EXCLUDED_URLS format.
+DEFAULT_EXCLUDED_URLS = ",".join((
+    r"/heartbeat/", r"/(assets|static|svelte)/", r"/favicon\.ico", r"/manifest\.json",
+    r"/theme\.css", r"/(gradio_api/)?info(\?|$)", r"/(gradio_api/)?config(\?|$)",
+    r"/gradio_api/startup-events", r"/gradio_api/upload_progress"))
+
+
+def parse_excluded_urls(text: str) -> str:
+    """Comma-separated regexes, or ``none`` (trace every route)."""
+    value = text.strip()
+    if value.lower() == "none":
+        return "none"
+    patterns = [p.strip() for p in value.split(",") if p.strip()]
+    if not patterns:
+        raise ValueError("expected comma-separated regexes, or none")
+    import re
+
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"bad regex {pattern!r}: {exc}") from None
+    return ",".join(patterns)
+
+
 def parse_text(text: str) -> str:
     value = text.strip()
     if not value:
@@ -307,6 +334,13 @@ OPTIONS: tuple[Option, ...] = (
            "TOML file of extra stage rows ([[stage]] target, span, extractor, attributes)."),
     Option("gradio_bridge", "--gradio-bridge/--no-gradio-bridge", True, parse_bool,
            "Give each queued Gradio event the trace of the request that queued it."),
+    Option("http_io_spans", "--http-io-spans/--no-http-io-spans", False, parse_bool,
+           "The ASGI instrumentation's per-message 'http send' / 'http receive' spans (one per "
+           "streamed audio chunk): off by default, they cost more than they tell."),
+    Option("excluded_urls", "--excluded-urls", DEFAULT_EXCLUDED_URLS, parse_excluded_urls,
+           "Routes not traced: comma-separated regexes, or none. Default: Gradio's heartbeat, "
+           "static assets, /config, /info.",
+           _otel_var("OTEL_PYTHON_FASTAPI_EXCLUDED_URLS"), "OTEL_PYTHON_FASTAPI_EXCLUDED_URLS"),
     Option("cuda_sync", "--cuda-sync/--no-cuda-sync", False, parse_bool,
            "End each stage span after torch.cuda.synchronize() (GPU-honest; slower)."),
     Option("input_limits", "--input-limits", "on", parse_input_limits,
@@ -414,7 +448,11 @@ class Settings:
             # our configurator: redaction in front of every exporter, keep-errors
             # (pipeline/configurator.py); never the user's choice, or text could leak
             "OTEL_PYTHON_CONFIGURATOR": "cosyvoice_otel",
+            # our distro: passes the HTTP instrumentation its options (distro.py)
+            "OTEL_PYTHON_DISTRO": "cosyvoice_otel",
         }
+        if self.excluded_urls != "none":
+            env["OTEL_PYTHON_FASTAPI_EXCLUDED_URLS"] = self.excluded_urls
         if self.exporter == "zipkin":
             env["OTEL_EXPORTER_ZIPKIN_ENDPOINT"] = self.zipkin_endpoint
             env["OTEL_EXPORTER_ZIPKIN_TIMEOUT"] = str(self.export_timeout)
