@@ -124,8 +124,9 @@ def test_concurrent_requests_give_disjoint_complete_traces(zipkin, launch_app, t
 def test_without_the_bridge_stage_spans_leave_the_request_trace(zipkin, launch_app, tiny_model,
                                                                 prompt_file) -> None:
     """The failure the bridge prevents: handler spans pile under the startup-events request."""
+    # every route traced, as before the default exclusions: the startup-events request is there
     app, service = start_webui(launch_app, zipkin, tiny_model, "gradio6", "--no-gradio-bridge",
-                               service="webui-no-bridge")
+                               "--excluded-urls", "none", service="webui-no-bridge")
     trace_id = new_trace_id()
     request(app.url, "join", "sft", False, prompt_file, trace_id)
     client = zipkin.client()

@@ -812,3 +812,50 @@ def test_the_request_carries_genai_usage_and_the_models_configuration(models, in
     assert vllm
     last = inference_spans()[-1].attributes
     assert last[schema.LOAD_VLLM] is True and last[schema.GENAI_VOICE] == "中文女"
+
+
+@pytest.mark.parametrize("spec", ["2.0", "2.4"])
+def test_a_streamed_response_the_client_left_ends_its_stages_as_interrupted(
+        models, instrumented, spec) -> None:
+    """Starlette's StreamingResponse over the app's generator, driven as an ASGI app whose
+    client disconnects after the first chunk (ASGI 2.0: told by receive(); 2.4: send() raises,
+    as uvicorn's does). The generator stays referenced here, so the garbage collector cannot be
+    what ends it: the response's scope must."""
+    import asyncio
+
+    from starlette.requests import ClientDisconnect
+    from starlette.responses import StreamingResponse
+
+    model = models[3]
+    outputs = model.inference_sft(TEXT * 4, "中文女", stream=True)
+    body = (o["tts_speech"].numpy().tobytes() for o in outputs)
+    chunks: list[bytes] = []
+    first_chunk = asyncio.Event()
+
+    async def send(message: dict) -> None:
+        if message.get("type") == "http.response.body" and message.get("body"):
+            if chunks and spec == "2.4":
+                raise OSError("client disconnected")
+            chunks.append(message["body"])
+            first_chunk.set()
+
+    async def receive() -> dict:
+        await first_chunk.wait()
+        return {"type": "http.disconnect"}
+
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": [],
+             "asgi": {"spec_version": spec}}
+
+    async def serve() -> None:
+        try:
+            await StreamingResponse(body, media_type="audio/L16")(scope, receive, send)
+        except ClientDisconnect:
+            pass
+
+    asyncio.run(serve())
+    assert chunks
+    request = [s for s in EXPORTER.get_finished_spans() if s.name == schema.INFERENCE]
+    assert len(request) == 1, "the response's end ended the request's stages"
+    assert request[0].attributes[schema.END_REASON] == "interrupted"
+    assert request[0].attributes[schema.ABANDONED] is True
+    assert len(chunks) < 4  # it did leave early

@@ -44,7 +44,7 @@ import wrapt
 from opentelemetry import trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
-from cosyvoice_otel.instrumentation import gradio_bridge, stage_map
+from cosyvoice_otel.instrumentation import gradio_bridge, stage_map, stream_scope
 from cosyvoice_otel.instrumentation.extractors import EXTRACTORS
 from cosyvoice_otel.instrumentation.stage_span import ERRORS, StageWrapper
 from cosyvoice_otel.launcher.config import OPTIONS_BY_NAME, runtime_settings
@@ -185,6 +185,8 @@ class CosyVoiceInstrumentor(BaseInstrumentor):
             self._when_imported(module_name, self._patch_module)
         if self.options.gradio_bridge:
             self._when_imported("gradio.queueing", self._patch_gradio)
+        if self.options.stage_spans:
+            self._when_imported(stream_scope.TARGET[0], self._patch_streaming_response)
         self._sigterm = _flush_spans_on_sigterm()
         self._monotonic_span_durations()
 
@@ -333,6 +335,15 @@ class CosyVoiceInstrumentor(BaseInstrumentor):
             owner, attr, _ = found
             if not _is_our_wrapper(inspect.getattr_static(owner, attr)):
                 self._wrap(owner, attr, wrapper)
+
+    def _patch_streaming_response(self, module: Any) -> None:
+        found = self._resolve(module, stream_scope.TARGET[1])
+        if found is None:
+            logger.debug("cosyvoice-otel: %s:%s not found", *stream_scope.TARGET)
+            return
+        owner, attr, _ = found
+        if not _is_our_wrapper(inspect.getattr_static(owner, attr)):
+            self._wrap(owner, attr, stream_scope.make_wrapper(self._enabled))
 
     def _warn(self, target: str, why: str) -> None:
         if target not in self._warned:

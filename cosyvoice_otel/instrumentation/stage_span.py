@@ -108,7 +108,11 @@ class StageSpan:
         # the request's top span (gradio.event or the HTTP server span): errors are shown there
         self.request_span = (self.parent.request_span if self.parent is not None
                              else trace.get_current_span(parent_ctx))
+        # the request scope this stage runs in: its parent's, or (a generator made in one
+        # place and first stepped in another: a StreamingResponse body) the current one
         scope = context.get_value(OPEN_STAGES_KEY, parent_ctx)
+        if scope is None:
+            scope = context.get_value(OPEN_STAGES_KEY)
         if scope is not None:
             scope.append(self)
         if options.cuda_sync:

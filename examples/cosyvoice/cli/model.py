@@ -211,6 +211,17 @@ class CosyVoice2Model(CosyVoiceModel):
     def load_jit(self, flow_encoder_model: str) -> None:
         raise RuntimeError("the demo engine has no JIT exports (upstream: GPU only)")
 
+    def _hop_mel(self, token: torch.Tensor, prompt_token: torch.Tensor,
+                 prompt_feat: torch.Tensor, embedding: torch.Tensor, token_offset: int,
+                 stream: bool, finalize: bool) -> torch.Tensor:
+        """flow.inference on the tokens so far, keeping the frames from ``token_offset`` on."""
+        tts_mel, _ = self.flow.inference(
+            token=token, token_len=_lengths(token), prompt_token=prompt_token,
+            prompt_token_len=_lengths(prompt_token), prompt_feat=prompt_feat,
+            prompt_feat_len=_lengths(prompt_feat), embedding=embedding, streaming=stream,
+            finalize=finalize)
+        return tts_mel[:, :, token_offset * self.flow.token_mel_ratio:]
+
     def load_vllm(self, model_dir: str) -> None:
         """Serve the LLM through an engine shared by every request. Upstream builds vLLM's
         ``LLMEngine`` from an export in ``model_dir``; the demo uses its CPU stand-in."""
@@ -224,12 +235,8 @@ class CosyVoice2Model(CosyVoiceModel):
                   prompt_feat: torch.Tensor, embedding: torch.Tensor, token_offset: int,
                   uuid: str, stream: bool = False, finalize: bool = False,
                   speed: float = 1.0) -> torch.Tensor:
-        tts_mel, _ = self.flow.inference(
-            token=token, token_len=_lengths(token), prompt_token=prompt_token,
-            prompt_token_len=_lengths(prompt_token), prompt_feat=prompt_feat,
-            prompt_feat_len=_lengths(prompt_feat), embedding=embedding, streaming=stream,
-            finalize=finalize)
-        tts_mel = tts_mel[:, :, token_offset * self.flow.token_mel_ratio:]
+        tts_mel = self._hop_mel(token, prompt_token, prompt_feat, embedding, token_offset, stream,
+                                finalize)
         cache = self.hift_cache_dict[uuid]
         cache_source = cache["source"] if cache is not None else torch.zeros(1, 1, 0)
         if finalize and speed != 1.0:
@@ -296,12 +303,8 @@ class CosyVoice3Model(CosyVoice2Model):
                   prompt_feat: torch.Tensor, embedding: torch.Tensor, token_offset: int,
                   uuid: str, stream: bool = False, finalize: bool = False,
                   speed: float = 1.0) -> torch.Tensor:
-        tts_mel, _ = self.flow.inference(
-            token=token, token_len=_lengths(token), prompt_token=prompt_token,
-            prompt_token_len=_lengths(prompt_token), prompt_feat=prompt_feat,
-            prompt_feat_len=_lengths(prompt_feat), embedding=embedding, streaming=stream,
-            finalize=finalize)
-        tts_mel = tts_mel[:, :, token_offset * self.flow.token_mel_ratio:]
+        tts_mel = self._hop_mel(token, prompt_token, prompt_feat, embedding, token_offset, stream,
+                                finalize)
         cache = self.hift_cache_dict[uuid]
         if cache is not None:  # the vocoder sees all the mel so far, causally
             tts_mel = torch.cat([cache["mel"], tts_mel], dim=2)

@@ -41,6 +41,16 @@ def _solve(module: nn.Module, token: torch.Tensor, embedding: torch.Tensor) -> t
     return x
 
 
+def _causal(module: nn.Module, token: torch.Tensor, embedding: torch.Tensor,
+            finalize: bool) -> torch.Tensor:
+    """The causal flows' mel: a non-final hop drops the frames of its lookahead tokens (they
+    only condition this hop; the next hop speaks them)."""
+    mel = _solve(module, token, embedding)
+    if not finalize:
+        mel = mel[:, :, : -module.pre_lookahead_len * module.token_mel_ratio or None]
+    return mel
+
+
 class MaskedDiffWithXvec(nn.Module):
     """CosyVoice 1 flow."""
 
@@ -72,10 +82,7 @@ class CausalMaskedDiffWithXvec(nn.Module):
                   prompt_token_len: torch.Tensor, prompt_feat: torch.Tensor,
                   prompt_feat_len: torch.Tensor, embedding: torch.Tensor, streaming: bool,
                   finalize: bool) -> tuple[torch.Tensor, None]:
-        mel = _solve(self, token, embedding)
-        if not finalize:  # the lookahead tokens only condition this hop
-            mel = mel[:, :, : -self.pre_lookahead_len * self.token_mel_ratio or None]
-        return mel, None
+        return _causal(self, token, embedding, finalize), None
 
 
 class CausalMaskedDiffWithDiT(nn.Module):
@@ -93,7 +100,4 @@ class CausalMaskedDiffWithDiT(nn.Module):
                   prompt_token_len: torch.Tensor, prompt_feat: torch.Tensor,
                   prompt_feat_len: torch.Tensor, embedding: torch.Tensor, streaming: bool,
                   finalize: bool) -> tuple[torch.Tensor, None]:
-        mel = _solve(self, token, embedding)
-        if not finalize:
-            mel = mel[:, :, : -self.pre_lookahead_len * self.token_mel_ratio or None]
-        return mel, None
+        return _causal(self, token, embedding, finalize), None

@@ -1,0 +1,40 @@
+"""A streamed HTTP response is a request scope: what it leaves open ends when it does.
+
+A FastAPI/Starlette ``StreamingResponse`` iterates the app's generator (CosyVoice's
+``inference_*``) while it sends the body. When the client goes away mid-stream, Starlette stops
+iterating but nothing closes the generator: its stage spans would end only when the garbage
+collector finds it, or never. Wrapping ``StreamingResponse.__call__`` in a scope (the same
+``OPEN_STAGES_KEY`` list the Gradio bridge uses) ends, when the response is done, every stage
+that started inside it and is still open, with ``cosyvoice.abandoned=true`` and
+``cosyvoice.end_reason=interrupted``. A stream that finished normally has nothing left open.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from opentelemetry import context
+
+from cosyvoice_otel.instrumentation.stage_span import OPEN_STAGES_KEY, end_abandoned, note_error
+
+TARGET = ("starlette.responses", "StreamingResponse.__call__")
+
+
+def make_wrapper(enabled: Callable[[], bool]) -> Callable[..., Any]:
+    async def streaming_response(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+        if not enabled():
+            return await wrapped(*args, **kwargs)
+        scope: list = []
+        try:
+            token = context.attach(context.set_value(OPEN_STAGES_KEY, scope))
+        except Exception as exc:  # noqa: BLE001
+            note_error("stream scope", exc)
+            return await wrapped(*args, **kwargs)
+        try:
+            return await wrapped(*args, **kwargs)
+        finally:
+            context.detach(token)
+            end_abandoned(scope)
+
+    return streaming_response
