@@ -854,6 +854,8 @@ def test_a_streamed_response_the_client_left_ends_its_stages_as_interrupted(
 
     asyncio.run(serve())
     assert chunks
+    ended = {s.name for s in EXPORTER.get_finished_spans()}
+    assert {schema.MODEL_TTS, schema.TOKEN2WAV} <= ended  # the request's inner stages too
     request = [s for s in EXPORTER.get_finished_spans() if s.name == schema.INFERENCE]
     assert len(request) == 1, "the response's end ended the request's stages"
     assert request[0].attributes[schema.END_REASON] == "interrupted"

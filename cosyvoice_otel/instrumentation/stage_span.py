@@ -87,7 +87,7 @@ class StageSpan:
     """One stage's span, its context, its parent stage and the counters its extractor keeps."""
 
     __slots__ = ("name", "span", "ctx", "parent", "instance", "counters", "started", "ended",
-                 "options", "request_span", "failed", "on_end")
+                 "options", "request_span", "failed", "on_end", "scope")
 
     def __init__(self, tracer: trace.Tracer, name: str, parent_ctx: context.Context,
                  instance: Any, attributes: dict[str, Any], options: Options) -> None:
@@ -111,8 +111,11 @@ class StageSpan:
         # the request scope this stage runs in: its parent's, or (a generator made in one
         # place and first stepped in another: a StreamingResponse body) the current one
         scope = context.get_value(OPEN_STAGES_KEY, parent_ctx)
+        if scope is None and self.parent is not None:
+            scope = self.parent.scope  # a child stage belongs to its parent's request
         if scope is None:
             scope = context.get_value(OPEN_STAGES_KEY)
+        self.scope: list[StageSpan] | None = scope
         if scope is not None:
             scope.append(self)
         if options.cuda_sync:
