@@ -861,3 +861,19 @@ def test_a_streamed_response_the_client_left_ends_its_stages_as_interrupted(
     assert request[0].attributes[schema.END_REASON] == "interrupted"
     assert request[0].attributes[schema.ABANDONED] is True
     assert len(chunks) < 4  # it did leave early
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_jit_model_is_traced_and_says_so(make_model, instrumented, version) -> None:
+    """load_jit replaces an inner part (flow.encoder) with TorchScript: the traced methods are
+    the same, every stage is there, and the request reads load_jit from the object."""
+    from cosyvoice.cli.cosyvoice import AutoModel
+
+    model = AutoModel(model_dir=str(make_model(version)), load_jit=True)
+    assert type(model.model.flow.encoder).__name__ == "RecursiveScriptModule"
+    run_request(model, "sft", True, "")
+    spans = as_zipkin(EXPORTER.get_finished_spans())
+    assert check_synthesis(spans, "sft", True) == []
+    check_hops(spans)
+    request = next(s for s in EXPORTER.get_finished_spans() if s.name == schema.INFERENCE)
+    assert request.attributes[schema.LOAD_JIT] is True

@@ -52,13 +52,20 @@ class CosyVoice:
         self.frontend = CosyVoiceFrontEnd(tokenizer.eval(), campplus.eval(), spk2info,
                                           self.sample_rate, self.instruct,
                                           int(configs["text_vocab"]))
-        if load_jit or load_trt or fp16:  # upstream: the same on a machine without CUDA
-            logging.warning("no cuda device, set load_jit/load_trt/fp16 to False")
+        if load_trt or fp16:  # upstream: the same on a machine without CUDA
+            logging.warning("no cuda device, set load_trt/fp16 to False")
         self.fp16 = False
         self.model = self.model_cls(configs["llm"], configs["flow"], configs["hift"], False)
         self.model.load(*(os.path.join(model_dir, f"{n}.pt") for n in ("llm", "flow", "hift")))
         if load_vllm:
             self.model.load_vllm(os.path.join(model_dir, "vllm"))
+        if load_jit:  # upstream: GPU only; the demo scripts its flow encoder on any device
+            encoder = os.path.join(model_dir, "flow.encoder.fp32.zip")
+            if isinstance(self.model, CosyVoice2Model):
+                self.model.load_jit(encoder)
+            else:
+                self.model.load_jit(os.path.join(model_dir, "llm.text_encoder.fp32.zip"),
+                                    os.path.join(model_dir, "llm.llm.fp32.zip"), encoder)
 
     def list_available_spks(self) -> list[str]:
         return list(self.frontend.spk2info.keys())

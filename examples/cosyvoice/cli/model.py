@@ -18,6 +18,7 @@ A text GENERATOR (streaming text input, v2/v3) makes ``llm_job`` call ``llm.infe
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
@@ -63,8 +64,17 @@ class CosyVoiceModel:
             module.load_state_dict(torch.load(path, map_location=self.device), strict=True)
             module.to(self.device).eval()
 
-    def load_jit(self, *paths: str) -> None:
-        raise RuntimeError("the demo engine has no JIT exports (upstream: GPU only)")
+    def load_jit(self, llm_text_encoder_model: str, llm_llm_model: str,
+                 flow_encoder_model: str) -> None:
+        self._script_flow_encoder(flow_encoder_model)
+
+    def _script_flow_encoder(self, path: str) -> None:
+        """Upstream loads TorchScript exports (``torch.jit.load``); the demo has none, so it
+        scripts its own encoder: the part is then a TorchScript module, as with the real ones."""
+        if os.path.exists(path):
+            self.flow.encoder = torch.jit.load(path, map_location=self.device)
+        else:
+            self.flow.encoder = torch.jit.script(self.flow.encoder)
 
     def load_trt(self, *args: Any) -> None:
         raise RuntimeError("tensorrt only supports gpu!")
@@ -209,7 +219,7 @@ class CosyVoice2Model(CosyVoiceModel):
         self.silent_tokens = []
 
     def load_jit(self, flow_encoder_model: str) -> None:
-        raise RuntimeError("the demo engine has no JIT exports (upstream: GPU only)")
+        self._script_flow_encoder(flow_encoder_model)
 
     def _hop_mel(self, token: torch.Tensor, prompt_token: torch.Tensor,
                  prompt_feat: torch.Tensor, embedding: torch.Tensor, token_offset: int,

@@ -20,6 +20,8 @@ def _build(module: nn.Module, speech_vocab: int, mel_dim: int, channels: int, sp
     module.pre_lookahead_len = pre_lookahead_len
     module.n_steps = n_steps
     module.input_embedding = nn.Embedding(speech_vocab, mel_dim)
+    # upstream's token encoder; load_jit swaps it for a TorchScript module (no weights here)
+    module.encoder = nn.Identity()
     module.spk_embed_affine_layer = nn.Linear(spk_dim, mel_dim)
     module.estimator = nn.Sequential(
         nn.Conv1d(2 * mel_dim, channels, 5, padding=2), nn.SiLU(),
@@ -30,7 +32,7 @@ def _build(module: nn.Module, speech_vocab: int, mel_dim: int, channels: int, sp
 def _solve(module: nn.Module, token: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
     """tokens [1, T] -> mel [1, 80, T * token_mel_ratio]."""
     token = token.clamp(0, module.input_embedding.num_embeddings - 1)
-    mu = module.input_embedding(token).transpose(1, 2)
+    mu = module.encoder(module.input_embedding(token)).transpose(1, 2)
     mu = torch.repeat_interleave(mu, module.token_mel_ratio, dim=2)
     if embedding.numel():
         mu = mu + module.spk_embed_affine_layer(embedding.reshape(1, -1)[:, :192]).unsqueeze(-1)
