@@ -169,3 +169,28 @@ def test_no_torch_and_a_broken_torch_mean_no_cuda(monkeypatch) -> None:
 
     monkeypatch.setitem(__import__("sys").modules, "torch", Broken())
     assert stage_span._torch_cuda() is None
+
+
+def test_a_stage_joins_the_request_scope_of_its_context_its_parent_or_the_current_one(
+        tracer) -> None:
+    in_context: list = []
+    scoped = context.set_value(OPEN_STAGES_KEY, in_context)
+    first = StageSpan(tracer.tracer, "first", scoped, None, {}, OPTIONS)
+    assert in_context == [first] and first.scope is in_context
+    # a child made from a context WITHOUT the scope (a generator's call-time context) joins
+    # its parent stage's scope
+    orphan_ctx = context.set_value(stage_span.STAGE_KEY, first, context.Context())
+    child = StageSpan(tracer.tracer, "child", orphan_ctx, None, {}, OPTIONS)
+    assert in_context == [first, child]
+    # no scope in its context and no parent: the scope current where it starts
+    current: list = []
+    token = context.attach(context.set_value(OPEN_STAGES_KEY, current))
+    try:
+        late = StageSpan(tracer.tracer, "late", context.Context(), None, {}, OPTIONS)
+    finally:
+        context.detach(token)
+    assert current == [late] and late.scope is current
+    alone = StageSpan(tracer.tracer, "alone", context.Context(), None, {}, OPTIONS)
+    assert alone.scope is None
+    end_abandoned(in_context + current)
+    assert {sp.name for sp in tracer.memory.get_finished_spans()} == {"first", "child", "late"}

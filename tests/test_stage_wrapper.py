@@ -240,3 +240,153 @@ def test_context_attach_and_detach_failures_are_counted(monkeypatch) -> None:
     monkeypatch.setattr(context, "detach", lambda token: 1 / 0)
     stage_span._detach(object())
     assert stage_span.ERRORS == {"context.attach": 1, "context.detach": 1}
+
+
+# -- roles, argument rewrites, the close hook, late parents (issues 9 and 10) --------------------
+
+def wrapper_for(rig, extractor, generator=False, adopt=None, late_parent=False, roles=()):
+    row = Stage("m", "f", "stage", "recorder", (), tuple(roles), late_parent)
+    return StageWrapper(rig.tracer, row, extractor, types.SimpleNamespace(cuda_sync=False),
+                        {"x": 0}, generator, lambda: rig.state["enabled"], adopt)
+
+
+def test_roles_are_adopted_from_the_calls_instance_only_when_enabled(rig) -> None:
+    adopted = []
+    wrapper = wrapper_for(rig, Recorder(), adopt=lambda inst, roles: adopted.append((inst, roles)),
+                          roles=("r",))
+    owner = object()
+    assert wrapper(lambda x: x + 1, owner, (1,), {}) == 2
+    assert wrapper(lambda x: x + 1, None, (1,), {}) == 2  # a plain function: nothing to adopt
+    rig.state["enabled"] = False
+    assert wrapper(lambda x: x + 1, owner, (1,), {}) == 2
+    assert adopted == [(owner, ("r",))]
+
+
+def test_a_failing_adoption_is_counted_and_the_call_goes_on(rig) -> None:
+    def broken(instance, roles):
+        raise RuntimeError("adopt broke")
+
+    wrapper = wrapper_for(rig, Recorder(), adopt=broken)
+    assert wrapper(lambda x: x * 3, object(), (2,), {}) == 6
+    assert stage_span.ERRORS == {"roles of m:f": 1}
+    assert len(spans(rig)) == 1
+
+
+class Rewriter(Recorder):
+    def __init__(self, fail: str = "") -> None:
+        super().__init__(fail)
+
+    def rewrite(self, call) -> None:
+        if self.fail == "rewrite":
+            raise ValueError("rewrite broke")
+        call.replace("x", call.arg("x") * 10)
+
+
+@pytest.mark.parametrize(("args", "kwargs"), [((1,), {}), ((), {"x": 1})])
+def test_a_rewrite_replaces_the_argument_the_generator_gets(rig, args, kwargs) -> None:
+    def gen(x):
+        yield x
+
+    wrapper = wrapper_for(rig, Rewriter(), generator=True)
+    assert list(wrapper(gen, None, args, kwargs)) == [10]
+    rig.state["enabled"] = False  # off: the call is left alone
+    assert list(wrapper(gen, None, args, kwargs)) == [1]
+
+
+def test_a_failing_rewrite_is_counted_and_the_original_arguments_are_used(rig) -> None:
+    def gen(x):
+        yield x
+
+    wrapper = wrapper_for(rig, Rewriter(fail="rewrite"), generator=True)
+    assert list(wrapper(gen, None, (7,), {})) == [7]
+    assert stage_span.ERRORS == {"extractor recorder.rewrite": 1}
+
+
+def test_call_replace_by_position_by_keyword_or_added() -> None:
+    from cosyvoice_otel.instrumentation.stage_span import Call
+
+    positional = Call(None, (1, 2, 3), {}, {"a": 0, "b": 1, "c": 2})
+    positional.replace("b", 20)
+    assert (positional.args, positional.kwargs) == ((1, 20, 3), {})
+    keyword = Call(None, (1,), {"b": 2}, {"a": 0, "b": 1})
+    keyword.replace("b", 20)
+    assert (keyword.args, keyword.kwargs) == ((1,), {"b": 20})
+    missing = Call(None, (1,), {}, {"a": 0, "b": 1})  # b not given: passed as a keyword
+    missing.replace("b", 20)
+    assert (missing.args, missing.kwargs) == ((1,), {"b": 20})
+    unknown = Call(None, (), {}, {})
+    unknown.replace("z", 1)
+    assert unknown.kwargs == {"z": 1}
+
+
+class Closer(Recorder):
+    def __init__(self, fail: str = "") -> None:
+        super().__init__(fail)
+        self.reasons: list = []
+
+    def close(self, stage, reason) -> None:
+        self.reasons.append((stage.name, reason))
+        if self.fail == "close":
+            raise ValueError("close broke")
+
+
+def test_the_close_hook_hears_how_each_stage_ended(rig) -> None:
+    closer = Closer()
+    call = wrapper_for(rig, closer)
+    assert call(lambda x: x, None, (1,), {}) == 1
+
+    def boom(x):
+        raise KeyError(x)
+
+    with pytest.raises(KeyError):
+        call(boom, None, (1,), {})
+
+    def gen(x):
+        yield from range(3)
+
+    stream = wrapper_for(rig, closer, generator=True)
+    assert list(stream(gen, None, (1,), {})) == [0, 1, 2]
+    left = stream(gen, None, (1,), {})
+    next(left)
+    left.close()
+    assert closer.reasons == [("stage", "completed"), ("stage", "error"), ("stage", "completed"),
+                              ("stage", "interrupted")]
+
+
+def test_a_failing_close_is_counted_and_the_span_still_ends(rig) -> None:
+    call = wrapper_for(rig, Closer(fail="close"))
+    assert call(lambda x: x, None, (1,), {}) == 1
+    assert stage_span.ERRORS == {"extractor close": 1}
+    assert len(spans(rig)) == 1
+
+
+def test_an_extractor_without_close_sets_no_hook(rig) -> None:
+    stages = []
+    original = stage_span.StageSpan.end
+
+    def spy(self, abandoned=False):
+        stages.append(self.on_end)
+        return original(self, abandoned)
+
+    stage_span.StageSpan.end = spy
+    try:
+        wrapper_for(rig, Recorder())(lambda x: x, None, (1,), {})
+        wrapper_for(rig, Closer())(lambda x: x, None, (1,), {})
+    finally:
+        stage_span.StageSpan.end = original
+    assert stages[0] is None and stages[1] is not None
+
+
+@pytest.mark.parametrize("late", [False, True])
+def test_a_late_parent_is_what_is_current_at_the_first_step(rig, late) -> None:
+    def gen(x):
+        yield x
+
+    wrapper = wrapper_for(rig, Recorder(), generator=True, late_parent=late)
+    with rig.tracer.start_as_current_span("maker") as maker:
+        made = wrapper(gen, None, (1,), {})
+    with rig.tracer.start_as_current_span("consumer") as consumer:
+        assert list(made) == [1]
+    stage = next(sp for sp in spans(rig) if sp.name == "stage")
+    expected = consumer if late else maker
+    assert stage.parent.span_id == expected.get_span_context().span_id
