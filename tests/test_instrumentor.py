@@ -877,3 +877,18 @@ def test_a_jit_model_is_traced_and_says_so(make_model, instrumented, version) ->
     check_hops(spans)
     request = next(s for s in EXPORTER.get_finished_spans() if s.name == schema.INFERENCE)
     assert request.attributes[schema.LOAD_JIT] is True
+
+
+def test_instrument_resolves_the_settings_once_so_a_bad_value_warns_once(models, monkeypatch,
+                                                                          caplog) -> None:
+    monkeypatch.setenv("COSYVOICE_TRACED_STAGE_SPANS", "maybe")
+    inst = CosyVoiceInstrumentor()
+    with caplog.at_level(logging.WARNING, logger="cosyvoice_otel"):
+        inst.instrument(tracer_provider=PROVIDER)
+    try:
+        lines = [r.getMessage() for r in caplog.records
+                 if "COSYVOICE_TRACED_STAGE_SPANS" in r.getMessage()]
+        assert len(lines) == 1, lines
+        assert inst.options.stage_spans is True  # the default
+    finally:
+        inst.uninstrument()

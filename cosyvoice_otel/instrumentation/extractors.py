@@ -279,6 +279,12 @@ class TextStream(Extractor):
             request.counters["input_tokens"] += stage.counters["tokens"]
 
 
+def _request(stage: StageSpan) -> StageSpan | None:
+    """The open ``cosyvoice.inference`` stage this stage belongs to, if any."""
+    found = stage.parent.find(s.INFERENCE) if stage.parent is not None else None
+    return found if found is not None and not found.ended else None
+
+
 class TextNormalize(Extractor):
     name = "text_normalize"
 
@@ -293,8 +299,8 @@ class TextNormalize(Extractor):
     def end(self, stage: StageSpan, result: Any) -> None:
         if isinstance(result, list):  # split=True: the sentences the inference will loop over
             stage.span.set_attribute(s.SENTENCE_COUNT, len(result))
-            inference = stage.parent.find(s.INFERENCE) if stage.parent else None
-            if inference is not None and not inference.ended:
+            inference = _request(stage)
+            if inference is not None:
                 inference.span.set_attribute(s.SENTENCE_COUNT, len(result))
 
 
@@ -345,8 +351,8 @@ class Audio(Extractor):
         if limit and seconds is not None and seconds > limit:
             values = {s.PROMPT_SECONDS: seconds, "limit.seconds": limit}
             stage.mark_error("invalid_input_duration", "input limit exceeded", values)
-            inference = stage.parent.find(s.INFERENCE) if stage.parent else None
-            if inference is not None and not inference.ended:
+            inference = _request(stage)
+            if inference is not None:
                 inference.mark_error("invalid_input_duration")
 
 
@@ -375,12 +381,6 @@ class Token2Wav(Extractor):
             tts.counters["token2wav"] = index + 1
         stage.span.set_attribute(s.CHUNK_INDEX, index)
         stage.span.set_attribute(s.FINALIZE, bool(call.arg("finalize", False)))
-
-
-def _request(stage: StageSpan) -> StageSpan | None:
-    """The open ``cosyvoice.inference`` stage this stage belongs to, if any."""
-    found = stage.parent.find(s.INFERENCE) if stage.parent is not None else None
-    return found if found is not None and not found.ended else None
 
 
 class Acoustic(Extractor):
@@ -416,9 +416,10 @@ def _first_token(stage: StageSpan) -> None:
     first sentence) on the request."""
     now = time.monotonic()
     tts = stage.parent.find(s.MODEL_TTS) if stage.parent is not None else None
+    if tts is None:
+        return
     for owner in (tts, _request(stage)):
-        if owner is not None and not owner.ended and "first_token" not in owner.counters \
-                and tts is not None:
+        if owner is not None and not owner.ended and "first_token" not in owner.counters:
             owner.counters["first_token"] = True
             owner.span.set_attribute(s.LLM_FIRST_TOKEN_MS, round((now - tts.started) * 1000, 3))
 

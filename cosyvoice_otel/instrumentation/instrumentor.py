@@ -47,7 +47,7 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 from cosyvoice_otel.instrumentation import gradio_bridge, stage_map, stream_scope
 from cosyvoice_otel.instrumentation.extractors import EXTRACTORS
 from cosyvoice_otel.instrumentation.stage_span import ERRORS, StageWrapper
-from cosyvoice_otel.launcher.config import OPTIONS_BY_NAME, runtime_settings
+from cosyvoice_otel.launcher.config import OPTIONS_BY_NAME, Settings, runtime_settings
 from cosyvoice_otel.limits import parse_input_limits
 from cosyvoice_otel.version import __version__
 
@@ -68,10 +68,9 @@ class Options:
     hash_salt: bytes | None  # set with --hash-content: texts get a salted hash
 
     @classmethod
-    def resolve(cls, kwargs: dict[str, Any]) -> Options:
+    def resolve(cls, kwargs: dict[str, Any], settings: Settings) -> Options:
         """Keyword arguments of ``instrument()`` over the option table (``runtime_settings``:
         the launcher's rendered ``COSYVOICE_TRACED_*``, ``OTEL_*`` fallbacks, defaults)."""
-        settings = runtime_settings()
 
         def value(key: str) -> Any:
             return kwargs[key] if kwargs.get(key) is not None else settings.values[key]
@@ -159,14 +158,14 @@ class CosyVoiceInstrumentor(BaseInstrumentor):
         self._warned: set[str] = set()
         self._adopted: set[tuple[type, str]] = set()
         self._adopt_lock = threading.Lock()
-        self.options = Options.resolve(kwargs)
+        settings = runtime_settings()  # once per instrument(): a bad value warns once
+        self.options = Options.resolve(kwargs, settings)
         tracer_provider = kwargs.get("tracer_provider")
         self._tracer = trace.get_tracer("cosyvoice_otel", __version__,
                                         tracer_provider=tracer_provider)
         rows: tuple[stage_map.Stage, ...] = ()
         if self.options.stage_spans:
             extra = list(kwargs.get("stages") or ())
-            settings = runtime_settings()
             try:
                 spec = settings.stage
                 if spec and kwargs.get("stages") is None:
