@@ -25,7 +25,7 @@ from opentelemetry import context, propagate, trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from cosyvoice_otel import schema as s
-from cosyvoice_otel.instrumentation.stage_span import OPEN_STAGES_KEY, end_abandoned, note_error
+from cosyvoice_otel.instrumentation.stage_span import enter_scope, exit_scope, note_error
 
 CTX_ATTR = "_cosyvoice_otel_ctx"
 TIME_ATTR = "_cosyvoice_otel_enqueued"
@@ -93,9 +93,7 @@ def make_wrappers(tracer: trace.Tracer, enabled: Any) -> dict[str, Any]:
                     f"{link.context.trace_id:032x}" for link in links)
             span = tracer.start_span(s.GRADIO_EVENT, context=parent, kind=SpanKind.CONSUMER,
                                      attributes=attributes, links=links)
-            scope: list = []
-            token = context.attach(context.set_value(
-                OPEN_STAGES_KEY, scope, trace.set_span_in_context(span, parent)))
+            scope, token = enter_scope(trace.set_span_in_context(span, parent))
         except Exception as exc:  # noqa: BLE001
             note_error("gradio process_events", exc)
             return await wrapped(*args, **kwargs)
@@ -106,8 +104,7 @@ def make_wrappers(tracer: trace.Tracer, enabled: Any) -> dict[str, Any]:
             span.set_attribute(s.ERROR_TYPE, type(exc).__name__)
             raise
         finally:
-            context.detach(token)
-            end_abandoned(scope)
+            exit_scope(scope, token)
             span.end()
 
     return {"Event.__init__": event_init, "Queue.start": queue_start,

@@ -175,6 +175,19 @@ def end_abandoned(stages: list[StageSpan]) -> None:
             stage.end(abandoned=True)
 
 
+def enter_scope(ctx: context.Context | None = None) -> tuple[list[StageSpan], object]:
+    """Open a request scope (a Gradio event run, a streamed HTTP response): every stage started
+    under it registers in the returned list. Give both back to ``exit_scope``."""
+    scope: list[StageSpan] = []
+    return scope, context.attach(context.set_value(OPEN_STAGES_KEY, scope, ctx))
+
+
+def exit_scope(scope: list[StageSpan], token: object) -> None:
+    """Close the scope: what it left open ends as abandoned (``end_reason`` interrupted)."""
+    context.detach(token)
+    end_abandoned(scope)
+
+
 def _torch_cuda() -> Any:
     torch = sys.modules.get("torch")  # never import torch ourselves
     if torch is None:

@@ -14,9 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from opentelemetry import context
-
-from cosyvoice_otel.instrumentation.stage_span import OPEN_STAGES_KEY, end_abandoned, note_error
+from cosyvoice_otel.instrumentation.stage_span import enter_scope, exit_scope, note_error
 
 TARGET = ("starlette.responses", "StreamingResponse.__call__")
 
@@ -25,16 +23,14 @@ def make_wrapper(enabled: Callable[[], bool]) -> Callable[..., Any]:
     async def streaming_response(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
         if not enabled():
             return await wrapped(*args, **kwargs)
-        scope: list = []
         try:
-            token = context.attach(context.set_value(OPEN_STAGES_KEY, scope))
+            scope, token = enter_scope()
         except Exception as exc:  # noqa: BLE001
             note_error("stream scope", exc)
             return await wrapped(*args, **kwargs)
         try:
             return await wrapped(*args, **kwargs)
         finally:
-            context.detach(token)
-            end_abandoned(scope)
+            exit_scope(scope, token)
 
     return streaming_response
