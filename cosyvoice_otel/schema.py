@@ -83,6 +83,27 @@ SPEAKER_ADD = "cosyvoice.add_zero_shot_spk"
 GRADIO_EVENT = "gradio.event"
 MODES = ("sft", "zero_shot", "cross_lingual", "instruct", "instruct2", "vc")
 
+# Metrics (--metrics): recorded from EVERY request by the wrappers that end the stage spans
+REQUEST_DURATION = "tts.request.duration"
+TIME_TO_FIRST_AUDIO = "tts.time_to_first_audio"
+RTF_METRIC = "tts.rtf"
+STAGE_DURATION = "tts.stage.duration"
+LLM_TOKEN_RATE = "tts.llm.tokens_per_second"
+REQUESTS = "tts.requests"
+ERRORS = "tts.errors"
+STAGE = "tts.stage"
+SERVICE_VERSION = "service.version"
+# the tracer's own health
+SPANS_EXPORTED = "cosyvoice_otel.spans.exported"
+SPANS_SPOOLED = "cosyvoice_otel.spans.spooled"
+SPANS_REPLAYED = "cosyvoice_otel.spans.replayed"
+SPANS_DROPPED = "cosyvoice_otel.spans.dropped"
+SPOOL_SIZE = "cosyvoice_otel.spool.size"
+EXPORT_FAILURES = "cosyvoice_otel.export.failures"
+TRACING_ERRORS = "cosyvoice_otel.tracing.errors"
+DROP_REASON = "reason"
+DROP_REASONS = ("queue_full", "spool_cap", "rejected", "export_error", "keep_errors_evicted")
+
 
 @dataclass(frozen=True)
 class Attr:
@@ -256,6 +277,55 @@ COMMON_ATTRIBUTES = (
 )
 
 
+@dataclass(frozen=True)
+class MetricDef:
+    name: str
+    instrument: str  # histogram | counter | gauge
+    unit: str
+    labels: tuple[str, ...]
+    meaning: str
+    prometheus: str  # the name on /metrics (OpenMetrics: counters add _total)
+
+
+_REQUEST_LABELS = (MODE, STREAM, WARMUP, ERROR_TYPE, SERVICE_VERSION)
+METRICS: tuple[MetricDef, ...] = (
+    MetricDef(REQUEST_DURATION, "histogram", "s", _REQUEST_LABELS,
+              "one synthesis call (`cosyvoice.inference`), start to last audio",
+              "tts_request_duration_seconds"),
+    MetricDef(TIME_TO_FIRST_AUDIO, "histogram", "s", (MODE, STREAM, WARMUP, SERVICE_VERSION),
+              "request start to its first audio chunk", "tts_time_to_first_audio_seconds"),
+    MetricDef(RTF_METRIC, "histogram", "1", (MODE, STREAM, WARMUP, SERVICE_VERSION),
+              "real-time factor of a request: wall time / audio seconds", "tts_rtf"),
+    MetricDef(STAGE_DURATION, "histogram", "s", (STAGE, MODE, WARMUP, ERROR_TYPE, SERVICE_VERSION),
+              "one stage span (`tts.stage` = its span name)", "tts_stage_duration_seconds"),
+    MetricDef(LLM_TOKEN_RATE, "histogram", "{token}/s", (MODE, WARMUP, SERVICE_VERSION),
+              "speech tokens per second of one acoustic_model run",
+              "tts_llm_tokens_per_second"),
+    MetricDef(REQUESTS, "counter", "{request}", _REQUEST_LABELS,
+              "synthesis calls ended (error.type set on failed ones)", "tts_requests_total"),
+    MetricDef(ERRORS, "counter", "{request}", (ERROR_TYPE, MODE, SERVICE_VERSION),
+              "failed synthesis calls", "tts_errors_total"),
+    MetricDef(SPANS_EXPORTED, "counter", "{span}", (),
+              "spans the backend accepted (a replayed span counts when Zipkin took it)",
+              "cosyvoice_otel_spans_exported_total"),
+    MetricDef(SPANS_SPOOLED, "counter", "{span}", (),
+              "spans written to the disk spool while Zipkin was away",
+              "cosyvoice_otel_spans_spooled_total"),
+    MetricDef(SPANS_REPLAYED, "counter", "{span}", (),
+              "spooled spans delivered later", "cosyvoice_otel_spans_replayed_total"),
+    MetricDef(SPANS_DROPPED, "counter", "{span}", (DROP_REASON,),
+              "spans lost: " + ", ".join(DROP_REASONS), "cosyvoice_otel_spans_dropped_total"),
+    MetricDef(SPOOL_SIZE, "gauge", "By", (), "bytes waiting in the spool",
+              "cosyvoice_otel_spool_size_bytes"),
+    MetricDef(EXPORT_FAILURES, "counter", "{export}", (),
+              "export calls whose batch could not be delivered at once",
+              "cosyvoice_otel_export_failures_total"),
+    MetricDef(TRACING_ERRORS, "counter", "{error}", (),
+              "failures of tracing code, contained (the app went on)",
+              "cosyvoice_otel_tracing_errors_total"),
+)
+
+
 def span_names() -> set[str]:
     return {s.name for s in SPANS}
 
@@ -274,7 +344,10 @@ def to_dict() -> dict:
             "events": [{"name": name, "on": on, "meaning": meaning,
                         "attributes": [attr(a) for a in attrs]}
                        for name, (on, attrs, meaning) in EVENTS.items()],
-            "modes": list(MODES)}
+            "modes": list(MODES),
+            "metrics": [{"name": m.name, "instrument": m.instrument, "unit": m.unit,
+                         "labels": list(m.labels), "meaning": m.meaning,
+                         "prometheus": m.prometheus} for m in METRICS]}
 
 
 def to_markdown() -> str:
@@ -306,4 +379,13 @@ def to_markdown() -> str:
     lines += [f"- {note}" for note in GENAI_NOTES]
     lines += ["", "## Error reasons (`error.type`)", "", "| value | meaning |", "|---|---|"]
     lines += [f"| `{k}` | {v} |" for k, v in ERROR_REASONS.items()]
+    lines += ["", "## Metrics (`--metrics prometheus|otlp`)", "",
+              "Recorded from every request, sampled or not; labels are bounded (no text, no "
+              "ids). A histogram observation of a sampled request carries its trace id as an "
+              "exemplar.", "",
+              "| metric | instrument | unit | labels | on /metrics | meaning |",
+              "|---|---|---|---|---|---|"]
+    lines += [f"| `{m.name}` | {m.instrument} | {m.unit} | "
+              + (", ".join(f"`{label}`" for label in m.labels) or "-")
+              + f" | `{m.prometheus}` | {m.meaning} |" for m in METRICS]
     return "\n".join(lines) + "\n"

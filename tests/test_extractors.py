@@ -36,7 +36,7 @@ def make_stage():
 
     def _make(name: str = "stage", parent: StageSpan | None = None, instance=None,
               max_prompt_seconds: float = 0.0, max_text_chars: int = 0) -> StageSpan:
-        options = types.SimpleNamespace(cuda_sync=False, hash_salt=None,
+        options = types.SimpleNamespace(cuda_sync=False, metrics=None, hash_salt=None,
                                         max_prompt_seconds=max_prompt_seconds,
                                         max_text_chars=max_text_chars)
         ctx = parent.ctx if parent is not None else context.Context()

@@ -14,6 +14,7 @@ from cosyvoice_otel.sdk.propagation import (
     DECISION_KEY,
     DEFER_KEY,
     DEFER_VALUE,
+    METRICS_VALUE,
     RECORD_VALUE,
     DeferAwareRatioSampler,
     StrictB3Propagator,
@@ -66,8 +67,45 @@ def test_decision_table(case, ctx, rate, keep, decision, state) -> None:
         ctx, TRACE_ID, "request", trace.SpanKind.SERVER, attributes, None, None)
     assert result.decision is decision
     assert dict(result.trace_state or {}) == state
-    if decision is SAMPLE:  # attributes pass through to the span
+    if decision is not DROP:  # attributes pass through to the span, recorded-only too
         assert dict(result.attributes) == attributes
+
+
+# With metrics on (record_all), every DROP above becomes RECORD_ONLY, so the wrappers measure
+# every request; what keep-errors does not claim is marked "m" (never exported).
+RECORD_ALL_CASES = [
+    # name, parent context, rate, keep-errors, trace state of the result
+    ("root, rate 0", ROOT, 0.0, False, {DEFER_KEY: METRICS_VALUE}),
+    ("root, rate 0, keep-errors: keep-errors claims it", ROOT, 0.0, True,
+     {DEFER_KEY: RECORD_VALUE}),
+    ("remote not sampled", parent(True, False), 1.0, True,
+     {"vendor": "x", DEFER_KEY: METRICS_VALUE}),
+    ("a remote 'rec' stays theirs", parent(True, False, OTHER.add(DEFER_KEY, RECORD_VALUE)), 1.0,
+     True, {"vendor": "x", DEFER_KEY: RECORD_VALUE}),
+    ("local metrics-only parent", parent(False, False, OTHER.add(DEFER_KEY, METRICS_VALUE)), 1.0,
+     False, {"vendor": "x", DEFER_KEY: METRICS_VALUE}),
+    ("remote deferred, rate 0", parent(True, False, OTHER.add(DEFER_KEY, DEFER_VALUE)), 0.0,
+     False, {"vendor": "x", DEFER_KEY: METRICS_VALUE}),
+    ("B3 deny without ids", set_value(DECISION_KEY, "deny", ROOT), 1.0, True,
+     {DEFER_KEY: METRICS_VALUE}),
+]
+
+
+@pytest.mark.parametrize(("case", "ctx", "rate", "keep", "state"), RECORD_ALL_CASES,
+                         ids=[c[0] for c in RECORD_ALL_CASES])
+def test_with_metrics_every_drop_is_recorded(case, ctx, rate, keep, state) -> None:
+    attributes = {"cosyvoice.mode": "sft"}
+    result = DeferAwareRatioSampler(rate, keep_errors=keep, record_all=True).should_sample(
+        ctx, TRACE_ID, "request", trace.SpanKind.SERVER, attributes, None, None)
+    assert result.decision is RECORD
+    assert dict(result.trace_state) == state
+    assert dict(result.attributes) == attributes
+
+
+def test_with_metrics_a_sampled_decision_is_unchanged() -> None:
+    result = DeferAwareRatioSampler(1.0, record_all=True).should_sample(
+        ROOT, TRACE_ID, "request", trace.SpanKind.SERVER, {}, None, None)
+    assert result.decision is SAMPLE and dict(result.trace_state or {}) == {}
 
 
 @pytest.mark.parametrize("rate", [-0.1, 1.01, float("nan")])
@@ -80,7 +118,7 @@ def test_description_and_what_the_configurator_reads() -> None:
     sampler = DeferAwareRatioSampler(0.25, keep_errors=True)
     assert sampler.rate == 0.25 and sampler.records_drops
     assert sampler.get_description() == (
-        "DeferAwareRatioSampler{TraceIdRatioBased{0.25}, keep_errors=True}")
+        "DeferAwareRatioSampler{TraceIdRatioBased{0.25}, keep_errors=True, record_all=False}")
     assert not DeferAwareRatioSampler(1.0, keep_errors=True).records_drops
     assert not DeferAwareRatioSampler(0.5, keep_errors=False).records_drops
 
@@ -95,8 +133,17 @@ def test_the_entry_point_reads_its_argument_and_keep_errors(monkeypatch, arg, ke
         monkeypatch.delenv("COSYVOICE_TRACED_KEEP_ERRORS", raising=False)
     else:
         monkeypatch.setenv("COSYVOICE_TRACED_KEEP_ERRORS", keep)
+    monkeypatch.delenv("COSYVOICE_TRACED_METRICS", raising=False)
     sampler = sampler_factory(arg)
-    assert (sampler.rate, sampler.keep_errors) == (rate, keeps)
+    assert (sampler.rate, sampler.keep_errors, sampler.record_all) == (rate, keeps, False)
+
+
+@pytest.mark.parametrize(("metrics", "record_all"), [("prometheus", True), ("otlp", True),
+                                                     ("none", False)])
+def test_the_entry_point_records_everything_when_metrics_are_on(monkeypatch, metrics,
+                                                                record_all) -> None:
+    monkeypatch.setenv("COSYVOICE_TRACED_METRICS", metrics)
+    assert sampler_factory("0.1").record_all is record_all
 
 
 def test_injection_writes_b3_multi_headers() -> None:

@@ -32,7 +32,7 @@ def tracer():
     return types.SimpleNamespace(tracer=provider.get_tracer("cosyvoice_otel"), memory=memory)
 
 
-OPTIONS = types.SimpleNamespace(cuda_sync=False)
+OPTIONS = types.SimpleNamespace(cuda_sync=False, metrics=None)
 
 
 def test_tracing_errors_are_counted_each_time_and_logged_once_per_place(caplog,
@@ -147,7 +147,7 @@ def test_cuda_sync_only_where_cuda_is_in_use(tracer, monkeypatch, available, ini
     cuda = FakeCuda(available, initialized)
     monkeypatch.setitem(__import__("sys").modules, "torch", types.SimpleNamespace(cuda=cuda))
     stage = StageSpan(tracer.tracer, "vocoder", context.Context(), None, {},
-                      types.SimpleNamespace(cuda_sync=True))
+                      types.SimpleNamespace(cuda_sync=True, metrics=None))
     stage.end()
     (span,) = tracer.memory.get_finished_spans()
     if used:

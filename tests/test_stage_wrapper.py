@@ -58,7 +58,7 @@ def rig(monkeypatch):
     def wrap(func, extractor=None, span="stage", generator=False):
         recorder = extractor or Recorder()
         row = Stage("m", "f", span, "recorder", (("fixed", "yes"),))
-        wrapper = StageWrapper(tracer, row, recorder, types.SimpleNamespace(cuda_sync=False),
+        wrapper = StageWrapper(tracer, row, recorder, types.SimpleNamespace(cuda_sync=False, metrics=None),
                                {"x": 0}, generator, lambda: state["enabled"])
         return wrapt.FunctionWrapper(func, wrapper), recorder
 
@@ -246,7 +246,7 @@ def test_context_attach_and_detach_failures_are_counted(monkeypatch) -> None:
 
 def wrapper_for(rig, extractor, generator=False, adopt=None, late_parent=False, roles=()):
     row = Stage("m", "f", "stage", "recorder", (), tuple(roles), late_parent)
-    return StageWrapper(rig.tracer, row, extractor, types.SimpleNamespace(cuda_sync=False),
+    return StageWrapper(rig.tracer, row, extractor, types.SimpleNamespace(cuda_sync=False, metrics=None),
                         {"x": 0}, generator, lambda: rig.state["enabled"], adopt)
 
 

@@ -45,7 +45,9 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
 from cosyvoice_otel.instrumentation import gradio_bridge, stage_map, stream_scope
+from cosyvoice_otel.instrumentation import metrics as tts_metrics
 from cosyvoice_otel.instrumentation.extractors import EXTRACTORS
+from cosyvoice_otel.instrumentation.metrics import TtsMetrics
 from cosyvoice_otel.instrumentation.stage_span import ERRORS, StageWrapper
 from cosyvoice_otel.launcher.config import OPTIONS_BY_NAME, Settings, runtime_settings
 from cosyvoice_otel.limits import parse_input_limits
@@ -66,6 +68,7 @@ class Options:
     max_text_chars: int  # 0 = no limit
     max_prompt_seconds: float
     hash_salt: bytes | None  # set with --hash-content: texts get a salted hash
+    metrics: TtsMetrics | None = None  # --metrics: the request and stage instruments
 
     @classmethod
     def resolve(cls, kwargs: dict[str, Any], settings: Settings) -> Options:
@@ -85,8 +88,15 @@ class Options:
             # a secret, not a setting: never rendered, never printed
             secret = os.environ.get("COSYVOICE_TRACED_HASH_SALT", "")
             salt = secret.encode() if secret else os.urandom(32)
+        recorder = None
+        if value("metrics") not in ("none", False):
+            try:
+                recorder = tts_metrics.create(kwargs.get("meter_provider"),
+                                              settings.service_version)
+            except Exception as exc:  # noqa: BLE001 - metrics must never stop tracing
+                logger.warning("cosyvoice-otel: metrics are off (%s: %s)", type(exc).__name__, exc)
         return cls(bool(value("stage_spans")), bool(value("gradio_bridge")),
-                   bool(value("cuda_sync")), max_text, max_audio, salt)
+                   bool(value("cuda_sync")), max_text, max_audio, salt, recorder)
 
 
 def _flush_spans_on_sigterm(timeout_ms: int = 3000) -> Callable[[int, Any], None] | None:

@@ -158,6 +158,11 @@ class StageSpan:
                             "error" if self.failed else "completed")
             except Exception as err:  # noqa: BLE001
                 note_error("extractor close", err)
+        if self.options.metrics is not None and self.span.is_recording():
+            try:  # after the extractor: the request's RTF, first audio, tokens/s are written
+                self.options.metrics.stage_ended(self)
+            except Exception as err:  # noqa: BLE001
+                note_error("metrics", err)
         try:
             if abandoned:
                 self.span.set_attribute(s.ABANDONED, True)

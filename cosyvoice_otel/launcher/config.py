@@ -50,6 +50,14 @@ KNOWN_PROPAGATORS = ("tracecontext", "baggage", "cosyvoice_b3", "b3", "b3multi",
 
 DEFAULT_ZIPKIN_ENDPOINT = "http://localhost:9411/api/v2/spans"
 
+METRICS = ("prometheus", "otlp", "none")
+# What OTEL_METRICS_EXPORTER says -> our metrics choice (the first name counts)
+_OTEL_METRICS_NAMES = {"prometheus": "prometheus", "otlp": "otlp", "otlp_proto_http": "otlp",
+                       "none": "none"}
+# rendered for what the child reads as a fallback (the option table); our configurator builds
+# the metrics itself (sdk/meter.py) and the SDK never builds an exporter from this variable
+_METRICS_TO_OTEL = {"prometheus": "prometheus", "otlp": "otlp", "none": "none"}
+
 
 class ConfigError(ValueError):
     """A user mistake in a flag or variable; the message is one line naming it."""
@@ -98,6 +106,30 @@ def parse_exporter(text: str) -> str:
     value = text.strip().lower()
     if value not in EXPORTERS:
         raise ValueError(f"expected one of {', '.join(EXPORTERS)}, got {text!r}")
+    return value
+
+
+def parse_metrics(text: str) -> str:
+    value = text.strip().lower()
+    if value not in METRICS:
+        raise ValueError(f"expected one of {', '.join(METRICS)}, got {text!r}")
+    return value
+
+
+def parse_port(text: str) -> int:
+    try:
+        port = int(text.strip())
+    except ValueError:
+        raise ValueError(f"expected a TCP port number, got {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise ValueError(f"expected a TCP port between 1 and 65535, got {text!r}")
+    return port
+
+
+def parse_host(text: str) -> str:
+    value = text.strip()
+    if not value or any(c.isspace() or c in "/:@" for c in value.strip("[]")):
+        raise ValueError(f"expected a host name or IP address to listen on, got {text!r}")
     return value
 
 
@@ -231,6 +263,14 @@ def _otel_exporter(environ: Mapping[str, str]) -> str | None:
     return _OTEL_EXPORTER_NAMES.get(first)
 
 
+def _otel_metrics(environ: Mapping[str, str]) -> str | None:
+    first = environ.get("OTEL_METRICS_EXPORTER", "").split(",")[0].strip().lower()
+    if first and first not in _OTEL_METRICS_NAMES:
+        raise OtelFallback(f"OTEL_METRICS_EXPORTER={first!r} is not one we can run "
+                           f"(known: {', '.join(sorted(_OTEL_METRICS_NAMES))})")
+    return _OTEL_METRICS_NAMES.get(first)
+
+
 def _otel_sampling_rate(environ: Mapping[str, str]) -> float | None:
     sampler = environ.get("OTEL_TRACES_SAMPLER", "").strip().lower()
     if sampler in ("always_on", "parentbased_always_on"):
@@ -325,6 +365,20 @@ OPTIONS: tuple[Option, ...] = (
     Option("export_timeout", "--export-timeout", 5, parse_seconds,
            "Exporter HTTP timeout (5, 5s, 2500ms); rounded up to the whole seconds the SDK reads.",
            _otel_var("OTEL_EXPORTER_ZIPKIN_TIMEOUT"), "OTEL_EXPORTER_ZIPKIN_TIMEOUT"),
+    # Off by default: /metrics is a listening port (a deployment decision, and a clash with a
+    # second worker of the same app), and OTLP needs an endpoint; tracing alone opens nothing.
+    Option("metrics", "--metrics", "none", parse_metrics,
+           "Metrics from every request (sampled or not), with exemplars linking to traces: "
+           "prometheus (/metrics on --metrics-port), otlp (to the OTLP endpoint), none.",
+           _otel_metrics, "OTEL_METRICS_EXPORTER"),
+    Option("metrics_port", "--metrics-port", 9464, parse_port,
+           "Port of /metrics for --metrics prometheus (a busy port is one warning; tracing "
+           "goes on).",
+           _otel_var("OTEL_EXPORTER_PROMETHEUS_PORT"), "OTEL_EXPORTER_PROMETHEUS_PORT"),
+    Option("metrics_host", "--metrics-host", "0.0.0.0", parse_host,
+           "Address /metrics listens on (all interfaces by default, for a Prometheus on "
+           "another host or outside the container).",
+           _otel_var("OTEL_EXPORTER_PROMETHEUS_HOST"), "OTEL_EXPORTER_PROMETHEUS_HOST"),
     Option("stage_spans", "--stage-spans/--no-stage-spans", True, parse_bool,
            "Add CosyVoice pipeline stage spans (frontend, LLM, flow, vocoder)."),
     Option("stage", "--stage", None, parse_stages,
@@ -440,8 +494,9 @@ class Settings:
             "OTEL_TRACES_SAMPLER": "cosyvoice_ratio",
             "OTEL_TRACES_SAMPLER_ARG": _format_rate(self.sampling_rate),
             "OTEL_PROPAGATORS": self.propagators,
-            # distro defaults metrics and logs to OTLP too; they stay off unless the user asked.
-            "OTEL_METRICS_EXPORTER": environ.get("OTEL_METRICS_EXPORTER", "none"),
+            # the metrics choice (built by our configurator, sdk/meter.py)
+            "OTEL_METRICS_EXPORTER": _METRICS_TO_OTEL[self.metrics],
+            # the distro defaults logs to OTLP too; they stay off unless the user asked
             "OTEL_LOGS_EXPORTER": environ.get("OTEL_LOGS_EXPORTER", "none"),
             # ids independent of the app's random.seed() (see id_generator.py)
             "OTEL_PYTHON_ID_GENERATOR": environ.get("OTEL_PYTHON_ID_GENERATOR", "cosyvoice_otel"),
@@ -460,6 +515,9 @@ class Settings:
             env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = self.otlp_endpoint
             env["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"] = "http/protobuf"
             env["OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"] = str(self.export_timeout * 1000)
+        if self.metrics == "otlp" and not environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"):
+            env["OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"] = otlp_metrics_endpoint(self.otlp_endpoint)
+            env["OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"] = "http/protobuf"
         resource = _resource_attributes(environ)
         for key, value in (("service.version", self.service_version),
                            ("deployment.environment.name", self.environment)):
@@ -482,6 +540,14 @@ class Settings:
         """Human-readable lines 'name = value (source)' for --debug output."""
         return [f"{o.name} = {self.values[o.name]!r} ({self.sources.get(o.name, '?')})"
                 for o in OPTIONS]
+
+
+def otlp_metrics_endpoint(traces_endpoint: str) -> str:
+    """The metrics URL beside the OTLP traces URL (same receiver, ``/v1/metrics``)."""
+    base = traces_endpoint.rstrip("/")
+    if base.endswith("/v1/traces"):
+        base = base[: -len("/v1/traces")]
+    return base + "/v1/metrics"
 
 
 def cache_dir(environ: Mapping[str, str] | None = None) -> str:

@@ -7,7 +7,10 @@ id generator and resource from the ``OTEL_*`` variables, as usual) with two addi
 * every exporter it creates, whatever it is (Zipkin, OTLP, the Zipkin file, console, one
   added later), sits behind ``RedactingSpanExporter``: no exporter can skip redaction;
 * with ``cosyvoice_ratio`` at a rate below 1 and keep-errors on, an ``ErrorKeepingProcessor``
-  per exporter (sharing it) exports the failed traces that the ratio dropped.
+  per exporter (sharing it) exports the failed traces that the ratio dropped;
+* with ``--metrics``, the sampler records what it drops (the wrappers measure every request),
+  and the meter provider is ours (meter.py: privacy views on the stock HTTP metrics), with the
+  tracer's health counters (health.py) on it.
 
 A failure here is one warning and an app without tracing, never a crashed app.
 """
@@ -18,11 +21,12 @@ import logging
 import os
 from typing import Any
 
-from opentelemetry import trace
+from opentelemetry import metrics, trace
 from opentelemetry.sdk._configuration import _OTelSDKConfigurator
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from cosyvoice_otel.launcher.config import runtime_settings
+from cosyvoice_otel.sdk.health import QueueDrops, TracerHealth, count_queue_drops
 from cosyvoice_otel.sdk.redaction import RedactingSpanExporter
 
 logger = logging.getLogger("cosyvoice_otel")
@@ -38,29 +42,83 @@ class CosyVoiceConfigurator(_OTelSDKConfigurator):
                 from cosyvoice_otel.sdk.propagation import DeferAwareRatioSampler
 
                 kwargs.setdefault("sampler", DeferAwareRatioSampler(
-                    settings.sampling_rate, keep_errors=settings.keep_errors))
+                    settings.sampling_rate, keep_errors=settings.keep_errors,
+                    record_all=settings.metrics != "none"))
         except Exception as exc:  # noqa: BLE001 - tracing setup must never stop the app
             logger.warning("cosyvoice-otel: tracing is off: settings unreadable (%s: %s)",
                            type(exc).__name__, exc)
             return
         keep_user_agent = settings.user_agent
+        queues: list[QueueDrops] = []
 
         def export_processor(exporter: SpanExporter) -> BatchSpanProcessor:
             redacting = RedactingSpanExporter(exporter, keep_user_agent=keep_user_agent)
             exporters.append(redacting)
-            return BatchSpanProcessor(redacting)
+            processor = BatchSpanProcessor(redacting)
+            drops = count_queue_drops(processor)
+            if drops is not None:
+                queues.append(drops)
+            return processor
 
         kwargs.setdefault("export_span_processor", export_processor)
+        # Metrics: our meter provider (meter.py), built from the option table BEFORE the SDK's
+        # setup, which then keeps it (the SDK's own path has no views, and always installs a
+        # provider: its "overriding is not allowed" notice is expected, filtered out).
+        # OTEL_METRICS_EXPORTER was read by the option table; the SDK must not read it again.
+        os.environ["OTEL_METRICS_EXPORTER"] = "none"
+        meter_provider = install_meter_provider(settings, kwargs)
+        quiet = _ExpectedOverride()
+        api_logger = logging.getLogger("opentelemetry.metrics._internal")
+        if meter_provider is not None:
+            api_logger.addFilter(quiet)
         try:
             super()._configure(**kwargs)
         except Exception as exc:  # noqa: BLE001 - tracing setup must never stop the app
             logger.warning("cosyvoice-otel: tracing is off: the OpenTelemetry SDK could not be "
                            "set up (%s: %s)", type(exc).__name__, exc)
             return
+        finally:
+            api_logger.removeFilter(quiet)
+        keepers: list[Any] = []
         try:
-            add_error_keeping(trace.get_tracer_provider(), exporters)
+            keepers = add_error_keeping(trace.get_tracer_provider(), exporters)
         except Exception as exc:  # noqa: BLE001
             logger.warning("cosyvoice-otel: keep-errors is off (%s: %s)", type(exc).__name__, exc)
+        if meter_provider is not None:
+            try:
+                TracerHealth(exporters, queues, keepers).register(
+                    meter_provider.get_meter("cosyvoice_otel.health"))
+            except Exception as exc:  # noqa: BLE001
+                logger.warning("cosyvoice-otel: tracer-health metrics are off (%s: %s)",
+                               type(exc).__name__, exc)
+
+
+class _ExpectedOverride(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Overriding of current MeterProvider" not in record.getMessage()
+
+
+def install_meter_provider(settings: Any, kwargs: dict[str, Any]) -> Any:
+    """The global meter provider for ``--metrics prometheus|otlp`` (None for none), with the
+    resource the SDK will give the tracer provider (same attributes, same detectors; the SDK
+    keeps ``service.instance.id`` per process). A failure is one warning: tracing goes on."""
+    if settings.metrics == "none":
+        return None
+    try:
+        from opentelemetry.sdk.resources import Resource
+
+        from cosyvoice_otel.sdk.meter import build_meter_provider
+
+        attributes = dict(kwargs.get("resource_attributes") or {})
+        if kwargs.get("auto_instrumentation_version"):
+            attributes["telemetry.auto.version"] = kwargs["auto_instrumentation_version"]
+        provider = build_meter_provider(settings, Resource.create(attributes))
+        if provider is not None:
+            metrics.set_meter_provider(provider)
+        return provider
+    except Exception as exc:  # noqa: BLE001 - metrics must never stop the app or tracing
+        logger.warning("cosyvoice-otel: metrics are off (%s: %s)", type(exc).__name__, exc)
+        return None
 
 
 def exporter_args(settings: Any) -> dict[type, dict[str, Any]]:
@@ -76,7 +134,7 @@ def exporter_args(settings: Any) -> dict[type, dict[str, Any]]:
             ZipkinFileExporter: {"path": settings.zipkin_file}}
 
 
-def add_error_keeping(provider: Any, exporters: list[RedactingSpanExporter]) -> None:
+def add_error_keeping(provider: Any, exporters: list[RedactingSpanExporter]) -> list[Any]:
     """Keep failed traces that the ratio dropped (keep_errors.py), when the sampler records
     them (``cosyvoice_ratio`` with keep-errors and a rate below 1)."""
     from cosyvoice_otel.sdk.keep_errors import ErrorKeepingProcessor
@@ -84,6 +142,8 @@ def add_error_keeping(provider: Any, exporters: list[RedactingSpanExporter]) -> 
 
     sampler = getattr(provider, "sampler", None)
     if not isinstance(sampler, DeferAwareRatioSampler) or not sampler.records_drops:
-        return
-    for exporter in exporters:
-        provider.add_span_processor(ErrorKeepingProcessor(exporter.share()))
+        return []
+    keepers = [ErrorKeepingProcessor(exporter.share()) for exporter in exporters]
+    for keeper in keepers:
+        provider.add_span_processor(keeper)
+    return keepers

@@ -186,7 +186,8 @@ class ResilientZipkinExporter(SpanExporter):
         self._replay_lock = threading.Lock()
         self._replayer: threading.Thread | None = None
         self.counters = {"sent": 0, "spooled": 0, "replayed": 0, "rejected": 0, "dropped": 0,
-                         "too_large": 0, "split": 0, "maybe_duplicated": 0, "bad_files": 0}
+                         "too_large": 0, "split": 0, "maybe_duplicated": 0, "bad_files": 0,
+                         "failures": 0, "export_errors": 0}
         self._dropped_since_log = 0
         self._last_drop_log = 0.0
 
@@ -276,6 +277,7 @@ class ResilientZipkinExporter(SpanExporter):
                 if self.spool is not None and self.spool.size > 0:  # no directory scan here
                     self._start_replayer()
                 return SpanExportResult.SUCCESS
+            self.counters["failures"] += 1  # a batch not delivered at once (circuit or post)
             kept = True
             for part, tries in left:
                 if self.spool is not None and self.spool.put(part, tries):
@@ -288,6 +290,7 @@ class ResilientZipkinExporter(SpanExporter):
         except Exception as exc:  # noqa: BLE001 - an exporter must never raise into the SDK
             logger.warning("cosyvoice-otel: export failed (%s: %s); batch dropped",
                            type(exc).__name__, exc)
+            self.counters["export_errors"] += len(spans)
             self._note_drop(len(spans), "an export error")
             return SpanExportResult.FAILURE
 

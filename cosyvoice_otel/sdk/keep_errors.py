@@ -27,6 +27,8 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.trace import StatusCode
 
+from cosyvoice_otel.sdk.propagation import DEFER_KEY, RECORD_VALUE
+
 logger = logging.getLogger("cosyvoice_otel.export")
 
 
@@ -68,7 +70,11 @@ class ErrorKeepingProcessor(SpanProcessor):
 
     @staticmethod
     def _record_only(span: ReadableSpan) -> bool:
-        return not span.context.trace_flags.sampled
+        """A local drop the sampler recorded for us (``cosyvoice=rec``); not a span recorded
+        only for the metrics (an incoming "not sampled": honoured, never exported)."""
+        context = span.context
+        return (not context.trace_flags.sampled
+                and context.trace_state.get(DEFER_KEY) == RECORD_VALUE)
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         if not self._record_only(span):

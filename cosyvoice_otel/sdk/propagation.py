@@ -46,6 +46,8 @@ from opentelemetry.trace import Link, SpanKind, TraceState
 from opentelemetry.util.types import Attributes
 
 DEFER_KEY, DEFER_VALUE, RECORD_VALUE = "cosyvoice", "defer", "rec"
+# recorded for the metrics only (a drop we must honour, measured but never exported)
+METRICS_VALUE = "m"
 _TRACE = re.compile(r"^(?:[0-9a-f]{16}|[0-9a-f]{32})$")
 _SPAN = re.compile(r"^[0-9a-f]{16}$")
 _SINGLE = re.compile(r"^(?P<trace>[0-9a-f]{16}|[0-9a-f]{32})-(?P<span>[0-9a-f]{16})"
@@ -141,14 +143,18 @@ class DeferAwareRatioSampler(Sampler):
     """Parent-based trace-id ratio where WE decide (a root, or a parent that deferred) and,
     with ``keep_errors``, a local "drop" becomes RECORD_ONLY (marked ``cosyvoice=rec`` in the
     trace state, which the local children inherit) so ``ErrorKeepingProcessor`` can still export
-    the trace if it fails. A remote "not sampled" is honoured: DROP; so is a B3 decision sent
-    without ids (``DECISION_KEY``)."""
+    the trace if it fails. A remote "not sampled" is honoured: never exported; so is a B3 decision
+    sent without ids (``DECISION_KEY``). With ``record_all`` (metrics on), every drop is
+    RECORD_ONLY instead of DROP, so the wrappers measure every request; what keep-errors does
+    not claim is marked ``cosyvoice=m`` and never leaves the process (the batch processor
+    exports sampled spans only; keep-errors buffers ``rec`` ones only)."""
 
-    def __init__(self, rate: float, keep_errors: bool = False) -> None:
+    def __init__(self, rate: float, keep_errors: bool = False, record_all: bool = False) -> None:
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"sampling rate must be in [0, 1], got {rate}")
         self.rate = rate
         self.keep_errors = keep_errors
+        self.record_all = record_all
         self._ratio = TraceIdRatioBased(rate)
         self._parent_based = ParentBased(self._ratio)
 
@@ -161,10 +167,25 @@ class DeferAwareRatioSampler(Sampler):
                       kind: SpanKind | None = None, attributes: Attributes = None,
                       links: Sequence[Link] | None = None,
                       trace_state: TraceState | None = None) -> SamplingResult:
+        # A recorded span gets its start attributes from the result: RECORD_ONLY results carry
+        # them too (without, a kept failed trace or a metric would lose e.g. cosyvoice.mode).
+        result = self._decide(parent_context, trace_id, name, kind, attributes, links,
+                              trace_state)
+        if result.decision is not Decision.DROP or not self.record_all:
+            return result
+        state = result.trace_state or TraceState()
+        if state.get(DEFER_KEY) is None:
+            state = state.add(DEFER_KEY, METRICS_VALUE)
+        return SamplingResult(Decision.RECORD_ONLY, attributes, state)
+
+    def _decide(self, parent_context: Context | None, trace_id: int, name: str,
+                kind: SpanKind | None, attributes: Attributes, links: Sequence[Link] | None,
+                trace_state: TraceState | None) -> SamplingResult:
         parent = trace.get_current_span(parent_context).get_span_context()
         marker = parent.trace_state.get(DEFER_KEY) if parent.is_valid else None
-        if parent.is_valid and not parent.is_remote and marker == RECORD_VALUE:
-            return SamplingResult(Decision.RECORD_ONLY, None, parent.trace_state)
+        if (parent.is_valid and not parent.is_remote
+                and marker in (RECORD_VALUE, METRICS_VALUE)):
+            return SamplingResult(Decision.RECORD_ONLY, attributes, parent.trace_state)
         if parent.is_valid and marker != DEFER_VALUE:
             return self._parent_based.should_sample(parent_context, trace_id, name, kind,
                                                     attributes, links, trace_state)
@@ -179,13 +200,13 @@ class DeferAwareRatioSampler(Sampler):
         result = self._ratio.should_sample(parent_context, trace_id, name, kind, attributes,
                                            links)
         if result.decision is Decision.DROP and self.keep_errors:
-            return SamplingResult(Decision.RECORD_ONLY, None,
+            return SamplingResult(Decision.RECORD_ONLY, attributes,
                                   state.add(DEFER_KEY, RECORD_VALUE))
         return SamplingResult(result.decision, result.attributes, state)
 
     def get_description(self) -> str:
         return (f"DeferAwareRatioSampler{{{self._ratio.get_description()}, "
-                f"keep_errors={self.keep_errors}}}")
+                f"keep_errors={self.keep_errors}, record_all={self.record_all}}}")
 
 
 def sampler_factory(arg: str | None) -> Sampler:
@@ -197,7 +218,9 @@ def sampler_factory(arg: str | None) -> Sampler:
         rate = 1.0
     from cosyvoice_otel.launcher.config import runtime_settings
 
-    return DeferAwareRatioSampler(rate, keep_errors=runtime_settings().keep_errors)
+    settings = runtime_settings()
+    return DeferAwareRatioSampler(rate, keep_errors=settings.keep_errors,
+                                  record_all=settings.metrics != "none")
 
 
 __all__ = ["StrictB3Propagator", "DeferAwareRatioSampler", "sampler_factory", "Decision"]

@@ -242,7 +242,8 @@ class RedactingSpanExporter(SpanExporter):
         self.redactor = Redactor(keep_user_agent)
         self._lock = threading.Lock()
         self._users = 1
-        self.counters = {"redaction_failed": 0}
+        # what the inner exporter answered (the health metrics read these, health.py)
+        self.counters = {"redaction_failed": 0, "exported": 0, "failed": 0, "failed_exports": 0}
 
     def share(self) -> RedactingSpanExporter:
         with self._lock:
@@ -259,7 +260,13 @@ class RedactingSpanExporter(SpanExporter):
                                type(exc).__name__, exc)
             return SpanExportResult.FAILURE
         with self._lock:
-            return self.inner.export(redacted)
+            result = self.inner.export(redacted)
+            if result is SpanExportResult.SUCCESS:
+                self.counters["exported"] += len(spans)
+            else:
+                self.counters["failed"] += len(spans)
+                self.counters["failed_exports"] += 1
+            return result
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self.inner.force_flush(timeout_millis)

@@ -4,9 +4,16 @@
 ``CausalHiFTGenerator(HiFTGenerator)``, which OVERRIDES it as ``inference(speech_feat, finalize)``
 (CosyVoice 3), as upstream's classes do. Tiny: a conv and one transposed conv upsampling by the
 hop size.
+
+Demo setting (not upstream's): ``COSYVOICE_DEMO_VOCODER_DELAY_S`` (seconds, default 0) makes every
+vocoder call that much slower, read when the generator is built: a "slow vocoder" for alert rules
+and reports to catch (examples/prometheus/).
 """
 
 from __future__ import annotations
+
+import os
+import time
 
 import torch
 from torch import nn
@@ -20,8 +27,11 @@ class HiFTGenerator(nn.Module):
         self.hop = sampling_rate // frame_rate
         self.conv_pre = nn.Conv1d(in_channels, channels, 3, padding=1)
         self.upsample = nn.ConvTranspose1d(channels, 1, kernel_size=self.hop, stride=self.hop)
+        self.delay_s = float(os.environ.get("COSYVOICE_DEMO_VOCODER_DELAY_S") or 0)
 
     def decode(self, speech_feat: torch.Tensor) -> torch.Tensor:
+        if self.delay_s > 0:
+            time.sleep(self.delay_s)
         hidden = torch.tanh(self.conv_pre(speech_feat))
         return 0.5 * torch.tanh(self.upsample(hidden))  # [1, 1, frames * hop]
 

@@ -1,0 +1,112 @@
+"""The tracer's own health as metrics: what was exported, spooled, replayed, dropped and why.
+
+The numbers already exist as plain counters in the parts that do the work (the SDK's batch
+queue, our exporters, keep-errors, the wrappers' contained errors); this module only exposes
+them as OTel observable instruments, read at collection time: nothing is added on the request
+path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
+
+from cosyvoice_otel import schema as s
+
+
+class QueueDrops:
+    """Counts spans the SDK's batch queue dropped because it was full. Installed as the SDK
+    ``BatchProcessor``'s processor-metrics hook (its ``drop_items`` is called exactly there);
+    what was installed before (the SDK's own internal metrics, if enabled) still gets every
+    call."""
+
+    def __init__(self, previous: Any = None) -> None:
+        self.dropped = 0
+        self.previous = previous
+
+    def drop_items(self, count: int, error_type: str = "queue_full") -> None:
+        self.dropped += count
+        if self.previous is not None:
+            self.previous.drop_items(count, error_type)
+
+    def finish_items(self, count: int) -> None:
+        if self.previous is not None:
+            self.previous.finish_items(count)
+
+
+def count_queue_drops(processor: Any) -> QueueDrops | None:
+    """Hook ``QueueDrops`` into a ``BatchSpanProcessor`` (None if the SDK's layout changed:
+    a test pins the layout of the SDK version we require)."""
+    batch = getattr(processor, "_batch_processor", None)
+    if batch is None or not hasattr(batch, "_metrics"):
+        return None
+    drops = QueueDrops(batch._metrics)
+    batch._metrics = drops
+    return drops
+
+
+class TracerHealth:
+    """Observable instruments over the export pipeline's counters."""
+
+    def __init__(self, exporters: Iterable[Any] = (), queues: Iterable[QueueDrops] = (),
+                 keepers: Iterable[Any] = ()) -> None:
+        self.exporters = list(exporters)  # RedactingSpanExporter, one per configured exporter
+        self.queues = list(queues)
+        self.keepers = list(keepers)  # ErrorKeepingProcessor
+
+    def totals(self) -> dict[str, float]:
+        """Every number, summed over the exporters (also what ``doctor`` explains)."""
+        from cosyvoice_otel.instrumentation.stage_span import ERRORS
+
+        out = {"exported": 0, "spooled": 0, "replayed": 0, "spool_bytes": 0, "failures": 0,
+               "tracing_errors": sum(ERRORS.values())}
+        out.update({f"dropped.{reason}": 0 for reason in s.DROP_REASONS})
+        for redacting in self.exporters:
+            outer = redacting.counters
+            inner = getattr(redacting.inner, "counters", None)
+            out["dropped.export_error"] += outer.get("redaction_failed", 0)
+            if inner is not None and "sent" in inner:  # our resilient Zipkin exporter
+                out["exported"] += inner["sent"]
+                out["spooled"] += inner["spooled"]
+                out["replayed"] += inner["replayed"]
+                out["failures"] += inner["failures"]
+                out["dropped.export_error"] += inner["export_errors"]
+                out["dropped.spool_cap"] += inner["dropped"] - inner["export_errors"]
+                out["dropped.rejected"] += inner["rejected"]
+                spool = getattr(redacting.inner, "spool", None)
+                out["spool_bytes"] += getattr(spool, "size", 0) if spool is not None else 0
+            else:  # any other exporter: its SUCCESS/FAILURE answers
+                out["exported"] += outer["exported"]
+                out["failures"] += outer["failed_exports"]
+                out["dropped.export_error"] += outer["failed"]
+        out["dropped.queue_full"] = sum(q.dropped for q in self.queues)
+        out["dropped.keep_errors_evicted"] = sum(
+            k.counters.get("evicted", 0) + k.counters.get("dropped", 0) for k in self.keepers)
+        return out
+
+    def register(self, meter: Meter) -> None:
+        def counter(name: str, unit: str, key: str) -> None:
+            def observe(_options: CallbackOptions) -> list[Observation]:
+                return [Observation(self.totals()[key])]
+
+            meter.create_observable_counter(name, [observe], unit=unit)
+
+        counter(s.SPANS_EXPORTED, "{span}", "exported")
+        counter(s.SPANS_SPOOLED, "{span}", "spooled")
+        counter(s.SPANS_REPLAYED, "{span}", "replayed")
+        counter(s.EXPORT_FAILURES, "{export}", "failures")
+        counter(s.TRACING_ERRORS, "{error}", "tracing_errors")
+
+        def dropped(_options: CallbackOptions) -> list[Observation]:
+            totals = self.totals()
+            return [Observation(totals[f"dropped.{reason}"], {s.DROP_REASON: reason})
+                    for reason in s.DROP_REASONS]
+
+        meter.create_observable_counter(s.SPANS_DROPPED, [dropped], unit="{span}")
+
+        def spool(_options: CallbackOptions) -> list[Observation]:
+            return [Observation(self.totals()["spool_bytes"])]
+
+        meter.create_observable_gauge(s.SPOOL_SIZE, [spool], unit="By")

@@ -1,0 +1,181 @@
+"""``/metrics`` for Prometheus, with exemplars: an OTel ``MetricReader`` served by prometheus_client.
+
+Why not the official ``opentelemetry-exporter-prometheus`` (0.66b1): it drops exemplars (its
+translation never reads ``HistogramDataPoint.exemplars``), and exemplars are the point of issue
+11: a slow bucket must link to a trace. prometheus_client (the Prometheus project's own Python
+library, which the official exporter also uses) writes OpenMetrics with exemplars when the
+scraper asks for it (Prometheus does with ``--enable-feature=exemplar-storage``) and serves
+``/metrics`` from a thread. This module only translates the SDK's data points into its metric
+families, in the OTel -> Prometheus naming of the spec (dots -> underscores, unit suffix,
+``_total`` on counters, resource attributes in ``target_info``).
+
+The reader is the ``opentelemetry_metrics_exporter`` entry point ``cosyvoice_prometheus``; the
+SDK's configurator builds it (``OTEL_METRICS_EXPORTER``) with our ``host``/``port``. A busy port
+is one warning: the app and its tracing go on without /metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from opentelemetry.sdk.metrics.export import (
+    Gauge,
+    Histogram,
+    MetricReader,
+    MetricsData,
+    Sum,
+)
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.samples import Exemplar
+
+logger = logging.getLogger("cosyvoice_otel")
+
+_INVALID = re.compile(r"[^a-zA-Z0-9_]")
+# OTel unit -> Prometheus name suffix (the spec's table, the units we use)
+_UNIT_SUFFIX = {"s": "seconds", "ms": "milliseconds", "By": "bytes", "1": ""}
+
+
+def metric_name(name: str, unit: str) -> str:
+    """``tts.request.duration`` + ``s`` -> ``tts_request_duration_seconds``; ``{span}``-style
+    annotations add nothing."""
+    base = _INVALID.sub("_", name)
+    suffix = "" if unit.startswith("{") else _UNIT_SUFFIX.get(unit, _INVALID.sub("_", unit))
+    if suffix and not base.endswith("_" + suffix):
+        base = f"{base}_{suffix}"
+    return base
+
+
+def label_name(key: str) -> str:
+    return _INVALID.sub("_", key)
+
+
+def _label_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _le(bound: float) -> str:
+    return "+Inf" if math.isinf(bound) else repr(float(bound))
+
+
+def _exemplars_by_bucket(point: Any) -> dict[int, Exemplar]:
+    """The data point's exemplars (the SDK keeps one per bucket), keyed by bucket index."""
+    out: dict[int, Exemplar] = {}
+    bounds = list(point.explicit_bounds)
+    for exemplar in point.exemplars or ():
+        if not exemplar.trace_id:
+            continue
+        index = next((i for i, bound in enumerate(bounds) if exemplar.value <= bound),
+                     len(bounds))
+        out[index] = Exemplar({"trace_id": f"{exemplar.trace_id:032x}",
+                               "span_id": f"{exemplar.span_id:016x}"},
+                              exemplar.value, exemplar.time_unix_nano / 1e9)
+    return out
+
+
+def to_families(data: MetricsData | None) -> list[Metric]:
+    """The SDK's collected data as prometheus_client metric families (pure: unit-testable)."""
+    families: dict[str, Metric] = {}
+    if data is None:
+        return []
+    for resource_metrics in data.resource_metrics:
+        resource = {label_name(k): _label_value(v)
+                    for k, v in resource_metrics.resource.attributes.items()}
+        if resource and "target_info" not in families:
+            info = InfoMetricFamily("target", "Target metadata")
+            info.add_metric([], resource)
+            families["target_info"] = info
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                _add(families, metric)
+    return list(families.values())
+
+
+def _add(families: dict[str, Metric], metric: Any) -> None:
+    name = metric_name(metric.name, metric.unit or "")
+    data = metric.data
+    description = metric.description or metric.name
+    for point in data.data_points:
+        keys = [label_name(k) for k in point.attributes]
+        values = [_label_value(v) for v in point.attributes.values()]
+        if isinstance(data, Histogram):
+            family = families.setdefault(name, HistogramMetricFamily(name, description,
+                                                                     labels=keys))
+            exemplars = _exemplars_by_bucket(point)
+            buckets: list[Any] = []
+            cumulative = 0
+            bounds = [*point.explicit_bounds, math.inf]
+            for index, (bound, count) in enumerate(zip(bounds, point.bucket_counts, strict=True)):
+                cumulative += count
+                exemplar = exemplars.get(index)
+                buckets.append((_le(bound), cumulative, exemplar) if exemplar
+                               else (_le(bound), cumulative))
+            family.add_metric(values, buckets, point.sum)
+        elif isinstance(data, Sum) and data.is_monotonic:
+            counter_name = name[:-len("_total")] if name.endswith("_total") else name
+            family = families.setdefault(counter_name, CounterMetricFamily(
+                counter_name, description, labels=keys))
+            family.add_metric(values, point.value)
+        elif isinstance(data, (Sum, Gauge)):
+            family = families.setdefault(name, GaugeMetricFamily(name, description,
+                                                                 labels=keys))
+            family.add_metric(values, point.value)
+
+
+class _Collector:
+    """prometheus_client's custom-collector protocol: collect() at each scrape."""
+
+    def __init__(self, reader: PrometheusExemplarReader) -> None:
+        self.reader = reader
+
+    def collect(self) -> Iterable[Metric]:
+        return to_families(self.reader.scrape())
+
+
+class PrometheusExemplarReader(MetricReader):
+    """Pull reader: each scrape collects from the SDK (cumulative) and renders the result."""
+
+    def __init__(self, host: str = "0.0.0.0", port: int = 9464) -> None:
+        super().__init__()
+        self._latest: MetricsData | None = None
+        self._lock = threading.Lock()
+        # our own registry: an app that uses prometheus_client itself keeps its global one
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_Collector(self))
+        self.server: Any = None
+        self.address = f"{host}:{port}"
+        try:
+            self.server, _thread = start_http_server(port, host, registry=self.registry)
+        except OSError as exc:
+            logger.warning("cosyvoice-otel: metrics port %s is not available (%s); /metrics is "
+                           "off, tracing goes on (choose another with --metrics-port)",
+                           self.address, exc.strerror or exc)
+
+    def scrape(self) -> MetricsData | None:
+        with self._lock:  # two scrapers at once: one collection at a time
+            self._latest = None
+            self.collect()
+            return self._latest
+
+    def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000,
+                         **kwargs: Any) -> None:
+        self._latest = metrics_data
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
