@@ -1,0 +1,343 @@
+"""Metrics from every request (issue 11), in one process: the demo engine traced with the SDK's
+in-memory span exporter and metric reader, at sampling rates 0 and 1."""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+import pytest
+from opentelemetry.instrumentation.threading import ThreadingInstrumentor
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+
+from cosyvoice_otel import schema as s
+from cosyvoice_otel.instrumentation import CosyVoiceInstrumentor
+from cosyvoice_otel.instrumentation.metrics import SECONDS_BUCKETS
+from cosyvoice_otel.sdk.health import QueueDrops, TracerHealth, count_queue_drops
+from cosyvoice_otel.sdk.meter import PRIVACY_VIEWS
+from cosyvoice_otel.sdk.prometheus import PrometheusExemplarReader, metric_name, to_families
+from cosyvoice_otel.sdk.propagation import DeferAwareRatioSampler
+from cosyvoice_otel.sdk.redaction import RedactingSpanExporter
+
+TEXT = "Metrics never carry this sentence. 你好，世界！"
+# every label our instruments may carry (the schema's table): bounded by construction
+ALLOWED_LABELS = {label for m in s.METRICS for label in m.labels}
+
+
+@pytest.fixture(scope="module")
+def model(make_model):
+    ThreadingInstrumentor().instrument()  # the LLM thread's spans join the request's trace
+    from cosyvoice.cli.cosyvoice import AutoModel
+
+    yield AutoModel(model_dir=str(make_model(3)))
+    ThreadingInstrumentor().uninstrument()
+
+
+class Rig:
+    def __init__(self, rate: float, **instrument_kwargs) -> None:
+        self.spans = InMemorySpanExporter()
+        self.tracer_provider = TracerProvider(sampler=DeferAwareRatioSampler(rate,
+                                                                             record_all=True))
+        self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.spans))
+        self.reader = InMemoryMetricReader()
+        self.meter_provider = MeterProvider(metric_readers=[self.reader],
+                                            resource=Resource({"service.name": "t"}))
+        self.inst = CosyVoiceInstrumentor()
+        self.inst.instrument(tracer_provider=self.tracer_provider,
+                             meter_provider=self.meter_provider, **instrument_kwargs)
+
+    def request(self, model, stream: bool = False, speaker: str = "中文女") -> None:
+        tracer = self.tracer_provider.get_tracer("test")
+        with tracer.start_as_current_span("request"):
+            list(model.inference_sft(TEXT, speaker, stream=stream))
+
+    def points(self, name: str) -> list:
+        data = self.reader.get_metrics_data()
+        if data is None:  # nothing was ever recorded
+            return []
+        return [point for rm in data.resource_metrics for sm in rm.scope_metrics
+                for metric in sm.metrics if metric.name == name
+                for point in metric.data.data_points]
+
+    def close(self) -> None:
+        self.inst.uninstrument()
+        self.meter_provider.shutdown()
+        self.tracer_provider.shutdown()
+
+
+@pytest.fixture
+def rig():
+    made: list[Rig] = []
+
+    def _make(rate: float, **kwargs) -> Rig:
+        made.append(Rig(rate, **kwargs))
+        return made[-1]
+
+    yield _make
+    for item in made:
+        item.close()
+
+
+def _warm(model) -> None:
+    """The engine's first request is its warm-up (cosyvoice.warmup=true); run it untraced."""
+    list(model.inference_sft("warm up", "中文女"))
+
+
+@pytest.mark.parametrize("rate", [0.0, 1.0])
+def test_every_request_is_counted_whatever_the_sampling(model, rig, rate) -> None:
+    _warm(model)
+    r = rig(rate, metrics="prometheus")
+    for stream in (False, True, False):
+        r.request(model, stream)
+    durations = r.points(s.REQUEST_DURATION)
+    assert sum(p.count for p in durations) == 3
+    assert {p.attributes[s.STREAM] for p in durations} == {True, False}
+    assert all(p.attributes[s.MODE] == "sft" for p in durations)
+    requests = r.points(s.REQUESTS)
+    assert sum(p.value for p in requests) == 3
+    stages: dict[str, int] = {}
+    for point in r.points(s.STAGE_DURATION):
+        stages[point.attributes[s.STAGE]] = stages.get(point.attributes[s.STAGE], 0) + point.count
+    assert stages[s.INFERENCE] == 3  # and two sentences each: model.tts runs twice per request
+    assert stages[s.ACOUSTIC_MODEL] == stages[s.MODEL_TTS] == 6 and stages[s.VOCODER] >= 6
+    assert sum(p.count for p in r.points(s.TIME_TO_FIRST_AUDIO)) == 3
+    assert sum(p.count for p in r.points(s.RTF_METRIC)) == 3
+    assert sum(p.count for p in r.points(s.LLM_TOKEN_RATE)) == 6
+    exported = r.spans.get_finished_spans()
+    exemplars = [e for p in durations for e in p.exemplars]
+    if rate == 0.0:  # measured, but nothing leaves the process and nothing links to a trace
+        assert exported == () and exemplars == []
+    else:  # each exemplar names a request span that was exported
+        assert exemplars
+        inference = {(sp.context.trace_id, sp.context.span_id) for sp in exported
+                     if sp.name == s.INFERENCE}
+        assert {(e.trace_id, e.span_id) for e in exemplars} <= inference
+
+
+def test_labels_are_bounded_and_never_content(model, rig) -> None:
+    r = rig(1.0, metrics="otlp")
+    r.request(model)
+    with pytest.raises(KeyError):
+        r.request(model, speaker="no-such-speaker")
+    data = r.reader.get_metrics_data()
+    for rm in data.resource_metrics:
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                for point in metric.data.data_points:
+                    assert set(point.attributes) <= ALLOWED_LABELS, metric.name
+                    for value in point.attributes.values():
+                        assert not (isinstance(value, str) and ("Metrics" in value
+                                                                or "你好" in value))
+    errors = r.points(s.ERRORS)
+    assert [(p.attributes[s.ERROR_TYPE], p.value) for p in errors] == [("KeyError", 1)]
+    failed = [p for p in r.points(s.REQUESTS) if p.attributes.get(s.ERROR_TYPE) == "KeyError"]
+    assert sum(p.value for p in failed) == 1
+
+
+def test_histograms_use_tts_buckets(model, rig) -> None:
+    r = rig(1.0, metrics="prometheus")
+    r.request(model)
+    point = r.points(s.REQUEST_DURATION)[0]
+    assert isinstance(point, HistogramDataPoint)
+    assert tuple(point.explicit_bounds) == SECONDS_BUCKETS
+
+
+def test_metrics_off_records_nothing(model, rig) -> None:
+    r = rig(1.0, metrics="none")
+    r.request(model)
+    assert r.points(s.REQUEST_DURATION) == []
+    assert r.spans.get_finished_spans()  # tracing itself is unchanged
+
+
+def test_a_broken_recorder_is_counted_and_the_request_goes_on(model, rig, monkeypatch) -> None:
+    from cosyvoice_otel.instrumentation import stage_span
+    from cosyvoice_otel.instrumentation.metrics import TtsMetrics
+
+    def broken(self, stage):
+        raise RuntimeError("metrics bug")
+
+    monkeypatch.setattr(TtsMetrics, "stage_ended", broken)
+    before = stage_span.ERRORS["metrics"]
+    r = rig(1.0, metrics="prometheus")
+    r.request(model)
+    assert stage_span.ERRORS["metrics"] > before
+    assert s.VOCODER in {sp.name for sp in r.spans.get_finished_spans()}
+
+
+# ------------------------------------------------------------------ /metrics (prometheus_client)
+
+def _families_with_exemplar():
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader], resource=Resource({"service.name": "svc"}),
+                             views=PRIVACY_VIEWS)
+    tracer_provider = TracerProvider()
+    meter = provider.get_meter("t")
+    hist = meter.create_histogram(s.REQUEST_DURATION, unit="s",
+                                  explicit_bucket_boundaries_advisory=[0.1, 1.0])
+    counter = meter.create_counter(s.REQUESTS, unit="{request}")
+    http = meter.create_histogram("http.server.duration", unit="ms")
+    with tracer_provider.get_tracer("t").start_as_current_span("r") as span:
+        hist.record(0.5, {s.MODE: "sft", s.STREAM: False})
+    counter.add(2, {s.MODE: "sft"})
+    http.record(12, {"http.method": "GET", "http.target": "/file=/tmp/alice-secret.wav",
+                     "http.host": "evil.example", "http.status_code": 200})
+    return to_families(reader.get_metrics_data()), span.get_span_context()
+
+
+def test_openmetrics_output_carries_the_trace_id_as_exemplar() -> None:
+    families, ctx = _families_with_exemplar()
+
+    class Registry:
+        def collect(self):
+            return families
+
+    text = generate_openmetrics(Registry()).decode()
+    bucket = next(line for line in text.splitlines()
+                  if line.startswith('tts_request_duration_seconds_bucket{') and 'le="1.0"' in line)
+    assert f'# {{span_id="{ctx.span_id:016x}",trace_id="{ctx.trace_id:032x}"}} 0.5' in bucket
+    assert 'cosyvoice_mode="sft",cosyvoice_stream="false"' in bucket
+    assert "tts_requests_total{cosyvoice_mode=\"sft\"} 2.0" in text
+    assert 'target_info{service_name="svc"' in text
+    # the plain text format (what a scraper without OpenMetrics gets) has no exemplars
+    assert "trace_id" not in generate_latest(Registry()).decode()
+
+
+def test_stock_http_metrics_lose_private_and_unbounded_attributes() -> None:
+    families, _ = _families_with_exemplar()
+    http = next(f for f in families if f.name == "http_server_duration_milliseconds")
+    labels = {key for sample in http.samples for key in sample.labels}
+    assert labels == {"http_method", "http_status_code", "le"}
+
+
+@pytest.mark.parametrize(("name", "unit", "expected"), [
+    ("tts.request.duration", "s", "tts_request_duration_seconds"),
+    ("tts.rtf", "1", "tts_rtf"),
+    ("cosyvoice_otel.spool.size", "By", "cosyvoice_otel_spool_size_bytes"),
+    ("tts.requests", "{request}", "tts_requests"),
+    ("x.seconds", "s", "x_seconds"),
+    ("a-b", "ms", "a_b_milliseconds")])
+def test_prometheus_names(name, unit, expected) -> None:
+    assert metric_name(name, unit) == expected
+
+
+def test_schema_names_match_the_exposition() -> None:
+    for m in s.METRICS:
+        name = metric_name(m.name, m.unit)
+        assert m.prometheus in (name, name + "_total"), m.name
+
+
+def test_a_busy_port_is_one_warning_and_no_failure(caplog) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with caplog.at_level(logging.WARNING, logger="cosyvoice_otel"):
+            reader = PrometheusExemplarReader("127.0.0.1", port)
+            provider = MeterProvider(metric_readers=[reader])
+    warnings = [r for r in caplog.records if "metrics port" in r.getMessage()]
+    assert len(warnings) == 1 and f"127.0.0.1:{port}" in warnings[0].getMessage()
+    assert reader.server is None
+    provider.get_meter("t").create_counter("c").add(1)
+    assert reader.scrape() is not None  # collecting still works
+    provider.shutdown()
+
+
+def test_the_reader_serves_metrics_over_http() -> None:
+    import requests
+
+    reader = PrometheusExemplarReader("127.0.0.1", 0)
+    provider = MeterProvider(metric_readers=[reader])
+    provider.get_meter("t").create_counter(s.REQUESTS, unit="{request}").add(3)
+    port = reader.server.server_address[1]
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5,
+                        headers={"Accept": "application/openmetrics-text"}).text
+    assert "tts_requests_total 3.0" in text and text.rstrip().endswith("# EOF")
+    provider.shutdown()
+    assert reader.server is None
+
+
+# ------------------------------------------------------------------------- the tracer's health
+
+class FakeZipkin:
+    def __init__(self, **counters) -> None:
+        base = {"sent": 0, "spooled": 0, "replayed": 0, "rejected": 0, "dropped": 0,
+                "failures": 0, "export_errors": 0}
+        self.counters = {**base, **counters}
+        self.spool = type("Spool", (), {"size": 4096})()
+
+
+class FakeOther:
+    def __init__(self, result) -> None:
+        self.result = result
+
+    def export(self, spans):
+        return self.result
+
+
+def test_health_totals_add_up_by_reason() -> None:
+    from opentelemetry.sdk.trace.export import SpanExportResult
+
+    zipkin = RedactingSpanExporter(FakeZipkin(sent=10, spooled=4, replayed=3, rejected=2,
+                                              dropped=7, failures=5, export_errors=1))
+    other = RedactingSpanExporter(FakeOther(SpanExportResult.FAILURE))
+    other.export([])
+    other.export([])
+    ok = RedactingSpanExporter(FakeOther(SpanExportResult.SUCCESS))
+    queue = QueueDrops()
+    queue.drop_items(6)
+    keeper = type("Keeper", (), {"counters": {"evicted": 8, "dropped": 1}})()
+    totals = TracerHealth([zipkin, other, ok], [queue], [keeper]).totals()
+    assert totals["exported"] == 10
+    assert (totals["spooled"], totals["replayed"], totals["spool_bytes"]) == (4, 3, 4096)
+    assert totals["failures"] == 5 + 2
+    assert totals["dropped.spool_cap"] == 6 and totals["dropped.export_error"] == 1
+    assert totals["dropped.rejected"] == 2 and totals["dropped.queue_full"] == 6
+    assert totals["dropped.keep_errors_evicted"] == 9
+
+
+def test_health_instruments_report_the_totals() -> None:
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    zipkin = RedactingSpanExporter(FakeZipkin(sent=3, dropped=2))
+    TracerHealth([zipkin]).register(provider.get_meter("h"))
+    values = {}
+    for rm in reader.get_metrics_data().resource_metrics:
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                for point in metric.data.data_points:
+                    values[(metric.name, point.attributes.get(s.DROP_REASON))] = point.value
+    assert values[(s.SPANS_EXPORTED, None)] == 3
+    assert values[(s.SPANS_DROPPED, "spool_cap")] == 2
+    assert values[(s.SPOOL_SIZE, None)] == 4096
+    assert {reason for name, reason in values if name == s.SPANS_DROPPED} == set(s.DROP_REASONS)
+    provider.shutdown()
+
+
+def test_queue_drops_are_counted_on_the_sdk_batch_processor() -> None:
+    """Pins the SDK's layout: a full batch queue calls our hook (and the previous one)."""
+
+    class Slow:
+        def export(self, spans):
+            return None
+
+        def shutdown(self):
+            pass
+
+    processor = BatchSpanProcessor(Slow(), max_queue_size=2, schedule_delay_millis=60_000,
+                                   max_export_batch_size=2)
+    drops = count_queue_drops(processor)
+    assert isinstance(drops, QueueDrops)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("t")
+    for _ in range(5):
+        tracer.start_span("x").end()
+    assert drops.dropped >= 1
+    provider.shutdown()
