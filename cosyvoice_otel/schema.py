@@ -102,6 +102,7 @@ SPOOL_SIZE = "cosyvoice_otel.spool.size"
 EXPORT_FAILURES = "cosyvoice_otel.export.failures"
 TRACING_ERRORS = "cosyvoice_otel.tracing.errors"
 DROP_REASON = "reason"
+SAMPLING_RATE = "cosyvoice.sampling.rate"
 DROP_REASONS = ("queue_full", "spool_cap", "rejected", "export_error", "keep_errors_evicted")
 
 
@@ -272,6 +273,9 @@ GENAI_NOTES = (
 
 COMMON_ATTRIBUTES = (
     Attr(ERROR_TYPE, "string", "", False, "stable error reason, on failed spans"),
+    Attr(SAMPLING_RATE, "double", "", False,
+         "the ratio that decided this trace, when below 1 (on the span where it was decided: "
+         "the request's top span); `report` says its figures are sampled"),
     Attr(CUDA_SYNCED, "bool", "", False, "span ended after torch.cuda.synchronize()"),
     Attr(CUDA_PEAK_BYTES, "int", "bytes", False, "peak GPU memory during the stage"),
 )

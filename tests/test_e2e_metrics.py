@@ -187,13 +187,25 @@ def test_tracer_health_counters_move_when_zipkin_goes_away_and_comes_back(
         assert counter("cosyvoice_otel_export_failures_total") > 0
         assert counter("cosyvoice_otel_spool_size_bytes") > 0
         assert counter("cosyvoice_otel_spans_replayed_total") == 0
+        doctor = run_doctor(app.metrics_url)
+        assert "warn  spool: " in doctor and "bytes waiting (Zipkin unreachable" in doctor
         server = zipkin_server.start(port=port)
         synthesize(app)  # a successful export starts the replay
         assert wait_until(lambda: counter("cosyvoice_otel_spans_replayed_total") > 0, timeout=60)
         assert wait_until(lambda: counter("cosyvoice_otel_spool_size_bytes") == 0, timeout=30)
         assert total(scrape(app), "cosyvoice_otel_spans_dropped_total") == 0
+        doctor = run_doctor(app.metrics_url)
+        assert "ok    spans dropped: none" in doctor and "ok    spool: 0 bytes" in doctor
+        replayed = int(counter("cosyvoice_otel_spans_replayed_total"))
+        assert f"replayed {replayed};" in doctor
     finally:
         server.stop()
+
+
+def run_doctor(metrics_url: str) -> str:
+    out = subprocess.run([str(BIN / "cosyvoice-traced"), "doctor", "--metrics", metrics_url],
+                         capture_output=True, text=True, timeout=120, env=app_env())
+    return out.stdout
 
 
 def test_a_busy_metrics_port_is_one_warning_and_tracing_goes_on(zipkin, launch_app, make_model,

@@ -341,3 +341,56 @@ def test_queue_drops_are_counted_on_the_sdk_batch_processor() -> None:
         tracer.start_span("x").end()
     assert drops.dropped >= 1
     provider.shutdown()
+
+
+# ------------------------------------------------------------------ doctor --metrics (parsing)
+
+HEALTH_PAGE = """# TYPE cosyvoice_otel_spans_exported counter
+cosyvoice_otel_spans_exported_total 12.0
+# TYPE cosyvoice_otel_spans_dropped counter
+cosyvoice_otel_spans_dropped_total{reason="queue_full"} 0.0
+cosyvoice_otel_spans_dropped_total{reason="spool_cap"} 3.0
+# TYPE cosyvoice_otel_spool_size_bytes gauge
+cosyvoice_otel_spool_size_bytes 2048.0
+# TYPE tts_requests counter
+tts_requests_total{cosyvoice_mode="sft"} 5.0
+"""
+
+
+def test_doctor_reads_the_health_counters_and_warns_on_drops(monkeypatch) -> None:
+    import io
+
+    from cosyvoice_otel.tools import doctor
+
+    assert doctor.read_health(HEALTH_PAGE) == {
+        "cosyvoice_otel_spans_exported_total": 12.0,
+        "cosyvoice_otel_spans_dropped_total{queue_full}": 0.0,
+        "cosyvoice_otel_spans_dropped_total{spool_cap}": 3.0,
+        "cosyvoice_otel_spool_size_bytes": 2048.0}
+
+    class Response(io.BytesIO):
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(doctor.urllib.request, "urlopen",
+                        lambda url, timeout: Response(HEALTH_PAGE.encode()))
+    lines = {line.what: (line.level, line.detail) for line in doctor.check_metrics("http://x")}
+    assert lines["tracer health"][0] == "ok" and "exported 12," in lines["tracer health"][1]
+    assert lines["spans dropped"] == ("warn", "spool_cap 3 (traces in Zipkin are incomplete; "
+                                              "the app is unaffected)")
+    assert lines["spool"][0] == "warn" and lines["spool"][1].startswith("2048 bytes waiting")
+
+
+def test_doctor_metrics_unreachable_or_empty(refused_endpoint, monkeypatch) -> None:
+    from cosyvoice_otel.tools import doctor
+
+    [line] = list(doctor.check_metrics(refused_endpoint))
+    assert line.level == "fail" and "did not answer" in line.detail
+    monkeypatch.setattr(doctor, "read_health", lambda text: {})
+    monkeypatch.setattr(doctor.urllib.request, "urlopen", lambda url, timeout: __import__(
+        "contextlib").nullcontext(__import__("io").BytesIO(b"")))
+    [line] = list(doctor.check_metrics("http://x"))
+    assert line.level == "warn" and "--metrics prometheus" in line.detail

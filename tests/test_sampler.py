@@ -10,6 +10,7 @@ from opentelemetry.context import Context, set_value
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace import SpanContext, TraceFlags, TraceState
 
+from cosyvoice_otel.schema import SAMPLING_RATE
 from cosyvoice_otel.sdk.propagation import (
     DECISION_KEY,
     DEFER_KEY,
@@ -68,7 +69,7 @@ def test_decision_table(case, ctx, rate, keep, decision, state) -> None:
     assert result.decision is decision
     assert dict(result.trace_state or {}) == state
     if decision is not DROP:  # attributes pass through to the span, recorded-only too
-        assert dict(result.attributes) == attributes
+        assert {k: v for k, v in result.attributes.items() if k != SAMPLING_RATE} == attributes
 
 
 # With metrics on (record_all), every DROP above becomes RECORD_ONLY, so the wrappers measure
@@ -99,7 +100,18 @@ def test_with_metrics_every_drop_is_recorded(case, ctx, rate, keep, state) -> No
         ctx, TRACE_ID, "request", trace.SpanKind.SERVER, attributes, None, None)
     assert result.decision is RECORD
     assert dict(result.trace_state) == state
-    assert dict(result.attributes) == attributes
+    assert {k: v for k, v in result.attributes.items() if k != SAMPLING_RATE} == attributes
+
+
+@pytest.mark.parametrize(("ctx", "rate", "tagged"), [
+    (ROOT, 0.0, True), (ROOT, 0.5, True), (ROOT, 1.0, False),
+    (parent(True, True), 0.5, False),  # someone else decided: not our sample
+    (parent(True, False, OTHER.add(DEFER_KEY, DEFER_VALUE)), 0.0, True),
+    (set_value(DECISION_KEY, "accept", ROOT), 0.5, False)])
+def test_a_trace_we_sampled_below_1_says_its_rate(ctx, rate, tagged) -> None:
+    result = DeferAwareRatioSampler(rate, keep_errors=True).should_sample(
+        ctx, TRACE_ID, "request", trace.SpanKind.SERVER, {"a": 1}, None, None)
+    assert (result.attributes or {}).get(SAMPLING_RATE) == (rate if tagged else None)
 
 
 def test_with_metrics_a_sampled_decision_is_unchanged() -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from cosyvoice_otel import schema
 from cosyvoice_otel.tools import report as rep
 
 from .conftest import BIN, ROOT, app_env, free_port, wait_until
@@ -140,6 +141,7 @@ def test_report_figures_match_known_synthetic_traces(zipkin, tmp_path) -> None:
     assert data["errors_by_type"] == {"Boom": 1}
     assert data["slowest"][0]["duration_us"] == 1_000_000
     assert data["slowest"][0]["link"].endswith(data["slowest"][0]["trace_id"])
+    assert "note:" not in result.stderr  # unsampled traces: no bias note
     page = html.read_text()
     assert page.startswith("<!doctype html>") and "<svg" in page and "vocoder" in page
     assert "<script" not in page and "http-equiv" not in page  # self-contained, static
@@ -159,6 +161,30 @@ def test_report_figures_match_known_synthetic_traces(zipkin, tmp_path) -> None:
     calm = run_cli("report", "--zipkin", zipkin.base_url, "--service", service,
                    "--alert", "vocoder.p95>5s")
     assert calm.returncode == 0
+
+
+@pytest.mark.zipkin
+def test_report_says_when_its_traces_are_a_sample(zipkin) -> None:
+    service = f"sampled-{secrets.token_hex(3)}"
+    traces = synthetic_traces(service, "v1", [100, 200, 300])
+    for spans in traces:  # what our sampler writes on the span where it decided
+        spans[0]["tags"][schema.SAMPLING_RATE] = "0.1"
+    post(zipkin, traces)
+    assert wait_until(lambda: len(zipkin.client().traces(service=service, lookback_ms=600_000,
+                                                          limit=10)) == 3)
+    result = run_cli("report", "--zipkin", zipkin.base_url, "--service", service, "--json")
+    assert result.returncode == 0, result.stderr
+    json.loads(result.stdout)  # the note is not in the JSON document
+    assert "sampling rate 10%" in result.stderr and "tts_request_duration_seconds" in result.stderr
+
+
+@pytest.mark.parametrize(("rates", "expected"), [
+    ((), None), (("0.1",), "sampling rate 10%"), (("0.5", "0.25"), "sampling rate 25%, 50%"),
+    (("junk",), None)])
+def test_sampling_note(rates, expected) -> None:
+    traces = [[{"tags": {schema.SAMPLING_RATE: r}}] for r in rates] + [[{"tags": {}}]]
+    note = rep.sampling_note(traces)
+    assert (note is None) if expected is None else (expected in note and "biased" in note)
 
 
 def test_report_figures_on_ten_thousand_traces() -> None:

@@ -287,6 +287,9 @@ def report(zipkin_url: str, service: str, lookback: str, limit: int, by: str | N
     except ZipkinError as exc:
         raise click.ClickException(str(exc)) from None
     groups = rep.analyse(traces, compared[0][0] if compared else by, include_warmup)
+    note = rep.sampling_note(traces)
+    if note and groups:  # on stderr: --json output stays one document
+        click.echo(note, err=True)
     if not groups:
         raise click.ClickException(f"no synthesis traces of service {service!r} in the last "
                                    f"{lookback}")
@@ -326,8 +329,11 @@ def report(zipkin_url: str, service: str, lookback: str, limit: int, by: str | N
               help="A model directory: will ITS llm, flow and hift classes get their spans?")
 @click.option("--stage", "stages", multiple=True, metavar="NAME=module:Class.method",
               help="Extra stage rows to take into account (as for run).")
+@click.option("--metrics", "metrics_url", default=None, metavar="URL",
+              help="A running app's /metrics (--metrics prometheus): the tracer's health "
+                   "(exported, spooled, replayed, dropped by reason).")
 def doctor(zipkin_url: str | None, cosyvoice_path: str | None, model_dir: str | None,
-           stages: tuple[str, ...]) -> None:
+           stages: tuple[str, ...], metrics_url: str | None) -> None:
     """Check packages, instrumentors, Zipkin, Gradio and the stage map; exit 1 on a failure."""
     from cosyvoice_otel.instrumentation.stage_map import StageMapError, parse_stage_spec
     from cosyvoice_otel.tools.doctor import FAIL, run_doctor
@@ -336,7 +342,12 @@ def doctor(zipkin_url: str | None, cosyvoice_path: str | None, model_dir: str | 
         rows = tuple(parse_stage_spec(spec) for spec in stages)
     except StageMapError as exc:
         raise click.BadParameter(str(exc), param_hint="--stage") from None
-    lines = run_doctor(zipkin_url, cosyvoice_path, model_dir, rows)
+    if metrics_url:
+        try:
+            config.parse_http_url(metrics_url)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--metrics") from None
+    lines = run_doctor(zipkin_url, cosyvoice_path, model_dir, rows, metrics_url)
     for line in lines:
         click.echo(f"{line.level:4s}  {line.what}: {line.detail}")
     sys.exit(1 if any(line.level == FAIL for line in lines) else 0)

@@ -45,6 +45,8 @@ from opentelemetry.sdk.trace.sampling import (
 from opentelemetry.trace import Link, SpanKind, TraceState
 from opentelemetry.util.types import Attributes
 
+from cosyvoice_otel.schema import SAMPLING_RATE
+
 DEFER_KEY, DEFER_VALUE, RECORD_VALUE = "cosyvoice", "defer", "rec"
 # recorded for the metrics only (a drop we must honour, measured but never exported)
 METRICS_VALUE = "m"
@@ -199,10 +201,14 @@ class DeferAwareRatioSampler(Sampler):
         state = parent.trace_state.delete(DEFER_KEY) if marker else TraceState()
         result = self._ratio.should_sample(parent_context, trace_id, name, kind, attributes,
                                            links)
+        if self.rate < 1.0:  # the trace says it is a sample (report's note; unbiased: metrics)
+            attributes = {**(attributes or {}), SAMPLING_RATE: self.rate}
         if result.decision is Decision.DROP and self.keep_errors:
             return SamplingResult(Decision.RECORD_ONLY, attributes,
                                   state.add(DEFER_KEY, RECORD_VALUE))
-        return SamplingResult(result.decision, result.attributes, state)
+        if result.decision is Decision.DROP:
+            return SamplingResult(Decision.DROP, None, state)
+        return SamplingResult(result.decision, attributes, state)
 
     def get_description(self) -> str:
         return (f"DeferAwareRatioSampler{{{self._ratio.get_description()}, "

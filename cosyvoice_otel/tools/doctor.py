@@ -21,6 +21,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from cosyvoice_otel import schema as s
 from cosyvoice_otel.instrumentation.stage_map import PART_ROLES, Stage, build
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -302,13 +303,67 @@ def _roots(cosyvoice_path: str | None) -> list[str]:
     return roots + [os.getcwd()] + [p for p in sys.path if p and os.path.isdir(p)]
 
 
+def read_health(text: str) -> dict[str, float]:
+    """The tracer-health samples of a /metrics page: ``{name or name{reason}: value}``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if not sample.name.startswith("cosyvoice_otel_"):
+                continue
+            reason = sample.labels.get(s.DROP_REASON)
+            key = f"{sample.name}{{{reason}}}" if reason else sample.name
+            out[key] = out.get(key, 0.0) + sample.value
+    return out
+
+
+def check_metrics(url: str) -> Iterator[Line]:
+    """The tracer's health counters of a running app (``--metrics prometheus``)."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            text = resp.read().decode("utf-8", "replace")
+    except OSError as exc:
+        yield Line(FAIL, "tracer health", f"{url} did not answer ({exc})")
+        return
+    try:
+        health = read_health(text)
+    except ValueError as exc:
+        yield Line(FAIL, "tracer health", f"{url} is not a Prometheus /metrics page ({exc})")
+        return
+    if not health:
+        yield Line(WARN, "tracer health", f"{url} has no cosyvoice_otel_* metrics (was the app "
+                                          "started with --metrics prometheus?)")
+        return
+
+    def n(name: str) -> int:
+        return int(health.get(f"cosyvoice_otel_{name}", 0))
+
+    yield Line(OK, "tracer health", f"spans exported {n('spans_exported_total')}, spooled "
+               f"{n('spans_spooled_total')}, replayed {n('spans_replayed_total')}; export "
+               f"failures {n('export_failures_total')}; tracing errors "
+               f"{n('tracing_errors_total')}")
+    dropped = {reason: n(f"spans_dropped_total{{{reason}}}") for reason in s.DROP_REASONS}
+    lost = {reason: count for reason, count in dropped.items() if count}
+    if lost:
+        yield Line(WARN, "spans dropped", ", ".join(f"{r} {c}" for r, c in lost.items())
+                   + " (traces in Zipkin are incomplete; the app is unaffected)")
+    else:
+        yield Line(OK, "spans dropped", "none")
+    spool = n("spool_size_bytes")
+    yield Line(WARN if spool else OK, "spool", f"{spool} bytes waiting" + (
+        " (Zipkin unreachable, or replaying)" if spool else ""))
+
+
 def run_doctor(zipkin: str | None, cosyvoice_path: str | None, model_dir: str | None = None,
-               stages: tuple[Stage, ...] = ()) -> list[Line]:
+               stages: tuple[Stage, ...] = (), metrics_url: str | None = None) -> list[Line]:
     lines: list[Line] = []
     checks = [check_packages(), check_instrumentors(), check_gradio(), check_zipkin(zipkin),
               check_stage_map(cosyvoice_path, stages)]
     if model_dir:
         checks.append(check_model_dir(model_dir, cosyvoice_path, stages))
+    if metrics_url:
+        checks.append(check_metrics(metrics_url))
     for check in checks:
         lines.extend(check)
     return lines

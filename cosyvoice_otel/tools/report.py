@@ -191,6 +191,28 @@ def analyse(traces: list[list[dict]], by: str | None = None,
     return groups
 
 
+def sampling_note(traces: list[list[dict]]) -> str | None:
+    """One line when the traces read are a SAMPLE (their ``cosyvoice.sampling.rate`` tag): the
+    figures above are then biased (keep-errors keeps every failure, the ratio a share of the
+    rest); the metrics count every request."""
+    rates: set[float] = set()
+    for spans in traces:
+        for span in spans:
+            value = span.get("tags", {}).get(s.SAMPLING_RATE)
+            if value is not None:
+                try:
+                    rates.add(float(value))
+                except ValueError:
+                    pass
+    if not rates:
+        return None
+    shown = ", ".join(f"{100 * r:g}%" for r in sorted(rates))
+    return (f"note: these traces are a sample (sampling rate {shown}; failed requests are all "
+            "kept with --keep-errors): percentiles and error shares here are biased. For "
+            "unbiased rates use the metrics of every request (--metrics prometheus: "
+            "tts_request_duration_seconds, tts_stage_duration_seconds, tts_errors_total).")
+
+
 # -------------------------------------------------------------------------- --compare A B
 
 MIN_SAMPLES = 5  # per side: below it, no verdict
