@@ -147,6 +147,7 @@ def test_refused_spools_trips_the_circuit_and_replays_oldest_first(stub, refused
     assert exporter._circuit_open() and exporter._backoff == 2.0
     assert exporter.export(second).name == "SUCCESS"  # straight to the spool: circuit open
     assert exporter.counters["spooled"] == 3 and exporter.counters["sent"] == 0
+    assert exporter.counters["failures"] == 2  # one per batch not delivered at once
     exporter.endpoint = stub.endpoint
     assert exporter.replay(budget=1) == 1
     assert [s["name"] for s in stub.spans()] == ["s0"]
@@ -241,7 +242,7 @@ def test_a_raising_transport_is_one_warning_and_a_drop(tmp_path, caplog) -> None
     exporter = make("http://127.0.0.1:9/x", tmp_path, session=Exploding())
     with caplog.at_level(logging.WARNING, logger="cosyvoice_otel.export"):
         assert exporter.export(spans(2)).name == "FAILURE"
-    assert exporter.counters["dropped"] == 2
+    assert exporter.counters["dropped"] == 2 and exporter.counters["export_errors"] == 2
     assert any("export failed (RuntimeError: bug)" in r.getMessage() for r in caplog.records)
 
 
@@ -420,7 +421,8 @@ def test_defaults_without_configuration(tmp_path, monkeypatch) -> None:
     assert exporter.spool.directory == tmp_path / ".cache" / "cosyvoice-otel" / "spool" / digest
     assert exporter.counters == {"sent": 0, "spooled": 0, "replayed": 0, "rejected": 0,
                                  "dropped": 0, "too_large": 0, "split": 0,
-                                 "maybe_duplicated": 0, "bad_files": 0}
+                                 "maybe_duplicated": 0, "bad_files": 0, "failures": 0,
+                                 "export_errors": 0}
     assert not exporter._circuit_open() and exporter._open_until == 0.0
 
 

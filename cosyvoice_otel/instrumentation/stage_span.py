@@ -242,6 +242,12 @@ class StageWrapper:
         self.attributes = dict(stage.attributes)
         self.rewrites = getattr(type(extractor), "rewrite", _no_rewrite) is not _no_rewrite
         self.closes = callable(getattr(extractor, "close", None))
+        # per streamed item (a token, an audio hop) only what is needed: no call at all for an
+        # extractor that does nothing per item
+        from cosyvoice_otel.instrumentation.extractors import Extractor
+
+        item = getattr(type(extractor), "item", None)
+        self.items = callable(item) and item is not Extractor.item
 
     def _start(self, parent_ctx: context.Context, call: Call) -> StageSpan | None:
         try:
@@ -317,6 +323,7 @@ class StageWrapper:
         stage = self._start(parent_ctx, call)  # runs at the first next(): the span's start
         if stage is None:
             return (yield from gen)
+        item_hook = self.extractor.item if self.items and stage.span.is_recording() else None
         finished = False
         to_send: Any = None
         to_throw: BaseException | None = None
@@ -339,11 +346,11 @@ class StageWrapper:
                     raise
                 finally:
                     _detach(token)
-                try:
-                    if stage.span.is_recording():
-                        self.extractor.item(stage, item)
-                except Exception as exc:  # noqa: BLE001
-                    note_error(f"extractor {self.extractor.name}.item", exc)
+                if item_hook is not None:
+                    try:
+                        item_hook(stage, item)
+                    except Exception as exc:  # noqa: BLE001
+                        note_error(f"extractor {self.extractor.name}.item", exc)
                 try:
                     to_send = yield item
                 except GeneratorExit:

@@ -184,6 +184,10 @@ class DeferAwareRatioSampler(Sampler):
                 kind: SpanKind | None, attributes: Attributes, links: Sequence[Link] | None,
                 trace_state: TraceState | None) -> SamplingResult:
         parent = trace.get_current_span(parent_context).get_span_context()
+        if parent.is_valid and not parent.is_remote and parent.trace_flags.sampled:
+            # the common case (every stage span): a local sampled parent. What ParentBased
+            # answers, without its layers: this runs for every span the app makes.
+            return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes, parent.trace_state)
         marker = parent.trace_state.get(DEFER_KEY) if parent.is_valid else None
         if (parent.is_valid and not parent.is_remote
                 and marker in (RECORD_VALUE, METRICS_VALUE)):

@@ -1,0 +1,78 @@
+"""Our Zipkin JSON v2 encoder writes what the SDK's encoder writes (minus debug and tag
+truncation), on spans that exercise every field; it only does it cheaper (issue 13)."""
+
+from __future__ import annotations
+
+import json
+
+from opentelemetry.exporter.zipkin.json.v2 import JsonV2Encoder
+from opentelemetry.exporter.zipkin.node_endpoint import NodeEndpoint
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from cosyvoice_otel.sdk.zipkin_json import ZipkinJsonEncoder
+
+
+class Reference(JsonV2Encoder):
+    """The SDK's encoder as our exporter configures it: no debug flag, no truncation."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+
+    @staticmethod
+    def _encode_debug(span_context: object) -> None:
+        return None
+
+
+def varied_spans() -> list:
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "svc", "k8s.pod": "p1",
+                                                        "replicas": 3, "gpu": True}),
+                              span_limits=SpanLimits(max_span_attributes=6, max_events=2))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("cosyvoice_otel", "1.2.3")
+    other = provider.get_tracer("opentelemetry.instrumentation.asgi")
+    with other.start_as_current_span("GET /x", kind=SpanKind.SERVER) as server:
+        server.set_attributes({"http.status_code": 200, "http.method": "GET",
+                               "long": "x" * 500})
+        for kind in (SpanKind.INTERNAL, SpanKind.CLIENT, SpanKind.PRODUCER, SpanKind.CONSUMER):
+            with tracer.start_as_current_span(f"k-{kind.name}", kind=kind) as span:
+                span.set_attributes({"b": False, "i": 7, "f": 0.25, "seq": [1, 2, 3],
+                                     "bools": [True, False], "strs": ("a", "b")})
+        with tracer.start_as_current_span("failed") as span:
+            span.set_status(Status(StatusCode.ERROR, "KeyError"))
+            span.add_event("exception", {"exception.type": "KeyError", "n": 2,
+                                         "t": ("x", "y")})
+            span.add_event("tts.chunk", {"tts.chunk.rtf": 0.5})
+            span.add_event("dropped one")  # over max_events: counted
+            for n in range(9):  # over max_span_attributes: counted
+                span.set_attribute(f"a{n}", n)
+        with tracer.start_as_current_span("ok") as span:
+            span.set_status(Status(StatusCode.OK))
+        with tracer.start_as_current_span("empty-error") as span:
+            span.set_status(Status(StatusCode.ERROR))
+    return list(memory.get_finished_spans())
+
+
+def test_same_fields_as_the_sdk_encoder() -> None:
+    spans = varied_spans()
+    node = NodeEndpoint()
+    node.service_name = "svc"
+    expected = json.loads(Reference().serialize(spans, node))
+    ours = json.loads(ZipkinJsonEncoder().encode(spans))
+    assert ours == expected
+    assert len(ours) == 8 and "debug" not in json.dumps(ours)
+    by_name = {span["name"]: span for span in ours}
+    assert by_name["GET /x"]["tags"]["long"] == "x" * 500  # not cut at 128
+    assert by_name["failed"]["tags"]["otel.dropped_attributes_count"] == "3"
+    assert ZipkinJsonEncoder().to_dicts(spans) == expected
+    assert ZipkinJsonEncoder().to_dicts([]) == []
+
+
+def test_a_batch_keeps_nothing_alive() -> None:
+    encoder = ZipkinJsonEncoder()
+    encoder.encode(varied_spans())
+    assert encoder._constant_tags == {}
