@@ -493,3 +493,61 @@ def test_an_unreadable_file_is_logged_with_why(stub, tmp_path, caplog) -> None:
     with caplog.at_level(logging.WARNING, logger="cosyvoice_otel.export"):
         exporter.replay()
     assert "(not a JSON list of spans)" in caplog.text
+
+
+# ------------------------------------------------------------ pipelined (what the SDK path uses)
+
+def test_pipelined_batches_arrive_in_order_and_flush_waits_for_the_last(stub, tmp_path) -> None:
+    exporter = make(stub.endpoint, tmp_path, pipelined=True)
+    batches = [spans(2) for _ in range(6)]
+    for batch in batches:
+        assert exporter.export(batch).name == "SUCCESS"
+    assert exporter.force_flush(5000)
+    assert exporter.counters["sent"] == 12 and len(stub.bodies) == 6
+    sent_ids = [s["id"] for body in stub.bodies for s in json.loads(body)]
+    assert sent_ids == [f"{sp.context.span_id:016x}" for batch in batches for sp in batch]
+    exporter.shutdown()
+    assert exporter.export(spans(1)).name == "FAILURE"
+
+
+def test_pipelined_with_zipkin_away_spools_in_the_sender(refused_endpoint, tmp_path) -> None:
+    exporter = make(refused_endpoint, tmp_path, pipelined=True)
+    exporter._start_replayer = lambda: None
+    exporter.export(spans(3))
+    exporter.export(spans(2))
+    exporter.force_flush(5000)
+    assert exporter.counters["spooled"] == 5 and exporter.counters["failures"] == 2
+    exporter.shutdown()
+
+
+def test_pipelined_export_holds_at_most_two_batches(tmp_path) -> None:
+    """One in flight, one waiting: a third export() waits (the SDK's own queue buffers)."""
+    import threading
+
+    release = threading.Event()
+    posted: list[int] = []
+
+    class SlowSession:
+        def post(self, url, data, **kwargs):
+            release.wait(10)
+            posted.append(data.count(b'"traceId"'))
+            return type("R", (), {"status_code": 202, "text": ""})()
+
+        def close(self) -> None:
+            pass
+
+    exporter = make("http://127.0.0.1:9/x", tmp_path, pipelined=True, session=SlowSession())
+    exporter.export(spans(1))  # taken by the sender, stuck in its post
+    deadline = __import__("time").monotonic() + 5
+    while exporter._outbox.qsize() and __import__("time").monotonic() < deadline:
+        pass
+    exporter.export(spans(2))  # waits in the outbox
+    third = threading.Thread(target=exporter.export, args=(spans(3),))
+    third.start()
+    third.join(0.3)
+    assert third.is_alive()  # blocked: nothing more is held in memory
+    release.set()
+    third.join(5)
+    exporter.force_flush(5000)
+    assert posted == [1, 2, 3]
+    exporter.shutdown()

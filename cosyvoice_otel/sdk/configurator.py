@@ -130,7 +130,9 @@ def exporter_args(settings: Any) -> dict[type, dict[str, Any]]:
     return {ResilientZipkinExporter: {"endpoint": settings.zipkin_endpoint,
                                       "timeout": float(settings.export_timeout),
                                       "spool_dir": settings.spool_root,
-                                      "spool_max_bytes": int(settings.spool_max_mb * 1024 * 1024)},
+                                      "spool_max_bytes": int(settings.spool_max_mb * 1024 * 1024),
+                                      # encode the next batch while Zipkin takes this one
+                                      "pipelined": True},
             ZipkinFileExporter: {"path": settings.zipkin_file}}
 
 

@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import os
+import queue
 import re
 import threading
 import time
@@ -161,7 +162,7 @@ class Spool:
 class ResilientZipkinExporter(SpanExporter):
     def __init__(self, endpoint: str | None = None, timeout: float | None = None,
                  spool_dir: str | None = None, spool_max_bytes: int | None = None,
-                 session: requests.Session | None = None) -> None:
+                 session: requests.Session | None = None, pipelined: bool = False) -> None:
         # what the caller (our configurator) did not pass comes from the option table, once
         settings = None if None not in (endpoint, timeout, spool_dir, spool_max_bytes) \
             else runtime_settings()
@@ -190,6 +191,14 @@ class ResilientZipkinExporter(SpanExporter):
                          "failures": 0, "export_errors": 0}
         self._dropped_since_log = 0
         self._last_drop_log = 0.0
+        # pipelined (what the configurator asks for): export() encodes the batch and hands it
+        # to a sender thread, so the next batch is encoded while Zipkin ingests this one; at
+        # most one batch waits and one is in flight (bounded memory, order kept)
+        self._outbox: queue.Queue[bytes | None] | None = None
+        if pipelined:
+            self._outbox = queue.Queue(maxsize=1)
+            threading.Thread(target=self._send_loop, name="cosyvoice-otel-send",
+                             daemon=True).start()
 
     def encode(self, spans: Sequence[ReadableSpan]) -> bytes:
         return self._encoder.encode(spans)
@@ -272,6 +281,34 @@ class ResilientZipkinExporter(SpanExporter):
             return SpanExportResult.SUCCESS
         try:
             payload = self.encode(spans)
+        except Exception as exc:  # noqa: BLE001 - an exporter must never raise into the SDK
+            return self._failed(exc, len(spans))
+        if self._outbox is None:
+            return self._ship(payload)
+        self._outbox.put(payload)  # waits while one batch is queued: the SDK's queue buffers
+        return SpanExportResult.SUCCESS  # delivered, spooled or counted by the sender
+
+    def _send_loop(self) -> None:
+        assert self._outbox is not None
+        while True:
+            payload = self._outbox.get()
+            try:
+                if payload is None:
+                    return
+                self._ship(payload)
+            finally:
+                self._outbox.task_done()
+
+    def _failed(self, exc: BaseException, count: int) -> SpanExportResult:
+        logger.warning("cosyvoice-otel: export failed (%s: %s); batch dropped",
+                       type(exc).__name__, exc)
+        self.counters["export_errors"] += count
+        self._note_drop(count, "an export error")
+        return SpanExportResult.FAILURE
+
+    def _ship(self, payload: bytes) -> SpanExportResult:
+        """Deliver an encoded batch, or spool it, or count it dropped."""
+        try:
             left = [(payload, 0)] if self._circuit_open() else self._deliver(payload)
             if not left:
                 if self.spool is not None and self.spool.size > 0:  # no directory scan here
@@ -288,11 +325,7 @@ class ResilientZipkinExporter(SpanExporter):
             self._start_replayer()
             return SpanExportResult.SUCCESS if kept else SpanExportResult.FAILURE
         except Exception as exc:  # noqa: BLE001 - an exporter must never raise into the SDK
-            logger.warning("cosyvoice-otel: export failed (%s: %s); batch dropped",
-                           type(exc).__name__, exc)
-            self.counters["export_errors"] += len(spans)
-            self._note_drop(len(spans), "an export error")
-            return SpanExportResult.FAILURE
+            return self._failed(exc, _span_count(payload))
 
     def _note_drop(self, count: int, why: str) -> None:
         self.counters["dropped"] += count
@@ -358,6 +391,9 @@ class ResilientZipkinExporter(SpanExporter):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         deadline = time.monotonic() + timeout_millis / 1000
+        while (self._outbox is not None and self._outbox.unfinished_tasks
+               and time.monotonic() < deadline):
+            time.sleep(0.005)  # the sender's batch: delivered, spooled or counted
         while (self.spool is not None and self.spool.oldest() is not None
                and not self._circuit_open() and time.monotonic() < deadline):
             if not self.replay(budget=1):
@@ -369,4 +405,9 @@ class ResilientZipkinExporter(SpanExporter):
             return
         self.force_flush(2000)  # bounded: what is still spooled stays for the next start
         self._closed = True
+        if self._outbox is not None:
+            try:
+                self._outbox.put_nowait(None)  # the sender ends (if it is not stuck in a post)
+            except queue.Full:
+                pass
         self.session.close()
