@@ -107,7 +107,8 @@ def main() -> None:
     request_share, stage_share = [], []
     for trace_id in trace_ids:
         spans = client.wait_for_trace(trace_id, lambda sp: any(
-            s["name"] == "cosyvoice.inference" for s in sp), timeout=20)
+            s["name"] == "cosyvoice.inference" for s in sp) and any(
+            s.get("kind") == "SERVER" for s in sp), timeout=20)
         server = next(s for s in spans if s.get("kind") == "SERVER")
         inference = next(s for s in spans if s["name"] == "cosyvoice.inference")
         request_share.append(inference["duration"] / server["duration"])

@@ -45,7 +45,7 @@ def test_parsers_accept(parse, text, expected) -> None:
     (config.parse_http_url, "z:9411", "expected an http:// or https:// URL, got 'z:9411'"),
     (config.parse_http_url, "http://z:99999/x", "bad port in URL 'http://z:99999/x'"),
     (config.parse_exporter, "jaeger",
-     "expected one of zipkin, otlp, console, none, zipkin-file, got 'jaeger'"),
+     "expected one of zipkin, otlp, console, none, zipkin-file, kafka, got 'jaeger'"),
     (config.parse_propagators, " , ", "expected a comma-separated list of propagators, got nothing"),
     (config.parse_propagators, "b3,w3c", "unknown propagator 'w3c'; known: tracecontext, baggage, "
                                          "cosyvoice_b3, b3, b3multi, jaeger, xray, ot_trace, none"),
@@ -125,7 +125,7 @@ def test_a_bad_flag_error_names_the_flag_not_its_pair() -> None:
 def test_a_fallback_warning_shows_the_default_it_used() -> None:
     (warning,) = Settings.resolve({}, {"OTEL_TRACES_EXPORTER": "bogus"}).warnings
     assert warning.endswith("; using the default zipkin")
-    assert "(known: console, cosyvoice_zipkin, cosyvoice_zipkin_file, none, otlp, " \
+    assert "(known: console, cosyvoice_kafka, cosyvoice_zipkin, cosyvoice_zipkin_file, none, otlp, " \
            "otlp_proto_http, zipkin, zipkin_json)" in warning
 
 

@@ -133,28 +133,35 @@ def test_an_unreadable_prompt_still_times_the_stage(make_stage) -> None:
     assert attrs(stage) == {} and stage.span.status.status_code is StatusCode.UNSET
 
 
+def feed(extractor, stage, items: int) -> None:
+    """What the generator wrapper does per yielded item: count; first_item once; item."""
+    for _ in range(items):
+        stage.count += 1
+        if stage.count == 1:
+            extractor.first_item(stage, 1)
+        extractor.item(stage, 1)
+
+
 def test_acoustic_counts_tokens_and_their_rate(make_stage, monkeypatch) -> None:
     stage = make_stage("acoustic_model")
     stage.started = 100.0
     monkeypatch.setattr(ex.time, "monotonic", lambda: 104.0)
     extractor = ex.Acoustic()
     extractor.start(stage, Call(None, (), {}, {}))
-    for _ in range(10):
-        extractor.item(stage, 1)
+    feed(extractor, stage, 10)
     extractor.end(stage, None)
     assert attrs(stage) == {s.SPEECH_TOKENS: 10, s.TOKENS_PER_SECOND: 2.5,
                             s.LLM_BACKEND: "torch"}
     fast = make_stage("acoustic_model")
     fast.started = 104.0  # no time passed: no division by zero
     extractor.start(fast, Call(None, (), {}, {}))
-    extractor.item(fast, 1)
+    feed(extractor, fast, 1)
     extractor.end(fast, None)
     assert attrs(fast) == {s.SPEECH_TOKENS: 1, s.TOKENS_PER_SECOND: 0.0, s.LLM_BACKEND: "torch"}
     slow = make_stage("acoustic_model")
     slow.started = 101.0
     extractor.start(slow, Call(None, (), {}, {}))
-    for _ in range(2):
-        extractor.item(slow, 1)
+    feed(extractor, slow, 2)
     extractor.end(slow, None)
     assert attrs(slow)[s.TOKENS_PER_SECOND] == 0.67  # two decimals
 
@@ -489,8 +496,7 @@ def test_tokens_and_first_token_roll_up_to_the_request(make_stage, monkeypatch) 
         llm = make_stage(s.ACOUSTIC_MODEL, parent=tts)
         ex.Acoustic().start(llm, Call(None, (), {"text": T(1, 7), "prompt_text": T(1, 3)}, {}))
         monkeypatch.setattr(ex.time, "monotonic", lambda sentence=sentence: 1.25 + sentence)
-        for _ in range(20):
-            ex.Acoustic().item(llm, 1)
+        feed(ex.Acoustic(), llm, 20)
         ex.Acoustic().end(llm, None)
         assert attrs(tts)[s.LLM_FIRST_TOKEN_MS] == 250.0
     stream = make_stage(s.TEXT_STREAM, parent=make_stage(s.ACOUSTIC_MODEL, parent=request))

@@ -42,7 +42,11 @@ class Extractor:
         pass
 
     def item(self, stage: StageSpan, item: Any) -> None:
-        pass
+        """Every yielded item (an audio chunk, a text token): only for what needs its value.
+        The wrapper counts items itself (``stage.count``)."""
+
+    def first_item(self, stage: StageSpan, item: Any) -> None:
+        """The first yielded item only (a first-token time)."""
 
     def end(self, stage: StageSpan, result: Any) -> None:
         pass
@@ -387,7 +391,6 @@ class Acoustic(Extractor):
     name = "acoustic"
 
     def start(self, stage: StageSpan, call: Call) -> None:
-        stage.counters["tokens"] = 0
         request = _request(stage)
         if request is not None and "input_tokens" in request.counters:
             read = (_shape_last(call.arg("text")) or 0) + (_shape_last(call.arg("prompt_text")) or 0)
@@ -396,13 +399,12 @@ class Acoustic(Extractor):
         backend = "vllm" if getattr(call.instance, "vllm", None) is not None else "torch"
         stage.span.set_attribute(s.LLM_BACKEND, backend)
 
-    def item(self, stage: StageSpan, item: Any) -> None:
-        if stage.counters["tokens"] == 0:
-            _first_token(stage)
-        stage.counters["tokens"] += 1
+    # per token nothing but the wrapper's own count (a long request yields thousands)
+    def first_item(self, stage: StageSpan, item: Any) -> None:
+        _first_token(stage)
 
     def end(self, stage: StageSpan, result: Any) -> None:
-        tokens = stage.counters["tokens"]
+        tokens = stage.count
         request = _request(stage)
         if request is not None and "output_tokens" in request.counters:
             request.counters["output_tokens"] += tokens

@@ -87,7 +87,7 @@ class StageSpan:
     """One stage's span, its context, its parent stage and the counters its extractor keeps."""
 
     __slots__ = ("name", "span", "ctx", "parent", "instance", "counters", "started", "ended",
-                 "options", "request_span", "failed", "on_end", "scope")
+                 "options", "request_span", "failed", "on_end", "scope", "count")
 
     def __init__(self, tracer: trace.Tracer, name: str, parent_ctx: context.Context,
                  instance: Any, attributes: dict[str, Any], options: Options) -> None:
@@ -99,6 +99,7 @@ class StageSpan:
         self.ctx = context.set_value(STAGE_KEY, self,
                                      trace.set_span_in_context(self.span, parent_ctx))
         self.counters: dict[str, Any] = {}
+        self.count = 0  # items a generator stage yielded (the wrapper counts them)
         self.started = time.monotonic()
         self.ended = False
         self.failed = False
@@ -248,6 +249,8 @@ class StageWrapper:
 
         item = getattr(type(extractor), "item", None)
         self.items = callable(item) and item is not Extractor.item
+        first = getattr(type(extractor), "first_item", None)
+        self.firsts = callable(first) and first is not Extractor.first_item
 
     def _start(self, parent_ctx: context.Context, call: Call) -> StageSpan | None:
         try:
@@ -323,7 +326,9 @@ class StageWrapper:
         stage = self._start(parent_ctx, call)  # runs at the first next(): the span's start
         if stage is None:
             return (yield from gen)
-        item_hook = self.extractor.item if self.items and stage.span.is_recording() else None
+        recording = stage.span.is_recording()
+        item_hook = self.extractor.item if self.items and recording else None
+        first_hook = self.extractor.first_item if self.firsts and recording else None
         finished = False
         to_send: Any = None
         to_throw: BaseException | None = None
@@ -346,6 +351,12 @@ class StageWrapper:
                     raise
                 finally:
                     _detach(token)
+                stage.count += 1
+                if first_hook is not None and stage.count == 1:
+                    try:
+                        first_hook(stage, item)
+                    except Exception as exc:  # noqa: BLE001
+                        note_error(f"extractor {self.extractor.name}.first_item", exc)
                 if item_hook is not None:
                     try:
                         item_hook(stage, item)

@@ -89,6 +89,12 @@ def run(ctx: click.Context, module: str | None, program: tuple[str, ...], **para
         raise click.UsageError(str(exc)) from None
     if settings.exporter == "zipkin":
         launcher.check_endpoint_in_background(settings.zipkin_endpoint)
+    if settings.exporter == "kafka":
+        import importlib.util
+
+        if importlib.util.find_spec("confluent_kafka") is None:
+            raise click.UsageError("--exporter kafka needs confluent-kafka: "
+                                   "pip install 'cosyvoice-otel[kafka]'")
     launcher.exec_traced(instrument, resolved, settings.render())
 
 

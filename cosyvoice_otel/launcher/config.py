@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 ENV_PREFIX = "COSYVOICE_TRACED_"
 
-EXPORTERS = ("zipkin", "otlp", "console", "none", "zipkin-file")
+EXPORTERS = ("zipkin", "otlp", "console", "none", "zipkin-file", "kafka")
 # What OTEL_TRACES_EXPORTER says -> our exporter name. "zipkin" (protobuf) is read as the JSON
 # exporter: the protobuf one is not installed (it pins an old protobuf) and Zipkin reads both.
 _OTEL_EXPORTER_NAMES = {
@@ -37,9 +37,11 @@ _OTEL_EXPORTER_NAMES = {
     "console": "console",
     "none": "none",
     "cosyvoice_zipkin_file": "zipkin-file",
+    "cosyvoice_kafka": "kafka",
 }
 _EXPORTER_TO_OTEL = {"zipkin": "cosyvoice_zipkin", "otlp": "otlp_proto_http", "console": "console",
-                     "none": "none", "zipkin-file": "cosyvoice_zipkin_file"}
+                     "none": "none", "zipkin-file": "cosyvoice_zipkin_file",
+                     "kafka": "cosyvoice_kafka"}
 
 # W3C first (the OTel default), then our strict B3: it reads the single `b3` header as well as
 # the X-B3-* set (so all three formats a client may send are accepted), ignores malformed ids,
@@ -106,6 +108,28 @@ def parse_exporter(text: str) -> str:
     value = text.strip().lower()
     if value not in EXPORTERS:
         raise ValueError(f"expected one of {', '.join(EXPORTERS)}, got {text!r}")
+    return value
+
+
+def parse_bootstrap_servers(text: str) -> str:
+    """``HOST:PORT[,HOST:PORT...]``, as Kafka clients read ``bootstrap.servers``."""
+    servers = [item.strip() for item in text.split(",") if item.strip()]
+    if not servers:
+        raise ValueError("expected HOST:PORT[,HOST:PORT...], got nothing")
+    for server in servers:
+        host, sep, port = server.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(f"expected HOST:PORT[,HOST:PORT...], got {server!r}")
+    return ",".join(servers)
+
+
+def parse_topic(text: str) -> str:
+    """A Kafka topic name: 1-249 of [a-zA-Z0-9._-], not '.' or '..'."""
+    import re
+
+    value = text.strip()
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", value) or value in (".", ".."):
+        raise ValueError(f"expected a Kafka topic name ([a-zA-Z0-9._-], 1 to 249), got {text!r}")
     return value
 
 
@@ -332,12 +356,19 @@ OPTIONS: tuple[Option, ...] = (
            "Zipkin's span intake, http(s)://HOST:9411/api/v2/spans.",
            _otel_var("OTEL_EXPORTER_ZIPKIN_ENDPOINT"), "OTEL_EXPORTER_ZIPKIN_ENDPOINT"),
     Option("exporter", "--exporter", "zipkin", parse_exporter,
-           "Where spans go: zipkin (JSON v2), otlp (OTLP/HTTP), console, none, or zipkin-file "
-           "(Zipkin JSON in a file, for Zipkin's 'Upload JSON').",
+           "Where spans go: zipkin (JSON v2), otlp (OTLP/HTTP), console, none, zipkin-file "
+           "(Zipkin JSON in a file, for Zipkin's 'Upload JSON'), or kafka (Zipkin JSON v2 "
+           "lists on a topic Zipkin's Kafka collector reads).",
            _otel_exporter, "OTEL_TRACES_EXPORTER"),
     Option("otlp_endpoint", "--otlp-endpoint", "http://localhost:4318/v1/traces", parse_http_url,
            "OTLP/HTTP traces URL for --exporter otlp (a Collector, Jaeger, Tempo, ...).",
            _otel_var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"), "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+    Option("kafka_bootstrap_servers", "--kafka-bootstrap-servers", "localhost:9092",
+           parse_bootstrap_servers,
+           "Kafka brokers for --exporter kafka (HOST:PORT[,HOST:PORT]); Zipkin's Kafka collector "
+           "reads the topic."),
+    Option("kafka_topic", "--kafka-topic", "zipkin", parse_topic,
+           "Topic for --exporter kafka (Zipkin's collector reads 'zipkin' by default)."),
     Option("zipkin_file", "--zipkin-file", "cosyvoice-traces.json", parse_path,
            "The file the zipkin-file exporter writes (one JSON array)."),
     Option("spool_dir", "--spool-dir", None, parse_path,

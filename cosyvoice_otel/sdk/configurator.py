@@ -133,7 +133,19 @@ def exporter_args(settings: Any) -> dict[type, dict[str, Any]]:
                                       "spool_max_bytes": int(settings.spool_max_mb * 1024 * 1024),
                                       # encode the next batch while Zipkin takes this one
                                       "pipelined": True},
-            ZipkinFileExporter: {"path": settings.zipkin_file}}
+            ZipkinFileExporter: {"path": settings.zipkin_file},
+            **_kafka_args(settings)}
+
+
+def _kafka_args(settings: Any) -> dict[type, dict[str, Any]]:
+    if settings.exporter != "kafka":  # confluent-kafka is imported only when it is used
+        return {}
+    from cosyvoice_otel.sdk.kafka_exporter import KafkaZipkinExporter
+
+    return {KafkaZipkinExporter: {"bootstrap_servers": settings.kafka_bootstrap_servers,
+                                  "topic": settings.kafka_topic,
+                                  "spool_dir": settings.spool_root,
+                                  "spool_max_bytes": int(settings.spool_max_mb * 1024 * 1024)}}
 
 
 def add_error_keeping(provider: Any, exporters: list[RedactingSpanExporter]) -> list[Any]:

@@ -1,0 +1,247 @@
+"""Spans to Zipkin through Kafka: each batch is one message, a Zipkin JSON v2 list, on the topic
+Zipkin's own Kafka collector reads (``KAFKA_BOOTSTRAP_SERVERS``, topic ``zipkin``).
+
+Selected by ``--exporter kafka`` (``OTEL_TRACES_EXPORTER=cosyvoice_kafka``). The client is
+confluent-kafka (librdkafka): the reference C client of the Kafka ecosystem, maintained by
+Confluent, with a bounded in-memory queue, batching, compression and per-message delivery
+reports; pure-Python clients (kafka-python, aiokafka) are slower and would run their protocol
+work under the GIL, next to the app's requests.
+
+What it guarantees, like the HTTP exporter (exporter.py):
+
+* the app never blocks or fails on Kafka: ``produce`` only queues (librdkafka's queue is
+  bounded: ``queue.buffering.max.kbytes``); a delivery report arrives in our poller thread;
+* while the broker is unreachable a batch waits in librdkafka until ``message.timeout.ms``,
+  then its delivery report says so and it goes to the disk spool (the same ``Spool`` as the
+  HTTP exporter, one folder per servers+topic, capped by ``--spool-max-mb``); a full local queue
+  spools at once; the spool is replayed, oldest first, once a delivery succeeds again (or a
+  probe does); past the cap batches are dropped and counted;
+* counters with the HTTP exporter's names (sent, spooled, replayed, dropped, rejected,
+  failures, export_errors), so the tracer-health metrics read both alike;
+* at shutdown what is still queued is purged into the spool, not lost.
+Redaction happened before (``RedactingSpanExporter``), exactly as on the HTTP path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from cosyvoice_otel.sdk.exporter import DROP_LOG_INTERVAL, Spool, _span_count
+from cosyvoice_otel.sdk.zipkin_json import ZipkinJsonEncoder
+
+logger = logging.getLogger("cosyvoice_otel.export")
+
+PROBE_INTERVAL = 2.0  # while batches wait in the spool: one replay attempt this often
+
+
+def producer_config(bootstrap_servers: str) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": bootstrap_servers,
+        "client.id": "cosyvoice-otel",
+        "compression.type": "lz4",  # Zipkin's Java consumer decompresses it transparently
+        "linger.ms": 20,  # a few batches per request to the broker under load
+        "acks": "all",
+        "queue.buffering.max.kbytes": 32 * 1024,  # the in-memory bound: 32 MiB
+        "queue.buffering.max.messages": 10_000,
+        "message.timeout.ms": 10_000,  # then the delivery report fails: the batch is spooled
+        "reconnect.backoff.max.ms": 2_000,
+        "log_level": 3,  # errors only: a broker away is handled (spool), not shouted
+    }
+
+
+class KafkaZipkinExporter(SpanExporter):
+    def __init__(self, bootstrap_servers: str | None = None, topic: str | None = None,
+                 spool_dir: str | None = None, spool_max_bytes: int | None = None,
+                 config: dict[str, Any] | None = None) -> None:
+        from confluent_kafka import Producer
+
+        settings = None
+        if None in (bootstrap_servers, topic, spool_dir, spool_max_bytes):
+            from cosyvoice_otel.launcher.config import runtime_settings
+
+            settings = runtime_settings()
+        self.bootstrap_servers = bootstrap_servers or settings.kafka_bootstrap_servers
+        self.topic = topic or settings.kafka_topic
+        spool_dir = spool_dir or settings.spool_root
+        max_bytes = spool_max_bytes or int(settings.spool_max_mb * 1024 * 1024)
+        key = hashlib.sha1(f"kafka:{self.bootstrap_servers}/{self.topic}".encode()).hexdigest()
+        self.spool: Spool | None
+        try:
+            self.spool = Spool(Path(spool_dir) / key[:12], max_bytes)
+        except OSError as exc:
+            logger.warning("cosyvoice-otel: spool %s unusable (%s); batches will be dropped "
+                           "while Kafka is away", spool_dir, exc)
+            self.spool = None
+        self.producer = Producer({**producer_config(self.bootstrap_servers), **(config or {})})
+        self._encoder = ZipkinJsonEncoder()
+        self.counters = {"sent": 0, "spooled": 0, "replayed": 0, "rejected": 0, "dropped": 0,
+                         "failures": 0, "export_errors": 0, "too_large": 0}
+        self._lock = threading.Lock()
+        self._closed = False
+        self._replaying: Path | None = None  # the spool file whose delivery we wait for
+        self._next_probe = 0.0
+        self._dropped_since_log = 0
+        self._last_drop_log = 0.0
+        self._poller = threading.Thread(target=self._poll_loop, name="cosyvoice-otel-kafka",
+                                        daemon=True)
+        self._poller.start()
+
+    # -- the SpanExporter contract
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self._closed:
+            return SpanExportResult.FAILURE
+        if not spans:
+            return SpanExportResult.SUCCESS
+        try:
+            payload = self._encoder.encode(spans)
+        except Exception as exc:  # noqa: BLE001 - an exporter must never raise into the SDK
+            logger.warning("cosyvoice-otel: export failed (%s: %s); batch dropped",
+                           type(exc).__name__, exc)
+            self.counters["export_errors"] += len(spans)
+            self._note_drop(len(spans), "an export error")
+            return SpanExportResult.FAILURE
+        self._produce(payload, None)
+        return SpanExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        deadline = time.monotonic() + timeout_millis / 1000
+        left = self.producer.flush(max(0.0, deadline - time.monotonic()))
+        while (not self._closed and self.spool is not None and self.spool.size > 0
+               and time.monotonic() < deadline and self._replay_one()):
+            pass
+        return left == 0
+
+    def shutdown(self) -> None:
+        if self._closed:
+            return
+        self.force_flush(3000)
+        self._closed = True
+        try:  # what librdkafka still holds goes to the spool (delivery reports: purged)
+            self.producer.purge(in_queue=True, in_flight=False)
+            self.producer.poll(0)
+            self.producer.flush(1.0)
+        except Exception as exc:  # noqa: BLE001
+            logger.warning("cosyvoice-otel: Kafka producer shutdown: %s", exc)
+
+    # -- producing and delivery reports
+    def _produce(self, payload: bytes, replay_path: Path | None) -> bool:
+        count = _span_count(payload)
+        try:
+            self.producer.produce(self.topic, payload, on_delivery=lambda err, msg: self._report(
+                err, payload, count, replay_path))
+            return True
+        except BufferError:  # librdkafka's bounded queue is full: Kafka has been away a while
+            if replay_path is None:
+                self._spool(payload, count)
+            return False
+        except Exception as exc:  # noqa: BLE001 - e.g. a message over message.max.bytes
+            if replay_path is not None:
+                self._discard(replay_path)
+            self.counters["too_large" if "size" in str(exc).lower() else "rejected"] += count
+            self._note_drop(count, f"Kafka refused the batch ({exc})")
+            return False
+
+    def _report(self, err: Any, payload: bytes, count: int, replay_path: Path | None) -> None:
+        """librdkafka's delivery report (in the poller thread, or in flush())."""
+        with self._lock:
+            if replay_path is not None and self._replaying == replay_path:
+                self._replaying = None
+        if err is None:
+            self.counters["sent"] += count
+            if replay_path is not None:
+                self.counters["replayed"] += count
+                self._discard(replay_path)
+            return
+        retriable = _retriable(err)
+        if not retriable:
+            self.counters["rejected"] += count
+            logger.warning("cosyvoice-otel: Kafka rejected a batch of %d spans (%s); dropped",
+                           count, err)
+            if replay_path is not None:
+                self._discard(replay_path)
+            return
+        self.counters["failures"] += 1
+        self._next_probe = time.monotonic() + PROBE_INTERVAL
+        if replay_path is None:  # a replayed file simply stays where it is
+            self._spool(payload, count)
+
+    def _spool(self, payload: bytes, count: int) -> None:
+        if self.spool is not None and self.spool.put(payload):
+            self.counters["spooled"] += count
+        else:
+            self.counters["dropped"] += count
+            self._note_drop(count, "Kafka away and the spool full")
+
+    def _discard(self, path: Path) -> None:
+        if self.spool is not None:
+            self.spool.remove(path)
+
+    def _note_drop(self, count: int, why: str) -> None:
+        self._dropped_since_log += count
+        now = time.monotonic()
+        if now - self._last_drop_log >= DROP_LOG_INTERVAL:
+            logger.warning("cosyvoice-otel: dropped %d spans (last: %s)",
+                           self._dropped_since_log, why)
+            self._dropped_since_log = 0
+            self._last_drop_log = now
+
+    # -- replay
+    def _replay_one(self) -> bool:
+        """Produce the oldest spool file, unless one is already on its way. True when one was
+        handed to the producer."""
+        if self.spool is None:
+            return False
+        with self._lock:
+            if self._replaying is not None:
+                return False
+            path = self.spool.oldest()
+            if path is None:
+                return False
+            self._replaying = path
+        try:
+            payload = path.read_bytes()
+        except OSError:  # another process replayed it
+            with self._lock:
+                self._replaying = None
+            return True
+        if not self._produce(payload, path):
+            with self._lock:
+                self._replaying = None
+            return False
+        self.producer.flush(15.0)  # its delivery report decides: removed, or kept for later
+        return True
+
+    def _poll_loop(self) -> None:
+        while not self._closed:
+            try:
+                self.producer.poll(0.1)  # delivery reports
+                if (self.spool is not None and self.spool.size > 0
+                        and time.monotonic() >= self._next_probe):
+                    self._next_probe = time.monotonic() + PROBE_INTERVAL
+                    while not self._closed and self._replay_one() and self.spool.size > 0:
+                        if time.monotonic() >= self._next_probe:
+                            break  # one probe interval of replay, then serve reports again
+            except Exception as exc:  # noqa: BLE001 - the poller must never die
+                logger.warning("cosyvoice-otel: Kafka poller: %s", exc)
+                time.sleep(0.5)
+
+
+def _retriable(err: Any) -> bool:
+    """Broker away, timed out, purged at shutdown: worth another try from the spool."""
+    from confluent_kafka import KafkaError
+
+    if err.retriable():
+        return True
+    return err.code() in (KafkaError._MSG_TIMED_OUT, KafkaError._PURGE_QUEUE,
+                          KafkaError._PURGE_INFLIGHT, KafkaError._TRANSPORT,
+                          KafkaError._ALL_BROKERS_DOWN, KafkaError._TIMED_OUT,
+                          KafkaError.NETWORK_EXCEPTION, KafkaError._RESOLVE)
