@@ -360,16 +360,17 @@ def doctor(zipkin_url: str | None, cosyvoice_path: str | None, model_dir: str | 
 
 
 @cli.command("nginx-config")
-@click.option("--upstream", required=True, metavar="HOST:PORT", help="The traced app.")
+@click.option("--upstream", "upstreams", required=True, multiple=True, metavar="HOST:PORT",
+              help="The traced app; repeat for replicas (one upstream block, round robin).")
 @click.option("--listen", default="0.0.0.0:8080", show_default=True, metavar="ADDR:PORT")
 @click.option("--access-log", default="/var/log/nginx/cosyvoice-access.log", show_default=True,
               metavar="PATH", help="Access log with trace_id= and span_id= on each line.")
-def nginx_config(upstream: str, listen: str, access_log: str) -> None:
+def nginx_config(upstreams: tuple[str, ...], listen: str, access_log: str) -> None:
     """Print nginx blocks (include inside http { }) that inject valid B3 headers."""
     from cosyvoice_otel.tools import nginx
 
     try:
-        click.echo(nginx.render(upstream, listen, access_log), nl=False)
+        click.echo(nginx.render(list(upstreams), listen, access_log), nl=False)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
 

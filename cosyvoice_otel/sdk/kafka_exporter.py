@@ -54,7 +54,9 @@ def producer_config(bootstrap_servers: str) -> dict[str, Any]:
         "queue.buffering.max.messages": 10_000,
         "message.timeout.ms": 10_000,  # then the delivery report fails: the batch is spooled
         "reconnect.backoff.max.ms": 2_000,
-        "log_level": 3,  # errors only: a broker away is handled (spool), not shouted
+        # librdkafka's own log lines (one per failed connect) would flood the app's stderr
+        # while a broker is away; that case is handled (spool) and logged once by us
+        "log_level": 0,
     }
 
 
@@ -89,6 +91,7 @@ class KafkaZipkinExporter(SpanExporter):
         self._closed = False
         self._replaying: Path | None = None  # the spool file whose delivery we wait for
         self._next_probe = 0.0
+        self._away = False  # in a streak of failed deliveries (logged once per streak)
         self._dropped_since_log = 0
         self._last_drop_log = 0.0
         self._poller = threading.Thread(target=self._poll_loop, name="cosyvoice-otel-kafka",
@@ -156,6 +159,10 @@ class KafkaZipkinExporter(SpanExporter):
             if replay_path is not None and self._replaying == replay_path:
                 self._replaying = None
         if err is None:
+            if self._away:
+                self._away = False
+                logger.warning("cosyvoice-otel: Kafka %s reachable again",
+                               self.bootstrap_servers)
             self.counters["sent"] += count
             if replay_path is not None:
                 self.counters["replayed"] += count
@@ -171,6 +178,10 @@ class KafkaZipkinExporter(SpanExporter):
             return
         self.counters["failures"] += 1
         self._next_probe = time.monotonic() + PROBE_INTERVAL
+        if not self._away:
+            self._away = True
+            logger.warning("cosyvoice-otel: Kafka %s unreachable (%s); batches go to the spool "
+                           "and are replayed when it is back", self.bootstrap_servers, err)
         if replay_path is None:  # a replayed file simply stays where it is
             self._spool(payload, count)
 

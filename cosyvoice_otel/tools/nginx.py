@@ -29,13 +29,23 @@ def check_host_port(value: str, what: str) -> str:
     return value.strip()
 
 
-def render(upstream: str, listen: str = "0.0.0.0:8080",
+def render(upstream: str | list[str], listen: str = "0.0.0.0:8080",
            access_log: str = "/var/log/nginx/cosyvoice-access.log") -> str:
-    """The ``log_format``, ``map`` and ``server`` blocks, to include inside ``http { }``."""
-    upstream = check_host_port(upstream, "--upstream")
+    """The ``log_format``, ``map`` and ``server`` blocks, to include inside ``http { }``.
+    Several upstreams (replicas of the app) become one ``upstream`` block that nginx balances
+    over (round robin); each replica traces with its own ``service.instance.id``."""
+    upstreams = [upstream] if isinstance(upstream, str) else list(upstream)
+    if not upstreams:
+        raise ValueError("--upstream is required")
+    upstreams = [check_host_port(item, "--upstream") for item in upstreams]
     listen = check_host_port(listen, "--listen")
+    target, pool = upstreams[0], ""
+    if len(upstreams) > 1:
+        servers = "".join(f"    server {item};\n" for item in upstreams)
+        target = "cosyvoice_replicas"
+        pool = f"# the replicas, round robin\nupstream {target} {{\n{servers}}}\n\n"
     return f"""\
-# cosyvoice-otel: valid B3 injection for {upstream}. Include inside http {{ }}.
+# cosyvoice-otel: valid B3 injection for {", ".join(upstreams)}. Include inside http {{ }}.
 log_format cosyvoice_b3 '$remote_addr [$time_local] "$request" $status $body_bytes_sent '
                         'trace_id=$cosyvoice_trace_id span_id=$cosyvoice_span_id '
                         'sampled=$cosyvoice_sampled rt=$request_time';
@@ -69,12 +79,12 @@ map $http_upgrade $cosyvoice_connection {{
     ""      close;
 }}
 
-server {{
+{pool}server {{
     listen {listen};
     access_log {access_log} cosyvoice_b3;
 
     location / {{
-        proxy_pass http://{upstream};
+        proxy_pass http://{target};
         proxy_http_version 1.1;
         proxy_set_header Host $host;
         proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
