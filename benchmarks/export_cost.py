@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/export_cost.py [--against REV] [--batches 40] [--rounds 7]
     .venv/bin/python benchmarks/export_cost.py --zipkin [--batches 40]
+    .venv/bin/python benchmarks/export_cost.py --kafka [--batches 40]
 
 Builds batches of 512 spans shaped like the demo's traces (a SERVER span with a URL and a
 user agent, stage spans with numeric attributes, one exception event quoting the text, the
@@ -120,6 +121,49 @@ print(json.dumps({"spans_per_s": len(spans) / elapsed, "answer_p50_ms": answers[
 """
 
 
+KAFKA_CHILD = r"""
+import json, sys, time
+from cosyvoice_otel.sdk.kafka_exporter import KafkaZipkinExporter
+from cosyvoice_otel.sdk.redaction import RedactingSpanExporter
+exporter = KafkaZipkinExporter(sys.argv[3], "zipkin", sys.argv[2], 64 * 1024 * 1024)
+layer = RedactingSpanExporter(exporter)
+layer.export(batches[0])
+exporter.force_flush()
+started = time.perf_counter()
+for batch in batches:
+    layer.export(batch)
+exporter.force_flush(60000)
+elapsed = time.perf_counter() - started
+print(json.dumps({"spans_per_s": len(spans) / elapsed, "sent": exporter.counters["sent"]}))
+exporter.shutdown()
+"""
+
+
+def kafka_run(batches: int, rounds: int) -> None:
+    """The same batches published to a real Kafka broker (KRaft, tests/kafka_server.py)."""
+    sys.path.insert(0, str(ROOT))
+    from tests.kafka_server import KafkaBroker
+
+    broker = KafkaBroker()
+    rates = []
+    try:
+        child = CHILD.split("work(batches[0])")[0] + KAFKA_CHILD
+        for _ in range(rounds):
+            with tempfile.TemporaryDirectory() as spool:
+                out = subprocess.run([sys.executable, "-c", child, str(batches), spool,
+                                      broker.bootstrap], capture_output=True, text=True,
+                                     check=True, cwd=ROOT,
+                                     env=dict(os.environ, PYTHONPATH=str(ROOT)))
+            rates.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    finally:
+        broker.stop()
+    print(f"{batches} batches of 512 spans to a real Kafka broker (redact + encode + produce + "
+          f"delivery reports, one process), {rounds} rounds: median "
+          f"{statistics.median(r['spans_per_s'] for r in rates):,.0f} spans/s; delivered "
+          f"{min(r['sent'] for r in rates)} of {(batches + 1) * 512} per run (with the warm-up "
+          "batch)")
+
+
 def zipkin_run(batches: int, rounds: int) -> None:
     from cosyvoice_otel.tools import zipkin_server
 
@@ -152,12 +196,16 @@ def zipkin_run(batches: int, rounds: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--zipkin", action="store_true", help="time the real Zipkin's answers")
+    parser.add_argument("--kafka", action="store_true", help="publish to a real Kafka broker")
     parser.add_argument("--against", help="a commit to compare with (e.g. 466126f)")
     parser.add_argument("--batches", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
     if args.zipkin:
         zipkin_run(args.batches, args.rounds)
+        return
+    if args.kafka:
+        kafka_run(args.batches, args.rounds)
         return
     trees = {"this tree": ROOT}
     worktree = None

@@ -122,3 +122,24 @@ def test_an_incoming_not_sampled_decision_is_kept(zipkin, proxied_app) -> None:
 def test_examples_config_is_the_generated_one() -> None:
     shipped = (ROOT / "examples" / "nginx" / "cosyvoice-b3.conf").read_text()
     assert shipped == nginx.render("127.0.0.1:8000", "0.0.0.0:8080")
+
+
+def test_replicas_become_one_upstream_block() -> None:
+    one = nginx.render("127.0.0.1:8000", "0.0.0.0:8080")
+    assert "upstream " not in one and "proxy_pass http://127.0.0.1:8000;" in one
+    two = nginx.render(["10.0.0.1:8000", "10.0.0.2:8000"], "0.0.0.0:8080")
+    assert ("upstream cosyvoice_replicas {\n    server 10.0.0.1:8000;\n    server 10.0.0.2:8000;"
+            "\n}\n") in two
+    assert "proxy_pass http://cosyvoice_replicas;" in two
+    assert two.replace(two[two.index("# the replicas"):two.index("server {")], "").replace(
+        "cosyvoice_replicas", "10.0.0.1:8000").replace(", 10.0.0.2:8000", "") == nginx.render(
+        "10.0.0.1:8000", "0.0.0.0:8080")  # the rest is the single-upstream config
+    with pytest.raises(ValueError, match="--upstream must be HOST:PORT"):
+        nginx.render(["10.0.0.1:8000", "nope"])
+    out = subprocess.run([str(BIN / "cosyvoice-traced"), "nginx-config", "--upstream", "a:1",
+                          "--upstream", "b:2"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "    server a:1;\n    server b:2;\n" in out.stdout
+    bad = subprocess.run([str(BIN / "cosyvoice-traced"), "nginx-config", "--upstream", "a:1",
+                          "--upstream", "b"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--upstream must be HOST:PORT" in bad.stderr
+    assert "Traceback" not in bad.stderr

@@ -1,8 +1,6 @@
-"""`--exporter otlp` end to end into the official OpenTelemetry Collector (OTLP/HTTP receiver).
-
-Zipkin's OTLP module (io.zipkin.contrib.otel:zipkin-module-otel) is not published on Maven
-Central and the Collector's zipkin exporter is not served by the Go proxy here, so the last hop
-of the sidecar layout (Collector -> Zipkin) is not tested; the app -> Collector hop is.
+"""`--exporter otlp` end to end into the official OpenTelemetry Collector (OTLP/HTTP receiver),
+and on to Zipkin through the Collector's contrib zipkin exporter (v0.148.0, the newest release
+the Go proxy here serves).
 """
 
 from __future__ import annotations
@@ -23,8 +21,7 @@ SPAN_BLOCK = re.compile(r"Trace ID\s*:\s*(?P<trace>[0-9a-f]{32})\s+Parent ID\s*:
                         r"\s+Kind\s*:\s*(?P<kind>\w+)")
 
 
-@pytest.fixture
-def otel_collector(tmp_path):
+def start_collector(tmp_path, zipkin_endpoint: str | None = None):
     binary = collector.find_binary()
     if binary is None:
         if IN_CI:
@@ -32,16 +29,58 @@ def otel_collector(tmp_path):
         pytest.skip("no OpenTelemetry Collector binary; run .ci/setup")
     port = free_port()
     config = tmp_path / "otelcol.yaml"
-    config.write_text(collector.config_yaml(port))
+    config.write_text(collector.config_yaml(port, zipkin_endpoint))
     proc = subprocess.Popen([str(binary), "--config", str(config)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     output: list[str] = []
     reader = threading.Thread(target=lambda: output.extend(iter(proc.stdout.readline, "")),
                               daemon=True)
     reader.start()
+    wait_for_port(port, proc, timeout=60)
+    return proc, port, output
+
+
+@pytest.fixture
+def otel_collector(tmp_path):
+    proc, port, output = start_collector(tmp_path)
     try:
-        wait_for_port(port, proc, timeout=60)
         yield port, output
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+@pytest.mark.zipkin
+def test_app_to_collector_to_zipkin(zipkin, launch_app, make_model, tmp_path) -> None:
+    """The sidecar layout end to end: OTLP into the Collector, tail sampling, its zipkin
+    exporter into the real Zipkin; the client's trace id and the full stage tree arrive."""
+    from cosyvoice_otel.tools.checks import check_synthesis
+
+    proc, port, output = start_collector(tmp_path, zipkin.endpoint)
+    try:
+        app_port = free_port()
+        app = launch_app([str(BIN / "cosyvoice-traced"), "run", "--exporter", "otlp",
+                          "--otlp-endpoint", f"http://127.0.0.1:{port}/v1/traces",
+                          "--service-name", "via-collector", "--", "python", "examples/server.py",
+                          "--port", str(app_port), "--model_dir", str(make_model(3))],
+                         app_env(), app_port)
+        ok, failed = new_trace_id(), new_trace_id()
+        for trace_id, speaker in ((ok, "中文女"), (failed, "no-such-speaker")):
+            resp = requests.get(f"{app.url}/inference_sft", timeout=60,
+                                params={"tts_text": "Via the Collector. 第二句。",
+                                        "spk_id": speaker},
+                                headers={"X-B3-TraceId": trace_id, "X-B3-SpanId": new_span_id(),
+                                         "X-B3-Sampled": "1"})
+            assert resp.status_code == 200 or speaker != "中文女"
+        client = zipkin.client()
+        spans = client.wait_for_trace(ok, lambda sp: not check_synthesis(sp, "sft", False),
+                                      timeout=60)
+        assert check_synthesis(spans, "sft", False) == [], "".join(output)[-3000:]
+        assert {s["localEndpoint"]["serviceName"] for s in spans} == {"via-collector"}
+        # a refused request (unknown speaker: the server answers 4xx) passes tail sampling too
+        refused = client.wait_for_trace(failed, timeout=60)
+        assert [s["tags"]["http.status_code"][0] for s in refused
+                if s.get("kind") == "SERVER"] == ["4"]
     finally:
         proc.terminate()
         proc.wait(20)
