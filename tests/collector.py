@@ -25,7 +25,8 @@ def find_binary() -> Path | None:
     return path if path.is_file() and os.access(path, os.X_OK) else None
 
 
-def config_yaml(otlp_port: int, zipkin_endpoint: str | None = None) -> str:
+def config_yaml(otlp_port: int, zipkin_endpoint: str | None = None,
+                metrics: bool = False) -> str:
     """OTLP/HTTP in on loopback, every span printed in detail on stderr; with
     ``zipkin_endpoint``, also on to Zipkin after a tail-sampling decision (keep every trace
     with an error, and all the others too: the policies an operator would start from)."""
@@ -67,4 +68,8 @@ exporters:
     traces:
       receivers: [otlp]
 {processors}      exporters: {exporters}
-"""
+""" + ("""\
+    metrics:
+      receivers: [otlp]
+      exporters: [debug]
+""" if metrics else "")

@@ -29,6 +29,13 @@ from cosyvoice_otel.launcher.config import ConfigError, Settings, runtime_settin
     (config.parse_text, " tts prod ", "tts prod"),
     (config.parse_stages, "llm = a.b:C.d ; flow=a.b:E.f", "llm=a.b:C.d;flow=a.b:E.f"),
     (config.parse_input_limits, " OFF ", "off"),
+    (config.parse_metrics, " Prometheus ", "prometheus"),
+    (config.parse_port, " 9464 ", 9464),
+    (config.parse_host, " 127.0.0.1 ", "127.0.0.1"),
+    (config.parse_host, "[::1]", "::1"),
+    (config.parse_host, "::", "::"),
+    (config.parse_bootstrap_servers, " k1:9092 , k2:9093 ", "k1:9092,k2:9093"),
+    (config.parse_topic, " zipkin.spans-1 ", "zipkin.spans-1"),
 ])
 def test_parsers_accept(parse, text, expected) -> None:
     assert parse(text) == expected
@@ -57,6 +64,20 @@ def test_parsers_accept(parse, text, expected) -> None:
     (config.parse_megabytes, "0", "expected a size in MiB above 0, got '0'"),
     (config.parse_megabytes, "1000001", "expected a size in MiB above 0, got '1000001'"),
     (config.parse_path, "  ", "must not be empty"),
+    (config.parse_metrics, "statsd", "expected one of prometheus, otlp, none, got 'statsd'"),
+    (config.parse_port, "http", "expected a TCP port number, got 'http'"),
+    (config.parse_port, "0", "expected a TCP port between 1 and 65535, got '0'"),
+    (config.parse_port, "65536", "expected a TCP port between 1 and 65535, got '65536'"),
+    (config.parse_host, "a b", "expected a host name or IP address to listen on, got 'a b'"),
+    (config.parse_host, "http://x", "expected a host name or IP address to listen on, got "
+                                    "'http://x'"),
+    (config.parse_bootstrap_servers, " , ", "expected HOST:PORT[,HOST:PORT...], got nothing"),
+    (config.parse_bootstrap_servers, "k1:9092,k2", "expected HOST:PORT[,HOST:PORT...], got 'k2'"),
+    (config.parse_bootstrap_servers, "k1:0", "expected HOST:PORT[,HOST:PORT...], got 'k1:0'"),
+    (config.parse_topic, "a/b", "expected a Kafka topic name ([a-zA-Z0-9._-], 1 to 249), got "
+                                "'a/b'"),
+    (config.parse_topic, "..", "expected a Kafka topic name ([a-zA-Z0-9._-], 1 to 249), got "
+                               "'..'"),
     (config.parse_text, "", "must not be empty"),
     (config.parse_text, "a,b", "must not contain ',' or '=', got 'a,b'"),
     (config.parse_text, "a=b", "must not contain ',' or '=', got 'a=b'"),
@@ -102,6 +123,11 @@ def test_a_sampler_we_cannot_map_names_itself_in_the_warning() -> None:
     ({"OTEL_SERVICE_NAME": "from-otel"}, {"service_name": "from-otel"}),
     ({"OTEL_EXPORTER_ZIPKIN_ENDPOINT": "http://z:1/s"}, {"zipkin_endpoint": "http://z:1/s"}),
     ({"OTEL_TRACES_EXPORTER": "console,otlp"}, {"exporter": "console"}),
+    ({"OTEL_TRACES_EXPORTER": "cosyvoice_kafka"}, {"exporter": "kafka"}),
+    ({"OTEL_METRICS_EXPORTER": "prometheus", "OTEL_EXPORTER_PROMETHEUS_PORT": "9100",
+      "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1"},
+     {"metrics": "prometheus", "metrics_port": 9100, "metrics_host": "127.0.0.1"}),
+    ({"OTEL_METRICS_EXPORTER": "otlp_proto_http,prometheus"}, {"metrics": "otlp"}),
     ({"OTEL_RESOURCE_ATTRIBUTES": " service.version = 2 x ,deployment.environment.name=prod,=z,"
       "bad"}, {"service_version": "2 x", "environment": "prod"}),
 ])
@@ -120,6 +146,20 @@ def test_a_bad_flag_error_names_the_flag_not_its_pair() -> None:
     assert str(err.value) == "--stage-spans: expected true or false, got 'maybe'"
     with pytest.raises(AttributeError, match="no_such"):
         Settings.resolve({}, {}).no_such  # noqa: B018
+
+
+def test_a_metrics_fallback_warning_names_what_we_run() -> None:
+    (warning,) = Settings.resolve({}, {"OTEL_METRICS_EXPORTER": "console"}).warnings
+    assert warning == ("OTEL_METRICS_EXPORTER='console' is not one we can run (known: none, otlp, "
+                       "otlp_proto_http, prometheus); using the default none")
+
+
+@pytest.mark.parametrize(("traces", "metrics"), [
+    ("http://c:4318/v1/traces", "http://c:4318/v1/metrics"),
+    ("http://c:4318/v1/traces/", "http://c:4318/v1/metrics"),
+    ("http://c:4318", "http://c:4318/v1/metrics")])
+def test_the_otlp_metrics_url_sits_beside_the_traces_url(traces, metrics) -> None:
+    assert config.otlp_metrics_endpoint(traces) == metrics
 
 
 def test_a_fallback_warning_shows_the_default_it_used() -> None:
@@ -144,6 +184,21 @@ def test_a_fallback_warning_shows_the_default_it_used() -> None:
                                               "OTEL_PYTHON_ID_GENERATOR": "random"},
      {"OTEL_TRACES_EXPORTER": "console", "OTEL_LOG_LEVEL": "debug", "OTEL_LOGS_EXPORTER": "otlp",
       "OTEL_PYTHON_ID_GENERATOR": "random", "COSYVOICE_TRACED_DEBUG": "true"},
+     ["OTEL_EXPORTER_ZIPKIN_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]),
+    ({"metrics": "prometheus", "metrics_port": "9100"}, {},
+     {"OTEL_METRICS_EXPORTER": "prometheus", "COSYVOICE_TRACED_METRICS": "prometheus",
+      "COSYVOICE_TRACED_METRICS_PORT": "9100", "COSYVOICE_TRACED_METRICS_HOST": "0.0.0.0"},
+     ["OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"]),
+    ({"metrics": "otlp", "otlp_endpoint": "http://c:4318/v1/traces"}, {},
+     {"OTEL_METRICS_EXPORTER": "otlp",
+      "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://c:4318/v1/metrics",
+      "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "http/protobuf"}, []),
+    ({"metrics": "otlp"}, {"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://mine:4318/m"},
+     {"OTEL_METRICS_EXPORTER": "otlp"}, ["OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"]),
+    ({"exporter": "kafka", "kafka_bootstrap_servers": "k1:9092,k2:9092"}, {},
+     {"OTEL_TRACES_EXPORTER": "cosyvoice_kafka",
+      "COSYVOICE_TRACED_KAFKA_BOOTSTRAP_SERVERS": "k1:9092,k2:9092",
+      "COSYVOICE_TRACED_KAFKA_TOPIC": "zipkin"},
      ["OTEL_EXPORTER_ZIPKIN_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]),
     ({"exporter": "zipkin-file", "zipkin_file": "t.json"}, {},
      {"OTEL_TRACES_EXPORTER": "cosyvoice_zipkin_file", "COSYVOICE_TRACED_ZIPKIN_FILE": "t.json"},

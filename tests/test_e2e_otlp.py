@@ -21,7 +21,7 @@ SPAN_BLOCK = re.compile(r"Trace ID\s*:\s*(?P<trace>[0-9a-f]{32})\s+Parent ID\s*:
                         r"\s+Kind\s*:\s*(?P<kind>\w+)")
 
 
-def start_collector(tmp_path, zipkin_endpoint: str | None = None):
+def start_collector(tmp_path, zipkin_endpoint: str | None = None, metrics: bool = False):
     binary = collector.find_binary()
     if binary is None:
         if IN_CI:
@@ -29,7 +29,7 @@ def start_collector(tmp_path, zipkin_endpoint: str | None = None):
         pytest.skip("no OpenTelemetry Collector binary; run .ci/setup")
     port = free_port()
     config = tmp_path / "otelcol.yaml"
-    config.write_text(collector.config_yaml(port, zipkin_endpoint))
+    config.write_text(collector.config_yaml(port, zipkin_endpoint, metrics))
     proc = subprocess.Popen([str(binary), "--config", str(config)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     output: list[str] = []
@@ -113,3 +113,32 @@ def test_otlp_export_reaches_the_collector_with_the_clients_trace(otel_collector
     assert server[0]["parent"] == parent
     assert server[0]["name"].strip() == "GET /synthesize/{voice}"
     assert "otlp-app" in "".join(output)  # service.name travelled as a resource attribute
+
+
+def test_metrics_otlp_reach_the_collector(launch_app, make_model, tmp_path) -> None:
+    """``--metrics otlp``: the request and stage metrics go to the OTLP endpoint's /v1/metrics
+    (beside --otlp-endpoint), with their bounded labels and no request content."""
+    proc, port, output = start_collector(tmp_path, metrics=True)
+    try:
+        app_port = free_port()
+        app = launch_app([str(BIN / "cosyvoice-traced"), "run", "--exporter", "otlp",
+                          "--otlp-endpoint", f"http://127.0.0.1:{port}/v1/traces",
+                          "--metrics", "otlp", "--service-name", "otlp-metrics", "--",
+                          "python", "examples/server.py", "--port", str(app_port),
+                          "--model_dir", str(make_model(3))],
+                         app_env(OTEL_METRIC_EXPORT_INTERVAL="500"), app_port)
+        text = "Metrics over OTLP, never this text. 第二句。"
+        resp = requests.get(f"{app.url}/inference_sft", params={"tts_text": text,
+                                                               "spk_id": "中文女"}, timeout=60)
+        assert resp.status_code == 200
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and "tts.request.duration" not in "".join(output):
+            time.sleep(0.2)
+        seen = "".join(output)
+        assert "tts.request.duration" in seen and "tts.stage.duration" in seen, seen[-3000:]
+        assert "cosyvoice_otel.spans.exported" in seen  # the tracer's health travels too
+        assert "cosyvoice.mode: Str(sft)" in seen
+        assert "never this text" not in seen
+    finally:
+        proc.terminate()
+        proc.wait(20)

@@ -10,8 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 
-from .conftest import BIN, ROOT, app_env
+from .conftest import BIN, ROOT, app_env, free_port, new_span_id, new_trace_id
 
 TRACED = str(BIN / "cosyvoice-traced")
 
@@ -202,3 +203,20 @@ def test_an_invalid_otel_value_is_one_warning_line_and_the_default() -> None:
     assert any("OTEL_TRACES_EXPORTER" in w for w in warnings)
     assert "export OTEL_TRACES_SAMPLER_ARG=1.0" in result.stdout
     assert "export OTEL_TRACES_EXPORTER=cosyvoice_zipkin" in result.stdout
+
+
+@pytest.mark.zipkin
+def test_a_sigtermed_server_delivers_its_last_request_to_zipkin(zipkin, launch_app) -> None:
+    """uvicorn handles SIGTERM, then re-raises it into our handler: the last request's spans,
+    still in the batch processor (5 s schedule) and then in the pipelined exporter's hands,
+    reach Zipkin before the process dies (the handler shuts the provider down)."""
+    port = free_port()
+    app = launch_app([TRACED, "run", "--zipkin-endpoint", zipkin.endpoint, "--service-name",
+                      "sigterm", "--", "python", "tests/apps/hello_fastapi.py", "--port",
+                      str(port)], app_env(OTEL_BSP_SCHEDULE_DELAY="600000"), port)
+    trace_id = new_trace_id()
+    resp = requests.get(f"{app.url}/synthesize/alice", timeout=10, headers={
+        "X-B3-TraceId": trace_id, "X-B3-SpanId": new_span_id(), "X-B3-Sampled": "1"})
+    assert resp.status_code == 200
+    app.stop()
+    assert zipkin.client().wait_for_trace(trace_id, timeout=20)

@@ -109,17 +109,26 @@ def _flush_spans_on_sigterm(timeout_ms: int = 3000) -> Callable[[int, Any], None
         return None
 
     def flush_then_die(signum: int, frame: Any) -> None:
-        try:
-            provider = trace.get_tracer_provider()
-            if hasattr(provider, "force_flush"):
-                provider.force_flush(timeout_ms)
-        except Exception:  # noqa: BLE001, S110 - dying anyway; never block the exit
-            pass
+        # What atexit would have done: shut the provider down, so every processor exports what
+        # it holds AND every exporter delivers what it has in flight (a pipelined exporter's
+        # last batch; a plain force_flush only hands batches over). Bounded by timeout_ms.
+        provider = trace.get_tracer_provider()
+        if hasattr(provider, "shutdown"):
+            closing = threading.Thread(target=_quietly, args=(provider.shutdown,), daemon=True)
+            closing.start()
+            closing.join(timeout_ms / 1000)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, flush_then_die)
     return flush_then_die
+
+
+def _quietly(call: Callable[[], Any]) -> None:
+    try:
+        call()
+    except Exception:  # noqa: BLE001, S110 - dying anyway; never block the exit
+        pass
 
 
 ANCHOR_SLACK_NS = 50_000_000  # 50 ms: below it, the wall clock's wobble is ignored

@@ -151,10 +151,12 @@ def parse_port(text: str) -> int:
 
 
 def parse_host(text: str) -> str:
+    """A host name or address to listen on; an IPv6 one with or without brackets."""
     value = text.strip()
-    if not value or any(c.isspace() or c in "/:@" for c in value.strip("[]")):
+    bare = value[1:-1] if value.startswith("[") and value.endswith("]") else value
+    if not bare or any(c.isspace() or c in "/@[]" for c in bare):
         raise ValueError(f"expected a host name or IP address to listen on, got {text!r}")
-    return value
+    return bare
 
 
 def parse_propagators(text: str) -> str:
