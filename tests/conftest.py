@@ -95,6 +95,29 @@ def zipkin() -> Iterator[zipkin_server.ZipkinServer]:
 
 
 @pytest.fixture(scope="session")
+def kafka_broker():
+    """One real Kafka broker (KRaft, Maven Central's jars: tests/kafka_server.py) for the
+    session. A test that kills it starts it again before it ends."""
+    import shutil
+
+    from .kafka_server import KafkaBroker, KafkaError
+
+    if shutil.which("java") is None or shutil.which("mvn") is None:
+        message = "java and mvn are needed for the Kafka broker (.ci/setup has them)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    try:
+        server = KafkaBroker()
+    except KafkaError as exc:
+        if IN_CI:
+            pytest.fail(f"the Kafka broker could not start (CI=true never skips): {exc}")
+        pytest.skip(f"the Kafka broker could not start: {exc}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def make_model(tmp_path_factory):
     """make_model(version) -> a tiny demo model directory (examples/make_tiny_model.py)."""
     sys.path.insert(0, str(ROOT / "examples"))

@@ -36,18 +36,9 @@ def _need(ok: bool, what: str) -> None:
         pytest.skip(what)
 
 
-@pytest.fixture(scope="module")
-def broker():
-    _need(shutil.which("java") is not None and shutil.which("mvn") is not None,
-          "java and mvn are needed for the Kafka broker")
-    from .kafka_server import KafkaBroker, KafkaError
-
-    try:
-        server = KafkaBroker()
-    except KafkaError as exc:
-        _need(False, f"the Kafka broker could not start: {exc}")
-    yield server
-    server.stop()
+@pytest.fixture
+def broker(kafka_broker):
+    return kafka_broker
 
 
 @pytest.fixture(scope="module")

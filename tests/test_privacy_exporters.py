@@ -5,7 +5,7 @@ the text (with a NUL that makes the engine fail with an exception QUOTING the te
 a backslash, emoji), the prompt text, the upload's file name, an unmatched path and a short
 query value. Then the test reads what each exporter really wrote: Zipkin's API, the spool
 directory (Zipkin refusing connections), the test's own OTLP receiver, the Zipkin file, and
-the app's stdout for the console exporter.
+the app's stdout for the console exporter, and every message on the Kafka topic.
 """
 
 from __future__ import annotations
@@ -24,7 +24,27 @@ from .leaks import found, otlp_dicts, strings
 from .otlp_sink import OtlpSink
 
 TRACED = str(BIN / "cosyvoice-traced")
-EXPORTERS = ["zipkin", "spool", "otlp", "zipkin-file", "console"]
+EXPORTERS = ["zipkin", "spool", "otlp", "zipkin-file", "console", "kafka"]
+
+
+def kafka_messages(bootstrap: str, topic: str) -> list:
+    """Every message on the topic, decoded (each a Zipkin JSON v2 list)."""
+    from confluent_kafka import Consumer
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"leak-{secrets.token_hex(4)}",
+                         "auto.offset.reset": "earliest", "log_level": 0})
+    consumer.subscribe([topic])
+    out, quiet_until = [], time.monotonic() + 10
+    try:
+        while time.monotonic() < quiet_until:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            out.append(json.loads(msg.value()))
+            quiet_until = time.monotonic() + 3  # until three quiet seconds
+    finally:
+        consumer.close()
+    return out
 
 
 def console_spans(output: str) -> list[dict]:
@@ -77,6 +97,8 @@ def written(exporter: str, app, zipkin_client, sink: OtlpSink, tmp_path: Path,
         return [otlp_dicts(body) for body in sink.bodies]
     if exporter == "zipkin-file":
         return json.loads((tmp_path / "spans.json").read_text())
+    if exporter == "kafka":
+        return kafka_messages(app.kafka_bootstrap, service)
     return console_spans(app.output())
 
 
@@ -86,6 +108,7 @@ def test_no_request_content_in_what_any_exporter_wrote(exporter, request, launch
                                                        make_model, prompt_file, tmp_path,
                                                        refused_endpoint) -> None:
     zipkin = request.getfixturevalue("zipkin") if exporter == "zipkin" else None
+    broker = request.getfixturevalue("kafka_broker") if exporter == "kafka" else None
     sink = OtlpSink()
     service = f"leak-{exporter}-{secrets.token_hex(3)}"
     flags = {
@@ -94,11 +117,15 @@ def test_no_request_content_in_what_any_exporter_wrote(exporter, request, launch
         "otlp": ["--exporter", "otlp", "--otlp-endpoint", sink.endpoint],
         "zipkin-file": ["--exporter", "zipkin-file", "--zipkin-file", str(tmp_path / "spans.json")],
         "console": ["--exporter", "console"],
+        # the service name doubles as a fresh topic: only this test's messages are read back
+        "kafka": ["--exporter", "kafka", "--kafka-topic", service,
+                  "--kafka-bootstrap-servers", broker.bootstrap if broker else ""],
     }[exporter]
     port = free_port()
     app = launch_app([TRACED, "run", "--service-name", service, *flags, "--", "python",
                       "examples/server.py", "--port", str(port), "--model_dir",
                       str(make_model(3))], app_env(), port)
+    app.kafka_bootstrap = broker.bootstrap if broker else None
     try:
         private, short = send_requests(app.url, prompt_file)
     finally:
