@@ -287,19 +287,60 @@ def test_health_totals_add_up_by_reason() -> None:
     zipkin = RedactingSpanExporter(FakeZipkin(sent=10, spooled=4, replayed=3, rejected=2,
                                               dropped=7, failures=5, export_errors=1))
     other = RedactingSpanExporter(FakeOther(SpanExportResult.FAILURE))
-    other.export([])
-    other.export([])
+    other.export(_two_spans())
+    other.export(_two_spans())
+    other.counters["redaction_failed"] = 5
     ok = RedactingSpanExporter(FakeOther(SpanExportResult.SUCCESS))
+    ok.export(_two_spans())
     queue = QueueDrops()
-    queue.drop_items(6)
+    queue.drop_items(4)
+    queue.drop_items(2)
     keeper = type("Keeper", (), {"counters": {"evicted": 8, "dropped": 1}})()
     totals = TracerHealth([zipkin, other, ok], [queue], [keeper]).totals()
-    assert totals["exported"] == 10
+    assert totals["exported"] == 10 + 2
     assert (totals["spooled"], totals["replayed"], totals["spool_bytes"]) == (4, 3, 4096)
     assert totals["failures"] == 5 + 2
-    assert totals["dropped.spool_cap"] == 6 and totals["dropped.export_error"] == 1
+    assert totals["dropped.spool_cap"] == 6
+    assert totals["dropped.export_error"] == 1 + 4 + 5  # Zipkin's, other's failed, redaction
     assert totals["dropped.rejected"] == 2 and totals["dropped.queue_full"] == 6
     assert totals["dropped.keep_errors_evicted"] == 9
+
+
+def _two_spans() -> list:
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    for name in ("a", "b"):
+        provider.get_tracer("t").start_span(name).end()
+    return list(memory.get_finished_spans())
+
+
+def test_no_spool_means_no_spool_bytes() -> None:
+    zipkin = FakeZipkin(sent=1)
+    zipkin.spool = None
+    assert TracerHealth([RedactingSpanExporter(zipkin)]).totals()["spool_bytes"] == 0
+
+
+def test_queue_drops_pass_every_call_on() -> None:
+    calls = []
+
+    class Previous:
+        def drop_items(self, count, error_type="queue_full"):
+            calls.append(("drop", count, error_type))
+
+        def finish_items(self, count):
+            calls.append(("finish", count))
+
+    drops = QueueDrops(Previous())
+    drops.drop_items(3, "already_shutdown")
+    drops.drop_items(2)
+    drops.finish_items(7)
+    assert drops.dropped == 5
+    assert calls == [("drop", 3, "already_shutdown"), ("drop", 2, "queue_full"),
+                     ("finish", 7)]
+    QueueDrops().finish_items(1)  # without a previous hook: nothing to pass on
+    assert count_queue_drops(object()) is None
+    assert count_queue_drops(type("P", (), {"_batch_processor": object()})()) is None
 
 
 def test_health_instruments_report_the_totals() -> None:
@@ -317,6 +358,13 @@ def test_health_instruments_report_the_totals() -> None:
     assert values[(s.SPANS_DROPPED, "spool_cap")] == 2
     assert values[(s.SPOOL_SIZE, None)] == 4096
     assert {reason for name, reason in values if name == s.SPANS_DROPPED} == set(s.DROP_REASONS)
+    table = {m.name: m for m in s.METRICS}
+    for rm in reader.get_metrics_data().resource_metrics:
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:  # units, descriptions and kinds are the schema's
+                row = table[metric.name]
+                assert (metric.unit, metric.description) == (row.unit, row.meaning)
+                assert (type(metric.data).__name__ == "Gauge") == (row.instrument == "gauge")
     provider.shutdown()
 
 
@@ -332,8 +380,9 @@ def test_queue_drops_are_counted_on_the_sdk_batch_processor() -> None:
 
     processor = BatchSpanProcessor(Slow(), max_queue_size=2, schedule_delay_millis=60_000,
                                    max_export_batch_size=2)
+    previous = processor._batch_processor._metrics
     drops = count_queue_drops(processor)
-    assert isinstance(drops, QueueDrops)
+    assert isinstance(drops, QueueDrops) and drops.previous is previous
     provider = TracerProvider()
     provider.add_span_processor(processor)
     tracer = provider.get_tracer("t")
@@ -394,3 +443,178 @@ def test_doctor_metrics_unreachable_or_empty(refused_endpoint, monkeypatch) -> N
         "contextlib").nullcontext(__import__("io").BytesIO(b"")))
     [line] = list(doctor.check_metrics("http://x"))
     assert line.level == "warn" and "--metrics prometheus" in line.detail
+
+
+# ------------------------------------------------------------- the recorder, value by value
+
+class FakeStage:
+    """What ``TtsMetrics.stage_ended`` reads from a StageSpan: name, span, ctx, parents, start."""
+
+    def __init__(self, tracer, name: str, attrs: dict, started: float, parent=None) -> None:
+        from opentelemetry import trace as api
+
+        self.name, self.started, self.parent = name, started, parent
+        self.span = tracer.start_span(name, attributes=attrs)
+        self.ctx = api.set_span_in_context(self.span)
+
+    def find(self, name: str):
+        stage = self
+        while stage is not None and stage.name != name:
+            stage = stage.parent
+        return stage
+
+
+def _by_name(reader) -> dict:
+    out = {}
+    for rm in reader.get_metrics_data().resource_metrics:
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                out[metric.name] = (metric, sm.scope)
+    return out
+
+
+@pytest.mark.parametrize("failed", [False, True])
+def test_each_instrument_gets_its_value_labels_and_exemplar(monkeypatch, failed) -> None:
+    from cosyvoice_otel.instrumentation import metrics as module
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    recorder = module.create(provider, "2.0")
+    tracer = TracerProvider().get_tracer("t")
+    monkeypatch.setattr(module.time, "monotonic", lambda: 10.0)
+    error = {s.ERROR_TYPE: "KeyError"} if failed else {}
+    request = FakeStage(tracer, s.INFERENCE, {s.MODE: "zero_shot", s.WARMUP: False,
+                                              s.STREAM: True, s.FIRST_CHUNK_MS: 250.0,
+                                              s.RTF: 0.5, **error}, started=8.0)
+    llm = FakeStage(tracer, s.ACOUSTIC_MODEL, {s.TOKENS_PER_SECOND: 42.0, **error},
+                    started=9.5, parent=FakeStage(tracer, s.MODEL_TTS, {}, 9.0, request))
+    recorder.stage_ended(llm)
+    recorder.stage_ended(request)
+    got = _by_name(reader)
+    base = {s.MODE: "zero_shot", s.WARMUP: False, s.SERVICE_VERSION: "2.0"}
+    request_labels = {**base, s.STREAM: True, **error}
+
+    def only(name):
+        (point,) = got[name][0].data.data_points
+        return point
+
+    stages = {p.attributes[s.STAGE]: p for p in got[s.STAGE_DURATION][0].data.data_points}
+    assert stages[s.ACOUSTIC_MODEL].sum == 0.5 and stages[s.INFERENCE].sum == 2.0
+    assert dict(stages[s.ACOUSTIC_MODEL].attributes) == {**base, s.STAGE: s.ACOUSTIC_MODEL,
+                                                         **error}
+    assert dict(stages[s.INFERENCE].attributes) == {**base, s.STAGE: s.INFERENCE, **error}
+    expected = {s.REQUEST_DURATION: (2.0, request_labels),
+                s.TIME_TO_FIRST_AUDIO: (0.25, {**base, s.STREAM: True}),
+                s.RTF_METRIC: (0.5, {**base, s.STREAM: True}),
+                s.LLM_TOKEN_RATE: (42.0, base)}
+    for name, (value, labels) in expected.items():
+        point = only(name)
+        assert (point.sum, point.count, dict(point.attributes)) == (value, 1, labels), name
+    spans = {s.REQUEST_DURATION: request, s.TIME_TO_FIRST_AUDIO: request, s.RTF_METRIC: request,
+             s.LLM_TOKEN_RATE: llm}
+    for name, stage in spans.items():  # each observation links to its own stage's span
+        (exemplar,) = only(name).exemplars
+        assert exemplar.span_id == stage.span.get_span_context().span_id, name
+    for point in stages.values():
+        assert len(point.exemplars) == 1
+    requests = only(s.REQUESTS)
+    assert (requests.value, dict(requests.attributes)) == (1, request_labels)
+    if failed:
+        errors = only(s.ERRORS)
+        assert (errors.value, dict(errors.attributes)) == (1, {
+            s.ERROR_TYPE: "KeyError", s.MODE: "zero_shot", s.SERVICE_VERSION: "2.0"})
+    else:
+        assert s.ERRORS not in got
+    table = {m.name: m for m in s.METRICS}
+    for name, (metric, scope) in got.items():  # units and descriptions are the schema's
+        assert (metric.unit, metric.description) == (table[name].unit, table[name].meaning)
+        from cosyvoice_otel.version import __version__
+
+        assert (scope.name, scope.version) == ("cosyvoice_otel", __version__)
+    provider.shutdown()
+
+
+def test_a_stage_outside_a_request_uses_its_own_attributes_and_no_version_label() -> None:
+    from cosyvoice_otel.instrumentation import metrics as module
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    recorder = module.create(provider)
+    tracer = TracerProvider().get_tracer("t")
+    stage = FakeStage(tracer, s.SPEAKER_ADD, {s.MODE: "zero_shot"}, started=0.0)
+    recorder.stage_ended(stage)
+    (point,) = _by_name(reader)[s.STAGE_DURATION][0].data.data_points
+    assert dict(point.attributes) == {s.STAGE: s.SPEAKER_ADD, s.MODE: "zero_shot"}
+    assert point.sum > 0
+    provider.shutdown()
+
+
+# ------------------------------------------------------------- exposition, line by line
+
+def test_the_exposition_of_every_kind_of_point() -> None:
+    from opentelemetry.sdk.metrics._internal.exemplar import Exemplar
+    from opentelemetry.sdk.metrics.export import (
+        AggregationTemporality,
+        Gauge,
+        Histogram,
+        Metric,
+        MetricsData,
+        NumberDataPoint,
+        ResourceMetrics,
+        ScopeMetrics,
+        Sum,
+    )
+    from opentelemetry.sdk.metrics.export import (
+        HistogramDataPoint as HPoint,
+    )
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+    cumulative = AggregationTemporality.CUMULATIVE
+    hist = HPoint(attributes={"cosyvoice.mode": "sft"}, start_time_unix_nano=0,
+                  time_unix_nano=1, count=6, sum=9.5, bucket_counts=[1, 2, 3],
+                  explicit_bounds=[0.5, 1.0], min=0.1, max=5.0, exemplars=[
+                      # on a bound: that bucket; above all: +Inf; without a trace: not shown
+                      Exemplar({}, 1.0, 2_000_000_000, span_id=0xB, trace_id=0xA),
+                      Exemplar({}, 5.0, 3_000_000_000, span_id=0xD, trace_id=0xC),
+                      Exemplar({}, 0.2, 4_000_000_000, span_id=None, trace_id=None)])
+    metrics = [
+        Metric("tts.request.duration", "", "s", Histogram([hist], cumulative)),
+        Metric("tts.requests", "calls", "{request}", Sum(
+            [NumberDataPoint({"error.type": "KeyError"}, 0, 1, 3)], cumulative, True)),
+        Metric("queue.depth", "depth", "1", Sum(
+            [NumberDataPoint({}, 0, 1, -2)], cumulative, False)),
+        Metric("cosyvoice_otel.spool.size", "bytes", "By", Gauge(
+            [NumberDataPoint({}, 0, 1, 4096)])),
+        Metric("jobs_total", "jobs", "", Sum([NumberDataPoint({}, 0, 1, 7)], cumulative, True)),
+    ]
+    data = MetricsData([ResourceMetrics(Resource({"service.name": "svc"}), [
+        ScopeMetrics(InstrumentationScope("t"), metrics, "")], "")])
+
+    class Registry:
+        def collect(self):
+            return to_families(data)
+
+    text = generate_openmetrics(Registry()).decode()
+    lines = [line for line in text.splitlines() if not line.startswith("#")
+             or line.startswith("# HELP")]
+    assert lines == [
+        '# HELP target Target metadata',
+        'target_info{service_name="svc"} 1.0',
+        '# HELP tts_request_duration_seconds tts.request.duration',
+        'tts_request_duration_seconds_bucket{cosyvoice_mode="sft",le="0.5"} 1.0',
+        'tts_request_duration_seconds_bucket{cosyvoice_mode="sft",le="1.0"} 3.0 # '
+        '{span_id="000000000000000b",trace_id="0000000000000000000000000000000a"} 1.0 2.0',
+        'tts_request_duration_seconds_bucket{cosyvoice_mode="sft",le="+Inf"} 6.0 # '
+        '{span_id="000000000000000d",trace_id="0000000000000000000000000000000c"} 5.0 3.0',
+        'tts_request_duration_seconds_count{cosyvoice_mode="sft"} 6.0',
+        'tts_request_duration_seconds_sum{cosyvoice_mode="sft"} 9.5',
+        '# HELP tts_requests calls',
+        'tts_requests_total{error_type="KeyError"} 3.0',
+        '# HELP queue_depth depth',
+        'queue_depth -2.0',
+        '# HELP cosyvoice_otel_spool_size_bytes bytes',
+        'cosyvoice_otel_spool_size_bytes 4096.0',
+        '# HELP jobs jobs',
+        'jobs_total 7.0',
+    ]
+    assert to_families(None) == []

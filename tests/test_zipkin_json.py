@@ -54,7 +54,31 @@ def varied_spans() -> list:
             span.set_status(Status(StatusCode.OK))
         with tracer.start_as_current_span("empty-error") as span:
             span.set_status(Status(StatusCode.ERROR))
+        # odd nanoseconds: rounding to microseconds must match (499 rounds down, 500 up)
+        odd = tracer.start_span("odd-times", start_time=1_700_000_000_000_000_499,
+                                attributes={"level": Level.HIGH, "kind": Tag.A,
+                                            "holes": ("a", None, "b")})
+        odd.add_event("unsorted", {"z": 1, "a": 2}, timestamp=1_700_000_000_000_001_499)
+        odd.end(end_time=1_700_000_000_000_003_000)
+    # a second resource in the same batch: its tags are its own
+    bare = TracerProvider(resource=Resource({"k": "v"}))  # no service.name
+    bare.add_span_processor(SimpleSpanProcessor(memory))
+    bare.get_tracer("other").start_span("elsewhere").end()
     return list(memory.get_finished_spans())
+
+
+class Level(int):
+    HIGH: Level
+
+
+Level.HIGH = Level(3)
+
+
+class Tag(str):
+    A: Tag
+
+
+Tag.A = Tag("a")
 
 
 def test_same_fields_as_the_sdk_encoder() -> None:
@@ -63,13 +87,27 @@ def test_same_fields_as_the_sdk_encoder() -> None:
     node.service_name = "svc"
     expected = json.loads(Reference().serialize(spans, node))
     ours = json.loads(ZipkinJsonEncoder().encode(spans))
+    # the reference names one local endpoint per batch; the last span came from elsewhere
+    for span in ours:
+        span["localEndpoint"] = {"serviceName": "svc"}
     assert ours == expected
-    assert len(ours) == 8 and "debug" not in json.dumps(ours)
+    assert len(ours) == 10 and "debug" not in json.dumps(ours)
     by_name = {span["name"]: span for span in ours}
     assert by_name["GET /x"]["tags"]["long"] == "x" * 500  # not cut at 128
     assert by_name["failed"]["tags"]["otel.dropped_attributes_count"] == "3"
-    assert ZipkinJsonEncoder().to_dicts(spans) == expected
+    assert ZipkinJsonEncoder().to_dicts(spans[:-1]) == expected[:-1]
     assert ZipkinJsonEncoder().to_dicts([]) == []
+    odd = by_name["odd-times"]
+    assert (odd["timestamp"], odd["duration"]) == (1_700_000_000_000_000, 3)
+    assert odd["tags"]["holes"] == '["a",null,"b"]' and odd["tags"]["level"] == "3"
+    assert odd["annotations"][0] == {"timestamp": 1_700_000_000_000_001,
+                                     "value": '{"unsorted": {"a": 2, "z": 1}}'}
+    elsewhere = ZipkinJsonEncoder().to_dicts(spans[-1:])[0]
+    assert elsewhere["localEndpoint"] == {"serviceName": "unknown"}
+    assert elsewhere["tags"]["otel.scope.name"] == "other" and elsewhere["tags"]["k"] == "v"
+    assert "k8s.pod" in by_name["ok"]["tags"] and "k8s.pod" not in elsewhere["tags"]
+    payload = ZipkinJsonEncoder().encode(spans)
+    assert payload == json.dumps(ours, separators=(",", ":")).encode()  # compact, one pass
 
 
 def test_a_batch_keeps_nothing_alive() -> None:

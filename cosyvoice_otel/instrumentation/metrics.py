@@ -36,24 +36,25 @@ class TtsMetrics:
     """The request and stage instruments, fed by ``StageSpan.end`` (``stage_ended``)."""
 
     def __init__(self, meter: metrics.Meter, service_version: str | None = None) -> None:
-        def histogram(name: str, unit: str, buckets: tuple[float, ...], meaning: str) -> Any:
-            return meter.create_histogram(name, unit=unit, description=meaning,
+        # name, unit and description from the schema's metric table (one source of truth)
+        table = {m.name: m for m in s.METRICS}
+
+        def histogram(name: str, buckets: tuple[float, ...]) -> Any:
+            row = table[name]
+            return meter.create_histogram(name, unit=row.unit, description=row.meaning,
                                           explicit_bucket_boundaries_advisory=list(buckets))
 
-        self.request_duration = histogram(s.REQUEST_DURATION, "s", SECONDS_BUCKETS,
-                                          "one synthesis call, start to last audio")
-        self.first_audio = histogram(s.TIME_TO_FIRST_AUDIO, "s", SECONDS_BUCKETS,
-                                     "request start to its first audio chunk")
-        self.rtf = histogram(s.RTF_METRIC, "1", RTF_BUCKETS,
-                             "wall time / audio seconds of a request")
-        self.stage_duration = histogram(s.STAGE_DURATION, "s", SECONDS_BUCKETS,
-                                        "one pipeline stage span")
-        self.token_rate = histogram(s.LLM_TOKEN_RATE, "{token}/s", TOKEN_RATE_BUCKETS,
-                                    "speech tokens per second of one LLM run")
-        self.requests = meter.create_counter(s.REQUESTS, unit="{request}",
-                                             description="synthesis calls ended")
-        self.errors = meter.create_counter(s.ERRORS, unit="{request}",
-                                           description="failed synthesis calls")
+        def counter(name: str) -> Any:
+            row = table[name]
+            return meter.create_counter(name, unit=row.unit, description=row.meaning)
+
+        self.request_duration = histogram(s.REQUEST_DURATION, SECONDS_BUCKETS)
+        self.first_audio = histogram(s.TIME_TO_FIRST_AUDIO, SECONDS_BUCKETS)
+        self.rtf = histogram(s.RTF_METRIC, RTF_BUCKETS)
+        self.stage_duration = histogram(s.STAGE_DURATION, SECONDS_BUCKETS)
+        self.token_rate = histogram(s.LLM_TOKEN_RATE, TOKEN_RATE_BUCKETS)
+        self.requests = counter(s.REQUESTS)
+        self.errors = counter(s.ERRORS)
         self.base = {s.SERVICE_VERSION: service_version} if service_version else {}
 
     def stage_ended(self, stage: StageSpan) -> None:

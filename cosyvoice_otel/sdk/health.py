@@ -75,38 +75,38 @@ class TracerHealth:
                 out["dropped.export_error"] += inner["export_errors"]
                 out["dropped.spool_cap"] += inner["dropped"] - inner["export_errors"]
                 out["dropped.rejected"] += inner["rejected"]
-                spool = getattr(redacting.inner, "spool", None)
-                out["spool_bytes"] += getattr(spool, "size", 0) if spool is not None else 0
+                spool = redacting.inner.spool  # None when the spool directory is unusable
+                if spool is not None:
+                    out["spool_bytes"] += spool.size
             else:  # any other exporter: its SUCCESS/FAILURE answers
                 out["exported"] += outer["exported"]
                 out["failures"] += outer["failed_exports"]
                 out["dropped.export_error"] += outer["failed"]
         out["dropped.queue_full"] = sum(q.dropped for q in self.queues)
         out["dropped.keep_errors_evicted"] = sum(
-            k.counters.get("evicted", 0) + k.counters.get("dropped", 0) for k in self.keepers)
+            k.counters["evicted"] + k.counters["dropped"] for k in self.keepers)
         return out
 
     def register(self, meter: Meter) -> None:
-        def counter(name: str, unit: str, key: str) -> None:
-            def observe(_options: CallbackOptions) -> list[Observation]:
-                return [Observation(self.totals()[key])]
+        table = {m.name: m for m in s.METRICS}  # units and descriptions: the schema's
 
-            meter.create_observable_counter(name, [observe], unit=unit)
+        def instrument(name: str, observe: Any) -> None:
+            row = table[name]
+            create = (meter.create_observable_gauge if row.instrument == "gauge"
+                      else meter.create_observable_counter)
+            create(name, [observe], unit=row.unit, description=row.meaning)
 
-        counter(s.SPANS_EXPORTED, "{span}", "exported")
-        counter(s.SPANS_SPOOLED, "{span}", "spooled")
-        counter(s.SPANS_REPLAYED, "{span}", "replayed")
-        counter(s.EXPORT_FAILURES, "{export}", "failures")
-        counter(s.TRACING_ERRORS, "{error}", "tracing_errors")
+        def one(key: str) -> Any:
+            return lambda _options: [Observation(self.totals()[key])]
+
+        for name, key in ((s.SPANS_EXPORTED, "exported"), (s.SPANS_SPOOLED, "spooled"),
+                          (s.SPANS_REPLAYED, "replayed"), (s.EXPORT_FAILURES, "failures"),
+                          (s.TRACING_ERRORS, "tracing_errors"), (s.SPOOL_SIZE, "spool_bytes")):
+            instrument(name, one(key))
 
         def dropped(_options: CallbackOptions) -> list[Observation]:
             totals = self.totals()
             return [Observation(totals[f"dropped.{reason}"], {s.DROP_REASON: reason})
                     for reason in s.DROP_REASONS]
 
-        meter.create_observable_counter(s.SPANS_DROPPED, [dropped], unit="{span}")
-
-        def spool(_options: CallbackOptions) -> list[Observation]:
-            return [Observation(self.totals()["spool_bytes"])]
-
-        meter.create_observable_gauge(s.SPOOL_SIZE, [spool], unit="By")
+        instrument(s.SPANS_DROPPED, dropped)
