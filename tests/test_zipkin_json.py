@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from opentelemetry import trace
 from opentelemetry.exporter.zipkin.json.v2 import JsonV2Encoder
 from opentelemetry.exporter.zipkin.node_endpoint import NodeEndpoint
 from opentelemetry.sdk.resources import Resource
@@ -31,7 +32,8 @@ def varied_spans() -> list:
     memory = InMemorySpanExporter()
     provider = TracerProvider(resource=Resource.create({"service.name": "svc", "k8s.pod": "p1",
                                                         "replicas": 3, "gpu": True}),
-                              span_limits=SpanLimits(max_span_attributes=6, max_events=2))
+                              span_limits=SpanLimits(max_span_attributes=6, max_events=2,
+                                                     max_links=1))
     provider.add_span_processor(SimpleSpanProcessor(memory))
     tracer = provider.get_tracer("cosyvoice_otel", "1.2.3")
     other = provider.get_tracer("opentelemetry.instrumentation.asgi")
@@ -59,7 +61,10 @@ def varied_spans() -> list:
                                 attributes={"level": Level.HIGH, "kind": Tag.A,
                                             "holes": ("a", None, "b")})
         odd.add_event("unsorted", {"z": 1, "a": 2}, timestamp=1_700_000_000_000_001_499)
-        odd.end(end_time=1_700_000_000_000_003_000)
+        odd.end(end_time=1_700_000_000_000_002_998)  # 2.499 us: 2
+        linked = tracer.start_span("linked", links=[  # over max_links: counted
+            trace.Link(server.get_span_context()), trace.Link(odd.get_span_context())])
+        linked.end()
     # a second resource in the same batch: its tags are its own
     bare = TracerProvider(resource=Resource({"k": "v"}))  # no service.name
     bare.add_span_processor(SimpleSpanProcessor(memory))
@@ -91,14 +96,15 @@ def test_same_fields_as_the_sdk_encoder() -> None:
     for span in ours:
         span["localEndpoint"] = {"serviceName": "svc"}
     assert ours == expected
-    assert len(ours) == 10 and "debug" not in json.dumps(ours)
+    assert len(ours) == 11 and "debug" not in json.dumps(ours)
     by_name = {span["name"]: span for span in ours}
     assert by_name["GET /x"]["tags"]["long"] == "x" * 500  # not cut at 128
     assert by_name["failed"]["tags"]["otel.dropped_attributes_count"] == "3"
     assert ZipkinJsonEncoder().to_dicts(spans[:-1]) == expected[:-1]
     assert ZipkinJsonEncoder().to_dicts([]) == []
     odd = by_name["odd-times"]
-    assert (odd["timestamp"], odd["duration"]) == (1_700_000_000_000_000, 3)
+    assert (odd["timestamp"], odd["duration"]) == (1_700_000_000_000_000, 2)
+    assert by_name["linked"]["tags"]["otel.dropped_links_count"] == "1"
     assert odd["tags"]["holes"] == '["a",null,"b"]' and odd["tags"]["level"] == "3"
     assert odd["annotations"][0] == {"timestamp": 1_700_000_000_000_001,
                                      "value": '{"unsorted": {"a": 2, "z": 1}}'}

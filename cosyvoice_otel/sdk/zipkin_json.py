@@ -76,7 +76,7 @@ class ZipkinJsonEncoder:
         key = (id(resource), id(scope))
         tags = self._constant_tags.get(key)
         if tags is None:
-            tags = _tags(resource.attributes) if resource else {}
+            tags = _tags(resource.attributes)  # an SDK span always has a resource
             if scope is not None:
                 tags.update({"otel.library.name": scope.name,
                              "otel.library.version": scope.version,
