@@ -222,9 +222,20 @@ def test_stock_http_metrics_lose_private_and_unbounded_attributes() -> None:
     ("cosyvoice_otel.spool.size", "By", "cosyvoice_otel_spool_size_bytes"),
     ("tts.requests", "{request}", "tts_requests"),
     ("x.seconds", "s", "x_seconds"),
-    ("a-b", "ms", "a_b_milliseconds")])
+    ("a-b", "ms", "a_b_milliseconds"),
+    ("queue", "kB/s", "queue_kB_s")])  # a unit without a table entry: sanitized as is
 def test_prometheus_names(name, unit, expected) -> None:
     assert metric_name(name, unit) == expected
+
+
+def test_the_readers_defaults_are_the_option_tables() -> None:
+    import inspect
+
+    from cosyvoice_otel.launcher.config import OPTIONS_BY_NAME
+
+    params = inspect.signature(PrometheusExemplarReader).parameters
+    assert params["host"].default == OPTIONS_BY_NAME["metrics_host"].default
+    assert params["port"].default == OPTIONS_BY_NAME["metrics_port"].default
 
 
 def test_schema_names_match_the_exposition() -> None:
@@ -255,7 +266,8 @@ def test_the_reader_serves_metrics_over_http() -> None:
     reader = PrometheusExemplarReader("127.0.0.1", 0)
     provider = MeterProvider(metric_readers=[reader])
     provider.get_meter("t").create_counter(s.REQUESTS, unit="{request}").add(3)
-    port = reader.server.server_address[1]
+    host, port = reader.server.server_address[:2]
+    assert host == "127.0.0.1"  # the asked address, not all interfaces
     text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5,
                         headers={"Accept": "application/openmetrics-text"}).text
     assert "tts_requests_total 3.0" in text and text.rstrip().endswith("# EOF")
@@ -296,14 +308,21 @@ def test_health_totals_add_up_by_reason() -> None:
     queue.drop_items(4)
     queue.drop_items(2)
     keeper = type("Keeper", (), {"counters": {"evicted": 8, "dropped": 1}})()
-    totals = TracerHealth([zipkin, other, ok], [queue], [keeper]).totals()
-    assert totals["exported"] == 10 + 2
-    assert (totals["spooled"], totals["replayed"], totals["spool_bytes"]) == (4, 3, 4096)
-    assert totals["failures"] == 5 + 2
-    assert totals["dropped.spool_cap"] == 6
-    assert totals["dropped.export_error"] == 1 + 4 + 5  # Zipkin's, other's failed, redaction
-    assert totals["dropped.rejected"] == 2 and totals["dropped.queue_full"] == 6
+    # a second Zipkin exporter (a keep-errors copy or another endpoint): everything adds up
+    second = RedactingSpanExporter(FakeZipkin(sent=100, spooled=40, replayed=30, rejected=20,
+                                              dropped=70, failures=50, export_errors=10))
+    from cosyvoice_otel.instrumentation.stage_span import ERRORS
+
+    totals = TracerHealth([zipkin, other, ok, second], [queue], [keeper]).totals()
+    assert totals["exported"] == 10 + 2 + 100
+    assert (totals["spooled"], totals["replayed"]) == (44, 33)
+    assert totals["spool_bytes"] == 2 * 4096
+    assert totals["failures"] == 5 + 2 + 50
+    assert totals["dropped.spool_cap"] == 6 + 60
+    assert totals["dropped.export_error"] == 1 + 4 + 5 + 10  # Zipkin's, other's, redaction
+    assert totals["dropped.rejected"] == 22 and totals["dropped.queue_full"] == 6
     assert totals["dropped.keep_errors_evicted"] == 9
+    assert totals["tracing_errors"] == sum(ERRORS.values())
 
 
 def _two_spans() -> list:
@@ -346,8 +365,10 @@ def test_queue_drops_pass_every_call_on() -> None:
 def test_health_instruments_report_the_totals() -> None:
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader])
-    zipkin = RedactingSpanExporter(FakeZipkin(sent=3, dropped=2))
+    zipkin = RedactingSpanExporter(FakeZipkin(sent=3, dropped=2, spooled=11, replayed=7,
+                                              failures=5))
     TracerHealth([zipkin]).register(provider.get_meter("h"))
+    from cosyvoice_otel.instrumentation.stage_span import ERRORS
     values = {}
     for rm in reader.get_metrics_data().resource_metrics:
         for sm in rm.scope_metrics:
@@ -355,6 +376,9 @@ def test_health_instruments_report_the_totals() -> None:
                 for point in metric.data.data_points:
                     values[(metric.name, point.attributes.get(s.DROP_REASON))] = point.value
     assert values[(s.SPANS_EXPORTED, None)] == 3
+    assert values[(s.SPANS_SPOOLED, None)] == 11 and values[(s.SPANS_REPLAYED, None)] == 7
+    assert values[(s.EXPORT_FAILURES, None)] == 5
+    assert values[(s.TRACING_ERRORS, None)] == sum(ERRORS.values())
     assert values[(s.SPANS_DROPPED, "spool_cap")] == 2
     assert values[(s.SPOOL_SIZE, None)] == 4096
     assert {reason for name, reason in values if name == s.SPANS_DROPPED} == set(s.DROP_REASONS)
@@ -570,13 +594,14 @@ def test_the_exposition_of_every_kind_of_point() -> None:
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
     cumulative = AggregationTemporality.CUMULATIVE
-    hist = HPoint(attributes={"cosyvoice.mode": "sft"}, start_time_unix_nano=0,
+    hist = HPoint(attributes={"cosyvoice.mode": "sft", "cosyvoice.stream": True},
+                  start_time_unix_nano=0,
                   time_unix_nano=1, count=6, sum=9.5, bucket_counts=[1, 2, 3],
                   explicit_bounds=[0.5, 1.0], min=0.1, max=5.0, exemplars=[
-                      # on a bound: that bucket; above all: +Inf; without a trace: not shown
+                      # without a trace: not shown; on a bound: that bucket; above all: +Inf
+                      Exemplar({}, 0.2, 4_000_000_000, span_id=None, trace_id=None),
                       Exemplar({}, 1.0, 2_000_000_000, span_id=0xB, trace_id=0xA),
-                      Exemplar({}, 5.0, 3_000_000_000, span_id=0xD, trace_id=0xC),
-                      Exemplar({}, 0.2, 4_000_000_000, span_id=None, trace_id=None)])
+                      Exemplar({}, 5.0, 3_000_000_000, span_id=0xD, trace_id=0xC)])
     metrics = [
         Metric("tts.request.duration", "", "s", Histogram([hist], cumulative)),
         Metric("tts.requests", "calls", "{request}", Sum(
@@ -584,11 +609,14 @@ def test_the_exposition_of_every_kind_of_point() -> None:
         Metric("queue.depth", "depth", "1", Sum(
             [NumberDataPoint({}, 0, 1, -2)], cumulative, False)),
         Metric("cosyvoice_otel.spool.size", "bytes", "By", Gauge(
-            [NumberDataPoint({}, 0, 1, 4096)])),
+            [NumberDataPoint({"disk": "a"}, 0, 1, 4096)])),
         Metric("jobs_total", "jobs", "", Sum([NumberDataPoint({}, 0, 1, 7)], cumulative, True)),
     ]
-    data = MetricsData([ResourceMetrics(Resource({"service.name": "svc"}), [
-        ScopeMetrics(InstrumentationScope("t"), metrics, "")], "")])
+    data = MetricsData([
+        ResourceMetrics(Resource({}), [], ""),  # no attributes: no target_info from it
+        ResourceMetrics(Resource({"service.name": "svc"}), [
+            ScopeMetrics(InstrumentationScope("t"), metrics, "")], ""),
+        ResourceMetrics(Resource({"service.name": "other"}), [], "")])  # one target_info
 
     class Registry:
         def collect(self):
@@ -601,19 +629,19 @@ def test_the_exposition_of_every_kind_of_point() -> None:
         '# HELP target Target metadata',
         'target_info{service_name="svc"} 1.0',
         '# HELP tts_request_duration_seconds tts.request.duration',
-        'tts_request_duration_seconds_bucket{cosyvoice_mode="sft",le="0.5"} 1.0',
-        'tts_request_duration_seconds_bucket{cosyvoice_mode="sft",le="1.0"} 3.0 # '
+        'tts_request_duration_seconds_bucket{cosyvoice_mode="sft",cosyvoice_stream="true",le="0.5"} 1.0',
+        'tts_request_duration_seconds_bucket{cosyvoice_mode="sft",cosyvoice_stream="true",le="1.0"} 3.0 # '
         '{span_id="000000000000000b",trace_id="0000000000000000000000000000000a"} 1.0 2.0',
-        'tts_request_duration_seconds_bucket{cosyvoice_mode="sft",le="+Inf"} 6.0 # '
+        'tts_request_duration_seconds_bucket{cosyvoice_mode="sft",cosyvoice_stream="true",le="+Inf"} 6.0 # '
         '{span_id="000000000000000d",trace_id="0000000000000000000000000000000c"} 5.0 3.0',
-        'tts_request_duration_seconds_count{cosyvoice_mode="sft"} 6.0',
-        'tts_request_duration_seconds_sum{cosyvoice_mode="sft"} 9.5',
+        'tts_request_duration_seconds_count{cosyvoice_mode="sft",cosyvoice_stream="true"} 6.0',
+        'tts_request_duration_seconds_sum{cosyvoice_mode="sft",cosyvoice_stream="true"} 9.5',
         '# HELP tts_requests calls',
         'tts_requests_total{error_type="KeyError"} 3.0',
         '# HELP queue_depth depth',
         'queue_depth -2.0',
         '# HELP cosyvoice_otel_spool_size_bytes bytes',
-        'cosyvoice_otel_spool_size_bytes 4096.0',
+        'cosyvoice_otel_spool_size_bytes{disk="a"} 4096.0',
         '# HELP jobs jobs',
         'jobs_total 7.0',
     ]

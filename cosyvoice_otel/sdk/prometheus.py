@@ -124,10 +124,9 @@ def _add(families: dict[str, Metric], metric: Any) -> None:
                 buckets.append((_le(bound), cumulative, exemplar) if exemplar
                                else (_le(bound), cumulative))
             family.add_metric(values, buckets, point.sum)
-        elif isinstance(data, Sum) and data.is_monotonic:
-            counter_name = name[:-len("_total")] if name.endswith("_total") else name
-            family = families.setdefault(counter_name, CounterMetricFamily(
-                counter_name, description, labels=keys))
+        elif isinstance(data, Sum) and data.is_monotonic:  # the family adds "_total"
+            family = families.setdefault(name, CounterMetricFamily(name, description,
+                                                                   labels=keys))
             family.add_metric(values, point.value)
         elif isinstance(data, (Sum, Gauge)):
             family = families.setdefault(name, GaugeMetricFamily(name, description,
