@@ -42,10 +42,10 @@ def broker(kafka_broker):
 
 
 @pytest.fixture(scope="module")
-def zipkin_on_kafka(broker):
+def zipkin_on_kafka(kafka_broker):
     """A Zipkin whose Kafka collector reads the broker's ``zipkin`` topic."""
     try:
-        server = zipkin_server.start(env={"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap})
+        server = zipkin_server.start(env={"KAFKA_BOOTSTRAP_SERVERS": kafka_broker.bootstrap})
     except zipkin_server.ZipkinServerError as exc:
         _need(False, str(exc))
     yield server

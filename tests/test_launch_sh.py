@@ -64,12 +64,12 @@ def test_launch_sh_bad_input_is_one_line_exit_2(args, needle) -> None:
 
 def test_launch_sh_bad_variable_is_one_line_exit_2() -> None:
     result = subprocess.run([str(ROOT / "launch.sh"), "python", "-c", "pass"],
-                            env=app_env(COSYVOICE_TRACED_EXPORTER="kafka"), cwd=ROOT,
+                            env=app_env(COSYVOICE_TRACED_EXPORTER="jaeger"), cwd=ROOT,
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "cosyvoice-traced: error: COSYVOICE_TRACED_EXPORTER: expected one of zipkin, otlp, "
-        "console, none, zipkin-file, got 'kafka'"]
+        "console, none, zipkin-file, kafka, got 'jaeger'"]
 
 
 ARGV = "import json, sys; json.dump(sys.argv, open(sys.argv[1], 'w'))"

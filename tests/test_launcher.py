@@ -120,7 +120,7 @@ def test_disable_tracing_runs_the_program_untouched() -> None:
         (["run", "--"], "missing program"),
         (["run", "--", "definitely-not-a-program-xyz"], "program not found"),
         (["run", "--", "missing_app.py"], "program not found"),
-        (["env", "--exporter", "kafka"], "--exporter"),
+        (["env", "--exporter", "jaeger"], "--exporter"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2_and_nothing_starts(tmp_path: Path, args, needle) -> None:

@@ -109,12 +109,20 @@ def _flush_spans_on_sigterm(timeout_ms: int = 3000) -> Callable[[int, Any], None
         return None
 
     def flush_then_die(signum: int, frame: Any) -> None:
-        # What atexit would have done: shut the provider down, so every processor exports what
-        # it holds AND every exporter delivers what it has in flight (a pipelined exporter's
-        # last batch; a plain force_flush only hands batches over). Bounded by timeout_ms.
+        # Flush, and wait for the exporters that deliver in the background (a pipelined
+        # batch, librdkafka's queue): the SDK's flush only hands batches over to them. Twice:
+        # a span that ends while the first batch is delivered (a Gradio event finishing in its
+        # own thread) goes with the second. Bounded by timeout_ms in all.
         provider = trace.get_tracer_provider()
-        if hasattr(provider, "shutdown"):
-            closing = threading.Thread(target=_quietly, args=(provider.shutdown,), daemon=True)
+        if hasattr(provider, "force_flush"):
+            from cosyvoice_otel.sdk.exporter import drain_background
+
+            def close() -> None:
+                for _ in range(2):
+                    _quietly(lambda: provider.force_flush(timeout_ms))
+                    _quietly(lambda: drain_background(timeout_ms / 1000))
+
+            closing = threading.Thread(target=close, daemon=True)
             closing.start()
             closing.join(timeout_ms / 1000)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -30,6 +30,7 @@ import queue
 import re
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -48,6 +49,23 @@ DROP_LOG_INTERVAL = 60.0
 MAX_UNCERTAIN = 1  # resends of a batch whose answer timed out: at most 2 copies in Zipkin
 STALE_TMP_S = 60.0
 _NAME = re.compile(r"^(?P<stem>\d+-(?P<pid>\d+)-\d+(?:-p\d+)*)(?:\.u(?P<tries>\d+))?\.json$")
+
+
+# Exporters that deliver in the background (a pipelined batch, librdkafka's queue): the SDK's
+# force_flush only hands batches to them, so a dying process drains them too (the SIGTERM
+# handler, instrumentor.py).
+_BACKGROUND: weakref.WeakSet = weakref.WeakSet()
+
+
+def drain_background(timeout_s: float) -> None:
+    """Wait (bounded) until every background-delivering exporter has delivered, spooled or
+    counted what it was handed."""
+    deadline = time.monotonic() + timeout_s
+    for exporter in list(_BACKGROUND):
+        try:
+            exporter.drain(max(0.0, deadline - time.monotonic()))
+        except Exception:  # noqa: BLE001, S110 - draining must never raise (dying anyway)
+            pass
 
 
 def _span_count(payload: bytes) -> int:
@@ -199,6 +217,14 @@ class ResilientZipkinExporter(SpanExporter):
             self._outbox = queue.Queue(maxsize=1)
             threading.Thread(target=self._send_loop, name="cosyvoice-otel-send",
                              daemon=True).start()
+            _BACKGROUND.add(self)
+
+    def drain(self, timeout_s: float) -> None:
+        """Until the sender has finished what it was handed (bounded)."""
+        deadline = time.monotonic() + timeout_s
+        while (self._outbox is not None and self._outbox.unfinished_tasks
+               and time.monotonic() < deadline):
+            time.sleep(0.005)
 
     def encode(self, spans: Sequence[ReadableSpan]) -> bytes:
         return self._encoder.encode(spans)
@@ -391,9 +417,7 @@ class ResilientZipkinExporter(SpanExporter):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         deadline = time.monotonic() + timeout_millis / 1000
-        while (self._outbox is not None and self._outbox.unfinished_tasks
-               and time.monotonic() < deadline):
-            time.sleep(0.005)  # the sender's batch: delivered, spooled or counted
+        self.drain(timeout_millis / 1000)  # the sender's batch: delivered, spooled or counted
         while (self.spool is not None and self.spool.oldest() is not None
                and not self._circuit_open() and time.monotonic() < deadline):
             if not self.replay(budget=1):

@@ -35,7 +35,7 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from cosyvoice_otel.sdk.exporter import DROP_LOG_INTERVAL, Spool, _span_count
+from cosyvoice_otel.sdk.exporter import _BACKGROUND, DROP_LOG_INTERVAL, Spool, _span_count
 from cosyvoice_otel.sdk.zipkin_json import ZipkinJsonEncoder
 
 logger = logging.getLogger("cosyvoice_otel.export")
@@ -97,6 +97,11 @@ class KafkaZipkinExporter(SpanExporter):
         self._poller = threading.Thread(target=self._poll_loop, name="cosyvoice-otel-kafka",
                                         daemon=True)
         self._poller.start()
+        _BACKGROUND.add(self)  # a dying process waits for librdkafka's queue (bounded)
+
+    def drain(self, timeout_s: float) -> None:
+        """Until librdkafka has a delivery report for everything queued (bounded)."""
+        self.producer.flush(timeout_s)
 
     # -- the SpanExporter contract
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
