@@ -68,6 +68,23 @@ def drain_background(timeout_s: float) -> None:
             pass
 
 
+class DropLog:
+    """Spans dropped for good, logged at most once per ``DROP_LOG_INTERVAL`` (with the last
+    reason), so an outage is a line a minute, not a flood."""
+
+    def __init__(self) -> None:
+        self._since_log = 0
+        self._last_log = 0.0
+
+    def note(self, count: int, why: str) -> None:
+        self._since_log += count
+        now = time.monotonic()
+        if now - self._last_log >= DROP_LOG_INTERVAL:
+            logger.warning("cosyvoice-otel: dropped %d spans (last: %s)", self._since_log, why)
+            self._since_log = 0
+            self._last_log = now
+
+
 def _span_count(payload: bytes) -> int:
     # a raw '"traceId"' only occurs as a key: inside a JSON string the quotes are escaped
     return payload.count(b'"traceId"')
@@ -207,8 +224,7 @@ class ResilientZipkinExporter(SpanExporter):
         self.counters = {"sent": 0, "spooled": 0, "replayed": 0, "rejected": 0, "dropped": 0,
                          "too_large": 0, "split": 0, "maybe_duplicated": 0, "bad_files": 0,
                          "failures": 0, "export_errors": 0}
-        self._dropped_since_log = 0
-        self._last_drop_log = 0.0
+        self._drops = DropLog()
         # pipelined (what the configurator asks for): export() encodes the batch and hands it
         # to a sender thread, so the next batch is encoded while Zipkin ingests this one; at
         # most one batch waits and one is in flight (bounded memory, order kept)
@@ -355,13 +371,7 @@ class ResilientZipkinExporter(SpanExporter):
 
     def _note_drop(self, count: int, why: str) -> None:
         self.counters["dropped"] += count
-        self._dropped_since_log += count
-        now = time.monotonic()
-        if now - self._last_drop_log >= DROP_LOG_INTERVAL:
-            logger.warning("cosyvoice-otel: dropped %d spans (last: %s)",
-                           self._dropped_since_log, why)
-            self._dropped_since_log = 0
-            self._last_drop_log = now
+        self._drops.note(count, why)
 
     # -- replay
     def replay(self, budget: int | None = None) -> int:

@@ -35,7 +35,7 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from cosyvoice_otel.sdk.exporter import _BACKGROUND, DROP_LOG_INTERVAL, Spool, _span_count
+from cosyvoice_otel.sdk.exporter import _BACKGROUND, DropLog, Spool, _span_count
 from cosyvoice_otel.sdk.zipkin_json import ZipkinJsonEncoder
 
 logger = logging.getLogger("cosyvoice_otel.export")
@@ -92,8 +92,7 @@ class KafkaZipkinExporter(SpanExporter):
         self._replaying: Path | None = None  # the spool file whose delivery we wait for
         self._next_probe = 0.0
         self._away = False  # in a streak of failed deliveries (logged once per streak)
-        self._dropped_since_log = 0
-        self._last_drop_log = 0.0
+        self._drops = DropLog()
         self._poller = threading.Thread(target=self._poll_loop, name="cosyvoice-otel-kafka",
                                         daemon=True)
         self._poller.start()
@@ -202,13 +201,7 @@ class KafkaZipkinExporter(SpanExporter):
             self.spool.remove(path)
 
     def _note_drop(self, count: int, why: str) -> None:
-        self._dropped_since_log += count
-        now = time.monotonic()
-        if now - self._last_drop_log >= DROP_LOG_INTERVAL:
-            logger.warning("cosyvoice-otel: dropped %d spans (last: %s)",
-                           self._dropped_since_log, why)
-            self._dropped_since_log = 0
-            self._last_drop_log = now
+        self._drops.note(count, why)
 
     # -- replay
     def _replay_one(self) -> bool:
