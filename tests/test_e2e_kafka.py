@@ -219,3 +219,23 @@ def test_kafka_without_its_client_is_a_clear_error(tmp_path) -> None:
                          timeout=60)
     assert out.returncode == 2 and "pip install 'cosyvoice-otel[kafka]'" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_an_export_error_counts_as_dropped_like_the_http_exporter(tmp_path) -> None:
+    """Both exporters share one meaning of ``dropped`` (spool cap + export errors), so the
+    tracer-health metrics split it alike: here nothing went to the spool cap."""
+    from cosyvoice_otel.sdk.health import TracerHealth
+    from cosyvoice_otel.sdk.kafka_exporter import KafkaZipkinExporter
+    from cosyvoice_otel.sdk.redaction import RedactingSpanExporter
+
+    exporter = KafkaZipkinExporter(f"127.0.0.1:{free_port()}", "zipkin", str(tmp_path), 1000)
+
+    def broken(spans):
+        raise ValueError("cannot encode")
+
+    exporter.encode = broken
+    assert exporter.export(batch(3)).name == "FAILURE"
+    assert exporter.counters["export_errors"] == exporter.counters["dropped"] == 3
+    totals = TracerHealth([RedactingSpanExporter(exporter)]).totals()
+    assert (totals["dropped.export_error"], totals["dropped.spool_cap"]) == (3, 0)
+    exporter.shutdown()

@@ -194,7 +194,56 @@ class Spool:
         return int(match["tries"]) if match and match["tries"] else 0
 
 
-class ResilientZipkinExporter(SpanExporter):
+class SpoolingExporter(SpanExporter):
+    """What the Zipkin HTTP and Kafka exporters share: the disk spool, the counters' meaning
+    (``dropped`` = spans lost for good: export errors and a full spool; the health metrics read
+    both exporters alike), the rate-limited drop log, and ``export()``: refuse after shutdown,
+    encode once, hand the payload over (``_hand_over``), never raise into the SDK."""
+
+    counters: dict[str, int]
+    _closed: bool
+
+    def _init_spool(self, path: Path, max_bytes: int, spool_dir: str, away: str) -> None:
+        self._encoder = ZipkinJsonEncoder()
+        self._drops = DropLog()
+        self.spool: Spool | None
+        try:
+            self.spool = Spool(path, max_bytes)
+        except OSError as exc:
+            logger.warning("cosyvoice-otel: spool %s unusable (%s); batches will be dropped "
+                           "while %s is away", spool_dir, exc, away)
+            self.spool = None
+
+    def encode(self, spans: Sequence[ReadableSpan]) -> bytes:
+        return self._encoder.encode(spans)
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self._closed:
+            return SpanExportResult.FAILURE
+        if not spans:
+            return SpanExportResult.SUCCESS
+        try:
+            payload = self.encode(spans)
+        except Exception as exc:  # noqa: BLE001 - an exporter must never raise into the SDK
+            return self._failed(exc, len(spans))
+        return self._hand_over(payload)
+
+    def _hand_over(self, payload: bytes) -> SpanExportResult:
+        raise NotImplementedError
+
+    def _failed(self, exc: BaseException, count: int) -> SpanExportResult:
+        logger.warning("cosyvoice-otel: export failed (%s: %s); batch dropped",
+                       type(exc).__name__, exc)
+        self.counters["export_errors"] += count
+        self._note_drop(count, "an export error")
+        return SpanExportResult.FAILURE
+
+    def _note_drop(self, count: int, why: str) -> None:
+        self.counters["dropped"] += count
+        self._drops.note(count, why)
+
+
+class ResilientZipkinExporter(SpoolingExporter):
     def __init__(self, endpoint: str | None = None, timeout: float | None = None,
                  spool_dir: str | None = None, spool_max_bytes: int | None = None,
                  session: requests.Session | None = None, pipelined: bool = False) -> None:
@@ -207,15 +256,8 @@ class ResilientZipkinExporter(SpanExporter):
         max_bytes = spool_max_bytes or int(settings.spool_max_mb * 1024 * 1024)
         # one spool per endpoint: batches must go back to the Zipkin they were meant for
         spool_path = Path(spool_dir) / hashlib.sha1(self.endpoint.encode()).hexdigest()[:12]
-        self.spool: Spool | None
-        try:
-            self.spool = Spool(spool_path, max_bytes)
-        except OSError as exc:
-            logger.warning("cosyvoice-otel: spool %s unusable (%s); batches will be dropped "
-                           "while Zipkin is away", spool_dir, exc)
-            self.spool = None
+        self._init_spool(spool_path, max_bytes, spool_dir, "Zipkin")
         self.session = session or requests.Session()
-        self._encoder = ZipkinJsonEncoder()
         self._closed = False
         self._open_until = 0.0  # circuit: no network attempts before this monotonic time
         self._backoff = 1.0
@@ -224,7 +266,6 @@ class ResilientZipkinExporter(SpanExporter):
         self.counters = {"sent": 0, "spooled": 0, "replayed": 0, "rejected": 0, "dropped": 0,
                          "too_large": 0, "split": 0, "maybe_duplicated": 0, "bad_files": 0,
                          "failures": 0, "export_errors": 0}
-        self._drops = DropLog()
         # pipelined (what the configurator asks for): export() encodes the batch and hands it
         # to a sender thread, so the next batch is encoded while Zipkin ingests this one; at
         # most one batch waits and one is in flight (bounded memory, order kept)
@@ -241,9 +282,6 @@ class ResilientZipkinExporter(SpanExporter):
         while (self._outbox is not None and self._outbox.unfinished_tasks
                and time.monotonic() < deadline):
             time.sleep(0.005)
-
-    def encode(self, spans: Sequence[ReadableSpan]) -> bytes:
-        return self._encoder.encode(spans)
 
     # -- network
     def _post(self, payload: bytes) -> str:
@@ -315,16 +353,8 @@ class ResilientZipkinExporter(SpanExporter):
         self._open_until = 0.0
         self._backoff = 1.0
 
-    # -- the SpanExporter contract
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        if self._closed:
-            return SpanExportResult.FAILURE
-        if not spans:
-            return SpanExportResult.SUCCESS
-        try:
-            payload = self.encode(spans)
-        except Exception as exc:  # noqa: BLE001 - an exporter must never raise into the SDK
-            return self._failed(exc, len(spans))
+    # -- the SpanExporter contract (export(): SpoolingExporter)
+    def _hand_over(self, payload: bytes) -> SpanExportResult:
         if self._outbox is None:
             return self._ship(payload)
         self._outbox.put(payload)  # waits while one batch is queued: the SDK's queue buffers
@@ -340,13 +370,6 @@ class ResilientZipkinExporter(SpanExporter):
                 self._ship(payload)
             finally:
                 self._outbox.task_done()
-
-    def _failed(self, exc: BaseException, count: int) -> SpanExportResult:
-        logger.warning("cosyvoice-otel: export failed (%s: %s); batch dropped",
-                       type(exc).__name__, exc)
-        self.counters["export_errors"] += count
-        self._note_drop(count, "an export error")
-        return SpanExportResult.FAILURE
 
     def _ship(self, payload: bytes) -> SpanExportResult:
         """Deliver an encoded batch, or spool it, or count it dropped."""
@@ -368,10 +391,6 @@ class ResilientZipkinExporter(SpanExporter):
             return SpanExportResult.SUCCESS if kept else SpanExportResult.FAILURE
         except Exception as exc:  # noqa: BLE001 - an exporter must never raise into the SDK
             return self._failed(exc, _span_count(payload))
-
-    def _note_drop(self, count: int, why: str) -> None:
-        self.counters["dropped"] += count
-        self._drops.note(count, why)
 
     # -- replay
     def replay(self, budget: int | None = None) -> int:

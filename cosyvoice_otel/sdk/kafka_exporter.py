@@ -28,15 +28,12 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import SpanExportResult
 
-from cosyvoice_otel.sdk.exporter import _BACKGROUND, DropLog, Spool, _span_count
-from cosyvoice_otel.sdk.zipkin_json import ZipkinJsonEncoder
+from cosyvoice_otel.sdk.exporter import _BACKGROUND, SpoolingExporter, _span_count
 
 logger = logging.getLogger("cosyvoice_otel.export")
 
@@ -60,7 +57,7 @@ def producer_config(bootstrap_servers: str) -> dict[str, Any]:
     }
 
 
-class KafkaZipkinExporter(SpanExporter):
+class KafkaZipkinExporter(SpoolingExporter):
     def __init__(self, bootstrap_servers: str | None = None, topic: str | None = None,
                  spool_dir: str | None = None, spool_max_bytes: int | None = None,
                  config: dict[str, Any] | None = None) -> None:
@@ -76,15 +73,8 @@ class KafkaZipkinExporter(SpanExporter):
         spool_dir = spool_dir or settings.spool_root
         max_bytes = spool_max_bytes or int(settings.spool_max_mb * 1024 * 1024)
         key = hashlib.sha1(f"kafka:{self.bootstrap_servers}/{self.topic}".encode()).hexdigest()
-        self.spool: Spool | None
-        try:
-            self.spool = Spool(Path(spool_dir) / key[:12], max_bytes)
-        except OSError as exc:
-            logger.warning("cosyvoice-otel: spool %s unusable (%s); batches will be dropped "
-                           "while Kafka is away", spool_dir, exc)
-            self.spool = None
+        self._init_spool(Path(spool_dir) / key[:12], max_bytes, spool_dir, "Kafka")
         self.producer = Producer({**producer_config(self.bootstrap_servers), **(config or {})})
-        self._encoder = ZipkinJsonEncoder()
         self.counters = {"sent": 0, "spooled": 0, "replayed": 0, "rejected": 0, "dropped": 0,
                          "failures": 0, "export_errors": 0, "too_large": 0}
         self._lock = threading.Lock()
@@ -92,7 +82,6 @@ class KafkaZipkinExporter(SpanExporter):
         self._replaying: Path | None = None  # the spool file whose delivery we wait for
         self._next_probe = 0.0
         self._away = False  # in a streak of failed deliveries (logged once per streak)
-        self._drops = DropLog()
         self._poller = threading.Thread(target=self._poll_loop, name="cosyvoice-otel-kafka",
                                         daemon=True)
         self._poller.start()
@@ -102,20 +91,8 @@ class KafkaZipkinExporter(SpanExporter):
         """Until librdkafka has a delivery report for everything queued (bounded)."""
         self.producer.flush(timeout_s)
 
-    # -- the SpanExporter contract
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        if self._closed:
-            return SpanExportResult.FAILURE
-        if not spans:
-            return SpanExportResult.SUCCESS
-        try:
-            payload = self._encoder.encode(spans)
-        except Exception as exc:  # noqa: BLE001 - an exporter must never raise into the SDK
-            logger.warning("cosyvoice-otel: export failed (%s: %s); batch dropped",
-                           type(exc).__name__, exc)
-            self.counters["export_errors"] += len(spans)
-            self._note_drop(len(spans), "an export error")
-            return SpanExportResult.FAILURE
+    # -- the SpanExporter contract (export(): SpoolingExporter)
+    def _hand_over(self, payload: bytes) -> SpanExportResult:
         self._produce(payload, None)
         return SpanExportResult.SUCCESS
 
@@ -153,8 +130,9 @@ class KafkaZipkinExporter(SpanExporter):
         except Exception as exc:  # noqa: BLE001 - e.g. a message over message.max.bytes
             if replay_path is not None:
                 self._discard(replay_path)
+            # refused for good, counted like the HTTP exporter's 4xx and 413 (not "dropped")
             self.counters["too_large" if "size" in str(exc).lower() else "rejected"] += count
-            self._note_drop(count, f"Kafka refused the batch ({exc})")
+            self._drops.note(count, f"Kafka refused the batch ({exc})")
             return False
 
     def _report(self, err: Any, payload: bytes, count: int, replay_path: Path | None) -> None:
@@ -193,15 +171,11 @@ class KafkaZipkinExporter(SpanExporter):
         if self.spool is not None and self.spool.put(payload):
             self.counters["spooled"] += count
         else:
-            self.counters["dropped"] += count
             self._note_drop(count, "Kafka away and the spool full")
 
     def _discard(self, path: Path) -> None:
         if self.spool is not None:
             self.spool.remove(path)
-
-    def _note_drop(self, count: int, why: str) -> None:
-        self._drops.note(count, why)
 
     # -- replay
     def _replay_one(self) -> bool:
