@@ -4,14 +4,13 @@ collector (issue 12): two traced replicas behind nginx, a broker crash and resta
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import requests
 
-from cosyvoice_otel.tools import nginx, zipkin_server
+from cosyvoice_otel.tools import zipkin_server
 
 from .conftest import (
     BIN,
@@ -20,12 +19,11 @@ from .conftest import (
     free_port,
     new_span_id,
     new_trace_id,
-    wait_for_port,
     wait_until,
 )
+from .test_e2e_nginx import NGINX, start_nginx
 
 pytestmark = pytest.mark.zipkin
-NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
 TEXT = "Through Kafka. 第二句。"
 
 
@@ -126,7 +124,7 @@ def test_at_the_spool_cap_batches_are_dropped_and_counted(tmp_path) -> None:
 
 def test_two_replicas_through_kafka_survive_a_broker_crash(broker, zipkin_on_kafka, launch_app,
                                                            make_model, tmp_path) -> None:
-    _need(NGINX is not None, "nginx is not installed")
+    _need(NGINX is not None, "nginx is not installed (.ci/setup installs Debian's nginx)")
     model = make_model(3)
     replicas = []
     for index in range(2):
@@ -141,17 +139,8 @@ def test_two_replicas_through_kafka_survive_a_broker_crash(broker, zipkin_on_kaf
         app.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         replicas.append(app)
     proxy_port = free_port()
-    (tmp_path / "b3.conf").write_text(nginx.render(
-        [f"127.0.0.1:{app.port}" for app in replicas], f"127.0.0.1:{proxy_port}",
-        str(tmp_path / "access.log")))
-    (tmp_path / "nginx.conf").write_text(
-        f"worker_processes 1;\npid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\n"
-        "events { worker_connections 64; }\n"
-        f"http {{ include b3.conf; client_body_temp_path {tmp_path}/body; "
-        f"proxy_temp_path {tmp_path}/proxy; }}\n")
-    proxy = subprocess.Popen([NGINX, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"),
-                              "-g", "daemon off;"], stdout=subprocess.DEVNULL,
-                             stderr=subprocess.STDOUT)
+    proxy = start_nginx(tmp_path, [f"127.0.0.1:{app.port}" for app in replicas], proxy_port,
+                        tmp_path / "access.log")
     sent: list[str] = []
 
     def synthesize() -> None:
@@ -164,7 +153,6 @@ def test_two_replicas_through_kafka_survive_a_broker_crash(broker, zipkin_on_kaf
         sent.append(trace_id)
 
     try:
-        wait_for_port(proxy_port, proxy, timeout=20)
         for _ in range(4):
             synthesize()
         broker.kill()  # a crash, mid-run

@@ -31,22 +31,34 @@ def proxied_app(zipkin, launch_app, tmp_path):
                 "--service-name", "behind-nginx", "--", "python", "tests/apps/hello_fastapi.py",
                 "--port", str(app_port)], app_env(), app_port)
     log = tmp_path / "access.log"
-    (tmp_path / "b3.conf").write_text(nginx.render(f"127.0.0.1:{app_port}",
-                                                   f"127.0.0.1:{proxy_port}", str(log)))
+    proc = start_nginx(tmp_path, [f"127.0.0.1:{app_port}"], proxy_port, log)
+    try:
+        yield f"http://127.0.0.1:{proxy_port}", log
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+def start_nginx(tmp_path: Path, upstreams: list[str], port: int,
+                log: Path) -> subprocess.Popen:
+    """Debian's nginx on ``port`` with the ``nginx-config`` blocks for ``upstreams`` (several:
+    one upstream block), everything under ``tmp_path``; returns once it listens."""
+    (tmp_path / "b3.conf").write_text(nginx.render(upstreams, f"127.0.0.1:{port}", str(log)))
     (tmp_path / "nginx.conf").write_text(
         f"worker_processes 1;\npid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\n"
         "events { worker_connections 64; }\n"
         f"http {{ include b3.conf; client_body_temp_path {tmp_path}/body; "
         f"proxy_temp_path {tmp_path}/proxy; }}\n")
     proc = subprocess.Popen([NGINX, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"),
-                             "-g", "daemon off;"], stdout=subprocess.PIPE,
+                             "-g", "daemon off;"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.STDOUT)
     try:
-        wait_for_port(proxy_port, proc, timeout=20)
-        yield f"http://127.0.0.1:{proxy_port}", log
-    finally:
+        wait_for_port(port, proc, timeout=20)
+    except Exception:
         proc.terminate()
         proc.wait(20)
+        raise
+    return proc
 
 
 def send(url: str, log: Path, headers: dict[str, str]) -> tuple[str, str, str]:
