@@ -18,6 +18,8 @@ encoded once.
 
 from __future__ import annotations
 
+from cosyvoice_otel import masking
+
 import argparse
 import json
 import os
@@ -48,7 +50,7 @@ while len(memory.get_finished_spans()) < 512 * batches_n:
         server.set_attributes({"http.target": "/inference_sft?tts_text=Hello&spk_id=a",
                                "http.route": "/inference_sft", "http.method": "GET",
                                "http.user_agent": "python-requests/2.32", "http.status_code": 200})
-        redaction.remember(server.get_span_context().trace_id, [text])
+        masking.remember(server.get_span_context().trace_id, [text])
         for name in ("cosyvoice.inference", "tts_frontend.text_normalize", "model.tts",
                      "acoustic_model", "token2wav", "flow", "vocoder") * 3:
             with ours.start_as_current_span(name) as span:
@@ -71,7 +73,7 @@ try:
     layer = RedactingSpanExporter(Sink())
     work = layer.export
 except ImportError:  # before issue 15: the exporter redacted while encoding
-    from cosyvoice_otel.sdk.exporter import ResilientZipkinExporter
+    from cosyvoice_otel.sdk.zipkin_http import ResilientZipkinExporter
     exporter = ResilientZipkinExporter(endpoint="http://127.0.0.1:9/api/v2/spans",
                                        spool_dir=sys.argv[2])
     work = exporter.encode
@@ -93,7 +95,7 @@ def measure(pythonpath: Path, batches: int) -> float:
 
 ZIPKIN_CHILD = r"""
 import json, sys, time
-from cosyvoice_otel.sdk.exporter import ResilientZipkinExporter
+from cosyvoice_otel.sdk.zipkin_http import ResilientZipkinExporter
 from cosyvoice_otel.sdk.redaction import RedactingSpanExporter
 # pipelined, as the configurator builds it: encode the next batch while Zipkin takes this one
 exporter = ResilientZipkinExporter(endpoint=sys.argv[3], spool_dir=sys.argv[2],
@@ -142,7 +144,7 @@ exporter.shutdown()
 def kafka_run(batches: int, rounds: int) -> None:
     """The same batches published to a real Kafka broker (KRaft, tests/kafka_server.py)."""
     sys.path.insert(0, str(ROOT))
-    from tests.kafka_server import KafkaBroker
+    from tests.support.kafka_server import KafkaBroker
 
     broker = KafkaBroker()
     rates = []

@@ -24,6 +24,8 @@ FIRST_CHUNK_MS = "cosyvoice.first_chunk.ms"
 CHUNK_COUNT = "cosyvoice.chunk.count"
 CHUNK_INDEX = "cosyvoice.chunk.index"
 FINALIZE = "cosyvoice.finalize"
+TOKEN_OFFSET = "cosyvoice.token_offset"
+HOP_AUDIO_SECONDS = "cosyvoice.hop.audio_seconds"
 SAMPLE_RATE = "cosyvoice.sample_rate"
 SPEECH_TOKENS = "cosyvoice.speech_tokens"
 TOKENS_PER_SECOND = "cosyvoice.tokens_per_second"
@@ -36,6 +38,9 @@ ABANDONED = "cosyvoice.abandoned"
 ERROR_TYPE = "error.type"
 CUDA_SYNCED = "cuda.synchronized"
 CUDA_PEAK_BYTES = "cuda.peak_memory_bytes"
+GPU_MS = "cosyvoice.gpu.ms"
+GPU_MEMORY_DELTA = "cosyvoice.gpu.memory_delta_bytes"
+GPU_PEAK_EXCLUSIVE = "cosyvoice.gpu.peak_exclusive"
 TEXT_STREAMED = "cosyvoice.text.streamed"
 TEXT_TOKENS = "cosyvoice.text.tokens"
 LLM_BACKEND = "cosyvoice.llm.backend"
@@ -82,6 +87,9 @@ TEXT_STREAM = "tts_frontend.text_stream"
 SPEAKER_ADD = "cosyvoice.add_zero_shot_spk"
 GRADIO_EVENT = "gradio.event"
 MODES = ("sft", "zero_shot", "cross_lingual", "instruct", "instruct2", "vc")
+# the attribute extractors a stage row may name (instrumentation/extractors.py implements them)
+EXTRACTORS = ("none", "inference", "text_normalize", "frontend", "audio", "model_tts",
+              "token2wav", "acoustic", "flow", "vocoder", "asr", "speaker_add", "text_stream")
 
 # Metrics (--metrics): recorded from EVERY request by the wrappers that end the stage spans
 REQUEST_DURATION = "tts.request.duration"
@@ -103,7 +111,13 @@ EXPORT_FAILURES = "cosyvoice_otel.export.failures"
 TRACING_ERRORS = "cosyvoice_otel.tracing.errors"
 DROP_REASON = "reason"
 SAMPLING_RATE = "cosyvoice.sampling.rate"
-DROP_REASONS = ("queue_full", "spool_cap", "rejected", "export_error", "keep_errors_evicted")
+# why spans were lost for good (the tracer-health metric's ``reason`` label): the SDK's queue was
+# full; the spool was full while the backend was away; the backend refused the spans (alone,
+# after bisecting the batch; or a spooled batch that kept failing while others got through);
+# they were too large alone (413); the backend's answer timed out twice; a spool file could not
+# be read; the exporter failed; keep-errors evicted them before the trace ended
+DROP_REASONS = ("queue_full", "spool_cap", "rejected", "too_large", "timeout",
+                "spool_unreadable", "export_error", "keep_errors_evicted")
 
 
 @dataclass(frozen=True)
@@ -219,13 +233,25 @@ SPANS: tuple[SpanDef, ...] = (
             (Attr(TEXT_TOKENS, "int", "tokens", True, "text tokens streamed in"),)),
     SpanDef(TOKEN2WAV, (MODEL_TTS,), "Tokens -> waveform, once or per streamed hop",
             (Attr(CHUNK_INDEX, "int", "", True, "0-based chunk number within model.tts"),
-             Attr(FINALIZE, "bool", "", True, "last chunk"))),
-    SpanDef(FLOW, (TOKEN2WAV,), "Flow matching: tokens -> mel",
-            (Attr(SPEECH_TOKENS, "int", "tokens", True, "input tokens"),
+             Attr(FINALIZE, "bool", "", True, "last chunk"),
+             Attr(TOKEN_OFFSET, "int", "tokens", False,
+                  "v2/v3 streaming: speech tokens of the utterance before this hop (flow's "
+                  "cosyvoice.speech_tokens minus this are the hop's new tokens)"),
+             Attr(HOP_AUDIO_SECONDS, "double", "s", False,
+                  "audio this hop DELIVERED (the samples token2wav returned); summed over a "
+                  "request's hops it is the request's audio, on every version"))),
+    SpanDef(FLOW, (TOKEN2WAV,), "Flow matching: tokens -> mel (what it PROCESSED: in v2/v3 "
+            "streaming every hop re-runs flow over the utterance so far, so per-hop figures "
+            "are cumulative; use token2wav's cosyvoice.hop.audio_seconds for what a hop "
+            "delivered)",
+            (Attr(SPEECH_TOKENS, "int", "tokens", True, "input tokens (all so far, v2/v3 "
+                  "streaming)"),
              Attr(MEL_FRAMES, "int", "frames", True, "mel frames out"))),
-    SpanDef(VOCODER, (TOKEN2WAV,), "Vocoder: mel -> waveform",
+    SpanDef(VOCODER, (TOKEN2WAV,), "Vocoder: mel -> waveform (what it PROCESSED: v3's causal "
+            "HiFT re-runs over the utterance so far at every streamed hop)",
             (Attr(MEL_FRAMES, "int", "frames", True, "mel frames in"),
-             Attr(AUDIO_SECONDS, "double", "s", True, "waveform seconds out"))),
+             Attr(AUDIO_SECONDS, "double", "s", True, "waveform seconds out (processed; "
+                  "v3 streaming: cumulative)"))),
     SpanDef(ASR, ("<any>",), "Prompt audio transcription (FunASR or the demo's transcriber)",
             (Attr(ASR_TEXT_LENGTH, "int", "characters", True, "transcript length"),)),
 )
@@ -276,8 +302,19 @@ COMMON_ATTRIBUTES = (
     Attr(SAMPLING_RATE, "double", "", False,
          "the ratio that decided this trace, when below 1 (on the span where it was decided: "
          "the request's top span); `report` says its figures are sampled"),
-    Attr(CUDA_SYNCED, "bool", "", False, "span ended after torch.cuda.synchronize()"),
-    Attr(CUDA_PEAK_BYTES, "int", "bytes", False, "peak GPU memory during the stage"),
+    Attr(CUDA_SYNCED, "bool", "", False, "--cuda-sync: the span ended after "
+         "torch.cuda.synchronize(), so its duration includes the stage's GPU work (exact, but "
+         "the GPU is serialised)"),
+    Attr(GPU_MS, "double", "ms", False, "--gpu-timing events: GPU time between the stage's "
+         "start and end, from CUDA events on its stream (resolved off the request thread; "
+         "the span's duration stays the wall time of the call)"),
+    Attr(GPU_MEMORY_DELTA, "int", "bytes", False, "--gpu-timing events: memory_allocated() at "
+         "the end minus at the start (the caching allocator's count: no sync, per stage)"),
+    Attr(CUDA_PEAK_BYTES, "int", "bytes", False, "peak GPU memory during the stage: with "
+         "--cuda-sync (process-wide: under concurrency another request's), or with "
+         "--gpu-timing only when no other stage started meanwhile"),
+    Attr(GPU_PEAK_EXCLUSIVE, "bool", "", False, "cuda.peak_memory_bytes was measured while "
+         "no other stage of ours ran: it is this stage's own"),
 )
 
 
@@ -328,6 +365,24 @@ METRICS: tuple[MetricDef, ...] = (
               "failures of tracing code, contained (the app went on)",
               "cosyvoice_otel_tracing_errors_total"),
 )
+
+
+_ZEROS = {"int": 0, "double": 0.0, "bool": False}
+_REQUIRED_ZEROS: dict[str, dict[str, object]] = {}
+
+
+def required_zeros(span_name: str) -> dict[str, object]:
+    """The required numeric and boolean attributes of a span, each with its zero: what a stage
+    that ended early (an error, a client gone) says it produced."""
+    zeros = _REQUIRED_ZEROS.get(span_name)
+    if zeros is None:
+        generic = "tts_frontend.<mode>" if span_name.startswith("tts_frontend.") else span_name
+        definition = next((d for d in SPANS if d.name == generic), None)
+        zeros = {} if definition is None else {
+            a.name: _ZEROS[a.type] for a in definition.attributes
+            if a.required and a.type in _ZEROS}
+        _REQUIRED_ZEROS[span_name] = zeros
+    return zeros
 
 
 def span_names() -> set[str]:

@@ -9,13 +9,8 @@ from __future__ import annotations
 
 import math
 import os
-import secrets
-import signal
 import socket
-import subprocess
 import sys
-import tempfile
-import time
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,33 +20,26 @@ import pytest
 from cosyvoice_otel.tools import zipkin_server
 from cosyvoice_otel.tools.net import PortTakenError, PortWaitError, free_port, wait_for_port  # noqa: F401
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+from .support.helpers import IN_CI, ROOT, AppProcess
 
 
-def wait_until(condition, timeout: float = 20.0, interval: float = 0.2):
-    """Poll ``condition`` until it returns something truthy (returned) or ``timeout`` passes
-    (the last value is returned): a wait on a condition, never a bare sleep."""
-    deadline = time.monotonic() + timeout
-    value = condition()
-    while not value and time.monotonic() < deadline:
-        time.sleep(interval)
-        value = condition()
-    return value
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The kind of a test is its folder: ``unit`` (in memory, seconds) or ``e2e`` (real servers,
+    launched apps): ``-m unit`` / ``-m e2e``, never a hand-kept list."""
+    for item in items:
+        kind = item.path.parent.name
+        if kind in ("unit", "e2e"):
+            item.add_marker(kind)
 
 
-def run_parallel(calls, timeout: float = 120) -> list:
-    """Run each zero-argument callable in its own thread; return their results in order. An
-    exception in any of them is raised here (so a failing assertion in a worker fails the
-    test), and a worker still running after ``timeout`` is a failure, not a silent pass."""
-    from concurrent.futures import ThreadPoolExecutor, wait
+@pytest.fixture
+def memory():
+    """A TracerProvider whose finished spans land in memory (``support/tracing.Memory``)."""
+    from .support.tracing import Memory
 
-    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
-        futures = [pool.submit(call) for call in calls]
-        _, pending = wait(futures, timeout=timeout)
-        assert not pending, f"{len(pending)} worker(s) still running after {timeout:.0f} s"
-        return [future.result() for future in futures]
+    rig = Memory()
+    yield rig
+    rig.provider.shutdown()
 
 
 @pytest.fixture
@@ -64,21 +52,32 @@ def refused_endpoint() -> Iterator[str]:
 
 
 @pytest.fixture(autouse=True)
-def _restore_redaction_registry() -> Iterator[None]:
-    from cosyvoice_otel.sdk import redaction
+def _restore_process_state() -> Iterator[None]:
+    """The masking registry and the process's settings (resolved once per process) start
+    afresh for the next test."""
+    from cosyvoice_otel import masking, settings
 
     yield
-    redaction.forget_all()
+    masking.forget_all()
+    settings.forget_current()
 
 
-def reset_tracer_provider() -> None:
-    """Undo trace.set_tracer_provider (the API allows one call per process; tests that set
-    the global provider restore the unset state, as the SDK's own test utilities do)."""
-    from opentelemetry import trace
-    from opentelemetry.util._once import Once
+@pytest.fixture
+def process_settings(monkeypatch):
+    """process_settings(environ) -> the settings a traced process with exactly these
+    COSYVOICE_TRACED_* / OTEL_* variables resolves (``settings.current()``)."""
+    from cosyvoice_otel import settings
 
-    trace._TRACER_PROVIDER = None
-    trace._TRACER_PROVIDER_SET_ONCE = Once()
+    def resolve(environ: dict[str, str]):
+        for name in list(os.environ):
+            if name.startswith(("COSYVOICE_TRACED_", "OTEL_")):
+                monkeypatch.delenv(name)
+        for name, value in environ.items():
+            monkeypatch.setenv(name, value)
+        settings.forget_current()
+        return settings.current()
+
+    return resolve
 
 
 @pytest.fixture(scope="session")
@@ -100,7 +99,7 @@ def kafka_broker():
     session. A test that kills it starts it again before it ends."""
     import shutil
 
-    from .kafka_server import KafkaBroker, KafkaError
+    from .support.kafka_server import KafkaBroker, KafkaError
 
     if shutil.which("java") is None or shutil.which("mvn") is None:
         message = "java and mvn are needed for the Kafka broker (.ci/setup has them)"
@@ -148,71 +147,6 @@ def prompt_file(tmp_path_factory) -> Path:
         out.setframerate(rate)
         out.writeframes(frames)
     return path
-
-
-def new_trace_id(bits: int = 128) -> str:
-    return secrets.token_hex(bits // 8)
-
-
-def new_span_id() -> str:
-    return secrets.token_hex(8)
-
-
-def app_env(**extra: str) -> dict[str, str]:
-    """The parent environment for launched apps: the venv first on PATH, fast span export."""
-    env = {k: v for k, v in os.environ.items()
-           if not (k.startswith("OTEL_") or k.startswith("COSYVOICE_TRACED_"))}
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    env["OTEL_BSP_SCHEDULE_DELAY"] = "100"
-    env.update(extra)
-    return env
-
-
-class AppProcess:
-    """A launched app, stopped with SIGTERM (then SIGKILL) at the end of the test.
-
-    The port is chosen free, but another process may take it before the app binds: then the
-    app fails to bind, or something else answers (``PortTakenError``, checked against the
-    app's own sockets). Either way the app is started again on a new port (the ``str(port)``
-    items of ``argv`` are replaced), up to three times."""
-
-    def __init__(self, argv: list[str], env: dict[str, str], port: int) -> None:
-        for attempt in range(3):
-            self.port = port
-            # a file, not a pipe: an app that logs a lot would block on a full, unread pipe
-            self.log = tempfile.TemporaryFile()
-            self.proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=self.log,
-                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-            try:
-                wait_for_port(port, self.proc)
-                return
-            except PortWaitError as exc:
-                taken = isinstance(exc, PortTakenError) or "address already in use" in \
-                    self.output().lower()
-                if not taken or attempt == 2:
-                    raise RuntimeError(f"{exc}\n{self.output()[-4000:]}") from None
-                self.stop()
-                new = free_port()
-                argv = [str(new) if item == str(port) else item for item in argv]
-                port = new
-
-    def output(self) -> str:
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> str:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.output()
 
 
 @pytest.fixture

@@ -1,9 +1,11 @@
 """Attribute extractors: read sizes, counts and durations from a stage's call. Never content.
 
-An extractor has three hooks, each optional: ``start(stage, call)`` before the call,
-``item(stage, item)`` per generator item, ``end(stage, result)`` after (``result`` is None for a
-generator). They run only when the span is recording, inside the wrapper's try. Text is
-measured (length), never copied.
+Each is an ``stage_span.Extractor`` (hooks ``rewrite``, ``start``, ``first_item``, ``item``,
+``end``, ``close``, each optional); they run only when the span is recording, inside the
+wrapper's try. Text is measured (length), never copied; the request's own texts, and a speaker
+id the loaded model does not list, are registered for masking (``cosyvoice_otel.masking``).
+What a stage produced (chunks, audio seconds, tokens) is written in ``close``, which runs on
+EVERY end: a stage that failed or was abandoned still says what it produced (0 if nothing).
 """
 
 from __future__ import annotations
@@ -21,35 +23,21 @@ from typing import Any
 
 from opentelemetry import trace
 
+from cosyvoice_otel import masking
 from cosyvoice_otel import schema as s
-from cosyvoice_otel.instrumentation.stage_span import Call, StageSpan, _no_rewrite, note_error
-from cosyvoice_otel.sdk import redaction
+from cosyvoice_otel.instrumentation.errors import note_error
+from cosyvoice_otel.instrumentation.stage_span import Call, Extractor, StageSpan
 
 _TEXT_ARGS = ("tts_text", "prompt_text", "instruct_text", "text")
 
 
+def _trace_id(stage: StageSpan) -> int:
+    return stage.span.get_span_context().trace_id
+
+
 def _remember_texts(stage: StageSpan, call: Call) -> None:
     """Register the request's own texts so the exporter masks them anywhere in this trace."""
-    redaction.remember(stage.span.get_span_context().trace_id,
-                       (call.arg(name) for name in _TEXT_ARGS))
-
-
-class Extractor:
-    name = "none"
-    rewrite = _no_rewrite
-
-    def start(self, stage: StageSpan, call: Call) -> None:
-        pass
-
-    def item(self, stage: StageSpan, item: Any) -> None:
-        """Every yielded item (an audio chunk, a text token): only for what needs its value.
-        The wrapper counts items itself (``stage.count``)."""
-
-    def first_item(self, stage: StageSpan, item: Any) -> None:
-        """The first yielded item only (a first-token time)."""
-
-    def end(self, stage: StageSpan, result: Any) -> None:
-        pass
+    masking.remember(_trace_id(stage), (call.arg(name) for name in _TEXT_ARGS))
 
 
 def _shape_last(value: Any) -> int | None:
@@ -146,14 +134,32 @@ def _cuda_device(torch: Any) -> str | None:
         return None
 
 
-def _voice(mode: Any, call: Call) -> str:
-    """gen_ai.speech.voice: a preset speaker id, the cached speaker, or the mode. Never audio."""
-    spk_id = call.arg("zero_shot_spk_id")
-    if isinstance(spk_id, str) and spk_id:
-        return spk_id
-    preset = call.arg("spk_id")
-    if mode in ("sft", "instruct") and isinstance(preset, str):
-        return preset
+def _speakers(api: Any) -> Any:
+    """The speaker ids the loaded model lists (presets and ``add_zero_shot_spk`` ones)."""
+    spk2info = getattr(getattr(api, "frontend", None), "spk2info", None)
+    return spk2info if isinstance(spk2info, dict) else ()
+
+
+def _speaker(stage: StageSpan, call: Call, name: str) -> str | None:
+    """A speaker id argument when the model lists it; an id it does not list is a string the
+    client chose (upstream's FastAPI server passes any ``spk_id`` on): masked wherever it
+    appears in this trace (the engine's KeyError quotes it), and None."""
+    value = call.arg(name)
+    if not isinstance(value, str) or not value:
+        return None
+    if value in _speakers(call.instance):
+        return value
+    masking.remember(_trace_id(stage), (value,))
+    return None
+
+
+def _voice(stage: StageSpan, mode: Any, call: Call) -> str:
+    """gen_ai.speech.voice: the cached speaker, a preset speaker id the model lists, ``custom``
+    for one it does not list, else the mode. Never audio, never a client's string."""
+    if isinstance(call.arg("zero_shot_spk_id"), str) and call.arg("zero_shot_spk_id"):
+        return _speaker(stage, call, "zero_shot_spk_id") or "custom"
+    if mode in ("sft", "instruct") and isinstance(call.arg("spk_id"), str):
+        return _speaker(stage, call, "spk_id") or "custom"
     return str(mode)
 
 
@@ -169,8 +175,9 @@ class Inference(Extractor):
         span.set_attributes({s.INFLIGHT: inflight, s.WARMUP: warmup,
                              s.GENAI_OPERATION: "text_to_speech",
                              s.GENAI_PROVIDER: "cosyvoice", s.GENAI_OUTPUT_TYPE: "speech",
-                             s.GENAI_VOICE: _voice(mode, call), **model_facts(call.instance)})
+                             **model_facts(call.instance)})
         _remember_texts(stage, call)
+        span.set_attribute(s.GENAI_VOICE, _voice(stage, mode, call))
         text = call.arg("tts_text")
         if isinstance(text, str):
             span.set_attribute(s.TEXT_LENGTH, len(text))
@@ -212,39 +219,51 @@ class Inference(Extractor):
 
     def end(self, stage: StageSpan, result: Any) -> None:
         counters = stage.counters
-        span = stage.span
-        span.set_attribute(s.CHUNK_COUNT, counters["chunks"])
-        rate = counters.get("rate")
-        seconds = counters["samples"] / rate if rate else 0.0
-        span.set_attribute(s.AUDIO_SECONDS, round(seconds, 4))
+        seconds = _audio_seconds(counters)
         if seconds > 0:
-            span.set_attribute(s.RTF, round((time.monotonic() - stage.started) / seconds, 4))
-        for key, attr in (("input_tokens", s.GENAI_INPUT_TOKENS),
-                          ("output_tokens", s.GENAI_OUTPUT_TOKENS)):
-            if counters[key]:
-                span.set_attribute(attr, counters[key])
+            stage.span.set_attribute(s.RTF, round((time.monotonic() - stage.started) / seconds,
+                                                  4))
 
     def close(self, stage: StageSpan, reason: str) -> None:
         """Every end: completed, interrupted (abandoned mid-stream) or error."""
         if stage.counters.pop("inflight", False):
             ENGINE.leave()
-        stage.span.set_attribute(s.END_REASON, reason)
+        counters = stage.counters
+        span = stage.span
+        span.set_attribute(s.END_REASON, reason)
+        span.set_attribute(s.CHUNK_COUNT, counters.get("chunks", 0))
+        span.set_attribute(s.AUDIO_SECONDS, round(_audio_seconds(counters), 4))
+        for key, attr in (("input_tokens", s.GENAI_INPUT_TOKENS),
+                          ("output_tokens", s.GENAI_OUTPUT_TOKENS)):
+            if counters.get(key):
+                span.set_attribute(attr, counters[key])
+
+
+def _audio_seconds(counters: dict[str, Any]) -> float:
+    rate = counters.get("rate")
+    return counters.get("samples", 0) / rate if rate else 0.0
 
 
 def _speaker_cache(stage: StageSpan, call: Call) -> None:
     """Which cached speaker (``add_zero_shot_spk``) served the request: its id, chosen by the
-    operator; with it the prompt-audio stages are rightly absent."""
-    spk_id = call.arg("zero_shot_spk_id")
-    if isinstance(spk_id, str) and spk_id:
+    operator; with it the prompt-audio stages are rightly absent. An id the model does not list
+    is not written (and is masked)."""
+    spk_id = _speaker(stage, call, "zero_shot_spk_id")
+    if spk_id is not None:
         stage.span.set_attribute(s.ZERO_SHOT_SPK_ID, spk_id)
 
 
 class SpeakerAdd(Extractor):
+    """``add_zero_shot_spk(prompt_text, prompt_wav, zero_shot_spk_id)``: the id is the one the
+    speaker is being cached under (not listed yet: the call is what adds it)."""
+
     name = "speaker_add"
 
     def start(self, stage: StageSpan, call: Call) -> None:
         _remember_texts(stage, call)
-        _speaker_cache(stage, call)
+        spk_id = call.arg("zero_shot_spk_id")
+        if isinstance(spk_id, str) and spk_id:
+            stage.span.set_attribute(s.ZERO_SHOT_SPK_ID, spk_id)
 
 
 class TextStream(Extractor):
@@ -263,7 +282,7 @@ class TextStream(Extractor):
         def registering() -> Generator:
             for piece in source:
                 try:
-                    redaction.remember(trace_id, (piece,))
+                    masking.remember(trace_id, (piece,))
                 except Exception as exc:  # noqa: BLE001
                     note_error("text_stream.remember", exc)
                 yield piece
@@ -370,8 +389,8 @@ class ModelTTS(Extractor):
     def item(self, stage: StageSpan, item: Any) -> None:
         stage.counters["chunks"] += 1
 
-    def end(self, stage: StageSpan, result: Any) -> None:
-        stage.span.set_attribute(s.CHUNK_COUNT, stage.counters["chunks"])
+    def close(self, stage: StageSpan, reason: str) -> None:
+        stage.span.set_attribute(s.CHUNK_COUNT, stage.counters.get("chunks", 0))
 
 
 class Token2Wav(Extractor):
@@ -385,6 +404,18 @@ class Token2Wav(Extractor):
             tts.counters["token2wav"] = index + 1
         stage.span.set_attribute(s.CHUNK_INDEX, index)
         stage.span.set_attribute(s.FINALIZE, bool(call.arg("finalize", False)))
+        offset = call.arg("token_offset")
+        if isinstance(offset, int):  # v2/v3 streaming: tokens of the utterance before this hop
+            stage.span.set_attribute(s.TOKEN_OFFSET, offset)
+
+    def end(self, stage: StageSpan, result: Any) -> None:
+        """What this hop DELIVERED: the samples token2wav returned (flow and, in v3, the
+        vocoder re-process the utterance so far; their figures say what they PROCESSED)."""
+        samples = _shape_last(result)
+        request = _request(stage)
+        rate = request.counters.get("rate") if request is not None else None
+        if samples is not None and rate:
+            stage.span.set_attribute(s.HOP_AUDIO_SECONDS, round(samples / rate, 4))
 
 
 class Acoustic(Extractor):
@@ -403,7 +434,7 @@ class Acoustic(Extractor):
     def first_item(self, stage: StageSpan, item: Any) -> None:
         _first_token(stage)
 
-    def end(self, stage: StageSpan, result: Any) -> None:
+    def close(self, stage: StageSpan, reason: str) -> None:
         tokens = stage.count
         request = _request(stage)
         if request is not None and "output_tokens" in request.counters:

@@ -25,7 +25,8 @@ from opentelemetry import context, propagate, trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from cosyvoice_otel import schema as s
-from cosyvoice_otel.instrumentation.stage_span import enter_scope, exit_scope, note_error
+from cosyvoice_otel.instrumentation.errors import note_error
+from cosyvoice_otel.instrumentation.stage_span import enter_scope, exit_scope
 
 CTX_ATTR = "_cosyvoice_otel_ctx"
 TIME_ATTR = "_cosyvoice_otel_enqueued"
@@ -52,10 +53,13 @@ def _fn_name(event: Any) -> str:
     return getattr(inner, "__name__", "unknown")
 
 
-def make_wrappers(tracer: trace.Tracer, enabled: Any) -> dict[str, Any]:
-    """The three wrapt wrappers, keyed by the attribute they patch in ``gradio.queueing``."""
+# The three wrappers, each made by a factory ``(tracer, enabled) -> wrapt wrapper``: rows of
+# the instrumentor's patch table.
 
-    def event_init(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+def event_init(tracer: trace.Tracer, enabled: Any) -> Any:
+    """``Event.__init__``: remember the context of the request that queued the event."""
+
+    def wrapper(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
         result = wrapped(*args, **kwargs)
         if enabled():
             try:
@@ -65,7 +69,13 @@ def make_wrappers(tracer: trace.Tracer, enabled: Any) -> dict[str, Any]:
                 note_error("gradio Event.__init__", exc)
         return result
 
-    def queue_start(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+    return wrapper
+
+
+def queue_start(tracer: trace.Tracer, enabled: Any) -> Any:
+    """``Queue.start``: the processing loop inherits no request's context."""
+
+    def wrapper(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
         if not enabled():
             return wrapped(*args, **kwargs)
         token = context.attach(context.Context())
@@ -74,7 +84,14 @@ def make_wrappers(tracer: trace.Tracer, enabled: Any) -> dict[str, Any]:
         finally:
             context.detach(token)
 
-    async def process_events(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+    return wrapper
+
+
+def process_events(tracer: trace.Tracer, enabled: Any) -> Any:
+    """``Queue.process_events``: one ``gradio.event`` span per run, under the first event's
+    request; a request scope around it (what it leaves open ends as interrupted)."""
+
+    async def wrapper(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
         events = kwargs.get("events", args[0] if args else None)
         if not enabled() or not events:
             return await wrapped(*args, **kwargs)
@@ -107,5 +124,4 @@ def make_wrappers(tracer: trace.Tracer, enabled: Any) -> dict[str, Any]:
             exit_scope(scope, token)
             span.end()
 
-    return {"Event.__init__": event_init, "Queue.start": queue_start,
-            "Queue.process_events": process_events}
+    return wrapper

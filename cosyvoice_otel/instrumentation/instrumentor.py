@@ -23,19 +23,22 @@ How it patches:
 Options (keyword > ``COSYVOICE_TRACED_*`` variable > default): ``stage_spans`` (on),
 ``stages`` / ``COSYVOICE_TRACED_STAGE`` (extra ``NAME=module:Class.method`` rows),
 ``stage_map`` / ``COSYVOICE_TRACED_STAGE_MAP`` (a TOML file), ``gradio_bridge`` (on),
-``cuda_sync`` (off), ``input_limits`` (``on``: text over 200 characters or prompt audio over
-15 s marks the request ERROR with ``text_too_long`` / ``invalid_input_duration``; ``off``; or
-``text=N,audio=S``). Tracing only marks a violation, it never rejects the request.
+``gpu_timing`` (``auto``: CUDA events when CUDA is in use), ``cuda_sync`` (off),
+``input_limits`` (``on``: text over 200 characters or prompt audio over 15 s marks the request
+ERROR with ``text_too_long`` / ``invalid_input_duration``; ``off``; or ``text=N,audio=S``).
+Tracing only marks a violation, it never rejects the request.
+
+It only instruments: what happens to the spans and to the process (exporters, sampling, the
+SIGTERM flush, the span clock) is the SDK side's (``cosyvoice_otel.sdk``, installed by the
+configurator). Besides the stage map, ``PATCHES`` lists the other targets as rows: the Gradio
+queue bridge, the streamed-response scope, the routes' declared query names.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
-import os
-import signal
 import threading
-import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
@@ -44,116 +47,45 @@ import wrapt
 from opentelemetry import trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
-from cosyvoice_otel.instrumentation import gradio_bridge, stage_map, stream_scope
-from cosyvoice_otel.instrumentation import metrics as tts_metrics
+from cosyvoice_otel.instrumentation import gradio_bridge, routes, stage_map, stream_scope
+from cosyvoice_otel.instrumentation.errors import ERRORS
 from cosyvoice_otel.instrumentation.extractors import EXTRACTORS
-from cosyvoice_otel.instrumentation.metrics import TtsMetrics
-from cosyvoice_otel.instrumentation.stage_span import ERRORS, StageWrapper
-from cosyvoice_otel.launcher.config import OPTIONS_BY_NAME, Settings, runtime_settings
-from cosyvoice_otel.limits import parse_input_limits
+from cosyvoice_otel.instrumentation.options import Options
+from cosyvoice_otel.instrumentation.stage_span import StageWrapper
+from cosyvoice_otel.settings import current
 from cosyvoice_otel.version import __version__
 
 logger = logging.getLogger("cosyvoice_otel")
 
-__all__ = ["CosyVoiceInstrumentor", "ERRORS"]
+__all__ = ["CosyVoiceInstrumentor", "ERRORS", "Options", "PATCHES"]
 
 
 @dataclass(frozen=True)
-class Options:
-    """What the wrappers and extractors read, resolved once per ``instrument()``."""
+class Patch:
+    """One patch beside the stage map: a target, the factory of its wrapt wrapper
+    ``(tracer, enabled) -> wrapper``, the option that turns it on, and what a missing target
+    means (a warning naming it; empty: a debug line, the target is optional)."""
 
-    stage_spans: bool
-    gradio_bridge: bool
-    cuda_sync: bool
-    max_text_chars: int  # 0 = no limit
-    max_prompt_seconds: float
-    hash_salt: bytes | None  # set with --hash-content: texts get a salted hash
-    metrics: TtsMetrics | None = None  # --metrics: the request and stage instruments
-
-    @classmethod
-    def resolve(cls, kwargs: dict[str, Any], settings: Settings) -> Options:
-        """Keyword arguments of ``instrument()`` over the option table (``runtime_settings``:
-        the launcher's rendered ``COSYVOICE_TRACED_*``, ``OTEL_*`` fallbacks, defaults)."""
-
-        def value(key: str) -> Any:
-            return kwargs[key] if kwargs.get(key) is not None else settings.values[key]
-
-        try:
-            max_text, max_audio = parse_input_limits(value("input_limits"))
-        except ValueError as exc:
-            logger.warning("cosyvoice-otel: input limits %s; using the defaults", exc)
-            max_text, max_audio = parse_input_limits(OPTIONS_BY_NAME["input_limits"].default)
-        salt = None
-        if value("hash_content"):
-            # a secret, not a setting: never rendered, never printed
-            secret = os.environ.get("COSYVOICE_TRACED_HASH_SALT", "")
-            salt = secret.encode() if secret else os.urandom(32)
-        recorder = None
-        if value("metrics") not in ("none", False):
-            try:
-                recorder = tts_metrics.create(kwargs.get("meter_provider"),
-                                              settings.service_version)
-            except Exception as exc:  # noqa: BLE001 - metrics must never stop tracing
-                logger.warning("cosyvoice-otel: metrics are off (%s: %s)", type(exc).__name__, exc)
-        return cls(bool(value("stage_spans")), bool(value("gradio_bridge")),
-                   bool(value("cuda_sync")), max_text, max_audio, salt, recorder)
+    module: str
+    qualname: str
+    make: Callable[[trace.Tracer, Callable[[], bool]], Callable[..., Any]]
+    option: str  # an Options flag, or "" (always)
+    missing: str = ""
 
 
-def _flush_spans_on_sigterm(timeout_ms: int = 3000) -> Callable[[int, Any], None] | None:
-    """Let a SIGTERM'd app keep its last spans (the SDK flushes only in atexit, which the
-    default SIGTERM action skips). Only when the app has no handler of its own: we flush for at
-    most ``timeout_ms``, restore the default action and re-send the signal, so the exit status
-    is still "terminated by SIGTERM". An app that sets its own handler later replaces ours."""
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
-        return None
-
-    def flush_then_die(signum: int, frame: Any) -> None:
-        # Flush, and wait for the exporters that deliver in the background (a pipelined
-        # batch, librdkafka's queue): the SDK's flush only hands batches over to them. Twice:
-        # a span that ends while the first batch is delivered (a Gradio event finishing in its
-        # own thread) goes with the second. Bounded by timeout_ms in all.
-        provider = trace.get_tracer_provider()
-        if hasattr(provider, "force_flush"):
-            from cosyvoice_otel.sdk.exporter import drain_background
-
-            def close() -> None:
-                for _ in range(2):
-                    _quietly(lambda: provider.force_flush(timeout_ms))
-                    _quietly(lambda: drain_background(timeout_ms / 1000))
-
-            closing = threading.Thread(target=close, daemon=True)
-            closing.start()
-            closing.join(timeout_ms / 1000)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, flush_then_die)
-    return flush_then_die
-
-
-def _quietly(call: Callable[[], Any]) -> None:
-    try:
-        call()
-    except Exception:  # noqa: BLE001, S110 - dying anyway; never block the exit
-        pass
-
-
-ANCHOR_SLACK_NS = 50_000_000  # 50 ms: below it, the wall clock's wobble is ignored
-
-
-class _ClockAnchor:
-    """wall = monotonic + offset, the offset re-read from the clocks at each span start and
-    changed only when the wall clock moved by more than ``ANCHOR_SLACK_NS``."""
-
-    def __init__(self) -> None:
-        self.offset = time.time_ns() - time.monotonic_ns()
-
-    def wall(self, mono: int) -> int:
-        now = time.time_ns() - mono
-        if abs(now - self.offset) > ANCHOR_SLACK_NS:
-            self.offset = now  # a clock step: follow it
-        return mono + self.offset
+PATCHES: tuple[Patch, ...] = (
+    Patch("gradio.queueing", "Event.__init__", gradio_bridge.event_init, "gradio_bridge",
+          "the Gradio bridge is off"),
+    Patch("gradio.queueing", "Queue.start", gradio_bridge.queue_start, "gradio_bridge",
+          "the Gradio bridge is off"),
+    Patch("gradio.queueing", "Queue.process_events", gradio_bridge.process_events,
+          "gradio_bridge", "the Gradio bridge is off"),
+    # a streamed HTTP response is a request scope (stream_scope.py)
+    Patch("starlette.responses", "StreamingResponse.__call__", stream_scope.streaming_response,
+          "stage_spans"),
+    # the query names the app's routes declare: the only ones kept in exported URLs
+    Patch("fastapi.routing", "APIRoute.__init__", routes.api_route_init, ""),
+)
 
 
 def _subclasses(cls: type) -> list[type]:
@@ -185,7 +117,7 @@ class CosyVoiceInstrumentor(BaseInstrumentor):
         self._warned: set[str] = set()
         self._adopted: set[tuple[type, str]] = set()
         self._adopt_lock = threading.Lock()
-        settings = runtime_settings()  # once per instrument(): a bad value warns once
+        settings = current()  # the process's settings, resolved (and warned about) once
         self.options = Options.resolve(kwargs, settings)
         tracer_provider = kwargs.get("tracer_provider")
         self._tracer = trace.get_tracer("cosyvoice_otel", __version__,
@@ -209,12 +141,10 @@ class CosyVoiceInstrumentor(BaseInstrumentor):
         self._rows = by_module
         for module_name in by_module:
             self._when_imported(module_name, self._patch_module)
-        if self.options.gradio_bridge:
-            self._when_imported("gradio.queueing", self._patch_gradio)
-        if self.options.stage_spans:
-            self._when_imported(stream_scope.TARGET[0], self._patch_streaming_response)
-        self._sigterm = _flush_spans_on_sigterm()
-        self._monotonic_span_durations()
+        for patch in PATCHES:
+            if not patch.option or getattr(self.options, patch.option):
+                self._when_imported(patch.module, lambda module, patch=patch:
+                                    self._apply(module, patch))
 
     def _when_imported(self, module_name: str, patch: Any) -> None:
         def hook(module: Any) -> None:
@@ -314,62 +244,17 @@ class CosyVoiceInstrumentor(BaseInstrumentor):
         except Exception as exc:  # noqa: BLE001
             self._warn(where, f"could not be patched ({type(exc).__name__}: {exc})")
 
-    def _monotonic_span_durations(self) -> None:
-        """Every SDK span (HTTP ones too) is timed on ONE clock: the monotonic clock, placed on
-        the wall clock by an anchor (wall - monotonic). So a child can never start before or
-        end after its parent, even when the wall clock is stepped or corrected between their
-        starts (seen under VM load: a child 3.5 ms outside its parent). The anchor follows the
-        wall clock when it moves by more than ``ANCHOR_SLACK_NS`` (an NTP step, a resumed VM),
-        so timestamps stay comparable with other services'."""
-        try:
-            from opentelemetry.sdk.trace import Span
-        except ImportError:
-            return
-        anchor = _ClockAnchor()
-
-        def start(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
-            if args or kwargs.get("start_time") is not None:  # an explicit time is kept
-                return wrapped(*args, **kwargs)
-            mono = time.monotonic_ns()
-            result = wrapped(start_time=anchor.wall(mono),
-                             parent_context=kwargs.get("parent_context"))
-            try:
-                instance._cosyvoice_mono = mono
-            except Exception:  # noqa: BLE001, S110 - a span we cannot annotate keeps its clock
-                pass
-            return result
-
-        def end(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
-            if not args and kwargs.get("end_time") is None:
-                mono = getattr(instance, "_cosyvoice_mono", None)
-                began = getattr(instance, "_start_time", None)
-                if mono is not None and began is not None:
-                    return wrapped(end_time=began + time.monotonic_ns() - mono)
-            return wrapped(*args, **kwargs)
-
-        for attr, wrapper in (("start", start), ("end", end)):
-            if not _is_our_wrapper(inspect.getattr_static(Span, attr)):
-                self._wrap(Span, attr, wrapper)
-
-    def _patch_gradio(self, module: Any) -> None:
-        wrappers = gradio_bridge.make_wrappers(self._tracer, self._enabled)
-        for qualname, wrapper in wrappers.items():
-            found = self._resolve(module, qualname)
-            if found is None:
-                self._warn(f"gradio.queueing:{qualname}", "not found; the Gradio bridge is off")
-                continue
-            owner, attr, _ = found
-            if not _is_our_wrapper(inspect.getattr_static(owner, attr)):
-                self._wrap(owner, attr, wrapper)
-
-    def _patch_streaming_response(self, module: Any) -> None:
-        found = self._resolve(module, stream_scope.TARGET[1])
+    def _apply(self, module: Any, patch: Patch) -> None:
+        found = self._resolve(module, patch.qualname)
         if found is None:
-            logger.debug("cosyvoice-otel: %s:%s not found", *stream_scope.TARGET)
+            if patch.missing:
+                self._warn(f"{patch.module}:{patch.qualname}", f"not found; {patch.missing}")
+            else:
+                logger.debug("cosyvoice-otel: %s:%s not found", patch.module, patch.qualname)
             return
         owner, attr, _ = found
         if not _is_our_wrapper(inspect.getattr_static(owner, attr)):
-            self._wrap(owner, attr, stream_scope.make_wrapper(self._enabled))
+            self._wrap(owner, attr, patch.make(self._tracer, self._enabled))
 
     def _warn(self, target: str, why: str) -> None:
         if target not in self._warned:
@@ -378,13 +263,9 @@ class CosyVoiceInstrumentor(BaseInstrumentor):
 
     def _uninstrument(self, **kwargs: Any) -> None:
         """Undo all that ``_instrument`` did: post-import hooks go inert (wrapt cannot remove
-        them), every patch is restored, our SIGTERM handler goes if it is still the one."""
+        them), every patch is restored."""
         self._active = False
         self._adopted.clear()
-        if self._sigterm is not None and threading.current_thread() is threading.main_thread() \
-                and signal.getsignal(signal.SIGTERM) is self._sigterm:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        self._sigterm = None
         for owner, attr in reversed(self._patched):
             current = owner.__dict__.get(attr) if hasattr(owner, "__dict__") else None
             if _is_our_wrapper(current):

@@ -14,76 +14,24 @@ row's method is called (``inference_*`` resolves the frontend and the model; ``m
 llm, flow and hift), so a class the map never named, or a part swapped after construction
 (``load_vllm``, a fork assigning ``model.hift``), is traced from its first request on.
 
-Extending without code:
-
-* ``--stage NAME=module:Class.method`` (repeatable; ``COSYVOICE_TRACED_STAGE`` takes a
-  ``;``-separated list), or
-* ``--stage-map FILE`` with TOML rows::
-
-      [[stage]]
-      target = "myfork.engine:Engine.vocode"
-      span = "vocoder"
-      extractor = "vocoder"          # optional, default "none"
-      attributes = { backend = "trt" }  # optional fixed attributes
+Extending without code: ``--stage NAME=module:Class.method`` (repeatable) or ``--stage-map
+FILE`` (TOML rows); what a row is and how it is written: ``cosyvoice_otel/stage_rows.py``.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any
 
 from cosyvoice_otel import schema as s
-
-
-class StageMapError(ValueError):
-    """A stage row or file is malformed; the message names it."""
-
-
-@dataclass(frozen=True)
-class Role:
-    """``method`` of the part at ``path`` (attribute names, dotted) of a traced call's instance."""
-
-    path: str
-    method: str
-    span: str
-    extractor: str = "none"
-    attributes: tuple[tuple[str, Any], ...] = field(default=())
-    roles: tuple[Role, ...] = field(default=())  # resolved in turn from the part's calls
-    late_parent: bool = False
-    required: bool = True  # a part without the method is a warning (else: debug)
-
-    def stage_for(self, owner: type) -> Stage:
-        """The row of the class that defines the method for this part."""
-        return Stage(owner.__module__, f"{owner.__qualname__}.{self.method}", self.span,
-                     self.extractor, self.attributes, self.roles, self.late_parent)
-
-
-@dataclass(frozen=True)
-class Stage:
-    module: str
-    qualname: str  # "Class.method" or "function"
-    span: str
-    extractor: str = "none"
-    attributes: tuple[tuple[str, Any], ...] = field(default=())
-    roles: tuple[Role, ...] = field(default=())
-    # a generator whose span's parent is what is current at its first step, not at its call
-    # (the streamed-text generator: made by the frontend, consumed inside the LLM's span)
-    late_parent: bool = False
-    optional: bool = False  # absent in some CosyVoice versions: debug log, not a warning
-
-    @property
-    def target(self) -> str:
-        return f"{self.module}:{self.qualname}"
-
-
-def _row(target: str, span: str, extractor: str = "none", roles: tuple[Role, ...] = (),
-         optional: bool = False, **attributes: Any) -> Stage:
-    module, _, qualname = target.partition(":")
-    return Stage(module, qualname, span, extractor, tuple(attributes.items()), roles,
-                 optional=optional)
-
+from cosyvoice_otel.stage_rows import (  # noqa: F401 - re-exported: the rows' vocabulary
+    Role,
+    Stage,
+    StageMapError,
+    load_stage_file,
+    parse_stage_spec,
+    parse_stage_specs,
+)
+from cosyvoice_otel.stage_rows import row as _row
 
 _CLI = "cosyvoice.cli.cosyvoice"
 _FE = "cosyvoice.cli.frontend:CosyVoiceFrontEnd"
@@ -169,54 +117,6 @@ def all_spans(rows: Iterable[Stage]) -> set[str]:
 
 
 PROFILES: dict[str, tuple[Stage, ...]] = {"cosyvoice": _cosyvoice_profile()}
-
-_TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)?$")
-
-
-def parse_stage_spec(spec: str) -> Stage:
-    """``NAME=module:Class.method`` -> a Stage (extractor none)."""
-    name, sep, target = spec.strip().partition("=")
-    if not sep or not name.strip() or not _TARGET.match(target.strip()):
-        raise StageMapError(f"bad stage {spec!r}: expected NAME=module:Class.method")
-    return _row(target.strip(), name.strip())
-
-
-def parse_stage_specs(text: str) -> tuple[Stage, ...]:
-    return tuple(parse_stage_spec(part) for part in text.split(";") if part.strip())
-
-
-def load_stage_file(path: str) -> tuple[Stage, ...]:
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
-    from cosyvoice_otel.instrumentation.extractors import EXTRACTORS
-
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise StageMapError(f"stage map {path}: {exc}") from None
-    rows = []
-    for i, item in enumerate(data.get("stage", [])):
-        where = f"stage map {path}, stage #{i + 1}"
-        target, span = item.get("target", ""), item.get("span", "")
-        if not isinstance(target, str) or not _TARGET.match(target):
-            raise StageMapError(f"{where}: target must be module:Class.method, got {target!r}")
-        if not isinstance(span, str) or not span:
-            raise StageMapError(f"{where}: span must be a non-empty string")
-        extractor = item.get("extractor", "none")
-        if extractor not in EXTRACTORS:
-            raise StageMapError(f"{where}: unknown extractor {extractor!r}; "
-                                f"known: {', '.join(sorted(EXTRACTORS))}")
-        attributes = item.get("attributes", {})
-        if not isinstance(attributes, dict):
-            raise StageMapError(f"{where}: attributes must be a table")
-        rows.append(_row(target, span, extractor, **attributes))
-    if not rows:
-        raise StageMapError(f"stage map {path}: no [[stage]] rows")
-    return tuple(rows)
-
 
 def build(profile: str = "cosyvoice", extra: Iterable[Stage] = ()) -> tuple[Stage, ...]:
     """The built-in profile plus user rows; a user row for the same target replaces the built-in."""

@@ -12,16 +12,13 @@ Rules the wrappers keep:
   code runs, never across a ``yield``: each step attaches and detaches in the same call, so a
   step resumed in another thread or context (Gradio, Starlette) is safe.
 * Tracing never raises into the app: every tracing step runs inside ``try``; a failure is
-  counted in ``ERRORS`` and logged (once per place, ``note_error``), and the app's call goes on
-  untraced.
+  counted in ``ERRORS`` and logged (once per place, ``errors.note_error``), and the app's call
+  goes on untraced.
 """
 
 from __future__ import annotations
 
-import logging
-import sys
 import time
-from collections import Counter
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
@@ -30,29 +27,20 @@ from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.trace import Status, StatusCode
 
 from cosyvoice_otel import schema as s
+from cosyvoice_otel.instrumentation.errors import ERRORS, note_error
+from cosyvoice_otel.instrumentation.gpu_timing import torch_cuda
 
-if TYPE_CHECKING:  # the wrapper's collaborators (imported for types only: no cycles)
-    from cosyvoice_otel.instrumentation.extractors import Extractor
-    from cosyvoice_otel.instrumentation.instrumentor import Options
-    from cosyvoice_otel.instrumentation.stage_map import Role, Stage
+if TYPE_CHECKING:  # for types only
+    from cosyvoice_otel.instrumentation.gpu_timing import GpuMark
+    from cosyvoice_otel.instrumentation.options import Options
+    from cosyvoice_otel.stage_rows import Role, Stage
 
-logger = logging.getLogger("cosyvoice_otel")
+__all__ = ["ERRORS", "note_error", "Call", "Extractor", "StageSpan", "StageWrapper"]
 
 STAGE_KEY = context.create_key("cosyvoice-otel-stage")
 # A list in the context of a request scope (a Gradio event run): every stage started under it
 # registers there, so the scope can end the spans of streams its consumer abandoned.
 OPEN_STAGES_KEY = context.create_key("cosyvoice-otel-open-stages")
-ERRORS: Counter[str] = Counter()
-_LOGGED: set[str] = set()
-
-
-def note_error(where: str, exc: BaseException) -> None:
-    """Count a failure of tracing code; log it the first time per place."""
-    ERRORS[where] += 1
-    if where not in _LOGGED:
-        _LOGGED.add(where)
-        logger.warning("cosyvoice-otel: tracing error in %s (%s: %s); the app is unaffected",
-                       where, type(exc).__name__, exc)
 
 
 class Call:
@@ -83,11 +71,59 @@ class Call:
         return self.args[0] if self.args else next(iter(self.kwargs.values()), default)
 
 
+class Extractor:
+    """Reads sizes, counts and durations from a stage's call; never content. Every hook is
+    optional and runs only while the span records, inside the wrapper's ``try``:
+    ``rewrite(call)`` may replace arguments of a generator call before it is made;
+    ``start(stage, call)`` before the call; ``first_item`` / ``item`` per yielded item (only
+    for what needs its value: the wrapper counts items itself); ``end(stage, result)`` after a
+    completed call (``result`` is None for a generator); ``close(stage, reason)`` on EVERY end
+    (completed, error, interrupted). The implementations are ``extractors.py``."""
+
+    name = "none"
+    closes = False  # set by subclasses that define close()
+
+    def rewrite(self, call: Call) -> None:
+        """The default does nothing (the wrapper then skips it)."""
+
+    def start(self, stage: StageSpan, call: Call) -> None:
+        pass
+
+    def item(self, stage: StageSpan, item: Any) -> None:
+        """Every yielded item (an audio chunk, a text token)."""
+
+    def first_item(self, stage: StageSpan, item: Any) -> None:
+        """The first yielded item only (a first-token time)."""
+
+    def end(self, stage: StageSpan, result: Any) -> None:
+        pass
+
+    def close(self, stage: StageSpan, reason: str) -> None:
+        """Every end (completed, error, interrupted)."""
+
+
+def _overrides(extractor: Extractor, hook: str) -> bool:
+    """The extractor defines ``hook`` itself (duck-typed extractors may lack the base)."""
+    found = getattr(type(extractor), hook, None)
+    return callable(found) and found is not getattr(Extractor, hook)
+
+
+def span_clock_now(span: Any) -> int:
+    """Now, on the clock the span started on: the SDK-side lifecycle times every span on the
+    monotonic clock placed on the wall clock (``sdk/lifecycle.py`` keeps ``_cosyvoice_mono``
+    on the span); a span ended later (by the GPU resolver) must say when it ended HERE."""
+    mono = getattr(span, "_cosyvoice_mono", None)
+    began = getattr(span, "_start_time", None)
+    if mono is not None and began is not None:
+        return began + time.monotonic_ns() - mono
+    return time.time_ns()
+
+
 class StageSpan:
     """One stage's span, its context, its parent stage and the counters its extractor keeps."""
 
     __slots__ = ("name", "span", "ctx", "parent", "instance", "counters", "started", "ended",
-                 "options", "request_span", "failed", "on_end", "scope", "count")
+                 "options", "request_span", "failed", "on_end", "scope", "count", "gpu")
 
     def __init__(self, tracer: trace.Tracer, name: str, parent_ctx: context.Context,
                  instance: Any, attributes: dict[str, Any], options: Options) -> None:
@@ -119,8 +155,11 @@ class StageSpan:
         self.scope: list[StageSpan] | None = scope
         if scope is not None:
             scope.append(self)
+        self.gpu: GpuMark | None = None
         if options.cuda_sync:
             _cuda_reset_peak()
+        elif options.gpu_timing is not None:
+            self.gpu = options.gpu_timing.start()
 
     def find(self, name: str) -> StageSpan | None:
         """The nearest enclosing stage (or self) with this span name."""
@@ -153,13 +192,22 @@ class StageSpan:
         if self.ended:
             return
         self.ended = True
-        if self.on_end is not None and self.span.is_recording():
+        recording = self.span.is_recording()
+        if self.on_end is not None and recording:
             try:
                 self.on_end(self, "interrupted" if abandoned else
                             "error" if self.failed else "completed")
             except Exception as err:  # noqa: BLE001
                 note_error("extractor close", err)
-        if self.options.metrics is not None and self.span.is_recording():
+        if recording and (self.failed or abandoned):
+            try:  # what the schema requires, 0 where nothing was produced before the end
+                attributes = self.span.attributes or {}
+                self.span.set_attributes({key: zero for key, zero in
+                                          s.required_zeros(self.name).items()
+                                          if key not in attributes})
+            except Exception as err:  # noqa: BLE001
+                note_error("required attributes", err)
+        if self.options.metrics is not None and recording:
             try:  # after the extractor: the request's RTF, first audio, tokens/s are written
                 self.options.metrics.stage_ended(self)
             except Exception as err:  # noqa: BLE001
@@ -169,7 +217,10 @@ class StageSpan:
                 self.span.set_attribute(s.ABANDONED, True)
             if self.options.cuda_sync:
                 _cuda_sync_into(self.span)
-            self.span.end()  # the instrumentor makes SDK span durations monotonic
+            elif self.gpu is not None and self.options.gpu_timing.end(
+                    self.span, self.gpu, span_clock_now(self.span)):
+                return  # the GPU resolver ends the span once its end event has completed
+            self.span.end()  # the SDK-side lifecycle makes span durations monotonic
         except Exception as err:  # noqa: BLE001
             note_error("StageSpan.end", err)
 
@@ -194,35 +245,20 @@ def exit_scope(scope: list[StageSpan], token: object) -> None:
     end_abandoned(scope)
 
 
-def _torch_cuda() -> Any:
-    torch = sys.modules.get("torch")  # never import torch ourselves
-    if torch is None:
-        return None
-    try:
-        return torch.cuda if torch.cuda.is_available() and torch.cuda.is_initialized() else None
-    except Exception:  # noqa: BLE001
-        return None
-
-
 def _cuda_reset_peak() -> None:
-    cuda = _torch_cuda()
+    cuda = torch_cuda()
     if cuda is not None:
         cuda.reset_peak_memory_stats()
 
 
 def _cuda_sync_into(span: trace.Span) -> None:
     """End-of-stage GPU honesty: wait for queued kernels, record the peak memory."""
-    cuda = _torch_cuda()
+    cuda = torch_cuda()
     if cuda is None:
         return
     cuda.synchronize()
     span.set_attribute(s.CUDA_SYNCED, True)
     span.set_attribute(s.CUDA_PEAK_BYTES, int(cuda.max_memory_allocated()))
-
-
-def _no_rewrite(self: Any, call: Call) -> None:
-    """An extractor's ``rewrite(call)`` may replace arguments of a generator call before it is
-    made (``Call.replace``); the default does nothing."""
 
 
 class StageWrapper:
@@ -241,16 +277,12 @@ class StageWrapper:
         self.enabled = enabled
         self.adopt = adopt  # resolves the row's roles from the call's instance
         self.attributes = dict(stage.attributes)
-        self.rewrites = getattr(type(extractor), "rewrite", _no_rewrite) is not _no_rewrite
-        self.closes = callable(getattr(extractor, "close", None))
-        # per streamed item (a token, an audio hop) only what is needed: no call at all for an
-        # extractor that does nothing per item
-        from cosyvoice_otel.instrumentation.extractors import Extractor
-
-        item = getattr(type(extractor), "item", None)
-        self.items = callable(item) and item is not Extractor.item
-        first = getattr(type(extractor), "first_item", None)
-        self.firsts = callable(first) and first is not Extractor.first_item
+        # per call and per streamed item (a token, an audio hop) only what is needed: no call
+        # at all to a hook the extractor does not define
+        self.rewrites = _overrides(extractor, "rewrite")
+        self.closes = _overrides(extractor, "close")
+        self.items = _overrides(extractor, "item")
+        self.firsts = _overrides(extractor, "first_item")
 
     def _start(self, parent_ctx: context.Context, call: Call) -> StageSpan | None:
         try:

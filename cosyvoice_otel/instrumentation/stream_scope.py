@@ -14,13 +14,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from cosyvoice_otel.instrumentation.stage_span import enter_scope, exit_scope, note_error
+from cosyvoice_otel.instrumentation.errors import note_error
+from cosyvoice_otel.instrumentation.stage_span import enter_scope, exit_scope
 
-TARGET = ("starlette.responses", "StreamingResponse.__call__")
 
+def streaming_response(tracer: Any, enabled: Callable[[], bool]) -> Callable[..., Any]:
+    """A row of the instrumentor's patch table: ``starlette.responses``,
+    ``StreamingResponse.__call__``."""
 
-def make_wrapper(enabled: Callable[[], bool]) -> Callable[..., Any]:
-    async def streaming_response(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+    async def wrapper(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
         if not enabled():
             return await wrapped(*args, **kwargs)
         try:
@@ -33,4 +35,4 @@ def make_wrapper(enabled: Callable[[], bool]) -> Callable[..., Any]:
         finally:
             exit_scope(scope, token)
 
-    return streaming_response
+    return wrapper

@@ -3,7 +3,7 @@
     cosyvoice-traced run [OPTIONS] [--] PROGRAM [ARGS...]   run PROGRAM traced (exec, drop-in)
     cosyvoice-traced env [OPTIONS] [--format shell|dotenv]  print the environment `run` would set
 
-Options come from :data:`cosyvoice_otel.config.OPTIONS`; each is also read from
+Options come from :data:`cosyvoice_otel.settings.OPTIONS`; each is also read from
 ``COSYVOICE_TRACED_<NAME>``, and ``OTEL_*`` variables already set are honoured. Precedence:
 flag > COSYVOICE_TRACED_* > OTEL_* > default. User mistakes print ONE line on stderr and exit 2.
 """
@@ -16,7 +16,8 @@ from typing import Any
 
 import click
 
-from cosyvoice_otel.launcher import config, launcher
+from cosyvoice_otel import settings as table
+from cosyvoice_otel.launcher import child_env, launcher
 from cosyvoice_otel.version import __version__
 
 EXIT_USAGE = 2
@@ -24,7 +25,7 @@ EXIT_USAGE = 2
 
 def _settings_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Attach one click option per row of the option table (values parsed later by config)."""
-    for option in reversed(config.OPTIONS):
+    for option in reversed(table.OPTIONS):
         help_text = f"{option.help} [env: {option.envvar}]"
         if "/" in option.flag:
             func = click.option(option.flag, option.name, default=None, help=help_text)(func)
@@ -37,14 +38,14 @@ def _settings_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-def _resolve(ctx: click.Context, params: dict[str, Any]) -> config.Settings:
+def _resolve(ctx: click.Context, params: dict[str, Any]) -> table.Settings:
     given = {name: ";".join(value) if isinstance(value, tuple) else value
              for name, value in params.items()
-             if name in config.OPTIONS_BY_NAME and value not in (None, ())
+             if name in table.OPTIONS_BY_NAME and value not in (None, ())
              and ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
     try:
-        settings = config.Settings.resolve(given)
-    except config.ConfigError as exc:
+        settings = table.Settings.resolve(given)
+    except table.ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     for warning in settings.warnings:
         click.echo(f"cosyvoice-traced: warning: {warning}", err=True)
@@ -95,7 +96,7 @@ def run(ctx: click.Context, module: str | None, program: tuple[str, ...], **para
         if importlib.util.find_spec("confluent_kafka") is None:
             raise click.UsageError("--exporter kafka needs confluent-kafka: "
                                    "pip install 'cosyvoice-otel[kafka]'")
-    launcher.exec_traced(instrument, resolved, settings.render())
+    launcher.exec_traced(instrument, resolved, child_env.render(settings))
 
 
 @cli.command("env", context_settings={"allow_interspersed_args": False})
@@ -128,7 +129,7 @@ def env_command(ctx: click.Context, fmt: str, check_endpoint: bool, program: tup
     else:
         if check_endpoint and settings.exporter == "zipkin":
             launcher.check_endpoint_in_background(settings.zipkin_endpoint)
-        for key, value in sorted(settings.render().items()):
+        for key, value in sorted(child_env.render(settings).items()):
             if fmt == "shell":
                 click.echo(f"export {key}={shlex.quote(value)}")
             else:
@@ -155,7 +156,7 @@ def demo(zipkin_endpoint: str | None, port: int, zipkin_port: int,
 
     if zipkin_endpoint:
         try:
-            config.parse_http_url(zipkin_endpoint)
+            table.parse_http_url(zipkin_endpoint)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--zipkin-endpoint") from None
     try:
@@ -212,7 +213,7 @@ def verify(app_url: str | None, grpc_target: str | None, zipkin_url: str, count:
         if url is None:
             continue
         try:
-            config.parse_http_url(url)
+            table.parse_http_url(url)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint=name) from None
 
@@ -245,7 +246,7 @@ def verify(app_url: str | None, grpc_target: str | None, zipkin_url: str, count:
 
 @cli.command()
 @click.option("--zipkin", "zipkin_url", required=True, metavar="URL")
-@click.option("--service", default=config.OPTIONS_BY_NAME["service_name"].default,
+@click.option("--service", default=table.OPTIONS_BY_NAME["service_name"].default,
               show_default=True, help="The service name the traces were recorded under.")
 @click.option("--lookback", default="1h", show_default=True, help="15m, 1h, 2d, ...")
 @click.option("--limit", type=click.IntRange(1, 100000), default=10000, show_default=True,
@@ -276,7 +277,7 @@ def report(zipkin_url: str, service: str, lookback: str, limit: int, by: str | N
     from cosyvoice_otel.tools.zipkin import ZipkinClient, ZipkinError
 
     try:
-        config.parse_http_url(zipkin_url)
+        table.parse_http_url(zipkin_url)
         lookback_ms = rep.parse_lookback(lookback)
         rules = [rep.parse_rule(a) for a in alerts]
         compared = [rep.parse_side(side) for side in sides]
@@ -350,7 +351,7 @@ def doctor(zipkin_url: str | None, cosyvoice_path: str | None, model_dir: str | 
         raise click.BadParameter(str(exc), param_hint="--stage") from None
     if metrics_url:
         try:
-            config.parse_http_url(metrics_url)
+            table.parse_http_url(metrics_url)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--metrics") from None
     lines = run_doctor(zipkin_url, cosyvoice_path, model_dir, rows, metrics_url)

@@ -10,7 +10,9 @@ id generator and resource from the ``OTEL_*`` variables, as usual) with two addi
   per exporter (sharing it) exports the failed traces that the ratio dropped;
 * with ``--metrics``, the sampler records what it drops (the wrappers measure every request),
   and the meter provider is ours (meter.py: privacy views on the stock HTTP metrics), with the
-  tracer's health counters (health.py) on it.
+  tracer's health counters (health.py) on it;
+* the process lifecycle (lifecycle.py): one clock for every span, and a SIGTERM flush that
+  waits for the exporters built here.
 
 A failure here is one warning and an app without tracing, never a crashed app.
 """
@@ -25,9 +27,10 @@ from opentelemetry import metrics, trace
 from opentelemetry.sdk._configuration import _OTelSDKConfigurator
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
-from cosyvoice_otel.launcher.config import runtime_settings
+from cosyvoice_otel.sdk import lifecycle
 from cosyvoice_otel.sdk.health import QueueDrops, TracerHealth, count_queue_drops
 from cosyvoice_otel.sdk.redaction import RedactingSpanExporter
+from cosyvoice_otel.settings import Settings, current
 
 logger = logging.getLogger("cosyvoice_otel")
 
@@ -36,7 +39,7 @@ class CosyVoiceConfigurator(_OTelSDKConfigurator):
     def _configure(self, **kwargs: Any) -> None:
         exporters: list[RedactingSpanExporter] = []
         try:  # the option table, resolved once for the whole SDK setup
-            settings = runtime_settings()
+            settings = current()
             kwargs.setdefault("exporter_args_map", exporter_args(settings))
             if os.environ.get("OTEL_TRACES_SAMPLER") == "cosyvoice_ratio":
                 from cosyvoice_otel.sdk.propagation import DeferAwareRatioSampler
@@ -79,9 +82,15 @@ class CosyVoiceConfigurator(_OTelSDKConfigurator):
             return
         finally:
             api_logger.removeFilter(quiet)
+        provider = trace.get_tracer_provider()
+        try:
+            lifecycle.install(provider, [redacting.inner for redacting in exporters])
+        except Exception as exc:  # noqa: BLE001
+            logger.warning("cosyvoice-otel: span clock / SIGTERM flush not installed (%s: %s)",
+                           type(exc).__name__, exc)
         keepers: list[Any] = []
         try:
-            keepers = add_error_keeping(trace.get_tracer_provider(), exporters)
+            keepers = add_error_keeping(provider, exporters)
         except Exception as exc:  # noqa: BLE001
             logger.warning("cosyvoice-otel: keep-errors is off (%s: %s)", type(exc).__name__, exc)
         if meter_provider is not None:
@@ -98,7 +107,7 @@ class _ExpectedOverride(logging.Filter):
         return "Overriding of current MeterProvider" not in record.getMessage()
 
 
-def install_meter_provider(settings: Any, kwargs: dict[str, Any]) -> Any:
+def install_meter_provider(settings: Settings, kwargs: dict[str, Any]) -> Any:
     """The global meter provider for ``--metrics prometheus|otlp`` (None for none), with the
     resource the SDK will give the tracer provider (same attributes, same detectors; the SDK
     keeps ``service.instance.id`` per process). A failure is one warning: tracing goes on."""
@@ -121,23 +130,23 @@ def install_meter_provider(settings: Any, kwargs: dict[str, Any]) -> Any:
         return None
 
 
-def exporter_args(settings: Any) -> dict[type, dict[str, Any]]:
+def exporter_args(settings: Settings) -> dict[type, dict[str, Any]]:
     """Our exporters' constructor arguments, from the settings (the SDK builds exporters by
     class; this map is its way to pass them arguments)."""
-    from cosyvoice_otel.sdk.exporter import ResilientZipkinExporter
     from cosyvoice_otel.sdk.file_exporter import ZipkinFileExporter
+    from cosyvoice_otel.sdk.zipkin_http import ResilientZipkinExporter
 
     return {ResilientZipkinExporter: {"endpoint": settings.zipkin_endpoint,
                                       "timeout": float(settings.export_timeout),
                                       "spool_dir": settings.spool_root,
-                                      "spool_max_bytes": int(settings.spool_max_mb * 1024 * 1024),
+                                      "spool_max_bytes": settings.spool_max_bytes,
                                       # encode the next batch while Zipkin takes this one
                                       "pipelined": True},
             ZipkinFileExporter: {"path": settings.zipkin_file},
             **_kafka_args(settings)}
 
 
-def _kafka_args(settings: Any) -> dict[type, dict[str, Any]]:
+def _kafka_args(settings: Settings) -> dict[type, dict[str, Any]]:
     if settings.exporter != "kafka":  # confluent-kafka is imported only when it is used
         return {}
     from cosyvoice_otel.sdk.kafka_exporter import KafkaZipkinExporter
@@ -145,7 +154,7 @@ def _kafka_args(settings: Any) -> dict[type, dict[str, Any]]:
     return {KafkaZipkinExporter: {"bootstrap_servers": settings.kafka_bootstrap_servers,
                                   "topic": settings.kafka_topic,
                                   "spool_dir": settings.spool_root,
-                                  "spool_max_bytes": int(settings.spool_max_mb * 1024 * 1024)}}
+                                  "spool_max_bytes": settings.spool_max_bytes}}
 
 
 def add_error_keeping(provider: Any, exporters: list[RedactingSpanExporter]) -> list[Any]:

@@ -3,7 +3,8 @@
 The file always holds ONE JSON array of all spans exported so far, so Zipkin's UI can load it
 ("Upload JSON"). Selected with ``--exporter zipkin-file`` (``OTEL_TRACES_EXPORTER=
 cosyvoice_zipkin_file``); the path comes from ``COSYVOICE_TRACED_ZIPKIN_FILE``. Redaction is
-applied in front of it by the configurator, like for every exporter.
+applied in front of it by the configurator, like for every exporter; its losses (a file that
+cannot be written) are counted like every exporter's (``export_base``).
 """
 
 from __future__ import annotations
@@ -14,39 +15,35 @@ import threading
 from collections.abc import Sequence
 
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import SpanExportResult
 
-from cosyvoice_otel.launcher.config import runtime_settings
-from cosyvoice_otel.sdk.zipkin_json import ZipkinJsonEncoder
+from cosyvoice_otel.sdk.export_base import CountingExporter
 
 
-class ZipkinFileExporter(SpanExporter):
+class ZipkinFileExporter(CountingExporter):
     def __init__(self, path: str | None = None) -> None:
-        self.path = path or runtime_settings().zipkin_file
-        self._encoder = ZipkinJsonEncoder()
+        if path is None:
+            from cosyvoice_otel.settings import current
+
+            path = current().zipkin_file
+        self.path = path
+        self._init_counting()
         self._lock = threading.Lock()
         self._spans: list[dict] = []
-        self._closed = False
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        if self._closed:
-            return SpanExportResult.FAILURE
-        if not spans:
-            return SpanExportResult.SUCCESS
-        try:
-            encoded = self._encoder.to_dicts(spans)
-            with self._lock:
-                self._spans.extend(encoded)
-                tmp = f"{self.path}.tmp"
+    def encode(self, spans: Sequence[ReadableSpan]) -> list[dict]:  # type: ignore[override]
+        return self._encoder.to_dicts(spans)
+
+    def _hand_over(self, payload: list[dict]) -> SpanExportResult:  # type: ignore[override]
+        with self._lock:
+            tmp = f"{self.path}.tmp"
+            try:
                 with open(tmp, "w", encoding="utf-8") as f:
-                    json.dump(self._spans, f)
+                    json.dump([*self._spans, *payload], f)
                 os.replace(tmp, self.path)
-        except (OSError, ValueError):
-            return SpanExportResult.FAILURE
+            except (OSError, ValueError) as exc:
+                self.drop(len(payload), "export_error", f"cannot write {self.path} ({exc})")
+                return SpanExportResult.FAILURE
+            self._spans.extend(payload)
+        self.counters["sent"] += len(payload)
         return SpanExportResult.SUCCESS
-
-    def shutdown(self) -> None:
-        self._closed = True
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True

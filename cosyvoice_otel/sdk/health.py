@@ -57,25 +57,26 @@ class TracerHealth:
         self.keepers = list(keepers)  # ErrorKeepingProcessor
 
     def totals(self) -> dict[str, float]:
-        """Every number, summed over the exporters (also what ``doctor`` explains)."""
-        from cosyvoice_otel.instrumentation.stage_span import ERRORS
+        """Every number, summed over the exporters (also what ``doctor`` explains). A span
+        counts as exported only when the backend accepted it; each lost span counts once,
+        under its reason."""
+        from cosyvoice_otel.instrumentation.errors import ERRORS
+        from cosyvoice_otel.sdk.export_base import CountingExporter
 
         out = {"exported": 0, "spooled": 0, "replayed": 0, "spool_bytes": 0, "failures": 0,
                "tracing_errors": sum(ERRORS.values())}
         out.update({f"dropped.{reason}": 0 for reason in s.DROP_REASONS})
         for redacting in self.exporters:
             outer = redacting.counters
-            inner = getattr(redacting.inner, "counters", None)
+            inner = redacting.inner
             out["dropped.export_error"] += outer.get("redaction_failed", 0)
-            if inner is not None and "sent" in inner:  # our resilient Zipkin exporter
-                out["exported"] += inner["sent"]
-                out["spooled"] += inner["spooled"]
-                out["replayed"] += inner["replayed"]
-                out["failures"] += inner["failures"]
-                out["dropped.export_error"] += inner["export_errors"]
-                out["dropped.spool_cap"] += inner["dropped"] - inner["export_errors"]
-                out["dropped.rejected"] += inner["rejected"]
-                spool = redacting.inner.spool  # None when the spool directory is unusable
+            if isinstance(inner, CountingExporter):  # ours: what the backend answered
+                for key in ("spooled", "replayed", "failures"):
+                    out[key] += inner.counters[key]
+                out["exported"] += inner.counters["sent"]
+                for reason, count in inner.dropped.items():
+                    out[f"dropped.{reason}"] = out.get(f"dropped.{reason}", 0) + count
+                spool = getattr(inner, "spool", None)  # None when the folder is unusable
                 if spool is not None:
                     out["spool_bytes"] += spool.size
             else:  # any other exporter: its SUCCESS/FAILURE answers

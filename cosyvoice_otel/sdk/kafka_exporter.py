@@ -7,7 +7,7 @@ Confluent, with a bounded in-memory queue, batching, compression and per-message
 reports; pure-Python clients (kafka-python, aiokafka) are slower and would run their protocol
 work under the GIL, next to the app's requests.
 
-What it guarantees, like the HTTP exporter (exporter.py):
+What it guarantees, like the HTTP exporter (zipkin_http.py):
 
 * the app never blocks or fails on Kafka: ``produce`` only queues (librdkafka's queue is
   bounded: ``queue.buffering.max.kbytes``); a delivery report arrives in our poller thread;
@@ -16,8 +16,12 @@ What it guarantees, like the HTTP exporter (exporter.py):
   HTTP exporter, one folder per servers+topic, capped by ``--spool-max-mb``); a full local queue
   spools at once; the spool is replayed, oldest first, once a delivery succeeds again (or a
   probe does); past the cap batches are dropped and counted;
-* counters with the HTTP exporter's names (sent, spooled, replayed, dropped, rejected,
-  failures, export_errors), so the tracer-health metrics read both alike;
+* no batch can block: a batch the broker refuses for its size (``message.max.bytes``) is split
+  in halves down to single spans, what fits is delivered and a span too large alone is dropped
+  and counted (``too_large``); any other non-retriable refusal drops the batch (``rejected``);
+  a spool file over ``spool.MAX_FILE_BYTES`` is set aside unread;
+* the counters of every exporter of ours (``export_base.CountingExporter``), so the
+  tracer-health metrics read both alike;
 * at shutdown what is still queued is purged into the spool, not lost.
 Redaction happened before (``RedactingSpanExporter``), exactly as on the HTTP path.
 """
@@ -25,6 +29,7 @@ Redaction happened before (``RedactingSpanExporter``), exactly as on the HTTP pa
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
 import time
@@ -33,7 +38,7 @@ from typing import Any
 
 from opentelemetry.sdk.trace.export import SpanExportResult
 
-from cosyvoice_otel.sdk.exporter import _BACKGROUND, SpoolingExporter, _span_count
+from cosyvoice_otel.sdk.export_base import SpoolingExporter, span_count
 
 logger = logging.getLogger("cosyvoice_otel.export")
 
@@ -63,29 +68,25 @@ class KafkaZipkinExporter(SpoolingExporter):
                  config: dict[str, Any] | None = None) -> None:
         from confluent_kafka import Producer
 
-        settings = None
         if None in (bootstrap_servers, topic, spool_dir, spool_max_bytes):
-            from cosyvoice_otel.launcher.config import runtime_settings
+            from cosyvoice_otel.settings import current
 
-            settings = runtime_settings()
-        self.bootstrap_servers = bootstrap_servers or settings.kafka_bootstrap_servers
-        self.topic = topic or settings.kafka_topic
-        spool_dir = spool_dir or settings.spool_root
-        max_bytes = spool_max_bytes or int(settings.spool_max_mb * 1024 * 1024)
+            settings = current()
+            bootstrap_servers = bootstrap_servers or settings.kafka_bootstrap_servers
+            topic = topic or settings.kafka_topic
+            spool_dir = spool_dir or settings.spool_root
+            spool_max_bytes = spool_max_bytes or settings.spool_max_bytes
+        self.bootstrap_servers, self.topic = bootstrap_servers, topic
         key = hashlib.sha1(f"kafka:{self.bootstrap_servers}/{self.topic}".encode()).hexdigest()
-        self._init_spool(Path(spool_dir) / key[:12], max_bytes, spool_dir, "Kafka")
+        self._init_spool(Path(spool_dir) / key[:12], int(spool_max_bytes), spool_dir, "Kafka")
         self.producer = Producer({**producer_config(self.bootstrap_servers), **(config or {})})
-        self.counters = {"sent": 0, "spooled": 0, "replayed": 0, "rejected": 0, "dropped": 0,
-                         "failures": 0, "export_errors": 0, "too_large": 0}
         self._lock = threading.Lock()
-        self._closed = False
         self._replaying: Path | None = None  # the spool file whose delivery we wait for
         self._next_probe = 0.0
         self._away = False  # in a streak of failed deliveries (logged once per streak)
         self._poller = threading.Thread(target=self._poll_loop, name="cosyvoice-otel-kafka",
                                         daemon=True)
         self._poller.start()
-        _BACKGROUND.add(self)  # a dying process waits for librdkafka's queue (bounded)
 
     def drain(self, timeout_s: float) -> None:
         """Until librdkafka has a delivery report for everything queued (bounded)."""
@@ -118,22 +119,37 @@ class KafkaZipkinExporter(SpoolingExporter):
 
     # -- producing and delivery reports
     def _produce(self, payload: bytes, replay_path: Path | None) -> bool:
-        count = _span_count(payload)
+        """Queue one message; True when librdkafka took it (its delivery report decides)."""
+        count = span_count(payload)
         try:
             self.producer.produce(self.topic, payload, on_delivery=lambda err, msg: self._report(
                 err, payload, count, replay_path))
             return True
         except BufferError:  # librdkafka's bounded queue is full: Kafka has been away a while
             if replay_path is None:
-                self._spool(payload, count)
+                self.keep(payload, 0, "Kafka away")
             return False
         except Exception as exc:  # noqa: BLE001 - e.g. a message over message.max.bytes
-            if replay_path is not None:
-                self._discard(replay_path)
-            # refused for good, counted like the HTTP exporter's 4xx and 413 (not "dropped")
-            self.counters["too_large" if "size" in str(exc).lower() else "rejected"] += count
-            self._drops.note(count, f"Kafka refused the batch ({exc})")
+            self._refused(payload, replay_path, _too_large(exc), str(exc))
             return False
+
+    def _refused(self, payload: bytes, replay_path: Path | None, too_large: bool,
+                 why: str) -> None:
+        """Kafka will never take this message: a batch too large is split in halves (each
+        produced in turn), a span too large alone or any other refusal is dropped, counted."""
+        count = span_count(payload)
+        if replay_path is not None:
+            self._discard(replay_path)  # its content goes on below, or is counted
+        spans = json.loads(payload) if too_large and count > 1 else None
+        if spans is None or len(spans) <= 1:
+            self.drop(count, "too_large" if too_large else "rejected",
+                      f"Kafka refused them ({why})")
+            return
+        self.counters["split"] += 1
+        mid = len(spans) // 2
+        for half in (spans[:mid], spans[mid:]):
+            self._produce(json.dumps(half, separators=(",", ":"),
+                                     ensure_ascii=False).encode("utf-8"), None)
 
     def _report(self, err: Any, payload: bytes, count: int, replay_path: Path | None) -> None:
         """librdkafka's delivery report (in the poller thread, or in flush())."""
@@ -143,35 +159,22 @@ class KafkaZipkinExporter(SpoolingExporter):
         if err is None:
             if self._away:
                 self._away = False
-                logger.warning("cosyvoice-otel: Kafka %s reachable again",
-                               self.bootstrap_servers)
+                self._log.note("back", 0, f"Kafka {self.bootstrap_servers} reachable again")
             self.counters["sent"] += count
             if replay_path is not None:
                 self.counters["replayed"] += count
                 self._discard(replay_path)
             return
-        retriable = _retriable(err)
-        if not retriable:
-            self.counters["rejected"] += count
-            logger.warning("cosyvoice-otel: Kafka rejected a batch of %d spans (%s); dropped",
-                           count, err)
-            if replay_path is not None:
-                self._discard(replay_path)
+        if not _retriable(err):
+            self._refused(payload, replay_path, _too_large(err), str(err))
             return
         self.counters["failures"] += 1
         self._next_probe = time.monotonic() + PROBE_INTERVAL
-        if not self._away:
-            self._away = True
-            logger.warning("cosyvoice-otel: Kafka %s unreachable (%s); batches go to the spool "
-                           "and are replayed when it is back", self.bootstrap_servers, err)
+        self._away = True
+        self._log.note("away", 0, f"Kafka {self.bootstrap_servers} unreachable ({err}); "
+                                  "batches go to the spool and are replayed when it is back")
         if replay_path is None:  # a replayed file simply stays where it is
-            self._spool(payload, count)
-
-    def _spool(self, payload: bytes, count: int) -> None:
-        if self.spool is not None and self.spool.put(payload):
-            self.counters["spooled"] += count
-        else:
-            self._note_drop(count, "Kafka away and the spool full")
+            self.keep(payload, 0, "Kafka away")
 
     def _discard(self, path: Path) -> None:
         if self.spool is not None:
@@ -180,7 +183,7 @@ class KafkaZipkinExporter(SpoolingExporter):
     # -- replay
     def _replay_one(self) -> bool:
         """Produce the oldest spool file, unless one is already on its way. True when one was
-        handed to the producer."""
+        handed to the producer (or settled without it: unreadable, taken by another process)."""
         if self.spool is None:
             return False
         with self._lock:
@@ -191,10 +194,12 @@ class KafkaZipkinExporter(SpoolingExporter):
                 return False
             self._replaying = path
         try:
-            payload = path.read_bytes()
-        except OSError:  # another process replayed it
+            payload = self.spool.read(path)
+        except (OSError, ValueError) as exc:
             with self._lock:
                 self._replaying = None
+            if not isinstance(exc, FileNotFoundError):  # else: another process replayed it
+                self.set_aside(path, "spool_unreadable", f"is unreadable ({exc})")
             return True
         if not self._produce(payload, path):
             with self._lock:
@@ -216,6 +221,17 @@ class KafkaZipkinExporter(SpoolingExporter):
             except Exception as exc:  # noqa: BLE001 - the poller must never die
                 logger.warning("cosyvoice-otel: Kafka poller: %s", exc)
                 time.sleep(0.5)
+
+
+def _too_large(err: Any) -> bool:
+    """A refusal for the message's size (a KafkaError, or the exception produce() raised)."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    if isinstance(err, KafkaException) and err.args:
+        err = err.args[0]
+    if isinstance(err, KafkaError):
+        return err.code() in (KafkaError.MSG_SIZE_TOO_LARGE, KafkaError._MSG_SIZE_TOO_LARGE)
+    return "size" in str(err).lower() or "too large" in str(err).lower()
 
 
 def _retriable(err: Any) -> bool:

@@ -10,7 +10,9 @@ after its join request has answered), so late spans of a failing request still b
 ones along. An incoming "not sampled" decision is honoured: those spans are never recorded.
 
 Hard bounds: ``max_traces``, ``max_spans`` (all buffered) and ``max_bytes`` (estimated); past
-them the oldest trace is evicted and counted (``counters['evicted']``).
+them the oldest trace is evicted and counted (``counters['evicted']``). While a trace is held
+here it is pinned in the masking registry (``masking.pin``): its request texts stay masked
+when it is exported late, however many other requests started meanwhile.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.trace import StatusCode
 
+from cosyvoice_otel import masking
 from cosyvoice_otel.sdk.propagation import DEFER_KEY, RECORD_VALUE
 
 logger = logging.getLogger("cosyvoice_otel.export")
@@ -83,6 +86,7 @@ class ErrorKeepingProcessor(SpanProcessor):
             entry = self._traces.get(span.context.trace_id)
             if entry is None:
                 entry = self._traces[span.context.trace_id] = _Trace()
+                masking.pin(span.context.trace_id)
             entry.open += 1
             entry.closed_at = None
             self._traces.move_to_end(span.context.trace_id)
@@ -131,9 +135,10 @@ class ErrorKeepingProcessor(SpanProcessor):
             self._sweep(now)
         while self._traces and (len(self._traces) > self.max_traces or self._spans >
                                 self.max_spans or self._bytes > self.max_bytes):
-            _, entry = self._traces.popitem(last=False)
+            trace_id, entry = self._traces.popitem(last=False)
             self.counters["evicted"] += len(entry.spans)
             self._release(entry)
+            masking.unpin(trace_id)
 
     def _sweep(self, now: float) -> None:
         for trace_id in list(self._traces):
@@ -144,6 +149,7 @@ class ErrorKeepingProcessor(SpanProcessor):
                 self.counters["discarded_traces"] += 1
             self._release(entry)
             del self._traces[trace_id]
+            masking.unpin(trace_id)  # what it exported is out of the queue by now (grace_s)
 
     def _enqueue(self, spans: list[ReadableSpan]) -> None:
         try:

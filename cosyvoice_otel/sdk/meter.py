@@ -16,13 +16,12 @@ metric exporter ever sees them; our own instruments are bounded by construction
 
 from __future__ import annotations
 
-import os
-from typing import Any
-
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.metrics.view import View
 from opentelemetry.sdk.resources import Resource
+
+from cosyvoice_otel.settings import Settings
 
 # Attribute keys of the stock HTTP / RPC metrics that are bounded and carry nothing a user sent
 # (old and stable semantic conventions): method, scheme, protocol, status, route, port.
@@ -36,7 +35,7 @@ PRIVACY_VIEWS = (View(instrument_name="http.*", attribute_keys=set(SAFE_HTTP_KEY
                  View(instrument_name="rpc.*", attribute_keys=set(SAFE_HTTP_KEYS)))
 
 
-def build_reader(settings: Any) -> MetricReader | None:
+def build_reader(settings: Settings) -> MetricReader | None:
     if settings.metrics == "prometheus":
         from cosyvoice_otel.sdk.prometheus import PrometheusExemplarReader
 
@@ -45,15 +44,12 @@ def build_reader(settings: Any) -> MetricReader | None:
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
         from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
-        from cosyvoice_otel.launcher.config import otlp_metrics_endpoint
-
-        endpoint = (os.environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
-                    or otlp_metrics_endpoint(settings.otlp_endpoint))
-        return PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=endpoint))
+        return PeriodicExportingMetricReader(
+            OTLPMetricExporter(endpoint=settings.otlp_metrics_endpoint))
     return None
 
 
-def build_meter_provider(settings: Any, resource: Resource | None) -> MeterProvider | None:
+def build_meter_provider(settings: Settings, resource: Resource | None) -> MeterProvider | None:
     """The provider for ``--metrics prometheus|otlp`` (None for ``none``)."""
     reader = build_reader(settings)
     if reader is None:

@@ -226,9 +226,9 @@ def sampler_factory(arg: str | None) -> Sampler:
         rate = float(arg) if arg not in (None, "") else 1.0
     except ValueError:
         rate = 1.0
-    from cosyvoice_otel.launcher.config import runtime_settings
+    from cosyvoice_otel.settings import current
 
-    settings = runtime_settings()
+    settings = current()
     return DeferAwareRatioSampler(rate, keep_errors=settings.keep_errors,
                                   record_all=settings.metrics != "none")
 

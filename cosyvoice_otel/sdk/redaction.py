@@ -4,14 +4,17 @@
 OTLP, the Zipkin file, console, and any added later): it hands the exporter redacted copies
 of the spans, so no exporter can skip it, and the exporter encodes them once. It applies:
 
-* **query values**: in URL-like attributes (``http.url``, ``url.full``, ``http.target``,
-  ``url.query``, ...) every ``name=value`` becomes ``name=REDACTED`` (names are the API's);
+* **query strings**: in URL-like attributes (``http.url``, ``url.full``, ``http.target``,
+  ``url.query``, ...) every value becomes ``REDACTED``, and so does every key and bare item
+  (``?SECRET``) but the names the matched route declares as its API
+  (``masking.declare_query_names``: FastAPI's declared query parameters, Gradio's own);
 * **raw paths** of SERVER spans: the path becomes the route template when the framework
   matched one (``/synthesize/{name}``, Gradio's ``/file={path}``), ``/{unmatched}`` when it
   did not (a 404 path is whatever the client typed);
 * **content-aware masking**: the stage extractors register the request's own texts (synthesis,
-  prompt, instruct text) under the trace id (``remember``: a dict insert on the request
-  thread; everything else happens at export, off the request path). Each text is masked in the
+  prompt, instruct text, a speaker id the model does not list) under the trace id
+  (``masking.remember``: a dict insert on the request thread; everything else happens at
+  export, off the request path). Each text is masked in the
   forms in which it can appear in a message: as is, ``repr``-escaped, JSON-escaped (ASCII and
   not), URL-encoded, and its words of 4+ characters. Short texts are masked too, as whole
   tokens, so ``"a"`` does not eat every other ``a``;
@@ -27,26 +30,24 @@ If redacting a batch fails, the batch is dropped (counted), never exported unred
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import threading
-from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import quote, quote_plus, urlsplit, urlunsplit
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind, Status
 
+from cosyvoice_otel import masking
+from cosyvoice_otel.masking import declared_query_names
+
 logger = logging.getLogger("cosyvoice_otel.export")
 
 MASK = "[REDACTED]"
 UNMATCHED_PATH = "/{unmatched}"
-MAX_TRACES = 4096
-MIN_SUBSTRING = 4  # a form shorter than this is masked only as a whole token
-MIN_WORD = 4  # words of a text masked on their own (a PIN "4321" is one)
 OUR_SCOPE = "cosyvoice_otel"
 URL_KEYS = frozenset({"http.url", "url.full", "http.target", "url.query", "http.request.uri"})
 PATH_KEYS = frozenset({"http.target", "url.path", "http.url", "url.full"})
@@ -59,80 +60,26 @@ UNMASKED_KEYS = frozenset({
     "server.port", "client.port", "rpc.system", "rpc.service", "rpc.method",
     "rpc.grpc.status_code", "otel.status_code", "error.type",
 })
-_QUERY_VALUE = re.compile(r"(?P<key>[?&;][^=&#;]*=)[^&#;]*")
-
-_lock = threading.Lock()
-# trace id -> [texts, compiled pattern or None (built lazily at export)]
-_registry: OrderedDict[int, list[Any]] = OrderedDict()
 
 
-def remember(trace_id: int, values: Iterable[Any]) -> None:
-    """Register the request's own text values for masking in its trace (request thread: cheap)."""
-    texts = [v for v in values if isinstance(v, str) and v.strip()]
-    if not texts or not trace_id:
-        return
-    with _lock:
-        entry = _registry.get(trace_id)
-        if entry is None:
-            _registry[trace_id] = [set(texts), None]
-            while len(_registry) > MAX_TRACES:
-                _registry.popitem(last=False)
-        elif not entry[0].issuperset(texts):
-            entry[0].update(texts)
-            entry[1] = None
-            _registry.move_to_end(trace_id)
-
-
-def forget_all() -> None:
-    """Empty the registry (tests)."""
-    with _lock:
-        _registry.clear()
-
-
-def _encodings(text: str) -> set[str]:
-    """The forms in which ``text`` can appear inside another string."""
-    forms = {text, text.strip(), repr(text)[1:-1], ascii(text)[1:-1],
-             json.dumps(text)[1:-1], json.dumps(text, ensure_ascii=False)[1:-1],
-             quote(text, safe=""), quote_plus(text), quote(text)}
-    # repr() picks the other quote when the text has one; both escapes occur in messages
-    forms.add(text.replace("\\", "\\\\").replace("'", "\\'"))
-    return {f for f in forms if f.strip()}
-
-
-def _pattern(texts: Iterable[str]) -> re.Pattern[str] | None:
-    forms: set[str] = set()
-    for text in texts:
-        forms |= _encodings(text)
-        for word in re.findall(r"\w+", text):
-            if len(word) >= MIN_WORD:
-                forms |= _encodings(word)
-    if not forms:
-        return None
-    parts = []
-    for form in sorted(forms, key=len, reverse=True):  # longest first: masked whole
-        escaped = re.escape(form)
-        if len(form) < MIN_SUBSTRING or re.fullmatch(r"\w+", form):
-            escaped = rf"(?<!\w){escaped}(?!\w)"
-        parts.append(escaped)
-    return re.compile("|".join(parts))
-
-
-def pattern_for(trace_id: int) -> re.Pattern[str] | None:
-    with _lock:
-        entry = _registry.get(trace_id)
-        if entry is None:
-            return None
-        if entry[1] is None:
-            entry[1] = _pattern(entry[0])
-        return entry[1]
-
-
-def redact_query(value: str) -> str:
-    if "=" not in value:
-        return value
-    if "?" not in value:  # a bare query string (url.query)
-        return _QUERY_VALUE.sub(lambda m: m.group("key") + "REDACTED", "?" + value)[1:]
-    return _QUERY_VALUE.sub(lambda m: m.group("key") + "REDACTED", value)
+def redact_query(value: str, keep: frozenset[str] = frozenset()) -> str:
+    """Every query VALUE masked; a query KEY kept only when the route declares it as its API
+    (``keep``), else masked too, like a bare item (``/x?SECRET``): clients choose them."""
+    path, sep, query = value.partition("?")
+    if not sep:
+        if "=" not in value and "&" not in value:
+            return value  # no query here (a plain path)
+        path, query = "", value  # a bare query string (url.query)
+    query, hash_sep, _fragment = query.partition("#")
+    items = []
+    for item in re.split(r"([&;])", query):
+        if item in ("&", ";", ""):
+            items.append(item)
+            continue
+        key, eq, _ = item.partition("=")
+        name = key if unquote_plus(key) in keep else "REDACTED"
+        items.append(f"{name}=REDACTED" if eq else name)
+    return path + sep + "".join(items) + ("#REDACTED" if hash_sep else "")
 
 
 def mask(value: str, pattern: re.Pattern[str] | None) -> str:
@@ -165,7 +112,8 @@ class Redactor:
             if server and key in PATH_KEYS:
                 value = _replace_path(key, value, route)
             if key in URL_KEYS:
-                value = redact_query(value)
+                value = redact_query(value, declared_query_names(route) if server
+                                     else frozenset())
             return mask(value, pattern)
         if isinstance(value, (tuple, list)) and value and isinstance(value[0], str):
             return tuple(self._value(key, v, pattern, server, route) for v in value)
@@ -199,7 +147,7 @@ class Redactor:
         return mask(name, pattern)
 
     def redact(self, span: ReadableSpan) -> ReadableSpan:
-        pattern = pattern_for(span.context.trace_id) if span.context else None
+        pattern = masking.pattern_for(span.context.trace_id) if span.context else None
         scope = span.instrumentation_scope
         ours = scope is not None and scope.name == OUR_SCOPE
         server = span.kind is SpanKind.SERVER

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cosyvoice_otel import schema as s
+from cosyvoice_otel.tools.zipkin import normalize
 
 STATS = ("count", "mean", "p50", "p95", "p99", "errors")
 _RULE = re.compile(r"^\s*(?P<stage>[\w.<>-]+)\.(?P<stat>count|mean|p50|p95|p99|errors)\s*"
@@ -157,6 +158,7 @@ def analyse(traces: list[list[dict]], by: str | None = None,
     groups: dict[str, GroupStats] = {}
     excluded: Counter = Counter()
     for spans in traces:
+        spans = normalize(spans)  # whatever Zipkin sent: no span lacks a name or a number
         request = _request_span(spans)
         if request is None:
             continue

@@ -37,6 +37,7 @@ from cosyvoice_otel.tools.gradio_rest import GradioError, GradioRest
 from cosyvoice_otel.tools.zipkin import ZipkinClient, ZipkinError
 
 FORMATS = ("b3single", "b3multi", "w3c")
+BAD_INPUT_REASON = "text_too_long"  # schema.ERROR_REASONS: what an over-long text is marked
 
 
 @dataclass
@@ -281,7 +282,7 @@ def run_verify(app_url: str | None, zipkin_url: str, requests: int = 3,
 
 def _ready(sent: Sent) -> Callable[[list[dict]], bool]:
     if sent.bad:
-        return lambda spans: any("error" in sp.get("tags", {}) for sp in spans) and any(
+        return lambda spans: any("error" in sp["tags"] for sp in spans) and any(
             sp["name"] in (s.INFERENCE, s.ASR, s.GRADIO_EVENT) for sp in spans)
     return lambda spans: not check_synthesis(spans, sent.mode, sent.stream)
 
@@ -310,21 +311,37 @@ def _collect(zipkin: ZipkinClient, plan: list[Sent], timeout: float,
     return found
 
 
+def _trace_id_kept(sent: Sent, spans: list[dict]) -> Check | None:
+    """None when every span read back carries the trace id the client sent (Zipkin answers a
+    lookup by id: a trace under another id is an answer to another question)."""
+    if not spans:
+        return None
+    others = sorted({sp["traceId"] for sp in spans} - {sent.trace_id, sent.trace_id[16:]})
+    if others:
+        return Check("", False, f"Zipkin returned spans of another trace ({others[0][:32]}) "
+                                "for the client's id")
+    return Check("", True)
+
+
 def _check_one(sent: Sent, spans: list[dict]) -> list[Check]:
     label = f"{sent.trace_id[:8]} {sent.mode}{' stream' if sent.stream else ''} via {sent.fmt}"
     if sent.bad:
         label = f"{sent.trace_id[:8]} bad input via {sent.fmt}"
-    checks = [Check(f"{label}: client trace id kept", bool(spans),
-                    "" if spans else "no trace under the client's id in Zipkin (is the app "
-                    "running under cosyvoice-traced?)")]
-    if not spans:
+    kept = _trace_id_kept(sent, spans)
+    checks = [Check(f"{label}: client trace id kept", bool(kept and kept.ok),
+                    kept.reason if kept is not None else "no trace under the client's id in "
+                    "Zipkin (is the app running under cosyvoice-traced?)")]
+    if not kept or not kept.ok:
         return checks
     if sent.bad:
-        errors = [sp for sp in spans if "error" in sp.get("tags", {})]
+        errors = [sp for sp in spans if "error" in sp["tags"]]
         reasons = sorted({sp["tags"].get(s.ERROR_TYPE, "") for sp in errors} - {""})
-        checks.append(Check(f"{label}: error tag and reason", bool(errors and reasons),
-                            f"error.type={', '.join(reasons)}" if reasons else
-                            "no span with an error tag and error.type"))
+        # the bad input is a text over the seed's limit: its reason is the schema's
+        ok = BAD_INPUT_REASON in reasons
+        checks.append(Check(f"{label}: error tag and reason", ok,
+                            f"error.type={', '.join(reasons)}" if ok else
+                            f"no span with error.type={BAD_INPUT_REASON} (found: "
+                            f"{', '.join(reasons) or 'none'})"))
     else:
         problems = check_synthesis(spans, sent.mode, sent.stream)
         checks.append(Check(f"{label}: schema (tree, parents, timing, attributes)",

@@ -24,6 +24,35 @@ class ZipkinError(Exception):
     """Zipkin did not answer, or answered something other than what was asked for."""
 
 
+def normalize(spans: Any) -> list[Span]:
+    """Spans as the tools may read them, whatever Zipkin (or something posing as it) sent: a
+    list of dicts, each with ``traceId``, ``id``, ``name`` (Zipkin omits an empty one),
+    ``timestamp`` and ``duration`` (0 when absent or not a number), ``tags`` (a dict of
+    strings) and ``kind`` (None when absent); anything that is not a span is left out."""
+    if not isinstance(spans, list):
+        raise ZipkinError(f"expected a list of spans, got {type(spans).__name__}")
+    out: list[Span] = []
+    for span in spans:
+        if not isinstance(span, dict):
+            continue
+        tags = span.get("tags")
+        clean = dict(span)
+        clean["traceId"] = str(span.get("traceId") or "").lower()
+        clean["id"] = str(span.get("id") or "")
+        clean["name"] = span.get("name") if isinstance(span.get("name"), str) else ""
+        for key in ("timestamp", "duration"):
+            value = span.get(key)
+            clean[key] = value if isinstance(value, (int, float)) and not isinstance(
+                value, bool) else 0
+        clean["tags"] = {str(k): str(v) for k, v in tags.items()} if isinstance(tags,
+                                                                                dict) else {}
+        clean["kind"] = span.get("kind") if isinstance(span.get("kind"), str) else None
+        if "parentId" in span and not isinstance(span["parentId"], str):
+            clean.pop("parentId")
+        out.append(clean)
+    return out
+
+
 class ZipkinClient:
     """Read spans and traces from a Zipkin server (base URL without ``/api/v2``)."""
 
@@ -65,14 +94,18 @@ class ZipkinClient:
 
     def trace(self, trace_id: str) -> list[Span]:
         """All spans of one trace, or [] when Zipkin does not know it (404)."""
-        return self._get(f"/api/v2/trace/{trace_id.lower()}") or []
+        return normalize(self._get(f"/api/v2/trace/{trace_id.lower()}") or [])
 
     def traces(self, service: str | None = None, span_name: str | None = None,
                annotation_query: str | None = None, lookback_ms: int | None = None,
                end_ts_ms: int | None = None, limit: int = 10) -> list[list[Span]]:
-        return self._get("/api/v2/traces", serviceName=service, spanName=span_name,
-                         annotationQuery=annotation_query, lookback=lookback_ms,
-                         endTs=end_ts_ms, limit=limit) or []
+        traces = self._get("/api/v2/traces", serviceName=service, spanName=span_name,
+                           annotationQuery=annotation_query, lookback=lookback_ms,
+                           endTs=end_ts_ms, limit=limit) or []
+        if not isinstance(traces, list):
+            raise ZipkinError(f"expected a list of traces, got {type(traces).__name__}")
+        return [spans for spans in (normalize(t) for t in traces if isinstance(t, list))
+                if spans]
 
     def wait_for_trace(self, trace_id: str,
                        ready: Callable[[list[Span]], bool] = bool,

@@ -31,7 +31,7 @@ class ZipkinServerError(Exception):
 
 
 def cache_dir() -> Path:
-    from cosyvoice_otel.launcher.config import cache_dir as root
+    from cosyvoice_otel.settings import cache_dir as root
 
     return Path(root())
 

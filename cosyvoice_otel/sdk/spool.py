@@ -1,0 +1,205 @@
+"""Batches on disk while the backend is away: oldest first, under a byte cap, private to the user.
+
+One folder per destination (a Zipkin endpoint, a Kafka servers+topic pair), created 0700; every
+file 0600 (spans are redacted, but a trace still tells who called what, when). File names sort
+oldest first and carry what replay needs to know about the batch::
+
+    <ns>-<pid>-<seq>[-pN...][.uT][.fF].json
+
+``-pN`` marks a part of a batch that was split; ``.uT`` a batch whose answer timed out T times
+(it may already be stored: resent at most once more); ``.fF`` a batch that failed F times while
+other batches got through (it is the batch, not the backend: after ``MAX_FILE_FAILURES`` it is
+set aside in ``bad/``). Nothing here reads a file larger than ``MAX_FILE_BYTES`` whole: such a
+file is set aside unread (our own batches are far smaller).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from pathlib import Path
+
+MAX_FILE_BYTES = 8 * 1024 * 1024
+MAX_FILE_FAILURES = 3
+MAX_BAD_BYTES = 16 * 1024 * 1024  # bad/ keeps the newest files up to this size, for a look
+STALE_TMP_S = 60.0
+_NAME = re.compile(r"^(?P<stem>\d+-(?P<pid>\d+)-\d+(?:-p\d+)*)(?:\.u(?P<tries>\d+))?"
+                   r"(?:\.f(?P<fails>\d+))?\.json$")
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, not ours
+    return True
+
+
+def private_dir(directory: Path) -> None:
+    """Create ``directory`` (and missing parents) readable by this user only."""
+    missing = []
+    for parent in (directory, *directory.parents):
+        if parent.exists():
+            break
+        missing.append(parent)
+    for path in reversed(missing):
+        try:
+            path.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
+    directory.chmod(0o700)  # ours alone (also when an older version made it 0755)
+
+
+def _suffix(tries: int, fails: int) -> str:
+    return (f".u{tries}" if tries else "") + (f".f{fails}" if fails else "") + ".json"
+
+
+def _field(path: Path, name: str) -> int:
+    match = _NAME.match(path.name)
+    return int(match[name]) if match and match[name] else 0
+
+
+class Spool:
+    def __init__(self, directory: Path, max_bytes: int) -> None:
+        self.directory = directory
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._seq = 0
+        private_dir(directory)
+        self._remove_stale_tmp()
+        self.size = sum(f.stat().st_size for f in directory.glob("*.json"))
+
+    def _remove_stale_tmp(self) -> None:
+        """A process killed (or a disk that filled) mid-write leaves ``*.tmp``: nothing else
+        would ever remove them. Another live process's fresh tmp is left alone."""
+        now = time.time()
+        for tmp in self.directory.glob("*.tmp"):
+            match = _NAME.match(tmp.name[:-4])
+            try:
+                if match and int(match["pid"]) != os.getpid() and pid_alive(int(match["pid"])) \
+                        and now - tmp.stat().st_mtime < STALE_TMP_S:
+                    continue
+                tmp.unlink()
+            except OSError:
+                pass
+
+    def _write(self, name: str, payload: bytes) -> bool:
+        tmp = self.directory / (name + ".tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(payload)
+            tmp.replace(self.directory / name)
+        except OSError:  # a full disk: leave nothing half-written behind
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+            return False
+        self.size += len(payload)
+        return True
+
+    def put(self, payload: bytes, tries: int = 0) -> bool:
+        """Keep a batch for later; False when it would pass the cap (or the disk is full)."""
+        with self._lock:
+            if self.size + len(payload) > self.max_bytes:
+                return False
+            self._seq += 1
+            stem = f"{time.time_ns():020d}-{os.getpid()}-{self._seq:06d}"
+            return self._write(stem + _suffix(tries, 0), payload)
+
+    def replace(self, path: Path, parts: list[tuple[bytes, int]]) -> None:
+        """Put ``parts`` (payload, tries) where ``path`` was, in its place in the order (``-pN``
+        sorts after the stem's other parts and before the next batch)."""
+        match = _NAME.match(path.name)
+        stem = match["stem"] if match else path.name[:-5]
+        with self._lock:  # written first: a crash in between duplicates, never loses
+            for i, (payload, tries) in enumerate(parts):
+                self._write(f"{stem}-p{i}" + _suffix(tries, 0), payload)
+        self.remove(path)
+
+    def files(self) -> list[Path]:
+        """Every waiting batch, oldest first."""
+        return sorted(self.directory.glob("*.json"))
+
+    def oldest(self) -> Path | None:
+        files = self.files()
+        return files[0] if files else None
+
+    def read(self, path: Path) -> bytes:
+        """The batch in ``path``; ``ValueError`` (without reading it) when it is too large to
+        be one of ours. ``FileNotFoundError`` when another process took it."""
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ValueError(f"{size} bytes, over the {MAX_FILE_BYTES}-byte bound of a batch")
+        return path.read_bytes()
+
+    def count_spans(self, path: Path) -> int:
+        """Spans in a file, read in bounded chunks (a file set aside unread is still counted)."""
+        key = b'"traceId"'
+        count, carry = 0, b""
+        try:
+            with path.open("rb") as f:
+                while chunk := f.read(1 << 20):
+                    data = carry + chunk
+                    count += data.count(key)
+                    # shorter than the key: a key cut at the boundary is counted once, whole
+                    carry = data[-(len(key) - 1):]
+        except OSError:
+            pass
+        return count
+
+    def mark_failed(self, path: Path) -> Path:
+        """One more failure of this batch on its own (``.fF``); returns its new path. The
+        exporter sets it aside once ``fails(path)`` reaches ``MAX_FILE_FAILURES``."""
+        match = _NAME.match(path.name)
+        stem = match["stem"] if match else path.name[:-5]
+        renamed = self.directory / (stem + _suffix(_field(path, "tries"), _field(path, "fails") + 1))
+        try:
+            path.replace(renamed)
+        except OSError:
+            return path
+        return renamed
+
+    def set_aside(self, path: Path) -> None:
+        """Move a batch that cannot be delivered to ``bad/`` (kept for a look, bounded)."""
+        bad = self.directory / "bad"
+        try:
+            size = path.stat().st_size
+            bad.mkdir(mode=0o700, exist_ok=True)
+            path.replace(bad / path.name)
+            with self._lock:
+                self.size = max(0, self.size - size)
+        except OSError:
+            self.remove(path)
+            return
+        kept = sorted(bad.glob("*.json"), reverse=True)  # newest first
+        total = 0
+        for old in kept:
+            try:
+                total += old.stat().st_size
+                if total > MAX_BAD_BYTES:
+                    old.unlink()
+            except OSError:
+                pass
+
+    def remove(self, path: Path) -> None:
+        with self._lock:
+            try:
+                size = path.stat().st_size
+                path.unlink()
+                self.size = max(0, self.size - size)
+            except FileNotFoundError:
+                pass
+
+    @staticmethod
+    def tries(path: Path) -> int:
+        return _field(path, "tries")
+
+    @staticmethod
+    def fails(path: Path) -> int:
+        return _field(path, "fails")

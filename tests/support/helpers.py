@@ -1,0 +1,123 @@
+"""Helpers of the tests (not fixtures: those are in tests/conftest.py): where things are, waits
+that poll a condition, parallel workers that fail the test, ids, launched apps."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from cosyvoice_otel.tools.net import (  # noqa: F401 - re-exported for the tests
+    PortTakenError,
+    PortWaitError,
+    free_port,
+    wait_for_port,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def wait_until(condition, timeout: float = 20.0, interval: float = 0.2):
+    """Poll ``condition`` until it returns something truthy (returned) or ``timeout`` passes
+    (the last value is returned): a wait on a condition, never a bare sleep."""
+    deadline = time.monotonic() + timeout
+    value = condition()
+    while not value and time.monotonic() < deadline:
+        time.sleep(interval)
+        value = condition()
+    return value
+
+
+def run_parallel(calls, timeout: float = 120) -> list:
+    """Run each zero-argument callable in its own thread; return their results in order. An
+    exception in any of them is raised here (so a failing assertion in a worker fails the
+    test), and a worker still running after ``timeout`` is a failure, not a silent pass."""
+    from concurrent.futures import ThreadPoolExecutor, wait
+
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        futures = [pool.submit(call) for call in calls]
+        _, pending = wait(futures, timeout=timeout)
+        assert not pending, f"{len(pending)} worker(s) still running after {timeout:.0f} s"
+        return [future.result() for future in futures]
+
+
+def reset_tracer_provider() -> None:
+    """Undo trace.set_tracer_provider (the API allows one call per process; tests that set
+    the global provider restore the unset state, as the SDK's own test utilities do)."""
+    from opentelemetry import trace
+    from opentelemetry.util._once import Once
+
+    trace._TRACER_PROVIDER = None
+    trace._TRACER_PROVIDER_SET_ONCE = Once()
+
+
+def new_trace_id(bits: int = 128) -> str:
+    return secrets.token_hex(bits // 8)
+
+
+def new_span_id() -> str:
+    return secrets.token_hex(8)
+
+
+def app_env(**extra: str) -> dict[str, str]:
+    """The parent environment for launched apps: the venv first on PATH, fast span export."""
+    env = {k: v for k, v in os.environ.items()
+           if not (k.startswith("OTEL_") or k.startswith("COSYVOICE_TRACED_"))}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["OTEL_BSP_SCHEDULE_DELAY"] = "100"
+    env.update(extra)
+    return env
+
+
+class AppProcess:
+    """A launched app, stopped with SIGTERM (then SIGKILL) at the end of the test.
+
+    The port is chosen free, but another process may take it before the app binds: then the
+    app fails to bind, or something else answers (``PortTakenError``, checked against the
+    app's own sockets). Either way the app is started again on a new port (the ``str(port)``
+    items of ``argv`` are replaced), up to three times."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], port: int) -> None:
+        for attempt in range(3):
+            self.port = port
+            # a file, not a pipe: an app that logs a lot would block on a full, unread pipe
+            self.log = tempfile.TemporaryFile()
+            self.proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=self.log,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            try:
+                wait_for_port(port, self.proc)
+                return
+            except PortWaitError as exc:
+                taken = isinstance(exc, PortTakenError) or "address already in use" in \
+                    self.output().lower()
+                if not taken or attempt == 2:
+                    raise RuntimeError(f"{exc}\n{self.output()[-4000:]}") from None
+                self.stop()
+                new = free_port()
+                argv = [str(new) if item == str(port) else item for item in argv]
+                port = new
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.output()

@@ -1,0 +1,197 @@
+"""StageSpan's own rules in memory: error counting and logging, errors shown on the request's
+top span, abandoned streams, argument lookup, and the CUDA path on a stand-in torch (no GPU
+here; the real GPU run is a benchmark on the lent machine)."""
+
+from __future__ import annotations
+
+import types
+from collections import Counter
+
+import pytest
+from opentelemetry import context, trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
+
+from cosyvoice_otel import schema as s
+from cosyvoice_otel.instrumentation import errors, gpu_timing, stage_span
+from cosyvoice_otel.instrumentation.stage_span import (
+    OPEN_STAGES_KEY,
+    Call,
+    StageSpan,
+    end_abandoned,
+    note_error,
+)
+
+
+@pytest.fixture
+def tracer():
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    return types.SimpleNamespace(tracer=provider.get_tracer("cosyvoice_otel"), memory=memory)
+
+
+OPTIONS = types.SimpleNamespace(cuda_sync=False, gpu_timing=None, metrics=None)
+
+
+def test_tracing_errors_are_counted_each_time_and_logged_once_per_place(caplog,
+                                                                        monkeypatch) -> None:
+    monkeypatch.setattr(errors, "ERRORS", Counter())
+    monkeypatch.setattr(errors, "_LOGGED", set())
+    with caplog.at_level("WARNING", logger="cosyvoice_otel"):
+        note_error("here", ValueError("first"))
+        note_error("here", ValueError("second"))
+        note_error("there", KeyError("k"))
+    assert errors.ERRORS == {"here": 2, "there": 1}
+    assert [r.getMessage() for r in caplog.records] == [
+        "cosyvoice-otel: tracing error in here (ValueError: first); the app is unaffected",
+        "cosyvoice-otel: tracing error in there (KeyError: 'k'); the app is unaffected"]
+
+
+@pytest.mark.parametrize(("args", "kwargs", "expected"), [
+    ((1, 2), {"x": 3}, 1), ((), {"x": 3, "y": 4}, 3), ((), {}, "default")])
+def test_call_first_is_the_first_positional_else_the_first_keyword(args, kwargs,
+                                                                   expected) -> None:
+    assert Call(None, args, kwargs, {}).first("default") == expected
+
+
+def test_call_arg_by_keyword_position_or_default() -> None:
+    call = Call(None, ("a", "b"), {"text": "k"}, {"text": 0, "speed": 1, "stream": 5})
+    assert (call.arg("text"), call.arg("speed"), call.arg("stream", 9), call.arg("x")) == (
+        "k", "b", 9, None)
+
+
+def test_a_failure_is_recorded_on_the_stage_and_shown_on_the_request_span(tracer) -> None:
+    with tracer.tracer.start_as_current_span("POST /request") as request:
+        stage = StageSpan(tracer.tracer, "vocoder", context.get_current(), None, {}, OPTIONS)
+        child = StageSpan(tracer.tracer, "inner", stage.ctx, None, {}, OPTIONS)
+        assert child.request_span is request and child.parent is stage
+        child.fail(RuntimeError("boom"))
+        child.end()
+        stage.end()
+    spans = {x.name: x for x in tracer.memory.get_finished_spans()}
+    inner = spans["inner"]
+    assert inner.status.status_code is StatusCode.ERROR
+    assert inner.status.description == "RuntimeError"
+    assert inner.attributes[s.ERROR_TYPE] == "RuntimeError"
+    (event,) = inner.events
+    assert event.name == "exception" and event.attributes["exception.escaped"] == "True"
+    top = spans["POST /request"]
+    assert top.status.status_code is StatusCode.ERROR
+    assert top.attributes[s.ERROR_TYPE] == "RuntimeError"
+    assert spans["vocoder"].status.status_code is StatusCode.UNSET
+
+
+def test_mark_error_skips_an_ended_request_span_and_adds_the_event(tracer) -> None:
+    request = tracer.tracer.start_span("POST /request")
+    request.end()  # already answered (a stream still producing)
+    stage = StageSpan(tracer.tracer, "flow", trace.set_span_in_context(request), None, {},
+                      OPTIONS)
+    stage.mark_error("text_too_long", "input limit exceeded", {"limit.characters": 200})
+    stage.end()
+    flow = [x for x in tracer.memory.get_finished_spans() if x.name == "flow"][0]
+    assert flow.status.description == "text_too_long"
+    assert [(e.name, dict(e.attributes)) for e in flow.events] == [
+        ("input limit exceeded", {"limit.characters": 200})]
+
+
+def test_a_broken_span_in_fail_is_counted_not_raised(monkeypatch) -> None:
+    monkeypatch.setattr(errors, "ERRORS", Counter())
+    stage = StageSpan.__new__(StageSpan)
+    stage.span = None  # record_exception on None raises inside fail()
+    stage.fail(ValueError("x"))
+    assert errors.ERRORS == {"StageSpan.fail": 1}
+
+
+def test_end_abandoned_ends_only_what_is_open_and_marks_it(tracer) -> None:
+    scope: list = []
+    parent = context.set_value(OPEN_STAGES_KEY, scope)
+    done = StageSpan(tracer.tracer, "done", parent, None, {}, OPTIONS)
+    left = StageSpan(tracer.tracer, "left", parent, None, {}, OPTIONS)
+    assert scope == [done, left]
+    done.end()
+    end_abandoned(scope)
+    end_abandoned(scope)  # twice: still one end each
+    spans = {x.name: x for x in tracer.memory.get_finished_spans()}
+    assert len(tracer.memory.get_finished_spans()) == 2
+    assert s.ABANDONED not in spans["done"].attributes
+    assert spans["left"].attributes[s.ABANDONED] is True
+
+
+class FakeCuda:
+    def __init__(self, available=True, initialized=True) -> None:
+        self.available, self.initialized = available, initialized
+        self.calls: list[str] = []
+
+    def is_available(self) -> bool:
+        return self.available
+
+    def is_initialized(self) -> bool:
+        return self.initialized
+
+    def synchronize(self) -> None:
+        self.calls.append("synchronize")
+
+    def reset_peak_memory_stats(self) -> None:
+        self.calls.append("reset")
+
+    def max_memory_allocated(self) -> float:
+        return 1234.0
+
+
+@pytest.mark.parametrize(("available", "initialized", "used"), [
+    (True, True, True), (True, False, False), (False, True, False)])
+def test_cuda_sync_only_where_cuda_is_in_use(tracer, monkeypatch, available, initialized,
+                                              used) -> None:
+    cuda = FakeCuda(available, initialized)
+    monkeypatch.setitem(__import__("sys").modules, "torch", types.SimpleNamespace(cuda=cuda))
+    stage = StageSpan(tracer.tracer, "vocoder", context.Context(), None, {},
+                      types.SimpleNamespace(cuda_sync=True, metrics=None, gpu_timing=None))
+    stage.end()
+    (span,) = tracer.memory.get_finished_spans()
+    if used:
+        assert cuda.calls == ["reset", "synchronize"]
+        assert span.attributes[s.CUDA_SYNCED] is True
+        assert span.attributes[s.CUDA_PEAK_BYTES] == 1234
+    else:
+        assert cuda.calls == [] and s.CUDA_SYNCED not in span.attributes
+
+
+def test_no_torch_and_a_broken_torch_mean_no_cuda(monkeypatch) -> None:
+    monkeypatch.delitem(__import__("sys").modules, "torch", raising=False)
+    assert gpu_timing.torch_cuda() is None
+
+    class Broken:
+        @property
+        def cuda(self):
+            raise RuntimeError("driver")
+
+    monkeypatch.setitem(__import__("sys").modules, "torch", Broken())
+    assert gpu_timing.torch_cuda() is None
+
+
+def test_a_stage_joins_the_request_scope_of_its_context_its_parent_or_the_current_one(
+        tracer) -> None:
+    in_context: list = []
+    scoped = context.set_value(OPEN_STAGES_KEY, in_context)
+    first = StageSpan(tracer.tracer, "first", scoped, None, {}, OPTIONS)
+    assert in_context == [first] and first.scope is in_context
+    # a child made from a context WITHOUT the scope (a generator's call-time context) joins
+    # its parent stage's scope
+    orphan_ctx = context.set_value(stage_span.STAGE_KEY, first, context.Context())
+    child = StageSpan(tracer.tracer, "child", orphan_ctx, None, {}, OPTIONS)
+    assert in_context == [first, child]
+    # no scope in its context and no parent: the scope current where it starts
+    current: list = []
+    token = context.attach(context.set_value(OPEN_STAGES_KEY, current))
+    try:
+        late = StageSpan(tracer.tracer, "late", context.Context(), None, {}, OPTIONS)
+    finally:
+        context.detach(token)
+    assert current == [late] and late.scope is current
+    alone = StageSpan(tracer.tracer, "alone", context.Context(), None, {}, OPTIONS)
+    assert alone.scope is None
+    end_abandoned(in_context + current)
+    assert {sp.name for sp in tracer.memory.get_finished_spans()} == {"first", "child", "late"}
