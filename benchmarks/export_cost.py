@@ -18,8 +18,6 @@ encoded once.
 
 from __future__ import annotations
 
-from cosyvoice_otel import masking
-
 import argparse
 import json
 import os

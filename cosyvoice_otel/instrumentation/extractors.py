@@ -134,9 +134,12 @@ def _cuda_device(torch: Any) -> str | None:
         return None
 
 
-def _speakers(api: Any) -> Any:
-    """The speaker ids the loaded model lists (presets and ``add_zero_shot_spk`` ones)."""
-    spk2info = getattr(getattr(api, "frontend", None), "spk2info", None)
+def _speakers(instance: Any) -> Any:
+    """The speaker ids the loaded model lists (presets and ``add_zero_shot_spk`` ones), from
+    the API object (``api.frontend.spk2info``) or the frontend itself (``spk2info``)."""
+    spk2info = getattr(instance, "spk2info", None)
+    if spk2info is None:
+        spk2info = getattr(getattr(instance, "frontend", None), "spk2info", None)
     return spk2info if isinstance(spk2info, dict) else ()
 
 

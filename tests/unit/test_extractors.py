@@ -150,20 +150,20 @@ def test_acoustic_counts_tokens_and_their_rate(make_stage, monkeypatch) -> None:
     extractor = ex.Acoustic()
     extractor.start(stage, Call(None, (), {}, {}))
     feed(extractor, stage, 10)
-    extractor.end(stage, None)
+    extractor.close(stage, "completed")
     assert attrs(stage) == {s.SPEECH_TOKENS: 10, s.TOKENS_PER_SECOND: 2.5,
                             s.LLM_BACKEND: "torch"}
     fast = make_stage("acoustic_model")
     fast.started = 104.0  # no time passed: no division by zero
     extractor.start(fast, Call(None, (), {}, {}))
     feed(extractor, fast, 1)
-    extractor.end(fast, None)
+    extractor.close(fast, "completed")
     assert attrs(fast) == {s.SPEECH_TOKENS: 1, s.TOKENS_PER_SECOND: 0.0, s.LLM_BACKEND: "torch"}
     slow = make_stage("acoustic_model")
     slow.started = 101.0
     extractor.start(slow, Call(None, (), {}, {}))
     feed(extractor, slow, 2)
-    extractor.end(slow, None)
+    extractor.close(slow, "completed")
     assert attrs(slow)[s.TOKENS_PER_SECOND] == 0.67  # two decimals
 
 
@@ -249,6 +249,7 @@ def test_inference_measures_the_text_and_the_request(make_stage, monkeypatch) ->
     extractor.item(stage, {"tts_speech": T(1, 36000)})
     extractor.item(stage, "not a chunk")  # counted, no samples
     extractor.end(stage, None)
+    extractor.close(stage, "completed")
     got = attrs(stage)
     assert got[s.FIRST_CHUNK_MS] == 250.0  # set once, by the first chunk
     assert got[s.CHUNK_COUNT] == 3 and got[s.AUDIO_SECONDS] == 2.0
@@ -265,12 +266,27 @@ def test_inference_without_a_rate_or_audio_reports_zero_seconds_and_no_rtf(make_
     assert attrs(stage)[s.STREAM] is False and attrs(stage)[s.SPEED] == 1.0
     extractor.item(stage, {"tts_speech": T(1, 100)})
     extractor.end(stage, None)
+    extractor.close(stage, "completed")
     assert attrs(stage)[s.AUDIO_SECONDS] == 0.0 and s.RTF not in attrs(stage)
     silent = make_stage(s.INFERENCE)
     extractor.start(silent, Call(types.SimpleNamespace(sample_rate=16000), (),
                                  {"tts_text": "y"}, {}))
     extractor.end(silent, None)
+    extractor.close(silent, "completed")
     assert attrs(silent)[s.CHUNK_COUNT] == 0 and s.RTF not in attrs(silent)
+
+
+def test_an_inference_that_fails_still_says_what_it_produced(make_stage) -> None:
+    """The schema's required figures are written on EVERY end (close), not only on success."""
+    extractor = ex.Inference()
+    stage = make_stage(s.INFERENCE)
+    extractor.start(stage, Call(types.SimpleNamespace(sample_rate=16000), (),
+                                {"tts_text": "y"}, {}))
+    extractor.item(stage, {"tts_speech": T(1, 8000)})
+    extractor.close(stage, "error")  # no end(): the generator raised
+    got = attrs(stage)
+    assert got[s.CHUNK_COUNT] == 1 and got[s.AUDIO_SECONDS] == 0.5
+    assert got[s.END_REASON] == "error" and s.RTF not in got
 
 
 @pytest.mark.parametrize(("length", "limit", "error"), [(200, 200, False), (201, 200, True),
@@ -319,6 +335,7 @@ def test_model_tts_counts_chunks_and_the_base_extractor_does_nothing(make_stage)
     for _ in range(4):
         extractor.item(stage, object())
     extractor.end(stage, None)
+    extractor.close(stage, "completed")
     assert attrs(stage) == {s.STREAM: True, s.CHUNK_COUNT: 4}
     assert stage.counters == {"chunks": 4, "token2wav": 0}
     base = make_stage("plain")
@@ -342,14 +359,41 @@ def test_acoustic_names_the_vllm_backend_when_the_llm_has_an_engine(make_stage) 
     assert attrs(idle)[s.LLM_BACKEND] == "torch"
 
 
+def model_listing(*speakers: str) -> types.SimpleNamespace:
+    """A loaded model whose frontend lists these speakers (presets and cached ones)."""
+    return types.SimpleNamespace(frontend=types.SimpleNamespace(
+        spk2info={name: {} for name in speakers}))
+
+
 @pytest.mark.parametrize(("spk_id", "expected"), [("alice-01", "alice-01"), ("", None),
-                                                  (None, None), (7, None)])
-def test_the_speaker_cache_id_is_named_on_inference_frontend_and_add(make_stage, spk_id,
-                                                                    expected) -> None:
-    for extractor in (ex.Inference(), ex.Frontend(), ex.SpeakerAdd()):
+                                                  (None, None), (7, None), ("mallory", None)])
+def test_the_speaker_cache_id_is_named_on_inference_and_frontend_when_the_model_lists_it(
+        make_stage, spk_id, expected) -> None:
+    for extractor in (ex.Inference(), ex.Frontend()):
         stage = make_stage("x")
-        extractor.start(stage, Call(None, (), {"tts_text": "hi", "zero_shot_spk_id": spk_id}, {}))
+        extractor.start(stage, Call(model_listing("alice-01"), (),
+                                    {"tts_text": "hi", "zero_shot_spk_id": spk_id}, {}))
         assert attrs(stage).get(s.ZERO_SHOT_SPK_ID) == expected, extractor.name
+
+
+def test_add_zero_shot_spk_names_the_id_it_caches_under(make_stage) -> None:
+    stage = make_stage(s.SPEAKER_ADD)
+    ex.SpeakerAdd().start(stage, Call(model_listing(), (), {"zero_shot_spk_id": "bob"}, {}))
+    assert attrs(stage)[s.ZERO_SHOT_SPK_ID] == "bob"  # not listed yet: this call adds it
+
+
+def test_a_speaker_id_the_model_does_not_list_is_custom_and_masked(make_stage) -> None:
+    """Upstream's FastAPI server passes any spk_id to the engine; its KeyError quotes it."""
+    from cosyvoice_otel.sdk import redaction
+
+    stage = make_stage(s.INFERENCE)
+    stage.span.set_attribute(s.MODE, "sft")
+    ex.Inference().start(stage, Call(model_listing("中文女"), (),
+                                     {"spk_id": "SECRET-client-string"}, {}))
+    assert attrs(stage)[s.GENAI_VOICE] == "custom"
+    pattern = masking.pattern_for(stage.span.get_span_context().trace_id)
+    assert redaction.mask("KeyError: 'SECRET-client-string'", pattern) == \
+        f"KeyError: '{redaction.MASK}'"
 
 
 def test_speaker_add_registers_the_prompt_text_for_redaction(make_stage) -> None:
@@ -473,12 +517,14 @@ def test_warmup_is_true_once_per_mode_and_stream_pair(make_stage, monkeypatch) -
     ("cross_lingual", {}, "cross_lingual"),
     ("instruct2", {"spk_id": "not a preset mode"}, "instruct2"),
     ("vc", {}, "vc"),
+    ("sft", {"spk_id": "unlisted"}, "custom"),
+    ("zero_shot", {"zero_shot_spk_id": "unlisted"}, "custom"),
 ])
 def test_genai_attributes_name_the_operation_and_the_voice_never_audio(make_stage, mode, kwargs,
                                                                        voice) -> None:
     stage = make_stage(s.INFERENCE)
     stage.span.set_attribute(s.MODE, mode)
-    ex.Inference().start(stage, Call(None, (), kwargs, {}))
+    ex.Inference().start(stage, Call(model_listing("中文女", "中文男", "alice"), (), kwargs, {}))
     got = attrs(stage)
     assert (got[s.GENAI_OPERATION], got[s.GENAI_PROVIDER], got[s.GENAI_OUTPUT_TYPE]) == (
         "text_to_speech", "cosyvoice", "speech")
@@ -496,17 +542,17 @@ def test_tokens_and_first_token_roll_up_to_the_request(make_stage, monkeypatch) 
         ex.Acoustic().start(llm, Call(None, (), {"text": T(1, 7), "prompt_text": T(1, 3)}, {}))
         monkeypatch.setattr(ex.time, "monotonic", lambda sentence=sentence: 1.25 + sentence)
         feed(ex.Acoustic(), llm, 20)
-        ex.Acoustic().end(llm, None)
+        ex.Acoustic().close(llm, "completed")
         assert attrs(tts)[s.LLM_FIRST_TOKEN_MS] == 250.0
     stream = make_stage(s.TEXT_STREAM, parent=make_stage(s.ACOUSTIC_MODEL, parent=request))
     ex.TextStream().start(stream, Call(None, (), {}, {}))
     ex.TextStream().item(stream, T(1, 5))
     ex.TextStream().end(stream, None)
     ex.Inference().end(request, None)
+    ex.Inference().close(request, "completed")
     got = attrs(request)
     assert got[s.GENAI_INPUT_TOKENS] == 2 * 10 + 5 and got[s.GENAI_OUTPUT_TOKENS] == 40
     assert got[s.LLM_FIRST_TOKEN_MS] == 250.0  # the first sentence's
-    ex.Inference().close(request, "completed")
 
 
 class Script:  # what torch.jit.load returns is a RecursiveScriptModule: read by type name

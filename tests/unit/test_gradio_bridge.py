@@ -41,7 +41,6 @@ def bridge(monkeypatch):
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(memory))
     tracer = provider.get_tracer("cosyvoice_otel")
-    wrappers = gradio_bridge.make_wrappers(tracer, lambda: True)
     seen: dict[str, object] = {}
 
     class Fn:
@@ -69,11 +68,13 @@ def bridge(monkeypatch):
     import wrapt
 
     state = {"enabled": True}
-    wrappers = gradio_bridge.make_wrappers(tracer, lambda: state["enabled"])
-    Event.__init__ = wrapt.FunctionWrapper(Event.__init__, wrappers["Event.__init__"])
-    Queue.start = wrapt.FunctionWrapper(Queue.start, wrappers["Queue.start"])
+    enabled = lambda: state["enabled"]  # noqa: E731
+    # the instrumentor's patch-table rows, applied by hand to stand-in classes
+    Event.__init__ = wrapt.FunctionWrapper(Event.__init__,
+                                           gradio_bridge.event_init(tracer, enabled))
+    Queue.start = wrapt.FunctionWrapper(Queue.start, gradio_bridge.queue_start(tracer, enabled))
     Queue.process_events = wrapt.FunctionWrapper(Queue.process_events,
-                                                 wrappers["Queue.process_events"])
+                                                 gradio_bridge.process_events(tracer, enabled))
     return types.SimpleNamespace(Event=Event, Queue=Queue, clock=clock, memory=memory,
                                  tracer=tracer, seen=seen, state=state)
 

@@ -20,6 +20,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from cosyvoice_otel import schema as s
 from cosyvoice_otel.instrumentation import CosyVoiceInstrumentor, errors
 from cosyvoice_otel.instrumentation.metrics import SECONDS_BUCKETS
+from cosyvoice_otel.sdk.export_base import CountingExporter
 from cosyvoice_otel.sdk.health import QueueDrops, TracerHealth, count_queue_drops
 from cosyvoice_otel.sdk.meter import PRIVACY_VIEWS
 from cosyvoice_otel.sdk.prometheus import PrometheusExemplarReader, metric_name, to_families
@@ -276,11 +277,13 @@ def test_the_reader_serves_metrics_over_http() -> None:
 
 # ------------------------------------------------------------------------- the tracer's health
 
-class FakeZipkin:
-    def __init__(self, **counters) -> None:
-        base = {"sent": 0, "spooled": 0, "replayed": 0, "rejected": 0, "dropped": 0,
-                "failures": 0, "export_errors": 0}
-        self.counters = {**base, **counters}
+class FakeZipkin(CountingExporter):
+    """One of our exporters (the counting base), with chosen counts."""
+
+    def __init__(self, dropped: dict | None = None, **counters) -> None:
+        self._init_counting()
+        self.counters.update(counters)
+        self.dropped.update(dropped or {})
         self.spool = type("Spool", (), {"size": 4096})()
 
 
@@ -295,8 +298,10 @@ class FakeOther:
 def test_health_totals_add_up_by_reason() -> None:
     from opentelemetry.sdk.trace.export import SpanExportResult
 
-    zipkin = RedactingSpanExporter(FakeZipkin(sent=10, spooled=4, replayed=3, rejected=2,
-                                              dropped=7, failures=5, export_errors=1))
+    lost = {"spool_cap": 6, "export_error": 1, "rejected": 2, "too_large": 3, "timeout": 4,
+            "spool_unreadable": 5}
+    zipkin = RedactingSpanExporter(FakeZipkin(lost, sent=10, spooled=4, replayed=3,
+                                              failures=5))
     other = RedactingSpanExporter(FakeOther(SpanExportResult.FAILURE))
     other.export(_two_spans())
     other.export(_two_spans())
@@ -308,9 +313,9 @@ def test_health_totals_add_up_by_reason() -> None:
     queue.drop_items(2)
     keeper = type("Keeper", (), {"counters": {"evicted": 8, "dropped": 1}})()
     # a second Zipkin exporter (a keep-errors copy or another endpoint): everything adds up
-    second = RedactingSpanExporter(FakeZipkin(sent=100, spooled=40, replayed=30, rejected=20,
-                                              dropped=70, failures=50, export_errors=10))
-    from cosyvoice_otel.instrumentation.stage_span import ERRORS
+    second = RedactingSpanExporter(FakeZipkin({k: 10 * v for k, v in lost.items()}, sent=100,
+                                              spooled=40, replayed=30, failures=50))
+    from cosyvoice_otel.instrumentation.errors import ERRORS
 
     totals = TracerHealth([zipkin, other, ok, second], [queue], [keeper]).totals()
     assert totals["exported"] == 10 + 2 + 100
@@ -320,6 +325,8 @@ def test_health_totals_add_up_by_reason() -> None:
     assert totals["dropped.spool_cap"] == 6 + 60
     assert totals["dropped.export_error"] == 1 + 4 + 5 + 10  # Zipkin's, other's, redaction
     assert totals["dropped.rejected"] == 22 and totals["dropped.queue_full"] == 6
+    assert (totals["dropped.too_large"], totals["dropped.timeout"],
+            totals["dropped.spool_unreadable"]) == (33, 44, 55)
     assert totals["dropped.keep_errors_evicted"] == 9
     assert totals["tracing_errors"] == sum(ERRORS.values())
 
@@ -364,10 +371,10 @@ def test_queue_drops_pass_every_call_on() -> None:
 def test_health_instruments_report_the_totals() -> None:
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader])
-    zipkin = RedactingSpanExporter(FakeZipkin(sent=3, dropped=2, spooled=11, replayed=7,
+    zipkin = RedactingSpanExporter(FakeZipkin({"spool_cap": 2}, sent=3, spooled=11, replayed=7,
                                               failures=5))
     TracerHealth([zipkin]).register(provider.get_meter("h"))
-    from cosyvoice_otel.instrumentation.stage_span import ERRORS
+    from cosyvoice_otel.instrumentation.errors import ERRORS
     values = {}
     for rm in reader.get_metrics_data().resource_metrics:
         for sm in rm.scope_metrics:

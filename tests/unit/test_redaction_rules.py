@@ -90,7 +90,7 @@ def test_texts_registered_separately_for_one_trace_all_stay_masked() -> None:
 
 
 def test_the_registry_keeps_exactly_max_traces_newest_first(monkeypatch) -> None:
-    monkeypatch.setattr(redaction, "MAX_TRACES", 3)
+    monkeypatch.setattr(masking, "MAX_TRACES", 3)
     for trace_id in (1, 2, 3):
         masking.remember(trace_id, ["some text"])
     assert masking.pattern_for(1) is not None  # exactly at the bound: nothing forgotten
@@ -99,7 +99,7 @@ def test_the_registry_keeps_exactly_max_traces_newest_first(monkeypatch) -> None
 
 
 def test_a_trace_in_use_is_kept_when_others_are_forgotten(monkeypatch) -> None:
-    monkeypatch.setattr(redaction, "MAX_TRACES", 2)
+    monkeypatch.setattr(masking, "MAX_TRACES", 2)
     masking.remember(1, ["one text"])
     masking.remember(2, ["two text"])
     masking.remember(1, ["one more"])  # trace 1 is active again: the newest
@@ -107,15 +107,54 @@ def test_a_trace_in_use_is_kept_when_others_are_forgotten(monkeypatch) -> None:
     assert masking.pattern_for(1) is not None and masking.pattern_for(2) is None
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    ("/x?a=1&b=two", "/x?a=REDACTED&b=REDACTED"),
-    ("a=1&b=2", "a=REDACTED&b=REDACTED"),
-    ("/x/no-query", "/x/no-query"),
-    ("/x?flag", "/x?flag"),
-    ("http://h/p?q=1#frag", "http://h/p?q=REDACTED#frag"),
+def test_a_trace_keep_errors_holds_keeps_its_masks_past_the_window(monkeypatch) -> None:
+    """keep-errors decides a trace when it ends, however many requests started meanwhile."""
+    monkeypatch.setattr(masking, "MAX_TRACES", 2)
+    masking.remember(1, ["held text"])
+    masking.pin(1)
+    for trace_id in range(2, 50):
+        masking.remember(trace_id, ["later text"])
+    assert masking.pattern_for(1) is not None  # pinned: still masked when exported late
+    assert masking.pattern_for(2) is None  # unpinned ones keep the window
+    masking.pin(1)
+    masking.unpin(1)  # one holder of two is done: still pinned
+    masking.remember(60, ["later text"])
+    assert masking.pattern_for(1) is not None
+    masking.unpin(1)  # the last holder: it lives on as the newest trace would
+    masking.remember(61, ["later text"])
+    assert masking.pattern_for(1) is not None and masking.pattern_for(60) is None
+    masking.remember(62, ["later text"])
+    assert masking.pattern_for(1) is None
+
+
+def test_the_registry_is_bounded_in_bytes_too(monkeypatch) -> None:
+    monkeypatch.setattr(masking, "MAX_TEXT_BYTES", 25)
+    masking.remember(1, ["a" * 10])
+    masking.remember(2, ["b" * 10])
+    masking.remember(2, ["b" * 10])  # the same text again costs nothing
+    assert masking.pattern_for(1) is not None
+    masking.remember(3, ["c" * 10])  # 30 bytes: the oldest goes
+    assert masking.pattern_for(1) is None and masking.pattern_for(3) is not None
+    assert masking._bytes == 20
+
+
+@pytest.mark.parametrize(("value", "keep", "expected"), [
+    ("/x?a=1&b=two", {"a", "b"}, "/x?a=REDACTED&b=REDACTED"),
+    ("/x?a=1&b=two", {"a"}, "/x?a=REDACTED&REDACTED=REDACTED"),
+    ("/x?a=1&b=two", set(), "/x?REDACTED=REDACTED&REDACTED=REDACTED"),
+    ("a=1&b=2", {"a", "b"}, "a=REDACTED&b=REDACTED"),
+    ("a=1&b=2", set(), "REDACTED=REDACTED&REDACTED=REDACTED"),
+    ("/x/no-query", set(), "/x/no-query"),
+    ("/x?flag", set(), "/x?REDACTED"),  # a bare item is the client's string
+    ("/x?flag", {"flag"}, "/x?flag"),
+    ("/x?", set(), "/x?"),
+    ("/x?a=1;b", {"a"}, "/x?a=REDACTED;REDACTED"),
+    ("/x?a%20b=1", {"a b"}, "/x?a%20b=REDACTED"),  # names compared decoded
+    ("http://h/p?q=1#frag", {"q"}, "http://h/p?q=REDACTED#REDACTED"),
+    ("http://h/p#frag", set(), "http://h/p#frag"),  # no query: no query rule
 ])
-def test_query_rule(value, expected) -> None:
-    assert redaction.redact_query(value) == expected
+def test_query_rule(value, keep, expected) -> None:
+    assert redaction.redact_query(value, frozenset(keep)) == expected
 
 
 # ------------------------------------------------------------------------ spans, whole
@@ -166,14 +205,14 @@ def test_sequence_values_are_redacted_item_by_item() -> None:
     assert copy.attributes["list"] == ("ok", M)
     urls = Redactor().redact(span(kind=SpanKind.SERVER, attributes={
         "http.route": "/r/{id}", "url.full": ("http://h/r/7?a=1",)}))
-    assert urls.attributes["url.full"] == ("http://h/r/{id}?a=REDACTED",)
+    assert urls.attributes["url.full"] == ("http://h/r/{id}?REDACTED=REDACTED",)
 
 
 @pytest.mark.parametrize(("attributes", "name", "expected_name", "expected"), [
     ({"url.path": "/file=/tmp/me.wav", "http.route": "/file={path}"},
      "GET /file=/tmp/me.wav", "GET /file={path}", {"url.path": "/file={path}"}),
     ({"http.target": "/file=/tmp/me.wav?x=1", "http.route": "/file={path}"},
-     "GET /file=/tmp/me.wav", "GET /file={path}", {"http.target": "/file={path}?x=REDACTED"}),
+     "GET /file=/tmp/me.wav", "GET /file={path}", {"http.target": "/file={path}?REDACTED=REDACTED"}),
     ({"http.target": "/nope/me.wav"}, "GET /nope/me.wav", f"GET {UNMATCHED_PATH}",
      {"http.target": UNMATCHED_PATH}),
     ({"url.path": "/nope"}, "GET", "GET", {"url.path": UNMATCHED_PATH}),
@@ -196,7 +235,7 @@ def test_a_server_span_without_a_path_keeps_its_name() -> None:
 def test_only_server_spans_get_the_path_rule() -> None:
     client = Redactor().redact(span(kind=SpanKind.CLIENT, attributes={
         "http.url": "http://upstream/a/b?k=v", "url.path": "/a/b"}))
-    assert client.attributes["http.url"] == "http://upstream/a/b?k=REDACTED"
+    assert client.attributes["http.url"] == "http://upstream/a/b?REDACTED=REDACTED"
     assert client.attributes["url.path"] == "/a/b"
     event = Redactor().redact(span(kind=SpanKind.SERVER, attributes={"http.route": "/r"},
                                    events=(Event("e", {"url.path": "/raw"}),)))

@@ -21,6 +21,10 @@ from cosyvoice_otel.instrumentation import errors, stage_span
 from cosyvoice_otel.instrumentation.stage_map import Stage
 from cosyvoice_otel.instrumentation.stage_span import StageWrapper
 
+from ..support.tracing import stage_options
+
+OPTIONS = stage_options()
+
 
 class Recorder:
     """An extractor that writes down what it was given."""

@@ -1,0 +1,201 @@
+"""GPU-honest stage time without serialising (--gpu-timing events), with a stand-in CUDA API
+that records which thread called what: the request thread records events and never waits;
+the resolver thread waits for the end event, reads the time, and only then ends the span."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from cosyvoice_otel import schema as s
+from cosyvoice_otel.instrumentation import gpu_timing
+from cosyvoice_otel.instrumentation.gpu_timing import GpuTimer
+from cosyvoice_otel.instrumentation.options import Options
+from cosyvoice_otel.instrumentation.stage_span import StageSpan
+from cosyvoice_otel.settings import Settings
+
+from ..support.tracing import stage_options
+
+
+class FakeCuda:
+    """torch.cuda's surface that GpuTimer uses; a GPU clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple[str, str]] = []
+        self.gpu_ms = 0.0
+        self.allocated = 1000
+        self.peak = 5000
+        self.ready = threading.Event()
+        self.ready.set()
+        cuda = self
+
+        class Event:
+            def __init__(self, enable_timing: bool = False) -> None:
+                assert enable_timing
+                self.at: float | None = None
+
+            def record(self) -> None:
+                cuda._note("record")
+                self.at = cuda.gpu_ms
+
+            def synchronize(self) -> None:
+                cuda._note("event.synchronize")
+                cuda.ready.wait(10)
+
+            def elapsed_time(self, end: Event) -> float:
+                cuda._note("elapsed_time")
+                return end.at - self.at
+
+        self.Event = Event
+
+    def _note(self, what: str) -> None:
+        self.log.append((what, threading.current_thread().name))
+
+    def synchronize(self) -> None:  # the device-wide wait: never ours
+        self._note("device.synchronize")
+        raise AssertionError("GPU timing must never synchronize the device")
+
+    def memory_allocated(self) -> int:
+        return self.allocated
+
+    def max_memory_allocated(self) -> int:
+        return self.peak
+
+    def reset_peak_memory_stats(self) -> None:
+        self._note("reset_peak")
+
+
+@pytest.fixture
+def cuda() -> FakeCuda:
+    return FakeCuda()
+
+
+def timed(memory, timer: GpuTimer, name: str = "flow") -> StageSpan:
+    from opentelemetry import context
+
+    return StageSpan(memory.tracer, name, context.Context(), None, {},
+                     stage_options(gpu_timing=timer))
+
+
+def test_the_request_thread_records_events_and_never_waits(memory, cuda) -> None:
+    timer = GpuTimer(cuda)
+    cuda.ready.clear()  # the GPU is still busy when the stage's Python call returns
+    stage = timed(memory, timer)
+    cuda.gpu_ms = 12.5
+    cuda.allocated = 1800
+    stage.end()
+    request_thread = threading.current_thread().name
+    assert memory.spans() == []  # not ended yet: its end event has not completed
+    on_request = [what for what, thread in cuda.log if thread == request_thread]
+    assert on_request == ["record", "reset_peak", "record"]  # no wait of any kind here
+    cuda.ready.set()
+    assert timer.drain(10)
+    (span,) = memory.spans()
+    assert span.attributes[s.GPU_MS] == 12.5
+    assert span.attributes[s.GPU_MEMORY_DELTA] == 800
+    assert span.attributes[s.CUDA_PEAK_BYTES] == 5000
+    assert span.attributes[s.GPU_PEAK_EXCLUSIVE] is True
+    waits = [thread for what, thread in cuda.log if what in ("event.synchronize",
+                                                             "elapsed_time")]
+    assert waits and set(waits) == {"cosyvoice-otel-gpu"}
+    assert ("device.synchronize", request_thread) not in cuda.log
+
+
+def test_the_span_keeps_the_wall_time_of_the_call_not_of_the_resolution(memory, cuda) -> None:
+    timer = GpuTimer(cuda)
+    cuda.ready.clear()
+    stage = timed(memory, timer)
+    before_end = time.time_ns()
+    stage.end()
+    after_end = time.time_ns()
+    time.sleep(0.05)  # the GPU finishes later
+    cuda.ready.set()
+    timer.drain(10)
+    (span,) = memory.spans()
+    assert before_end <= span.end_time <= after_end
+
+
+def test_under_concurrency_no_peak_is_claimed(memory, cuda) -> None:
+    timer = GpuTimer(cuda)
+    first = timed(memory, timer, "flow")
+    second = timed(memory, timer, "vocoder")  # another request's stage starts meanwhile
+    second.end()
+    first.end()
+    timer.drain(10)
+    spans = {span.name: span for span in memory.spans()}
+    for span in spans.values():
+        assert s.CUDA_PEAK_BYTES not in span.attributes
+        assert s.GPU_PEAK_EXCLUSIVE not in span.attributes
+        assert s.GPU_MS in span.attributes and s.GPU_MEMORY_DELTA in span.attributes
+    assert [what for what, _ in cuda.log].count("reset_peak") == 1  # only while alone
+
+
+def test_without_cuda_nothing_is_recorded_and_the_span_ends_at_once(memory) -> None:
+    timer = GpuTimer()  # torch.cuda when CUDA is in use; here it is not
+    stage = timed(memory, timer)
+    assert stage.gpu is None
+    stage.end()
+    (span,) = memory.spans()
+    assert s.GPU_MS not in span.attributes
+
+
+def test_a_full_resolver_queue_ends_spans_at_once_and_counts_them(memory, cuda,
+                                                                  monkeypatch) -> None:
+    timer = GpuTimer(cuda)
+    import queue
+
+    timer._queue = queue.Queue(maxsize=1)
+    cuda.ready.clear()
+    stages = [timed(memory, timer) for _ in range(3)]
+    for stage in stages:
+        stage.end()
+    assert timer.skipped >= 1
+    assert len(memory.spans()) >= 1  # the skipped ones ended at once, without GPU figures
+    cuda.ready.set()
+    timer.drain(10)
+    assert len(memory.spans()) == 3
+
+
+def test_a_broken_cuda_api_is_counted_and_the_span_still_ends(memory) -> None:
+    from cosyvoice_otel.instrumentation import errors
+
+    class Broken:
+        def Event(self, **kwargs):  # noqa: N802 - torch.cuda's name
+            raise RuntimeError("driver gone")
+
+    before = errors.ERRORS["gpu timing start"]
+    stage = timed(memory, GpuTimer(Broken()))
+    stage.end()
+    assert errors.ERRORS["gpu timing start"] == before + 1 and len(memory.spans()) == 1
+
+
+@pytest.mark.parametrize(("gpu_timing_value", "cuda_sync", "timed_"), [
+    ("auto", False, True), ("events", False, True), ("off", False, False),
+    ("events", True, False)])  # --cuda-sync is exact and serialised: it wins
+def test_the_option_decides_whether_stages_are_timed(gpu_timing_value, cuda_sync, timed_,
+                                                    monkeypatch) -> None:
+    monkeypatch.setattr(gpu_timing, "_TIMER", None)
+    settings = Settings.resolve({}, {})
+    options = Options.resolve({"gpu_timing": gpu_timing_value, "cuda_sync": cuda_sync},
+                              settings)
+    assert (options.gpu_timing is not None) is timed_
+    if timed_:
+        assert options.gpu_timing is gpu_timing.active_timer()  # one per process
+
+
+def test_torch_cuda_is_none_without_torch_or_without_cuda(monkeypatch) -> None:
+    import sys
+    import types
+
+    monkeypatch.setitem(sys.modules, "torch", None)
+    assert gpu_timing.torch_cuda() is None
+    fake = types.SimpleNamespace(cuda=types.SimpleNamespace(is_available=lambda: True,
+                                                            is_initialized=lambda: False))
+    monkeypatch.setitem(sys.modules, "torch", fake)
+    assert gpu_timing.torch_cuda() is None  # never initialises CUDA itself
+    fake.cuda.is_initialized = lambda: True
+    assert gpu_timing.torch_cuda() is fake.cuda
+    fake.cuda.is_available = lambda: (_ for _ in ()).throw(RuntimeError("broken driver"))
+    assert gpu_timing.torch_cuda() is None

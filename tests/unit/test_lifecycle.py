@@ -1,0 +1,167 @@
+"""The traced process's life, SDK side (sdk/lifecycle.py): one clock for every span, the SIGTERM
+flush that waits for what delivers in the background, and the configurator installing both."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import pytest
+
+from cosyvoice_otel.sdk import lifecycle
+
+
+@pytest.fixture
+def span_clock():
+    installed = lifecycle.install_span_clock()
+    yield
+    if installed:
+        lifecycle.uninstall_span_clock()
+
+
+def test_all_spans_share_one_clock_so_a_wall_clock_wobble_cannot_misplace_a_child(
+        memory, span_clock, monkeypatch) -> None:
+    """Seen under VM load: the wall clock moved 3.5 ms between a parent's start and its
+    child's, so the child ended after its parent. Spans are placed by the monotonic clock on
+    one wall anchor; a real step (over 50 ms) moves the anchor."""
+    import time as time_module
+
+    import opentelemetry.sdk.trace as sdk_trace
+
+    real, shift = time_module.time_ns, [0]
+    monkeypatch.setattr(time_module, "time_ns", lambda: real() + shift[0])
+    monkeypatch.setattr(sdk_trace, "time_ns", lambda: real() + shift[0])  # the SDK's clock
+    tracer = memory.tracer
+    with tracer.start_as_current_span("parent"):
+        shift[0] = 3_500_000  # +3.5 ms: a wobble
+        with tracer.start_as_current_span("child"):
+            pass
+    spans = {s.name: s for s in memory.spans()}
+    assert spans["parent"].start_time <= spans["child"].start_time
+    assert spans["child"].end_time <= spans["parent"].end_time
+    shift[0] = 3_600 * 10**9  # a real step of an hour: followed
+    with tracer.start_as_current_span("after the step"):
+        pass
+    (after,) = memory.named("after the step")
+    assert abs(after.start_time - (real() + shift[0])) < lifecycle.ANCHOR_SLACK_NS
+    explicit = tracer.start_span("explicit", start_time=123)
+    explicit.end(end_time=456)
+    assert (explicit.start_time, explicit.end_time) == (123, 456)
+
+
+def test_the_span_clock_is_installed_once_and_removed_whole(span_clock) -> None:
+    import inspect
+
+    import wrapt
+    from opentelemetry.sdk.trace import Span
+
+    assert lifecycle.install_span_clock() is False  # already there: not wrapped twice
+    assert isinstance(inspect.getattr_static(Span, "start"), wrapt.FunctionWrapper)
+    assert not isinstance(inspect.getattr_static(Span, "start").__wrapped__,
+                          wrapt.FunctionWrapper)
+    lifecycle.uninstall_span_clock()
+    assert not isinstance(inspect.getattr_static(Span, "start"), wrapt.FunctionWrapper)
+    assert not isinstance(inspect.getattr_static(Span, "end"), wrapt.FunctionWrapper)
+    assert lifecycle.install_span_clock() is True  # the fixture removes it again
+
+
+class SlowDelivery:
+    """An exporter that delivers in the background: drain() takes a while."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.drained = threading.Event()
+        self.calls: list[float] = []
+
+    def drain(self, timeout_s: float) -> None:
+        self.calls.append(timeout_s)
+        time.sleep(min(self.seconds, timeout_s))
+        self.drained.set()
+
+
+class Provider:
+    def __init__(self) -> None:
+        self.flushes: list[int] = []
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        self.flushes.append(timeout_millis)
+        return True
+
+
+def test_the_flush_waits_for_background_delivery_before_the_process_dies() -> None:
+    """The SIGTERM path: it must WAIT for the exporters (a join that returned at once would
+    let the process die with the last batch in flight)."""
+    slow = SlowDelivery(0.3)
+    provider = Provider()
+    lifecycle.flush_everything(provider, [slow.drain], timeout_ms=5000)
+    assert slow.drained.is_set()  # delivered before flush_everything returned
+    assert len(provider.flushes) == 2 and len(slow.calls) == 4  # twice: late spans go too
+    assert all(0 < left <= 5.0 for left in slow.calls)
+
+
+def test_the_flush_is_bounded_by_its_timeout_whatever_hangs() -> None:
+    hung = threading.Event()
+
+    def drain(timeout_s: float) -> None:
+        hung.wait(60)  # an exporter stuck for good
+
+    started = threading.Event()
+
+    def run() -> None:
+        started.set()
+        lifecycle.flush_everything(Provider(), [drain], timeout_ms=200)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(30)  # generous: a flush that waited for the hung exporter would still run
+    hung.set()
+    assert started.is_set() and not worker.is_alive()
+
+
+def test_a_failing_exporter_does_not_stop_the_flush() -> None:
+    def broken(timeout_s: float) -> None:
+        raise RuntimeError("boom")
+
+    slow = SlowDelivery(0.0)
+    provider = Provider()
+    lifecycle.flush_everything(provider, [broken, slow.drain], timeout_ms=2000)
+    assert slow.drained.is_set() and len(provider.flushes) == 2
+
+
+def test_the_sigterm_handler_is_installed_only_over_the_default_action(monkeypatch) -> None:
+    installed: dict[int, object] = {signal.SIGTERM: signal.SIG_DFL}
+    monkeypatch.setattr(signal, "getsignal", lambda sig: installed[sig])
+    monkeypatch.setattr(signal, "signal", lambda sig, handler: installed.__setitem__(sig,
+                                                                                      handler))
+    killed: list[int] = []
+    monkeypatch.setattr(lifecycle.os, "kill", lambda pid, sig: killed.append(sig))
+    slow = SlowDelivery(0.2)
+    provider = Provider()
+    handler = lifecycle.install_sigterm_flush(provider, [slow.drain], timeout_ms=5000)
+    assert installed[signal.SIGTERM] is handler
+    handler(signal.SIGTERM, None)
+    # flushed and waited, THEN the default action restored and the signal re-sent
+    assert slow.drained.is_set() and provider.flushes
+    assert installed[signal.SIGTERM] is signal.SIG_DFL and killed == [signal.SIGTERM]
+    installed[signal.SIGTERM] = print  # the app's own handler: never replaced
+    assert lifecycle.install_sigterm_flush(provider, []) is None
+
+
+def test_install_drains_the_configured_exporters_and_the_gpu_resolver(monkeypatch) -> None:
+    from cosyvoice_otel.instrumentation import gpu_timing
+
+    captured = {}
+    monkeypatch.setattr(lifecycle, "install_sigterm_flush",
+                        lambda provider, drains: captured.setdefault("drains", drains))
+    monkeypatch.setattr(lifecycle, "install_span_clock", lambda: captured.setdefault("clock", 1))
+    slow = SlowDelivery(0.0)
+    timer = gpu_timing.GpuTimer(cuda=object())
+    monkeypatch.setattr(gpu_timing, "_TIMER", timer)
+    drained = []
+    monkeypatch.setattr(timer, "drain", lambda seconds: drained.append(seconds))
+    lifecycle.install(Provider(), [slow, object()])  # an exporter without drain() is fine
+    assert captured["clock"] == 1 and len(captured["drains"]) == 2
+    for drain in captured["drains"]:
+        drain(1.5)
+    assert drained == [1.5] and slow.calls == [1.5]
