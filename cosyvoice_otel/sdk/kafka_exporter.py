@@ -230,7 +230,9 @@ def _too_large(err: Any) -> bool:
     if isinstance(err, KafkaException) and err.args:
         err = err.args[0]
     if isinstance(err, KafkaError):
-        return err.code() in (KafkaError.MSG_SIZE_TOO_LARGE, KafkaError._MSG_SIZE_TOO_LARGE)
+        codes = {getattr(KafkaError, name, None) for name in ("MSG_SIZE_TOO_LARGE",
+                                                               "_MSG_SIZE_TOO_LARGE")}
+        return err.code() in codes - {None}
     return "size" in str(err).lower() or "too large" in str(err).lower()
 
 

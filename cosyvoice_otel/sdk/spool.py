@@ -177,6 +177,23 @@ class Spool:
         except OSError:
             self.remove(path)
             return
+        self._bound_bad(bad)
+
+    def copy_aside(self, path: Path, payload: bytes) -> None:
+        """Keep a copy of a batch in ``bad/`` (it stays in the spool): a look at a batch that
+        failed, while what can still be delivered of it is."""
+        bad = self.directory / "bad"
+        try:
+            bad.mkdir(mode=0o700, exist_ok=True)
+            fd = os.open(bad / path.name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(payload)
+        except OSError:
+            return
+        self._bound_bad(bad)
+
+    @staticmethod
+    def _bound_bad(bad: Path) -> None:
         kept = sorted(bad.glob("*.json"), reverse=True)  # newest first
         total = 0
         for old in kept:

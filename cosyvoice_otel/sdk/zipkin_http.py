@@ -17,10 +17,12 @@ is encoded once (``zipkin_json``). Every answer is read as one of two things:
   both halves fail with it too, it is Zipkin's trouble: the batch waits in the spool.
 
 A spooled batch that keeps failing with a 5xx while other batches get through is the batch's
-fault: after ``spool.MAX_FILE_FAILURES`` such failures it is set aside in ``bad/`` and counted
-``rejected``. A file over ``spool.MAX_FILE_BYTES`` or not a list of spans is set aside unread
-(``spool_unreadable``). Replay runs in its own thread, one file at a time: the live path keeps
-flowing while it works through a backlog.
+fault: after ``spool.MAX_FILE_FAILURES`` such failures a copy goes to ``bad/`` (for a look) and
+the batch is bisected to the end, so only the spans Zipkin refuses alone are lost (``rejected``).
+Halves keep a trace's spans together: what storage refuses is usually one trace. A file over
+``spool.MAX_FILE_BYTES`` or not a list of spans is set aside unread (``spool_unreadable``).
+Replay runs in its own thread, one file at a time, backing off when a round settles nothing:
+the live path keeps flowing while it works through a backlog.
 
 At-least-once, with the duplicates bounded and counted: a batch whose answer timed out (Zipkin
 may have stored it) is resent at most ``MAX_UNCERTAIN`` more times, then dropped (``timeout``);
@@ -87,6 +89,24 @@ def _encode(spans: list[Any]) -> bytes:
     return json.dumps(spans, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
+def halves(spans: list[Any]) -> tuple[list[Any], list[Any]]:
+    """Two halves of a batch, a trace's spans kept together while the batch holds several
+    traces: what Zipkin's storage refuses is usually one trace (a mapping conflict on one of
+    its tag values), so one half is clean and shows Zipkin works."""
+    by_trace: dict[Any, list[Any]] = {}
+    for span in spans:
+        key = span.get("traceId") if isinstance(span, dict) else None
+        by_trace.setdefault(key, []).append(span)
+    if len(by_trace) < 2:
+        mid = len(spans) // 2
+        return spans[:mid], spans[mid:]
+    first: list[Any] = []
+    groups = list(by_trace.values())
+    while groups and (not first or len(first) + len(groups[0]) <= len(spans) // 2):
+        first.extend(groups.pop(0))
+    return first, [span for group in groups for span in group]
+
+
 class ResilientZipkinExporter(SpoolingExporter):
     def __init__(self, endpoint: str | None = None, timeout: float | None = None,
                  spool_dir: str | None = None, spool_max_bytes: int | None = None,
@@ -113,6 +133,9 @@ class ResilientZipkinExporter(SpoolingExporter):
         self._replayer: threading.Thread | None = None
         self._sent_batches = 0  # evidence that Zipkin works: batches it took, ever
         self._suspects: dict[str, int] = {}  # spool file -> _sent_batches at its last failure
+        # replay rounds that settled nothing wait before the next (the live path does not)
+        self._replay_after = 0.0
+        self._replay_backoff = 1.0
         # pipelined (what the configurator asks for): export() encodes the batch and hands it
         # to a sender thread, so the next batch is encoded while Zipkin ingests this one; at
         # most one batch waits and one is in flight (bounded memory, order kept)
@@ -144,16 +167,20 @@ class ResilientZipkinExporter(SpoolingExporter):
         return Answer(outcome, status, "" if outcome == SENT else resp.text[:200].strip())
 
     def _settle(self, payload: bytes, spans: list[Any] | None, answer: Answer, tries: int,
-                healthy: bool, live: bool = True) -> list[Part]:
+                healthy: bool, live: bool = True, tally: list[int] | None = None) -> list[Part]:
         """Act on Zipkin's answer to ``payload``: count it sent, keep it for later, or bisect a
         refused batch down to the spans Zipkin refuses alone. ``healthy``: Zipkin was seen
         taking (or judging) other parts of this delivery, so a 5xx is about the content.
         ``live``: a suspect (a 5xx the batch may cause) opens the circuit; replay opens it
         itself, only when several files in a row fail alike (the live path keeps flowing
-        while replay works through a backlog). Returns what could not be delivered now."""
+        while replay works through a backlog). ``tally`` collects the spans this delivery got
+        through (replay counts them, whatever the live thread sends meanwhile). Returns what
+        could not be delivered now."""
         count = span_count(payload)
         if answer.outcome == SENT:
             self.counters["sent"] += count
+            if tally is not None:
+                tally.append(count)
             self._sent_batches += 1
             if tries:
                 self.counters["maybe_duplicated"] += count
@@ -183,9 +210,8 @@ class ResilientZipkinExporter(SpoolingExporter):
                                      f"{answer.detail[:120]})")
             return []
         self.counters["split"] += 1
-        mid = len(spans) // 2
-        halves = (spans[:mid], spans[mid:])
-        parts = [_encode(half) for half in halves]
+        two = halves(spans)
+        parts = [_encode(half) for half in two]
         answers: list[Answer] = []
         for part in parts:  # once Zipkin is away, the rest waits too (no attempt per part)
             gone = answers and answers[-1].outcome in (AWAY, UNCERTAIN)
@@ -199,12 +225,13 @@ class ResilientZipkinExporter(SpoolingExporter):
         healthy = healthy or any(a.outcome == SENT or (a.outcome == REFUSED and a.status < 500)
                                  for a in answers)
         left: list[Part] = []
-        for part, half, half_answer in zip(parts, halves, answers, strict=True):
-            left.extend(self._settle(part, half, half_answer, tries, healthy, live))
+        for part, half, half_answer in zip(parts, two, answers, strict=True):
+            left.extend(self._settle(part, half, half_answer, tries, healthy, live, tally))
         return left
 
-    def _deliver(self, payload: bytes, tries: int = 0, live: bool = True) -> list[Part]:
-        return self._settle(payload, None, self._post(payload), tries, False, live)
+    def _deliver(self, payload: bytes, tries: int = 0, live: bool = True,
+                 tally: list[int] | None = None) -> list[Part]:
+        return self._settle(payload, None, self._post(payload), tries, False, live, tally)
 
     def _circuit_open(self) -> bool:
         return time.monotonic() < self._open_until
@@ -281,11 +308,13 @@ class ResilientZipkinExporter(SpoolingExporter):
                     self.set_aside(path, "spool_unreadable", f"is unreadable ({exc})")
                     continue
                 tries = Spool.tries(path)
-                sent_before = self.counters["sent"]
-                left = self._deliver(payload, tries, live=False)
-                self.counters["replayed"] += self.counters["sent"] - sent_before
+                tally = []
+                left = self._deliver(payload, tries, live=False, tally=tally)
+                self.counters["replayed"] += sum(tally)
                 if left == [Part(payload, tries, "suspect")]:
-                    self._suspect_failed(path)
+                    if self._suspect_failed(path, payload):
+                        done += 1
+                        continue
                     suspects += 1
                     if suspects >= MAX_SUSPECTS:  # several batches alike: Zipkin's trouble
                         self._trip("HTTP 5xx for every batch replayed")
@@ -302,20 +331,31 @@ class ResilientZipkinExporter(SpoolingExporter):
                 done += 1
         return done
 
-    def _suspect_failed(self, path: Path) -> None:
+    def _suspect_failed(self, path: Path, payload: bytes) -> bool:
         """A spooled batch failed with a 5xx its halves share. It counts against the batch
-        only when Zipkin took other batches since its previous failure."""
+        only when Zipkin took other batches since its previous failure; at the last count the
+        batch is bisected to the end (Zipkin works: a 5xx is about the content), so only the
+        spans Zipkin refuses alone are lost. True when the file was settled."""
         previous = self._suspects.pop(path.name, None)
         if previous is not None and self._sent_batches > previous:
             if Spool.fails(path) + 1 >= MAX_FILE_FAILURES:
                 assert self.spool is not None
-                self.set_aside(path, "rejected", f"failed {MAX_FILE_FAILURES} times while "
-                                                 "Zipkin took other batches")
-                return
+                self.spool.copy_aside(path, payload)  # the whole batch, for a look
+                tries = Spool.tries(path)
+                tally: list[int] = []
+                left = self._settle(payload, None, self._post(payload), tries, True, False,
+                                    tally)
+                self.counters["replayed"] += sum(tally)
+                if left:
+                    self.spool.replace(path, [(part.payload, part.tries) for part in left])
+                else:
+                    self.spool.remove(path)
+                return True
             path = self.spool.mark_failed(path) if self.spool is not None else path
         if len(self._suspects) > 1000:  # bounded: the oldest memories go first
             self._suspects.pop(next(iter(self._suspects)))
         self._suspects[path.name] = self._sent_batches
+        return False
 
     def _start_replayer(self) -> None:
         if self._replayer is not None and self._replayer.is_alive():
@@ -326,10 +366,16 @@ class ResilientZipkinExporter(SpoolingExporter):
 
     def _replay_loop(self) -> None:
         while not self._closed and self.spool is not None and self.spool.oldest() is not None:
-            wait = max(0.0, self._open_until - time.monotonic())
+            wait = max(0.0, self._open_until - time.monotonic(),
+                       self._replay_after - time.monotonic())
             time.sleep(min(wait, MAX_BACKOFF) if wait else 0.05)
-            if not self._closed:
-                self.replay(budget=20)
+            if self._closed:
+                return
+            if self.replay(budget=20):
+                self._replay_backoff = 1.0
+            else:  # only files that fail for now (a 5xx we cannot pin yet): not in a loop
+                self._replay_after = time.monotonic() + self._replay_backoff
+                self._replay_backoff = min(MAX_BACKOFF, self._replay_backoff * 2)
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         deadline = time.monotonic() + timeout_millis / 1000

@@ -90,6 +90,27 @@ def test_batches_reach_zipkin_through_kafka(zipkin_on_kafka, broker, tmp_path) -
     exporter.shutdown()
 
 
+def test_a_batch_too_large_for_kafka_is_split_and_only_a_span_too_large_alone_is_lost(
+        zipkin_on_kafka, broker, tmp_path) -> None:
+    """No batch can block on Kafka either: over ``message.max.bytes`` it is bisected down to
+    what the broker takes; a span too large alone is dropped and counted (too_large)."""
+    from cosyvoice_otel.sdk.kafka_exporter import KafkaZipkinExporter
+
+    exporter = KafkaZipkinExporter(broker.bootstrap, "zipkin", str(tmp_path / "spool"),
+                                   1 << 20, config={"message.max.bytes": 4000})
+    spans = batch(40)
+    big = batch(1)[0]
+    big._attributes = {"payload": "x" * 8000}  # alone over the limit
+    assert exporter.export([*spans, big]).name == "SUCCESS"
+    assert exporter.force_flush(15000)
+    assert exporter.counters["sent"] == 40 and exporter.counters["split"] > 0
+    assert exporter.dropped == {"too_large": 1}
+    trace_id = f"{spans[0].context.trace_id:032x}"
+    got = zipkin_on_kafka.client().wait_for_trace(trace_id, lambda sp: len(sp) == 40, timeout=60)
+    assert len(got) == 40
+    exporter.shutdown()
+
+
 def test_with_no_broker_batches_are_spooled_then_replayed(broker, tmp_path) -> None:
     exporter = make_exporter(broker.bootstrap, tmp_path)
     broker.kill()
@@ -102,7 +123,7 @@ def test_with_no_broker_batches_are_spooled_then_replayed(broker, tmp_path) -> N
         broker.start()
     assert wait_until(lambda: exporter.counters["replayed"] == 12, timeout=60), \
         exporter.counters
-    assert exporter.spool.size == 0 and exporter.counters["dropped"] == 0
+    assert exporter.spool.size == 0 and exporter.dropped == {}
     exporter.shutdown()
 
 
@@ -114,9 +135,9 @@ def test_at_the_spool_cap_batches_are_dropped_and_counted(tmp_path) -> None:
                                    config={"message.timeout.ms": 500})
     for _ in range(4):
         exporter.export(batch(6))
-    assert wait_until(lambda: exporter.counters["spooled"] + exporter.counters["dropped"] == 24,
+    assert wait_until(lambda: exporter.counters["spooled"] + exporter.dropped["spool_cap"] == 24,
                       timeout=20)
-    assert exporter.counters["dropped"] > 0 and exporter.spool.size <= 3000
+    assert exporter.dropped["spool_cap"] > 0 and exporter.spool.size <= 3000
     exporter.shutdown()
 
 
@@ -210,8 +231,8 @@ def test_kafka_without_its_client_is_a_clear_error(tmp_path) -> None:
 
 
 def test_an_export_error_counts_as_dropped_like_the_http_exporter(tmp_path) -> None:
-    """Both exporters share one meaning of ``dropped`` (spool cap + export errors), so the
-    tracer-health metrics split it alike: here nothing went to the spool cap."""
+    """Every exporter counts its losses by reason the same way (export_base), so the
+    tracer-health metrics split them alike: here nothing went to the spool cap."""
     from cosyvoice_otel.sdk.health import TracerHealth
     from cosyvoice_otel.sdk.kafka_exporter import KafkaZipkinExporter
     from cosyvoice_otel.sdk.redaction import RedactingSpanExporter
@@ -223,7 +244,7 @@ def test_an_export_error_counts_as_dropped_like_the_http_exporter(tmp_path) -> N
 
     exporter.encode = broken
     assert exporter.export(batch(3)).name == "FAILURE"
-    assert exporter.counters["export_errors"] == exporter.counters["dropped"] == 3
+    assert exporter.dropped == {"export_error": 3}
     totals = TracerHealth([RedactingSpanExporter(exporter)]).totals()
     assert (totals["dropped.export_error"], totals["dropped.spool_cap"]) == (3, 0)
     exporter.shutdown()

@@ -6,7 +6,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -145,7 +144,6 @@ def test_bad_environment_variable_is_a_usage_error_too() -> None:
 
 
 def test_unreachable_endpoint_warns_once_but_the_app_runs(refused_endpoint) -> None:
-    started = time.monotonic()
     result = run_traced("run", "--zipkin-endpoint", refused_endpoint, "--", "python", "-c",
                         "import time; time.sleep(2); print('app ran')")
     assert result.returncode == 0
@@ -153,7 +151,6 @@ def test_unreachable_endpoint_warns_once_but_the_app_runs(refused_endpoint) -> N
     warnings = [line for line in result.stderr.splitlines() if "did not answer" in line]
     assert len(warnings) == 1, result.stderr
     assert refused_endpoint in warnings[0]
-    assert time.monotonic() - started < 30
 
 
 @pytest.mark.parametrize("extra", [["--reload"], ["--workers", "4"], ["--workers=2"]])

@@ -15,7 +15,7 @@ import yaml
 
 from cosyvoice_otel.tools import zipkin_server
 
-from ..support.helpers import BIN, IN_CI, ROOT, app_env, free_port, wait_until
+from ..support.helpers import BIN, IN_CI, ROOT, app_env, free_port, new_span_id, new_trace_id, wait_until
 from ..support.prometheus_server import Prometheus, PrometheusError, binary
 
 pytestmark = pytest.mark.zipkin
@@ -45,9 +45,9 @@ def start(launch_app, zipkin, service: str, *flags: str, env: dict[str, str] | N
     return app
 
 
-def synthesize(app) -> None:
+def synthesize(app, headers: dict[str, str] | None = None) -> None:
     resp = requests.get(f"{app.url}/inference_sft", params={"tts_text": TEXT, "spk_id": "中文女"},
-                        timeout=60)
+                        timeout=60, headers=headers or {})
     assert resp.status_code == 200 and len(resp.content) > 1000
 
 
@@ -104,8 +104,13 @@ def test_every_request_is_measured_exemplars_link_to_zipkin_and_the_vocoder_aler
     assert total(text, "tts_request_duration_seconds_count") == n
     assert total(text, "tts_requests_total") == n
     assert not EXEMPLAR.search(text)  # nothing sampled: nothing to link to
-    time.sleep(1.0)  # three export intervals of the app: a span would have arrived by now
-    assert zipkin.client().traces(service="metrics-rate0", lookback_ms=600_000) == []
+    # then one request its caller samples: once IT is in Zipkin, the export pipeline has
+    # passed the n before it (one batch queue, in order), so their absence is real
+    probe = new_trace_id()
+    synthesize(r0, {"b3": f"{probe}-{new_span_id()}-1"})
+    assert zipkin.client().wait_for_trace(probe, timeout=60)
+    stored = zipkin.client().traces(service="metrics-rate0", lookback_ms=600_000)
+    assert {spans[0]["traceId"] for spans in stored} == {probe}
 
     # rate 1: the buckets carry exemplars whose trace ids exist in Zipkin
     synthesize(slow)

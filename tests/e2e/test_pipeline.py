@@ -80,10 +80,9 @@ def test_a_black_holed_zipkin_never_fails_the_app(launch_app) -> None:
     try:
         endpoint = f"http://127.0.0.1:{hole.getsockname()[1]}/api/v2/spans"
         app = hello_app(launch_app, endpoint, "black-hole", "--export-timeout", "1")
-        started = time.monotonic()
-        for _ in range(30):
+        for _ in range(30):  # each answered (get() waits at most 10 s: a hang fails it)
             get(app, new_trace_id())
-        assert time.monotonic() - started < 30  # generous: a hang would take minutes
+        assert app.proc.poll() is None  # and the app is still up
     finally:
         hole.close()
 
@@ -103,8 +102,8 @@ def test_spool_cap_drops_and_counts_with_one_log_line(tmp_path, caplog, refused_
     with caplog.at_level(logging.WARNING, logger="cosyvoice_otel.export"):
         spans_of(provider, 200)
     assert exporter.spool.size <= 20_000
-    assert exporter.counters["spooled"] > 0 and exporter.counters["dropped"] > 0
-    assert exporter.counters["spooled"] + exporter.counters["dropped"] == 200
+    assert exporter.counters["spooled"] > 0 and exporter.dropped["spool_cap"] > 0
+    assert exporter.counters["spooled"] + exporter.dropped["spool_cap"] == 200
     drop_lines = [r for r in caplog.records if "dropped" in r.getMessage()]
     assert len(drop_lines) == 1
     exporter.shutdown()
@@ -116,8 +115,8 @@ def test_a_rejected_batch_is_dropped_once_not_retried(zipkin, tmp_path, caplog) 
     exporter.spool.put(b'[{"traceId": "NOT-HEX", "id": "x"}]')
     with caplog.at_level(logging.WARNING, logger="cosyvoice_otel.export"):
         exporter.replay()
-    assert exporter.spool.oldest() is None
-    assert sum("rejected" in r.getMessage() for r in caplog.records) == 1
+    assert exporter.spool.oldest() is None and exporter.dropped == {"rejected": 1}
+    assert sum("Zipkin refused them" in r.getMessage() for r in caplog.records) == 1
     exporter.shutdown()
 
 
@@ -131,7 +130,7 @@ def test_a_raising_transport_never_reaches_the_app(tmp_path, refused_endpoint) -
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     spans_of(provider, 3)  # would raise here if the exporter leaked the error
-    assert exporter.counters["dropped"] == 3
+    assert exporter.dropped == {"export_error": 3}
 
 
 HOSTILE = [

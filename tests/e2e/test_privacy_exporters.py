@@ -2,10 +2,12 @@
 
 The demo FastAPI server runs under the launcher with each exporter; requests carry canaries in
 the text (with a NUL that makes the engine fail with an exception QUOTING the text, quotes,
-a backslash, emoji), the prompt text, the upload's file name, an unmatched path and a short
-query value. Then the test reads what each exporter really wrote: Zipkin's API, the spool
-directory (Zipkin refusing connections), the test's own OTLP receiver, the Zipkin file, and
-the app's stdout for the console exporter, and every message on the Kafka topic.
+a backslash, emoji), the prompt text, the upload's file name, an unmatched path, a short
+query value, a bare query item and a query key the app does not declare, and a speaker id the
+model does not list (the engine's KeyError quotes it). Then the test reads what each exporter
+really wrote: Zipkin's API, the spool directory (Zipkin refusing connections), the test's own
+OTLP receiver, the Zipkin file, and the app's stdout for the console exporter, and every
+message on the Kafka topic.
 """
 
 from __future__ import annotations
@@ -70,6 +72,9 @@ def send_requests(url: str, prompt_file: Path) -> tuple[list[str], list[str]]:
     file_name = f"voice-CANARY{token}D.wav"
     path_canary = f"CANARY{token}E"
     short = f"q{token[:2].lower()}"  # 3 characters: no text masking could catch it
+    bare = f"CANARY{token}F"  # a bare query item: a string the client chose
+    key = f"CANARY{token}G"  # a query KEY the app does not declare
+    speaker = f"CANARY{token}H"  # a speaker the model does not list (its KeyError quotes it)
     try:  # the engine raises on the NUL after the 200 headers went out
         requests.get(f"{url}/inference_sft", params={"tts_text": failing, "spk_id": "中文女"},
                      timeout=60)
@@ -84,7 +89,15 @@ def send_requests(url: str, prompt_file: Path) -> tuple[list[str], list[str]]:
     assert resp.status_code == 200
     resp = requests.get(f"{url}/no/such/{path_canary}/x", params={"token": short}, timeout=10)
     assert resp.status_code == 404
-    return [failing, spoken, prompt, file_name, path_canary], [short]
+    resp = requests.get(f"{url}/inference_sft?tts_text=hello%20there&spk_id=%E4%B8%AD%E6%96%87"
+                        f"%E5%A5%B3&{bare}&{key}=1", timeout=60)
+    assert resp.status_code == 200
+    try:
+        requests.get(f"{url}/inference_sft", params={"tts_text": "hello", "spk_id": speaker},
+                     timeout=60)
+    except requests.exceptions.ChunkedEncodingError:
+        pass
+    return [failing, spoken, prompt, file_name, path_canary, bare, key, speaker], [short]
 
 
 def written(exporter: str, app, zipkin_client, sink: OtlpSink, tmp_path: Path,

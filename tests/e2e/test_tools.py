@@ -17,6 +17,7 @@ from cosyvoice_otel import schema
 from cosyvoice_otel.tools import report as rep
 
 from ..support.helpers import BIN, ROOT, app_env, free_port, wait_until
+from ..support.loopback_server import LoopbackServer, QuietHandler
 
 TRACED = str(BIN / "cosyvoice-traced")
 
@@ -28,11 +29,14 @@ def run_cli(*args: str, timeout: float = 300, cwd: Path = ROOT) -> subprocess.Co
 
 def start_app(launch_app, zipkin, model: Path, app: str, *run_flags: str, traced: bool = True):
     port = free_port()
+    service = f"verify-{app}-{secrets.token_hex(3)}"
     program = ["python", f"examples/{app}.py", "--port", str(port), "--model_dir", str(model)]
     argv = [TRACED, "run", "--zipkin-endpoint", zipkin.endpoint, "--service-name",
-            f"verify-{app}-{secrets.token_hex(3)}", *run_flags, "--", *program] if traced \
+            service, *run_flags, "--", *program] if traced \
         else [str(BIN / "python"), *program[1:]]
-    return launch_app(argv, app_env(), port)
+    running = launch_app(argv, app_env(), port)
+    running.service = service
+    return running
 
 
 def verify(app_url: str, zipkin, *extra: str) -> tuple[int, dict]:
@@ -73,7 +77,45 @@ def test_verify_fails_with_a_clear_reason_when_tracing_is_partial(zipkin, launch
     code, result = verify(running.url, zipkin, "--timeout", "10")
     assert code == 1
     reasons = " ".join(c["reason"] for c in result["checks"] if not c["ok"])
-    assert "missing stage spans" in reasons or "no span with an error tag" in reasons
+    assert "missing stage spans" in reasons or "no span with error.type=text_too_long" in reasons
+
+
+class LyingZipkin(LoopbackServer):
+    """Answers /health UP, and the same trace to every lookup by id: an answer to another
+    question (a misrouted proxy, a cache keyed on nothing)."""
+
+    def __init__(self, trace: list[dict]) -> None:
+        body = json.dumps(trace).encode()
+
+        class Handler(QuietHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                out = b'{"status": "UP"}' if self.path == "/health" else body
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+        super().__init__(Handler, "")
+
+
+@pytest.mark.zipkin
+def test_verify_fails_against_a_zipkin_that_answers_another_trace(zipkin, launch_app,
+                                                                   make_model) -> None:
+    running = start_app(launch_app, zipkin, make_model(3), "server")
+    code, result = verify(running.url, zipkin)  # a real, complete trace to lie with
+    assert code == 0, result
+    service_traces = zipkin.client().traces(service=running.service, limit=1,
+                                            span_name="cosyvoice.inference")
+    assert service_traces
+    with LyingZipkin(service_traces[0]) as liar:
+        out = run_cli("verify", "--app", running.url, "--zipkin", liar.endpoint, "--json",
+                      "--requests", "2", "--timeout", "5")
+    lied = json.loads(out.stdout)
+    assert out.returncode == 1 and not lied["ok"]
+    kept = [c for c in lied["checks"] if c["name"].endswith("client trace id kept")]
+    assert kept and not any(c["ok"] for c in kept)
+    assert all("another trace" in c["reason"] for c in kept)
 
 
 def test_verify_bad_input_is_one_line_exit_2() -> None:

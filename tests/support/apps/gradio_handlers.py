@@ -10,7 +10,8 @@ import asyncio
 import os
 import sys
 
-sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "examples"))
+sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..",
+                             "examples"))
 
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
