@@ -81,16 +81,53 @@ def process_settings(monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def zipkin() -> Iterator[zipkin_server.ZipkinServer]:
-    """One real Zipkin (official exec jar) on a free loopback port for the whole session."""
+def zipkin(tmp_path_factory, worker_id) -> Iterator[zipkin_server.ZipkinServer]:
+    """One real Zipkin (official exec jar) on a free loopback port for the whole run, SHARED by
+    the xdist workers (the first to need it starts it, the others read where it is; tests keep
+    apart by trace ids and service names): one JVM on two cores, not one per worker. The
+    controller stops it when the run ends (``pytest_sessionfinish``)."""
+    import fcntl
+    import json
+
+    if worker_id == "master":  # no xdist: this process owns it
+        server = _start_zipkin()
+        yield server
+        server.stop()
+        return
+    shared = tmp_path_factory.getbasetemp().parent / "zipkin.json"
+    with open(shared.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one worker starts it; the others wait and read
+        if shared.exists():
+            server = zipkin_server.ZipkinServer(**json.loads(shared.read_text()))
+        else:
+            server = _start_zipkin()
+            shared.write_text(json.dumps({"pid": server.pid, "port": server.port,
+                                          "log_path": server.log_path}))
+    yield server
+
+
+def _start_zipkin() -> zipkin_server.ZipkinServer:
     try:
-        server = zipkin_server.start()
+        return zipkin_server.start()
     except zipkin_server.ZipkinServerError as exc:
         if IN_CI:
             pytest.fail(f"Zipkin could not start (CI=true never skips): {exc}")
         pytest.skip(f"Zipkin could not start: {exc}")
-    yield server
-    server.stop()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The controller of an xdist run stops the Zipkin its workers shared."""
+    import json
+
+    if hasattr(session.config, "workerinput"):  # a worker: the controller does it
+        return
+    base = getattr(session.config, "_tmp_path_factory", None)
+    if base is None:
+        return
+    shared = base.getbasetemp() / "zipkin.json"  # the workers' base is <this>/gwN
+    if shared.exists():
+        zipkin_server.ZipkinServer(**json.loads(shared.read_text())).stop()
+        shared.unlink()
 
 
 @pytest.fixture(scope="session")

@@ -403,7 +403,7 @@ class StageWrapper:
                     finally:
                         _detach(token)
                     raise
-                except BaseException as exc:  # thrown in by the consumer: forward it
+                except BaseException as exc:  # noqa: BLE001 - thrown in by the consumer: forwarded
                     to_throw = exc
         finally:
             stage.end(abandoned=not finished)

@@ -120,7 +120,7 @@ def _probe(url: str, timeout: float) -> None:
         conn = conn_cls(parts.hostname, parts.port, timeout=timeout)
         conn.request("GET", parts.path or "/")
         conn.getresponse().read(0)
-    except Exception as exc:  # any answer at all, even 405, means the endpoint is there
+    except Exception as exc:  # noqa: BLE001 - any answer at all, even 405, means it is there
         sys.stderr.write(f"cosyvoice-traced: warning: trace endpoint {url} did not answer "
                          f"({exc.__class__.__name__}: {exc}); the app runs anyway and spans "
                          "may be lost\n")

@@ -23,7 +23,8 @@ from ..support.helpers import (
 )
 from .test_nginx import NGINX, start_nginx
 
-pytestmark = pytest.mark.zipkin
+# one broker for these tests, which kill and restart it: they run in one xdist worker
+pytestmark = [pytest.mark.zipkin, pytest.mark.xdist_group("kafka")]
 TEXT = "Through Kafka. 第二句。"
 
 

@@ -26,7 +26,8 @@ from ..support.leaks import found, otlp_dicts, strings
 from ..support.otlp_sink import OtlpSink
 
 TRACED = str(BIN / "cosyvoice-traced")
-EXPORTERS = ["zipkin", "spool", "otlp", "zipkin-file", "console", "kafka"]
+EXPORTERS = ["zipkin", "spool", "otlp", "zipkin-file", "console",
+             pytest.param("kafka", marks=pytest.mark.xdist_group("kafka"))]
 
 
 def kafka_messages(bootstrap: str, topic: str) -> list:

@@ -88,7 +88,7 @@ class AppProcess:
         for attempt in range(3):
             self.port = port
             # a file, not a pipe: an app that logs a lot would block on a full, unread pipe
-            self.log = tempfile.TemporaryFile()
+            self.log = tempfile.TemporaryFile()  # noqa: SIM115 - read until the app stops
             self.proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=self.log,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
             try:

@@ -33,7 +33,7 @@ class Prometheus:
         self.port = free_port()
         config_path = workdir / "prometheus.yml"
         config_path.write_text(config)
-        self.log = tempfile.TemporaryFile()
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - the server writes it all its life
         self.proc = subprocess.Popen(
             [exe, f"--config.file={config_path}", f"--storage.tsdb.path={workdir / 'data'}",
              f"--web.listen-address=127.0.0.1:{self.port}", "--enable-feature=exemplar-storage",

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import wave
+from pathlib import Path
 
 import pytest
 import torch
@@ -765,7 +766,7 @@ def test_the_request_carries_genai_usage_and_the_models_configuration(models, in
     assert request[schema.GENAI_MODEL] == os.path.basename(model.model_dir)
     assert (request[schema.MODEL_VERSION], request[schema.FP16], request[schema.LOAD_VLLM],
             request[schema.LOAD_JIT], request[schema.LOAD_TRT]) == (3, False, False, False, False)
-    config = open(os.path.join(model.model_dir, "cosyvoice3.yaml"), "rb").read()
+    config = Path(model.model_dir, "cosyvoice3.yaml").read_bytes()
     assert request[schema.CONFIG_HASH] == hashlib.sha256(config).hexdigest()[:12]
     assert request[schema.DEVICE] == "cpu" and request[schema.TORCH_VERSION] == torch.__version__
     assert request[schema.LLM_FIRST_TOKEN_MS] > 0
