@@ -271,7 +271,7 @@ def tiny_qwen(out: Path) -> None:
     Qwen2ForCausalLM(config).save_pretrained(out, safe_serialization=True)
 
 
-def make(directory: str, version: int) -> Path:
+def make(directory: str, version: int, fill_tokens: bool = False) -> Path:
     import torch
     from hyperpyyaml import load_hyperpyyaml
 
@@ -287,13 +287,17 @@ def make(directory: str, version: int) -> Path:
     with open(out / name, encoding="utf-8") as f:
         configs = load_hyperpyyaml(f, overrides=overrides)
     if version == 2:
-        # a random LLM picks any of its speech_token_size + 3 outputs; upstream's streamed-text
-        # loop (inference_bistream) raises on the one id it never expects from a trained
-        # model (speech_token_size + 1): give that id no chance, as training does
+        # A random LLM picks any of its speech_token_size + 3 outputs; a trained one emits the
+        # two above eos only where they belong. Upstream's streamed-text loop
+        # (inference_bistream) raises on + 1, and its plain loop (inference_wrapper) mishandles
+        # + 2 (the "fill" token of streamed text) as the FIRST token: it re-feeds the whole
+        # prompt into the KV cache and fails. So + 1 never, and + 2 only in a model made for
+        # streamed text input (``fill_tokens``), whose other requests may then fail that way.
         with torch.no_grad():
             decoder = configs["llm"].llm_decoder
-            decoder.weight[SPEECH_TOKENS + 1].zero_()
-            decoder.bias[SPEECH_TOKENS + 1] = -1e4
+            for extra in ((1,) if fill_tokens else (1, 2)):
+                decoder.weight[SPEECH_TOKENS + extra].zero_()
+                decoder.bias[SPEECH_TOKENS + extra] = -1e4
     for part in ("llm", "flow", "hift"):
         torch.save(configs[part].state_dict(), out / f"{part}.pt")
     export_onnx(out, version)
@@ -306,9 +310,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("directory")
     parser.add_argument("--version", type=int, choices=(1, 2), default=2)
+    parser.add_argument("--fill-tokens", action="store_true",
+                        help="v2: let the LLM emit the fill token streamed text input needs")
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    print(make(args.directory, args.version))
+    print(make(args.directory, args.version, args.fill_tokens))
     return 0
 
 

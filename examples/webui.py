@@ -1,6 +1,11 @@
 """Demo Gradio UI in the shape of upstream CosyVoice's webui.py, on the demo engine.
 
     python examples/webui.py --port 8000 --model_dir /tmp/tiny-cosyvoice3
+    python examples/webui.py --engine real --port 8000 --model_dir DIR   (upstream's code)
+
+``--engine real`` runs upstream's real engine installed in the environment (``real_engine.py``)
+on a model directory ``make_real_model.py`` writes; it has no transcriber, so zero-shot needs a
+prompt text there.
 
 Knows nothing about tracing: run it under ``cosyvoice-traced run -- python examples/webui.py ...``.
 Same controls as upstream (text, mode, speaker, prompt text/audio, instruct text, seed, stream,
@@ -18,12 +23,15 @@ import sys
 ROOT_DIR = os.path.dirname(os.path.abspath(__file__))
 sys.path.append(ROOT_DIR)  # upstream appends its folder too, just before importing cosyvoice
 
+import inspect  # noqa: E402
+import logging  # noqa: E402
+
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
-from cosyvoice.cli.cosyvoice import AutoModel  # noqa: E402
-from cosyvoice.utils.asr import TinyTranscriber  # noqa: E402
-from cosyvoice.utils.common import set_all_random_seed  # noqa: E402
-from cosyvoice.utils.file_utils import logging  # noqa: E402
+
+EXTRA = {}  # keyword arguments every inference_* call gets (the real engine's text_frontend)
+WANTS_TENSOR = False  # an older upstream API takes the prompt as a 16 kHz tensor, not a file
+asr = None  # the demo engine's transcriber (the real engine has none here)
 
 MODES = ["pretrained voice", "3s fast clone", "cross-lingual clone", "instruct",
          "voice conversion"]
@@ -60,6 +68,10 @@ def generate_audio(tts_text, mode, sft_speaker, prompt_text, prompt_wav_upload, 
         gr.Warning("instruct mode needs an instruct text")
         yield silence
         return
+    if mode == "3s fast clone" and not prompt_text and asr is None:
+        gr.Warning("prompt text is empty: please type the prompt audio's text")
+        yield silence
+        return
     if mode == "3s fast clone" and not prompt_text:
         result = asr.generate(input=prompt_wav)
         prompt_text = result[0]["text"] if result else ""
@@ -69,15 +81,20 @@ def generate_audio(tts_text, mode, sft_speaker, prompt_text, prompt_wav_upload, 
             return
     set_all_random_seed(int(seed))
     stream, speed = bool(stream), float(speed)
+    if prompt_wav is not None and WANTS_TENSOR:  # as upstream's own webui did then
+        from cosyvoice.utils.file_utils import load_wav
+
+        prompt_wav = load_wav(prompt_wav, PROMPT_SR)
     if mode == "pretrained voice":
         logging.info("get sft inference request")
-        outputs = cosyvoice.inference_sft(tts_text, sft_speaker, stream=stream, speed=speed)
+        outputs = cosyvoice.inference_sft(tts_text, sft_speaker, stream=stream, speed=speed,
+                                          **EXTRA)
     elif mode == "3s fast clone":
         outputs = cosyvoice.inference_zero_shot(tts_text, prompt_text, prompt_wav, stream=stream,
-                                                speed=speed)
+                                                speed=speed, **EXTRA)
     elif mode == "cross-lingual clone":
         outputs = cosyvoice.inference_cross_lingual(tts_text, prompt_wav, stream=stream,
-                                                    speed=speed)
+                                                    speed=speed, **EXTRA)
     elif mode == "voice conversion":
         outputs = cosyvoice.inference_vc(prompt_wav, prompt_wav, stream=stream, speed=speed)
     elif hasattr(cosyvoice, "inference_instruct2"):
@@ -86,10 +103,10 @@ def generate_audio(tts_text, mode, sft_speaker, prompt_text, prompt_wav_upload, 
             yield silence
             return
         outputs = cosyvoice.inference_instruct2(tts_text, instruct_text, prompt_wav,
-                                                stream=stream, speed=speed)
+                                                stream=stream, speed=speed, **EXTRA)
     else:
         outputs = cosyvoice.inference_instruct(tts_text, sft_speaker, instruct_text,
-                                               stream=stream, speed=speed)
+                                               stream=stream, speed=speed, **EXTRA)
     for output in outputs:
         yield cosyvoice.sample_rate, output["tts_speech"].numpy().flatten()
 
@@ -136,8 +153,23 @@ if __name__ == "__main__":
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--model_dir", type=str, required=True,
                         help="a local model directory (examples/make_tiny_model.py makes one)")
+    parser.add_argument("--engine", choices=("demo", "real"), default="demo")
     args = parser.parse_args()
-    cosyvoice = AutoModel(model_dir=args.model_dir)
-    asr = TinyTranscriber()
+    if args.engine == "real":
+        import real_engine
+
+        cosyvoice = real_engine.load(args.model_dir)
+        EXTRA["text_frontend"] = real_engine.text_frontend()
+    else:
+        from cosyvoice.cli.cosyvoice import AutoModel
+        from cosyvoice.utils.asr import TinyTranscriber
+
+        cosyvoice = AutoModel(model_dir=args.model_dir)
+        asr = TinyTranscriber()
+    from cosyvoice.utils.common import set_all_random_seed
+    from cosyvoice.utils.file_utils import logging  # noqa: F811 - upstream's, as its webui
+
+    WANTS_TENSOR = "prompt_speech_16k" in inspect.signature(
+        cosyvoice.inference_zero_shot).parameters
     speakers = cosyvoice.list_available_spks() or [""]
     main()

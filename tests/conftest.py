@@ -154,6 +154,37 @@ def kafka_broker():
 
 
 @pytest.fixture(scope="session")
+def real_engine(tmp_path_factory):
+    """Upstream CosyVoice's REAL engine: its venv (``.venv-cosyvoice``, .ci/setup) and tiny
+    random-weights model directories its own loader accepts (examples/make_real_model.py):
+    ``1`` (v1, named ``-Instruct`` so instruct mode is on), ``2`` (v2), ``fill`` (v2 whose LLM
+    emits the fill token that streamed text input needs). Never skipped under CI=true."""
+    import subprocess
+    import types
+
+    python = ROOT / ".venv-cosyvoice" / "bin" / "python"
+    if not python.exists():
+        message = "the real engine's venv is missing (.ci/setup makes .venv-cosyvoice)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    base = tmp_path_factory.mktemp("real")
+    models = {"1": (base / "v1" / "tiny-CosyVoice-300M-Instruct", ["--version", "1"]),
+              "2": (base / "v2" / "tiny-CosyVoice2", ["--version", "2"]),
+              "fill": (base / "fill" / "tiny-CosyVoice2", ["--version", "2", "--fill-tokens"])}
+    builds = {key: subprocess.Popen([str(python), "examples/make_real_model.py", str(path),
+                                     *args], cwd=ROOT, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT)
+              for key, (path, args) in models.items()}
+    for build in builds.values():
+        out, _ = build.communicate(timeout=600)
+        assert build.returncode == 0, out.decode(errors="replace")[-3000:]
+    site = next((ROOT / ".venv-cosyvoice" / "lib").glob("python3*/site-packages"))
+    return types.SimpleNamespace(python=python, bin=python.parent, site_packages=site,
+                                 models={key: path for key, (path, _) in models.items()})
+
+
+@pytest.fixture(scope="session")
 def make_model(tmp_path_factory):
     """make_model(version) -> a tiny demo model directory (examples/make_tiny_model.py)."""
     sys.path.insert(0, str(ROOT / "examples"))

@@ -17,11 +17,18 @@ instruments the app.
   finishing in its own thread, goes with the second), bounded by ``timeout_ms`` in all; then
   restores the default action and re-sends the signal, so the exit status is still
   "terminated by SIGTERM". An app that sets its own handler later replaces ours.
+* **Quiet export.** The HTTP client under the exporters (urllib3, for ours and the SDK's OTLP)
+  logs every connection at DEBUG; an app that sets its ROOT logger to DEBUG (upstream
+  CosyVoice's ``file_utils`` does) would print our exports into its log. A filter on urllib3's
+  loggers drops the records our export threads make (the SDK's ``Otel*`` workers, our
+  ``cosyvoice-otel-*`` threads, or any thread inside ``quiet_io()``); the app's own HTTP
+  logging is untouched.
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 import signal
 import threading
@@ -101,6 +108,37 @@ def uninstall_span_clock() -> None:
             setattr(Span, attr, current.__wrapped__)
 
 
+_io = threading.local()
+URLLIB3_LOGGERS = ("urllib3.connectionpool", "urllib3.connection", "urllib3.poolmanager",
+                   "urllib3.response", "urllib3.util.retry")
+EXPORT_THREADS = ("Otel", "cosyvoice-otel")  # the SDK's workers, ours
+
+
+class quiet_io:  # noqa: N801 - used like a function: ``with quiet_io(): ...``
+    """Exporter I/O in this block logs nothing through urllib3 (the caller's thread)."""
+
+    def __enter__(self) -> None:
+        _io.depth = getattr(_io, "depth", 0) + 1
+
+    def __exit__(self, *exc: object) -> None:
+        _io.depth -= 1
+
+
+class DropExportIO(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(_io, "depth", 0):
+            return False
+        return not threading.current_thread().name.startswith(EXPORT_THREADS)
+
+
+def install_quiet_export_io() -> None:
+    """The filter on urllib3's loggers (idempotent)."""
+    for name in URLLIB3_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, DropExportIO) for f in logger.filters):
+            logger.addFilter(DropExportIO())
+
+
 def _quietly(call: Callable[[], Any]) -> None:
     try:
         call()
@@ -150,12 +188,13 @@ def install_sigterm_flush(provider: Any, drains: Iterable[Callable[[float], Any]
 
 
 def install(provider: Any, exporters: Iterable[Any]) -> Callable[[int, Any], None] | None:
-    """What the configurator installs once the SDK is set up: the span clock, and the SIGTERM
-    flush that drains ``exporters`` (each exporter's ``drain(seconds)``, when it has one) and
-    the GPU resolver."""
+    """What the configurator installs once the SDK is set up: the span clock, quiet export
+    I/O, and the SIGTERM flush that drains ``exporters`` (each exporter's ``drain(seconds)``,
+    when it has one) and the GPU resolver."""
     from cosyvoice_otel.instrumentation.gpu_timing import active_timer
 
     install_span_clock()
+    install_quiet_export_io()
     drains = [exporter.drain for exporter in exporters if callable(getattr(exporter, "drain",
                                                                            None))]
 

@@ -43,6 +43,7 @@ from opentelemetry.trace import SpanKind, Status
 
 from cosyvoice_otel import masking
 from cosyvoice_otel.masking import declared_query_names
+from cosyvoice_otel.sdk.lifecycle import quiet_io
 
 logger = logging.getLogger("cosyvoice_otel.export")
 
@@ -207,7 +208,7 @@ class RedactingSpanExporter(SpanExporter):
                 logger.warning("cosyvoice-otel: redaction failed (%s: %s); batch dropped",
                                type(exc).__name__, exc)
             return SpanExportResult.FAILURE
-        with self._lock:
+        with self._lock, quiet_io():  # a flush on the app's thread logs no HTTP either
             result = self.inner.export(redacted)
             if result is SpanExportResult.SUCCESS:
                 self.counters["exported"] += len(spans)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 import urllib.request
 import uuid
 from pathlib import Path
@@ -26,10 +27,14 @@ class GradioError(Exception):
 
 class GradioRest:
     def __init__(self, base_url: str, headers: dict[str, str] | None = None,
-                 timeout: float = 120.0) -> None:
+                 timeout: float = 120.0, deadline: float | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.headers = dict(headers or {})
-        self.timeout = timeout
+        self.timeout = timeout  # per read
+        # for the whole call: Gradio's heartbeats keep an SSE stream alive (each read returns)
+        # while a handler that never ends (a dead LLM thread) would make a per-read timeout
+        # wait forever
+        self.deadline = deadline
 
     def _request(self, method: str, path: str, body: bytes | None = None,
                  content_type: str | None = None) -> Any:
@@ -67,13 +72,22 @@ class GradioRest:
         return {"path": server_path, "meta": {"_type": "gradio.FileData"},
                 "orig_name": Path(path).name}
 
+    def _lines(self, resp: Any, api_name: str) -> Any:
+        """The response's lines, until the call's deadline (then GradioError)."""
+        ends = None if self.deadline is None else time.monotonic() + self.deadline
+        for raw in resp:
+            if ends is not None and time.monotonic() > ends:
+                resp.close()
+                raise GradioError(f"{api_name}: no result within {self.deadline:g} s")
+            yield raw
+
     def call(self, api_name: str, data: list[Any]) -> list[Any]:
         """The REST path: returns the final output list; raises GradioError on an error event."""
         event_id = self._json("POST", f"/gradio_api/call/{api_name}", {"data": data})["event_id"]
         last: list[Any] | None = None
         event = ""
         with self._request("GET", f"/gradio_api/call/{api_name}/{event_id}") as resp:
-            for raw in resp:
+            for raw in self._lines(resp, api_name):
                 line = raw.decode("utf-8", "replace").rstrip("\r\n")
                 if line.startswith("event:"):
                     event = line[6:].strip()
@@ -94,7 +108,7 @@ class GradioRest:
                    {"data": data, "fn_index": self.fn_index(api_name), "session_hash": session,
                     "event_data": None, "trigger_id": None})
         with self._request("GET", f"/gradio_api/queue/data?session_hash={session}") as resp:
-            for raw in resp:
+            for raw in self._lines(resp, api_name):
                 line = raw.decode("utf-8", "replace").strip()
                 if not line.startswith("data:"):
                     continue

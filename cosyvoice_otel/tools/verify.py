@@ -37,6 +37,10 @@ from cosyvoice_otel.tools.gradio_rest import GradioError, GradioRest
 from cosyvoice_otel.tools.zipkin import ZipkinClient, ZipkinError
 
 FORMATS = ("b3single", "b3multi", "w3c")
+# A zero-shot prompt text every CosyVoice takes: CosyVoice3's LLM requires the instruction
+# marker "<|endofprompt|>" in it (its thread asserts); v1/v2 read it as ordinary text.
+PROMPT_TEXT = "You are a helpful assistant.<|endofprompt|>prompt words {canary}"
+REQUEST_DEADLINE = 120.0  # seconds for one request, however its server keeps the stream alive
 BAD_INPUT_REASON = "text_too_long"  # schema.ERROR_REASONS: what an over-long text is marked
 
 
@@ -136,14 +140,21 @@ class GradioApp:
             return [c[1] if isinstance(c, list) else c for c in props.get("choices", [])]
 
         self.modes = first_choices(inputs[1])
-        self.speaker = (first_choices(inputs[2]) or [""])[0]
+        # a speaker the app offers; CosyVoice3 ships none (its dropdown holds only "")
+        self.speaker = next((s for s in first_choices(inputs[2]) if s), "")
+
+    @property
+    def has_speakers(self) -> bool:
+        return bool(self.speaker)
 
     def send(self, sent: Sent, prompt: bytes | None, tmp: Callable[[bytes], str]) -> None:
-        client = GradioRest(self.url, headers=trace_headers(sent.fmt, sent.trace_id))
+        client = GradioRest(self.url, headers=trace_headers(sent.fmt, sent.trace_id),
+                            deadline=REQUEST_DEADLINE)
         upload = client.upload(tmp(prompt)) if prompt is not None else None
         mode = self.modes[0 if sent.mode == "sft" else 1]
-        data = [request_text(sent), mode, self.speaker, "", upload, None, "", 0, sent.stream,
-                1.0]
+        prompt_text = PROMPT_TEXT.format(canary=sent.canary) if sent.mode != "sft" else ""
+        data = [request_text(sent), mode, self.speaker, prompt_text, upload, None, "", 0,
+                sent.stream, 1.0]
         client.join("generate_audio", data)
 
 
@@ -157,7 +168,7 @@ class FastApiApp:
         if sent.mode == "sft":
             fields["spk_id"] = "中文女"  # a pretrained speaker of the demo and upstream models
         else:
-            fields["prompt_text"] = f"prompt {sent.canary}"
+            fields["prompt_text"] = PROMPT_TEXT.format(canary=sent.canary)
         body = b"".join(f"--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n"
                         f"{v}\r\n".encode() for k, v in fields.items())
         if prompt is not None:
@@ -169,7 +180,7 @@ class FastApiApp:
                    **trace_headers(sent.fmt, sent.trace_id)}
         req = urllib.request.Request(f"{self.url}/inference_{sent.mode}", data=body,
                                      headers=headers, method="POST")
-        with urllib.request.urlopen(req, timeout=120) as resp:
+        with urllib.request.urlopen(req, timeout=REQUEST_DEADLINE) as resp:
             resp.read()
 
 
@@ -252,7 +263,10 @@ def run_verify(app_url: str | None, zipkin_url: str, requests: int = 3,
         files.append(f.name)
         return f.name
 
-    plan = [Sent(secrets.token_hex(16), FORMATS[i % 3], "sft" if i % 2 == 0 else "zero_shot",
+    # sft needs a preset speaker; an app that offers none (CosyVoice3) gets zero-shot only
+    sft = kind != "gradio" or app.has_speakers
+    plan = [Sent(secrets.token_hex(16), FORMATS[i % 3],
+                 "sft" if i % 2 == 0 and sft else "zero_shot",
                  stream=i % 3 == 1, canary=f"CANARY{secrets.token_hex(6).upper()}")
             for i in range(max(1, requests))]
     if kind == "grpc":  # upstream's proto has no stream flag: the server never streams tokens
@@ -260,7 +274,7 @@ def run_verify(app_url: str | None, zipkin_url: str, requests: int = 3,
             sent.stream = False
     # the bad input: a text over the seed's 200-character limit (traced as text_too_long on
     # the request's top span, whatever the app does with it)
-    plan.append(Sent(secrets.token_hex(16), "b3multi", "sft", False,
+    plan.append(Sent(secrets.token_hex(16), "b3multi", "sft" if sft else "zero_shot", False,
                      f"CANARY{secrets.token_hex(6).upper()}", bad=True))
     for sent in plan:
         prompt = wav_bytes() if sent.mode == "zero_shot" else None

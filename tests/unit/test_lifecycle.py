@@ -165,3 +165,33 @@ def test_install_drains_the_configured_exporters_and_the_gpu_resolver(monkeypatc
     for drain in captured["drains"]:
         drain(1.5)
     assert drained == [1.5] and slow.calls == [1.5]
+
+
+def test_export_io_logs_nothing_through_the_apps_root_logger(caplog) -> None:
+    """Upstream CosyVoice sets the ROOT logger to DEBUG: urllib3's connection lines from our
+    export threads (or a flush inside quiet_io) must not reach the app's log; the app's own
+    urllib3 lines still do."""
+    import logging
+
+    lifecycle.install_quiet_export_io()
+    lifecycle.install_quiet_export_io()  # idempotent: one filter per logger
+    pool = logging.getLogger("urllib3.connectionpool")
+    assert sum(isinstance(f, lifecycle.DropExportIO) for f in pool.filters) == 1
+    seen: list[str] = []
+
+    def log_from(thread_name: str) -> None:
+        worker = threading.Thread(target=lambda: pool.debug("Starting new HTTP connection"),
+                                  name=thread_name)
+        worker.start()
+        worker.join()
+        seen.append(thread_name)
+
+    with caplog.at_level(logging.DEBUG):
+        for name in ("OtelBatchSpanRecordProcessor", "cosyvoice-otel-send", "app-worker"):
+            log_from(name)
+        with lifecycle.quiet_io():
+            pool.debug("a flush on the app's own thread")
+        pool.debug("the app's own request")
+    messages = [(r.threadName, r.getMessage()) for r in caplog.records]
+    assert messages == [("app-worker", "Starting new HTTP connection"),
+                        ("MainThread", "the app's own request")]
