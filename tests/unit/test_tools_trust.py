@@ -4,6 +4,8 @@ And report's --compare verdict follows its stated rule, at its boundaries."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from cosyvoice_otel import schema as s
@@ -94,3 +96,54 @@ def test_five_samples_a_side_is_the_boundary(n_a, n_b, verdict) -> None:
     a = [100 + i for i in range(n_a)]
     b = [200 + i for i in range(n_b)]
     assert rep.StageComparison("vocoder", stats(a), stats(b)).verdict == verdict
+
+
+def test_a_gradio_stream_kept_alive_by_heartbeats_ends_at_the_calls_deadline() -> None:
+    """A handler that never ends (upstream v3's loop after its LLM thread died) behind Gradio's
+    heartbeats: each read returns, so only a deadline for the whole call ends the wait."""
+    import threading
+    import time
+
+    from cosyvoice_otel.tools.gradio_rest import GradioError, GradioRest
+
+    from ..support.loopback_server import LoopbackServer, QuietHandler
+
+    stop = threading.Event()
+
+    class Handler(QuietHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:  # noqa: N802
+            if self.path.startswith("/config"):
+                body = json.dumps({"dependencies": [{"api_name": "generate_audio", "id": 0}]})
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body.encode())
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            while not stop.is_set():  # heartbeats, never a result
+                try:
+                    self.wfile.write(b'data: {"msg": "heartbeat"}\n\n')
+                    self.wfile.flush()
+                except OSError:
+                    return
+                time.sleep(0.05)
+
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+    server = LoopbackServer(Handler, "")
+    try:
+        client = GradioRest(server.endpoint, timeout=5, deadline=0.5)
+        with pytest.raises(GradioError, match="no result within 0.5 s"):
+            client.join("generate_audio", ["text"])
+    finally:
+        stop.set()
+        server.close()
