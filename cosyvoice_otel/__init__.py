@@ -2,24 +2,30 @@
 
 Start the unmodified app as ``cosyvoice-traced run --zipkin-endpoint URL -- python webui.py``.
 
-Rooms, by concern:
+Floors that only look down (tests/unit/test_layers.py reads every import):
 
-* ``launcher/``: ``cli`` (click commands), ``config`` (the option table, its one precedence
-  rule, and ``runtime_settings()``: the same table read inside the traced process),
-  ``launcher`` (resolve the program, exec ``opentelemetry-instrument``);
+* ground: ``settings`` (the option table, typed ``Settings``, resolved once per process:
+  ``current()``), ``schema`` (span names and attributes, reasons, metrics: the docs are
+  generated from it), ``stage_rows`` (what a stage row is, how a user writes one), ``masking``
+  (the request texts and declared query names redaction needs), ``limits``, ``version``;
 * ``instrumentation/``: WHAT gets traced: ``instrumentor`` (entry point
-  ``opentelemetry_instrumentor``), ``stage_map`` (class rows and role rows, as data),
-  ``stage_span`` (span wrappers), ``extractors``, ``gradio_bridge``;
+  ``opentelemetry_instrumentor``; the stage map and the ``PATCHES`` table, lazily, idempotently,
+  reversibly), ``stage_map`` (class rows and role rows, as data), ``stage_span`` (span wrappers
+  and the ``Extractor`` base), ``extractors``, ``options``, ``errors``, ``gpu_timing``,
+  ``metrics``, ``gradio_bridge``, ``stream_scope``, ``routes``;
 * ``sdk/``: what happens to spans, as SDK plug-ins: ``configurator`` (entry point
-  ``opentelemetry_configurator``: sampler, exporters, redaction in front of every exporter,
-  keep-errors), ``propagation`` (strict B3 propagator, defer-aware sampler), ``redaction``,
-  ``keep_errors``, ``zipkin_json`` (the one Zipkin encoder), ``exporter`` (Zipkin HTTP with
-  spool), ``file_exporter``, ``id_generator``;
+  ``opentelemetry_configurator``: redaction in front of every exporter, keep-errors, metrics,
+  the process lifecycle), ``distro``, ``propagation`` (strict B3 propagator, defer-aware
+  sampler), ``keep_errors``, ``redaction``, ``export_base`` / ``spool`` / ``zipkin_http`` /
+  ``kafka_exporter`` / ``file_exporter`` / ``zipkin_json`` (export), ``lifecycle`` (span
+  clock, SIGTERM flush, quiet export I/O), ``meter`` / ``prometheus`` / ``health``,
+  ``id_generator``;
 * ``tools/``: ``verify``, ``report``, ``doctor``, ``demo``, ``nginx``, with ``zipkin`` (read
   API client), ``zipkin_server`` (a local Zipkin from the jar), ``gradio_rest``, ``checks`` (a
   trace against the schema), ``net``;
-* the contract: ``schema`` (span names and attributes, the docs are generated from it);
-  ``limits`` (the seed's input limits); ``version``.
+* ``launcher/`` on top: ``cli`` (click commands), ``launcher`` (resolve the program, exec
+  ``opentelemetry-instrument``), ``child_env`` (the settings rendered as the child's
+  environment).
 """
 
 from cosyvoice_otel.version import __version__

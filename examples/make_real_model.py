@@ -30,9 +30,11 @@ import os
 import sys
 from pathlib import Path
 
-# this folder holds OUR demo engine under the same package name: the real one must win
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+# this folder holds OUR demo engine under the same package name: the real one must win (and
+# an upstream checkout named by COSYVOICE_UPSTREAM comes first)
+import real_engine  # noqa: E402 - this folder, before it leaves sys.path
+
+real_engine.use_real_package()
 
 SPEECH_TOKENS = 64  # speech token vocabulary (the LLM's output, flow's input)
 WIDTH = 32  # every hidden size
