@@ -1,6 +1,8 @@
 """cosyvoice-otel: zero-code Zipkin tracing for CosyVoice voice-cloning services.
 
 Start the unmodified app as ``cosyvoice-traced run --zipkin-endpoint URL -- python webui.py``.
+A fork adds its own steps to the same trees with ``cosyvoice_otel.stage(name)`` and marks
+failures with ``cosyvoice_otel.fail(reason, message, **figures)`` (``instrumentation/api.py``).
 
 Floors that only look down (tests/unit/test_layers.py reads every import):
 
@@ -23,11 +25,25 @@ Floors that only look down (tests/unit/test_layers.py reads every import):
 * ``tools/``: ``verify``, ``report``, ``doctor``, ``demo``, ``nginx``, with ``zipkin`` (read
   API client), ``zipkin_server`` (a local Zipkin from the jar), ``gradio_rest``, ``checks`` (a
   trace against the schema), ``net``;
+* this package's own ``__init__`` is the public face (the API above, lazily);
 * ``launcher/`` on top: ``cli`` (click commands), ``launcher`` (resolve the program, exec
   ``opentelemetry-instrument``), ``child_env`` (the settings rendered as the child's
   environment).
 """
 
+from typing import Any
+
 from cosyvoice_otel.version import __version__
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "stage", "fail", "declare_stage", "declare_reason"]
+_API = frozenset({"stage", "fail", "declare_stage", "declare_reason"})
+
+
+def __getattr__(name: str) -> Any:
+    """The public API for an app's own stages (``instrumentation/api.py``), imported when it is
+    first used: importing the package stays light (the launcher imports it at start)."""
+    if name in _API:
+        from cosyvoice_otel.instrumentation import api
+
+        return getattr(api, name)
+    raise AttributeError(name)

@@ -7,6 +7,7 @@ here (``cosyvoice-traced schema``), and the tests check traces against it. Bump
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 SCHEMA_VERSION = "1.0"
@@ -33,6 +34,12 @@ MEL_FRAMES = "cosyvoice.mel.frames"
 PROMPT_SECONDS = "audio.duration_s"
 PROMPT_SAMPLE_RATE = "audio.sample_rate"
 PROMPT_CHANNELS = "audio.channels"
+AUDIO_FORMAT = "audio.format"
+AUDIO_RMS_DBFS = "audio.rms_dbfs"
+AUDIO_PEAK_DBFS = "audio.peak_dbfs"
+AUDIO_CLIPPING = "audio.clipping_ratio"
+AUDIO_SILENCE = "audio.silence_ratio"
+AUDIO_SNR_DB = "audio.snr_db"
 ASR_TEXT_LENGTH = "asr.text.length"
 ABANDONED = "cosyvoice.abandoned"
 ERROR_TYPE = "error.type"
@@ -137,9 +144,20 @@ class SpanDef:
     attributes: tuple[Attr, ...] = field(default=())
 
 
+_AUDIO_QUALITY = (
+    Attr(AUDIO_FORMAT, "string", "", False, "container/sample format: wav/pcm16, tensor/float32"),
+    Attr(AUDIO_RMS_DBFS, "double", "dBFS", False, "level: RMS in dB below full scale"),
+    Attr(AUDIO_PEAK_DBFS, "double", "dBFS", False, "peak in dB below full scale"),
+    Attr(AUDIO_CLIPPING, "double", "", False, "share of samples at full scale (|x| >= 0.999)"),
+    Attr(AUDIO_SILENCE, "double", "", False, "share of 20 ms frames quieter than -45 dBFS"),
+    Attr(AUDIO_SNR_DB, "double", "dB", False, "an ESTIMATE of the signal-to-noise ratio: the "
+         "loudest decile of 20 ms frames (speech) over the quietest decile (the noise floor "
+         "between words); low for noisy audio and for audio without pauses"),
+)
 _AUDIO = (Attr(PROMPT_SECONDS, "double", "s", False, "prompt audio duration"),
           Attr(PROMPT_SAMPLE_RATE, "int", "Hz", False, "prompt audio sample rate"),
-          Attr(PROMPT_CHANNELS, "int", "", False, "prompt audio channels"))
+          Attr(PROMPT_CHANNELS, "int", "", False, "prompt audio channels"),
+          *_AUDIO_QUALITY)
 
 SPANS: tuple[SpanDef, ...] = (
     SpanDef(GRADIO_EVENT, ("<http server span of /queue/join or /call/{api}>",),
@@ -196,7 +214,9 @@ SPANS: tuple[SpanDef, ...] = (
              Attr(GENAI_INPUT_TOKENS, "int", "tokens", False,
                   "GenAI semconv: text tokens the LLM read (prompt text included)"),
              Attr(GENAI_OUTPUT_TOKENS, "int", "tokens", False,
-                  "GenAI semconv: speech tokens the LLM produced"))),
+                  "GenAI semconv: speech tokens the LLM produced"),
+             *(Attr(a.name, a.type, a.unit, False, "the prompt audio's, copied from its stage "
+                    "(report --by, --errors): " + a.meaning) for a in _AUDIO_QUALITY))),
     SpanDef(TEXT_NORMALIZE, (INFERENCE,), "Text normalisation and sentence split",
             (Attr(TEXT_LENGTH, "int", "characters", False,
                   "input text length (absent for streamed text)"),
@@ -253,7 +273,8 @@ SPANS: tuple[SpanDef, ...] = (
              Attr(AUDIO_SECONDS, "double", "s", True, "waveform seconds out (processed; "
                   "v3 streaming: cumulative)"))),
     SpanDef(ASR, ("<any>",), "Prompt audio transcription (FunASR or the demo's transcriber)",
-            (Attr(ASR_TEXT_LENGTH, "int", "characters", True, "transcript length"),)),
+            (Attr(ASR_TEXT_LENGTH, "int", "characters", True, "transcript length"),
+             *_AUDIO_QUALITY)),
 )
 
 ERROR_REASONS = {
@@ -367,6 +388,7 @@ METRICS: tuple[MetricDef, ...] = (
 )
 
 
+_BUILT_IN_NAMES = frozenset(d.name for d in SPANS)
 _ZEROS = {"int": 0, "double": 0.0, "bool": False}
 _REQUIRED_ZEROS: dict[str, dict[str, object]] = {}
 
@@ -385,8 +407,65 @@ def required_zeros(span_name: str) -> dict[str, object]:
     return zeros
 
 
+# ------------------------------------------------------- what an app declares (the third way in)
+
+# span names and error reasons are lower-case words joined by "_" or "." (searchable, bounded)
+NAME_RULE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$")
+MAX_NAME = 64
+UNDECLARED = "undeclared"  # the tts.stage label of a stage nobody declared (bounded labels)
+_DECLARED_SPANS: dict[str, SpanDef] = {}
+_DECLARED_REASONS: dict[str, str] = {}
+
+
+def check_name(name: str, what: str = "stage name") -> str:
+    if not isinstance(name, str) or len(name) > MAX_NAME or not NAME_RULE.match(name):
+        raise ValueError(f"bad {what} {name!r}: lower-case words joined by '_' or '.', at most "
+                         f"{MAX_NAME} characters (e.g. emotion_tagging)")
+    return name
+
+
+def declare_stage(name: str, meaning: str = "", parents: tuple[str, ...] = ("<any stage>",),
+                  attributes: tuple[Attr, ...] = ()) -> SpanDef:
+    """A stage of the app's own (``cosyvoice_otel.stage``, a ``--stage-map`` row): named by the
+    rules, listed by ``schema`` and known to the metrics (``tts.stage``)."""
+    check_name(name)
+    if name in {d.name for d in SPANS}:
+        raise ValueError(f"{name!r} is a built-in stage; declare a name of your own")
+    definition = SpanDef(name, parents, meaning or "declared by the app", attributes)
+    _DECLARED_SPANS[name] = definition
+    return definition
+
+
+def declare_reason(reason: str, meaning: str = "") -> str:
+    """An ``error.type`` of the app's own (``cosyvoice_otel.fail(reason, ...)``)."""
+    check_name(reason, "error reason")
+    _DECLARED_REASONS[reason] = meaning or "declared by the app"
+    return reason
+
+
+def forget_declarations() -> None:
+    """Back to the built-in schema (tests)."""
+    _DECLARED_SPANS.clear()
+    _DECLARED_REASONS.clear()
+
+
+def all_spans() -> tuple[SpanDef, ...]:
+    return (*SPANS, *_DECLARED_SPANS.values())
+
+
+def all_reasons() -> dict[str, str]:
+    return {**ERROR_REASONS, **_DECLARED_REASONS}
+
+
+def known_stage(name: str) -> bool:
+    """A built-in stage name (``tts_frontend.<mode>`` included) or a declared one."""
+    if name in _DECLARED_SPANS or name in _BUILT_IN_NAMES:
+        return True
+    return name.startswith("tts_frontend.") and name.split(".", 1)[1] in MODES
+
+
 def span_names() -> set[str]:
-    return {s.name for s in SPANS}
+    return {s.name for s in all_spans()}
 
 
 def to_dict() -> dict:
@@ -397,9 +476,10 @@ def to_dict() -> dict:
 
     return {"schema_version": SCHEMA_VERSION,
             "spans": [{"name": d.name, "parents": list(d.parents), "meaning": d.meaning,
-                       "attributes": [attr(a) for a in d.attributes]} for d in SPANS],
+                       "attributes": [attr(a) for a in d.attributes],
+                       "declared": d.name in _DECLARED_SPANS} for d in all_spans()],
             "common_attributes": [attr(a) for a in COMMON_ATTRIBUTES],
-            "error_reasons": ERROR_REASONS,
+            "error_reasons": all_reasons(),
             "events": [{"name": name, "on": on, "meaning": meaning,
                         "attributes": [attr(a) for a in attrs]}
                        for name, (on, attrs, meaning) in EVENTS.items()],
@@ -418,8 +498,9 @@ def to_markdown() -> str:
              "version; `<mode>` is one of " + ", ".join(f"`{m}`" for m in MODES) + ".", "",
              "Content never appears: text and audio are described by lengths, durations and "
              "counts only.", ""]
-    for d in SPANS:
-        lines += [f"## `{d.name}`", "", d.meaning + ".", "",
+    for d in all_spans():
+        declared = " (declared by the app)" if d.name in _DECLARED_SPANS else ""
+        lines += [f"## `{d.name}`{declared}", "", d.meaning + ".", "",
                   "Parent: " + " or ".join(f"`{p}`" for p in d.parents) + ".", ""]
         if d.attributes:
             lines += ["| attribute | type | unit | required | meaning |",
@@ -437,7 +518,7 @@ def to_markdown() -> str:
     lines += ["", "## OpenTelemetry GenAI conventions", ""]
     lines += [f"- {note}" for note in GENAI_NOTES]
     lines += ["", "## Error reasons (`error.type`)", "", "| value | meaning |", "|---|---|"]
-    lines += [f"| `{k}` | {v} |" for k, v in ERROR_REASONS.items()]
+    lines += [f"| `{k}` | {v} |" for k, v in all_reasons().items()]
     lines += ["", "## Metrics (`--metrics prometheus|otlp`)", "",
               "Recorded from every request, sampled or not; labels are bounded (no text, no "
               "ids). A histogram observation of a sampled request carries its trace id as an "

@@ -14,6 +14,16 @@ call's instance (see ``instrumentation/stage_map.py``).
     span = "vocoder"
     extractor = "vocoder"             # optional, default "none"
     attributes = { backend = "trt" }  # optional fixed attributes
+
+    [[declare]]                       # a stage of the app's own (cosyvoice_otel.stage)
+    span = "emotion_tagging"
+    meaning = "tags the text with an emotion"
+
+    [[reason]]                        # an error reason of the app's own (cosyvoice_otel.fail)
+    name = "asr_empty_result"
+    meaning = "the transcriber returned no text"
+
+A file may hold only declarations.
 """
 
 from __future__ import annotations
@@ -88,7 +98,7 @@ def parse_stage_specs(text: str) -> tuple[Stage, ...]:
     return tuple(parse_stage_spec(part) for part in text.split(";") if part.strip())
 
 
-def load_stage_file(path: str) -> tuple[Stage, ...]:
+def _read(path: str) -> dict[str, Any]:
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
@@ -96,9 +106,33 @@ def load_stage_file(path: str) -> tuple[Stage, ...]:
 
     try:
         with open(path, "rb") as f:
-            data = tomllib.load(f)
+            return tomllib.load(f)
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise StageMapError(f"stage map {path}: {exc}") from None
+
+
+def load_declarations(path: str) -> list[tuple[str, str, str]]:
+    """The file's ``[[declare]]`` and ``[[reason]]`` rows: (kind, name, meaning), checked."""
+    from cosyvoice_otel.schema import check_name
+
+    data = _read(path)
+    out = []
+    for kind, key, table in (("stage", "span", "declare"), ("reason", "name", "reason")):
+        for i, item in enumerate(data.get(table, [])):
+            where = f"stage map {path}, {table} #{i + 1}"
+            name, meaning = item.get(key, ""), item.get("meaning", "")
+            try:
+                check_name(name, "stage name" if kind == "stage" else "error reason")
+            except ValueError as exc:
+                raise StageMapError(f"{where}: {exc}") from None
+            if not isinstance(meaning, str):
+                raise StageMapError(f"{where}: meaning must be a string")
+            out.append((kind, name, meaning))
+    return out
+
+
+def load_stage_file(path: str) -> tuple[Stage, ...]:
+    data = _read(path)
     rows = []
     for i, item in enumerate(data.get("stage", [])):
         where = f"stage map {path}, stage #{i + 1}"
@@ -115,6 +149,7 @@ def load_stage_file(path: str) -> tuple[Stage, ...]:
         if not isinstance(attributes, dict):
             raise StageMapError(f"{where}: attributes must be a table")
         rows.append(row(target, span, extractor, **attributes))
-    if not rows:
-        raise StageMapError(f"stage map {path}: no [[stage]] rows")
+    if not rows and not data.get("declare") and not data.get("reason"):
+        raise StageMapError(f"stage map {path}: no [[stage]], [[declare]] or [[reason]] rows")
+    load_declarations(path)  # checked now (the launcher's --stage-map check)
     return tuple(rows)

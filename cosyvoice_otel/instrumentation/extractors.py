@@ -25,6 +25,7 @@ from opentelemetry import trace
 
 from cosyvoice_otel import masking
 from cosyvoice_otel import schema as s
+from cosyvoice_otel.instrumentation import audio_figures
 from cosyvoice_otel.instrumentation.errors import note_error
 from cosyvoice_otel.instrumentation.stage_span import Call, Extractor, StageSpan
 
@@ -364,6 +365,10 @@ def describe_audio(value: Any) -> dict[str, Any]:
 
 
 class Audio(Extractor):
+    """The prompt audio: duration, rate, channels, and its quality figures (audio_figures.py),
+    measured once per prompt and request (its three stages share them) and copied onto the
+    request's span."""
+
     name = "audio"
 
     def start(self, stage: StageSpan, call: Call) -> None:
@@ -372,6 +377,7 @@ class Audio(Extractor):
             attrs = describe_audio(value)
         except (wave.Error, OSError, EOFError, ValueError):
             attrs = {}  # not a WAV we can read: the span still times the stage
+        attrs.update(_quality(stage, value))
         stage.span.set_attributes(attrs)
         seconds, limit = attrs.get(s.PROMPT_SECONDS), stage.options.max_prompt_seconds
         if limit and seconds is not None and seconds > limit:
@@ -380,6 +386,24 @@ class Audio(Extractor):
             inference = _request(stage)
             if inference is not None:
                 inference.mark_error("invalid_input_duration")
+
+
+def _quality(stage: StageSpan, value: Any) -> dict[str, Any]:
+    """The prompt's figures, measured at its first stage of the request and kept on the
+    request (else the stage above), so its stages (three per sentence) measure once."""
+    request = _request(stage)
+    holder = request or (stage.parent if stage.parent is not None else stage)
+    cached = holder.counters.get("audio_figures")
+    if cached is not None and cached[0] is value:
+        return cached[1]
+    try:
+        measured = audio_figures.measure(value)
+    except (wave.Error, OSError, EOFError, ValueError, TypeError):
+        measured = {}
+    holder.counters["audio_figures"] = (value, measured)
+    if request is not None and measured:
+        request.span.set_attributes(measured)  # report --by audio.snr_db, --errors
+    return measured
 
 
 class ModelTTS(Extractor):
@@ -490,9 +514,17 @@ class Vocoder(Extractor):
 
 
 class Asr(Extractor):
-    """FunASR-shaped results: ``[{'key': ..., 'text': ...}, ...]``."""
+    """FunASR-shaped results: ``[{'key': ..., 'text': ...}, ...]``; the audio it heard has its
+    quality figures too (the seed's triage: an empty transcript next to the prompt's SNR)."""
 
     name = "asr"
+
+    def start(self, stage: StageSpan, call: Call) -> None:
+        value = call.arg("input", call.first())
+        try:
+            stage.span.set_attributes(audio_figures.measure(value))
+        except (wave.Error, OSError, EOFError, ValueError, TypeError):
+            pass  # not audio we can read: the span still times the stage
 
     def end(self, stage: StageSpan, result: Any) -> None:
         texts = [r.get("text", "") for r in result if isinstance(r, dict)] \

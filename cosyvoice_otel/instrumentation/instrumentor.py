@@ -47,7 +47,7 @@ import wrapt
 from opentelemetry import trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
-from cosyvoice_otel.instrumentation import gradio_bridge, routes, stage_map, stream_scope
+from cosyvoice_otel.instrumentation import api, gradio_bridge, routes, stage_map, stream_scope
 from cosyvoice_otel.instrumentation.errors import ERRORS
 from cosyvoice_otel.instrumentation.extractors import EXTRACTORS
 from cosyvoice_otel.instrumentation.options import Options
@@ -132,8 +132,10 @@ class CosyVoiceInstrumentor(BaseInstrumentor):
                 path = kwargs.get("stage_map") or settings.stage_map
                 if path:
                     extra.extend(stage_map.load_stage_file(path))
-            except stage_map.StageMapError as exc:
+                    stage_map.declare_from_file(path)
+            except (stage_map.StageMapError, ValueError) as exc:
                 logger.warning("cosyvoice-otel: %s; using the built-in stage map only", exc)
+            stage_map.declare_rows(extra)
             rows = stage_map.build("cosyvoice", extra)
         by_module: dict[str, list[stage_map.Stage]] = {}
         for row in rows:
@@ -145,6 +147,8 @@ class CosyVoiceInstrumentor(BaseInstrumentor):
             if not patch.option or getattr(self.options, patch.option):
                 self._when_imported(patch.module, lambda module, patch=patch:
                                     self._apply(module, patch))
+        if self.options.stage_spans:  # the app's own stages (cosyvoice_otel.stage)
+            api.activate(tracer_provider, self.options)
 
     def _when_imported(self, module_name: str, patch: Any) -> None:
         def hook(module: Any) -> None:
@@ -266,6 +270,7 @@ class CosyVoiceInstrumentor(BaseInstrumentor):
         them), every patch is restored."""
         self._active = False
         self._adopted.clear()
+        api.deactivate()
         for owner, attr in reversed(self._patched):
             current = owner.__dict__.get(attr) if hasattr(owner, "__dict__") else None
             if _is_our_wrapper(current):

@@ -9,8 +9,9 @@ Each observation is made with the stage's context, so the SDK's ``trace_based`` 
 (its default) attaches the trace id of a SAMPLED request to the histogram bucket it fell in: a
 slow bucket on /metrics links to a trace that exists in Zipkin.
 
-Labels are bounded by construction: the stage map's span names, the six modes, booleans,
-``error.type`` (a reason or an exception class name) and the configured service version.
+Labels are bounded by construction: the stage map's span names (a stage the app did not declare
+is ``undeclared``), the six modes, booleans, ``error.type`` (a reason or an exception class
+name) and the configured service version.
 """
 
 from __future__ import annotations
@@ -70,8 +71,10 @@ class TtsMetrics:
                 labels[key] = value
         error = attrs.get(s.ERROR_TYPE)
         ctx = stage.ctx  # the stage's span is current in it: exemplars carry its trace id
-        self.stage_duration.record(seconds, _with(labels, s.STAGE, stage.name, s.ERROR_TYPE,
-                                                  error), context=ctx)
+        # a stage nobody declared is "undeclared": the label's values stay a bounded set
+        name = stage.name if s.known_stage(stage.name) else s.UNDECLARED
+        self.stage_duration.record(seconds, _with(labels, s.STAGE, name, s.ERROR_TYPE, error),
+                                   context=ctx)
         if stage.name == s.INFERENCE:
             self._request_ended(seconds, attrs, labels, error, ctx)
         elif stage.name == s.ACOUSTIC_MODEL:

@@ -27,6 +27,7 @@ from cosyvoice_otel.stage_rows import (  # noqa: F401 - re-exported: the rows' v
     Role,
     Stage,
     StageMapError,
+    load_declarations,
     load_stage_file,
     parse_stage_spec,
     parse_stage_specs,
@@ -117,6 +118,23 @@ def all_spans(rows: Iterable[Stage]) -> set[str]:
 
 
 PROFILES: dict[str, tuple[Stage, ...]] = {"cosyvoice": _cosyvoice_profile()}
+
+def declare_rows(rows: Iterable[Stage]) -> None:
+    """A user row's span is a stage the schema and the metrics know."""
+    for row in rows:
+        if not s.known_stage(row.span) and s.NAME_RULE.match(row.span):
+            s.declare_stage(row.span, f"stage row {row.target}")
+
+
+def declare_from_file(path: str) -> None:
+    """Register the file's stage rows, declared stages and reasons with the schema."""
+    declare_rows(load_stage_file(path))
+    for kind, name, meaning in load_declarations(path):
+        if kind == "reason":
+            s.declare_reason(name, meaning)
+        elif not s.known_stage(name):
+            s.declare_stage(name, meaning)
+
 
 def build(profile: str = "cosyvoice", extra: Iterable[Stage] = ()) -> tuple[Stage, ...]:
     """The built-in profile plus user rows; a user row for the same target replaces the built-in."""

@@ -171,11 +171,21 @@ def demo(zipkin_endpoint: str | None, port: int, zipkin_port: int,
 @cli.command()
 @click.option("--format", "fmt", type=click.Choice(["markdown", "json"]), default="markdown",
               show_default=True)
-def schema(fmt: str) -> None:
+@click.option("--stage-map", "stage_map", type=click.Path(dir_okay=False), default=None,
+              help="Also the stages and error reasons an app declares in its stage-map file.")
+def schema(fmt: str, stage_map: str | None) -> None:
     """Print the tracing schema (span names, parents, attributes, error reasons)."""
     import json
 
     from cosyvoice_otel import schema as tracing_schema
+
+    if stage_map:
+        from cosyvoice_otel.instrumentation.stage_map import StageMapError, declare_from_file
+
+        try:
+            declare_from_file(stage_map)
+        except (StageMapError, ValueError) as exc:
+            raise click.BadParameter(str(exc), param_hint="--stage-map") from None
 
     if fmt == "json":
         click.echo(json.dumps(tracing_schema.to_dict(), indent=2, ensure_ascii=False))
@@ -253,8 +263,9 @@ def verify(app_url: str | None, grpc_target: str | None, zipkin_url: str, count:
               help="At most this many traces.")
 @click.option("--by", "by", default=None, metavar="TAG",
               help="Compare groups side by side, e.g. --by service.version, --by "
-                   "cosyvoice.load_trt, or --by concurrency (in-flight level: 1, 2, 3-4, 5-8, "
-                   "9+).")
+                   "cosyvoice.load_trt, --by audio.snr_db (a numeric tag: its values in five "
+                   "ranges of equal counts), or --by concurrency (in-flight level: 1, 2, 3-4, "
+                   "5-8, 9+).")
 @click.option("--include-warmup", is_flag=True,
               help="Keep warm-up requests (a process's first per mode and stream) in the "
                    "figures; left out by default, and counted.")
@@ -266,10 +277,15 @@ def verify(app_url: str | None, grpc_target: str | None, zipkin_url: str, count:
               help="e.g. 'vocoder.p95>5s' (repeatable); exit 1 when one is breached.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None,
               help="Also write one self-contained HTML page.")
+@click.option("--errors", "errors_reason", is_flag=False, flag_value="*", default=None,
+              metavar="[REASON]",
+              help="List the failing requests (those with error.type REASON, if given) with "
+                   "their prompt audio's figures (SNR, level, silence, clipping) and Zipkin "
+                   "links: e.g. --errors asr_empty_result.")
 @click.option("--json", "as_json", is_flag=True)
 def report(zipkin_url: str, service: str, lookback: str, limit: int, by: str | None,
            include_warmup: bool, sides: tuple[str, ...], alerts: tuple[str, ...],
-           html_path: str | None, as_json: bool) -> None:
+           html_path: str | None, errors_reason: str | None, as_json: bool) -> None:
     """Per-stage latency (p50/p95/p99, share of request time), errors, slowest traces."""
     import json
 
@@ -293,6 +309,11 @@ def report(zipkin_url: str, service: str, lookback: str, limit: int, by: str | N
         traces = client.traces(service=service, lookback_ms=lookback_ms, limit=limit)
     except ZipkinError as exc:
         raise click.ClickException(str(exc)) from None
+    if errors_reason is not None:
+        reason = None if errors_reason == "*" else errors_reason
+        rows = rep.failures(traces, reason, client.base_url)
+        click.echo(json.dumps(rows, indent=2) if as_json else rep.failures_text(rows, reason))
+        sys.exit(0)
     groups = rep.analyse(traces, compared[0][0] if compared else by, include_warmup)
     note = rep.sampling_note(traces)
     if note and groups:  # on stderr: --json output stays one document

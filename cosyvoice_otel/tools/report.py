@@ -157,14 +157,17 @@ def analyse(traces: list[list[dict]], by: str | None = None,
     not serving. ``by`` is a tag, or ``concurrency`` (in-flight buckets)."""
     groups: dict[str, GroupStats] = {}
     excluded: Counter = Counter()
+    requests = []
     for spans in traces:
         spans = normalize(spans)  # whatever Zipkin sent: no span lacks a name or a number
         request = _request_span(spans)
-        if request is None:
-            continue
-        inference = next((sp for sp in spans if sp["name"] == s.INFERENCE), None)
+        if request is not None:
+            inference = next((sp for sp in spans if sp["name"] == s.INFERENCE), None)
+            requests.append((spans, request, inference, _group_key(request, inference, by)))
+    label = numeric_buckets([key for *_, key in requests]) if by and by != CONCURRENCY else None
+    for spans, request, inference, raw_key in requests:
         tags = inference.get("tags", {}) if inference else {}
-        key = _group_key(request, inference, by)
+        key = label(raw_key) if label else raw_key
         if tags.get(s.WARMUP) == "true" and not include_warmup:
             excluded[key] += 1
             continue
@@ -191,6 +194,86 @@ def analyse(traces: list[list[dict]], by: str | None = None,
             stage.durations.sort()
         group.requests.sort(reverse=True)
     return groups
+
+
+BUCKETS = 5  # a numeric tag's values in this many ranges of equal counts
+
+
+def _number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def numeric_buckets(keys: list[str], buckets: int = BUCKETS) -> Any:
+    """For ``--by`` a numeric tag (``audio.snr_db``, ``cosyvoice.text.length``): a function
+    putting each value in one of ``buckets`` ranges of (about) equal counts, labelled
+    ``[low, high)`` (the last one closed); None when the values are not all numbers or too few
+    distinct ones to need ranges (each value is then its own group)."""
+    values = [_number(k) for k in keys if k != "(none)"]
+    if not values or None in values or len(set(values)) <= buckets:
+        return None
+    ordered = sorted(values)
+    edges = sorted({ordered[min(len(ordered) - 1, (len(ordered) * i) // buckets)]
+                    for i in range(buckets)} | {ordered[-1]})
+
+    def label(key: str) -> str:
+        value = _number(key)
+        if value is None:
+            return key
+        for low, high in zip(edges[:-2], edges[1:-1], strict=True):
+            if value < high:
+                return f"[{low:g}, {high:g})"
+        return f"[{edges[-2]:g}, {edges[-1]:g}]"  # the last range holds its top value too
+
+    return label
+
+
+AUDIO_FIGURES = (s.AUDIO_SNR_DB, s.AUDIO_RMS_DBFS, s.AUDIO_PEAK_DBFS, s.AUDIO_SILENCE,
+                 s.AUDIO_CLIPPING, s.PROMPT_SECONDS, s.AUDIO_FORMAT)
+
+
+def failures(traces: list[list[dict]], reason: str | None, zipkin_ui: str) -> list[dict]:
+    """The failing requests (``error.type`` == ``reason`` when given), newest first, each with
+    its reasons, its prompt audio's figures (the seed's triage: an empty ASR transcript and
+    the prompt's SNR side by side) and its Zipkin link."""
+    out = []
+    for spans in traces:
+        spans = normalize(spans)
+        failed = [sp for sp in spans if "error" in sp["tags"]]
+        reasons = sorted({sp["tags"].get(s.ERROR_TYPE) or sp["tags"].get("error") or "error"
+                          for sp in failed})
+        if not failed or (reason and reason not in reasons):
+            continue
+        figures: dict[str, str] = {}
+        for span in spans:  # the prompt stage's or the transcriber's, else the request's copy
+            if span["name"].startswith("audio_preprocess.") or span["name"] in (s.ASR,
+                                                                                 s.INFERENCE):
+                for key in AUDIO_FIGURES:
+                    if key in span["tags"] and key not in figures:
+                        figures[key] = span["tags"][key]
+        request = _request_span(spans) or min(spans, key=lambda sp: sp["timestamp"])
+        out.append({"trace_id": request["traceId"], "reasons": reasons,
+                    "timestamp_us": request["timestamp"], "duration_us": request["duration"],
+                    "audio": figures, "link": f"{zipkin_ui}/zipkin/traces/{request['traceId']}"})
+    out.sort(key=lambda row: row["timestamp_us"], reverse=True)
+    return out
+
+
+def failures_text(rows: list[dict], reason: str | None) -> str:
+    title = f"failing requests{f' ({reason})' if reason else ''}: {len(rows)}"
+    lines = [title, f"{'when':19s} {'reasons':24s} {'snr dB':>7s} {'rms dBFS':>9s} "
+                    f"{'silence':>8s} {'clip':>7s} {'prompt s':>8s}  trace"]
+    for row in rows:
+        audio = row["audio"]
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["timestamp_us"] / 1e6))
+        lines.append(f"{when:19s} {','.join(row['reasons'])[:24]:24s} "
+                     f"{audio.get(s.AUDIO_SNR_DB, '-'):>7s} {audio.get(s.AUDIO_RMS_DBFS, '-'):>9s} "
+                     f"{audio.get(s.AUDIO_SILENCE, '-'):>8s} {audio.get(s.AUDIO_CLIPPING, '-'):>7s} "
+                     f"{audio.get(s.PROMPT_SECONDS, '-'):>8s}  {row['link']}")
+    return "\n".join(lines)
 
 
 def sampling_note(traces: list[list[dict]]) -> str | None:

@@ -12,11 +12,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import requests
 
 from cosyvoice_otel import schema
 from cosyvoice_otel.tools import report as rep
 
-from ..support.helpers import BIN, ROOT, app_env, free_port, wait_until
+from ..support.helpers import BIN, ROOT, app_env, free_port, new_span_id, new_trace_id, wait_until
 from ..support.loopback_server import LoopbackServer, QuietHandler
 
 TRACED = str(BIN / "cosyvoice-traced")
@@ -479,3 +480,65 @@ def test_report_compare_prints_both_sides_per_stage(zipkin, tmp_path) -> None:
     assert bad.returncode == 2 and "two sides of the same key" in bad.stderr
     absent = run_cli(*args[:-1], "service.version=9.9")
     assert absent.returncode == 1 and "no requests with service.version=9.9" in absent.stderr
+
+
+def prompt_wav(noise: float) -> bytes:
+    """Speech-like bursts with pauses, and noise at the given level (the SNR goes down)."""
+    import io
+    import math
+    import wave
+
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    t = np.arange(32000) / 16000
+    x = 0.3 * np.sin(2 * math.pi * 220 * t) * ((t * 3).astype(int) % 2 == 0)
+    x = np.clip(x + noise * rng.standard_normal(t.size), -1, 0.999)
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes((x * 32767).astype("<i2").tobytes())
+    return out.getvalue()
+
+
+@pytest.mark.zipkin
+def test_report_by_snr_and_errors_triage_on_the_real_zipkin(zipkin, launch_app,
+                                                            make_model) -> None:
+    running = start_app(launch_app, zipkin, make_model(3), "server")
+    sent = []
+    for noise in (0.0, 0.001, 0.003, 0.01, 0.03, 0.1):
+        trace_id = new_trace_id()
+        resp = requests.post(f"{running.url}/inference_zero_shot", timeout=60,
+                             headers={"b3": f"{trace_id}-{new_span_id()}-1"},
+                             data={"tts_text": "Hello there.", "prompt_text": "some words"},
+                             files={"prompt_wav": ("p.wav", prompt_wav(noise))})
+        assert resp.status_code == 200
+        sent.append(trace_id)
+    bad = new_trace_id()  # over the seed's 200 characters: text_too_long, with a noisy prompt
+    requests.post(f"{running.url}/inference_zero_shot", timeout=60,
+                  headers={"b3": f"{bad}-{new_span_id()}-1"},
+                  data={"tts_text": "A sentence that is far too long. " * 8,
+                        "prompt_text": "some words"},
+                  files={"prompt_wav": ("p.wav", prompt_wav(0.2))})
+    client = zipkin.client()
+    for trace_id in [*sent, bad]:
+        assert client.wait_for_trace(trace_id, lambda sp: any(
+            s_.get("name") == "cosyvoice.inference" for s_ in sp), timeout=60)
+    by = run_cli("report", "--zipkin", zipkin.base_url, "--service", running.service,
+                 "--include-warmup", "--by", "audio.snr_db", "--json")
+    assert by.returncode == 0, by.stderr
+    groups = json.loads(by.stdout)
+    ranges = [key for key in groups if key.startswith("[")]
+    assert len(ranges) == 5 and sum(groups[k]["requests"] for k in ranges) == 7
+    errors = run_cli("report", "--zipkin", zipkin.base_url, "--service", running.service,
+                     "--errors", "text_too_long", "--json")
+    assert errors.returncode == 0, errors.stderr
+    (row,) = json.loads(errors.stdout)
+    assert row["trace_id"] == bad and row["reasons"] == ["text_too_long"]
+    assert float(row["audio"]["audio.snr_db"]) < 20  # the noisy prompt, next to its failure
+    assert row["link"].endswith(f"/zipkin/traces/{bad}")
+    text = run_cli("report", "--zipkin", zipkin.base_url, "--service", running.service,
+                   "--errors")
+    assert "failing requests: 1" in text.stdout and bad in text.stdout

@@ -859,3 +859,22 @@ def test_instrument_resolves_the_settings_once_so_a_bad_value_warns_once(models,
         assert inst.options.stage_spans is True  # the default
     finally:
         inst.uninstrument()
+
+
+def test_a_zero_shot_prompt_carries_its_six_quality_figures(models, instrumented,
+                                                            prompt_wav) -> None:
+    tracer = PROVIDER.get_tracer("test")
+    with tracer.start_as_current_span("request", kind=trace.SpanKind.SERVER):
+        list(models[3].inference_zero_shot(TEXT, "prompt words", prompt_wav))
+    spans = spans_now()
+    figures = (schema.AUDIO_FORMAT, schema.AUDIO_RMS_DBFS, schema.AUDIO_PEAK_DBFS,
+               schema.AUDIO_CLIPPING, schema.AUDIO_SILENCE, schema.AUDIO_SNR_DB)
+    prompt_spans = [s for s in spans if s["name"].startswith("audio_preprocess.")]
+    assert len(prompt_spans) == 6  # three per sentence
+    for span in prompt_spans:
+        assert all(key in span["tags"] for key in figures), span["tags"]
+        assert span["tags"][schema.AUDIO_FORMAT] == "wav/pcm16"
+    inference = next(s for s in spans if s["name"] == schema.INFERENCE)
+    assert {k: inference["tags"][k] for k in figures} == {
+        k: prompt_spans[0]["tags"][k] for k in figures}
+    assert float(inference["tags"][schema.AUDIO_SNR_DB]) > 40  # a tone switched on and off

@@ -147,3 +147,52 @@ def test_a_gradio_stream_kept_alive_by_heartbeats_ends_at_the_calls_deadline() -
     finally:
         stop.set()
         server.close()
+
+
+# ---------------------------------------------------------- --by a numeric tag; --errors triage
+
+def request_trace(trace_id: str, snr: str | None, ts: int, error: str | None = None) -> list:
+    tags = {s.MODE: "zero_shot"}
+    if snr is not None:
+        tags[s.AUDIO_SNR_DB] = snr
+    spans = [{"traceId": trace_id, "id": "1", "name": s.INFERENCE, "timestamp": ts,
+              "duration": 100, "tags": tags}]
+    prompt = {"traceId": trace_id, "id": "2", "parentId": "1", "timestamp": ts, "duration": 5,
+              "name": "audio_preprocess.speech_tokenizer",
+              "tags": {s.AUDIO_SNR_DB: snr or "0", s.AUDIO_RMS_DBFS: "-20.5",
+                       s.AUDIO_SILENCE: "0.3", s.AUDIO_CLIPPING: "0.0",
+                       s.PROMPT_SECONDS: "2.0"}}
+    if error:
+        prompt["tags"].update({"error": error, s.ERROR_TYPE: error})
+    return [*spans, prompt]
+
+
+def test_by_a_numeric_tag_buckets_its_values_in_ranges_of_equal_counts() -> None:
+    traces = [request_trace(f"{i:032x}", str(v), i) for i, v in enumerate(
+        [1.5, 3, 4, 8, 9.5, 12, 15, 20, 30, 45])]
+    traces.append(request_trace("f" * 32, None, 99))
+    groups = rep.analyse(traces, by=s.AUDIO_SNR_DB)
+    assert sorted(groups) == sorted(["(none)", "[1.5, 4)", "[4, 9.5)", "[9.5, 15)",
+                                     "[15, 30)", "[30, 45]"])
+    assert [len(groups[k].requests) for k in ("[1.5, 4)", "[30, 45]", "(none)")] == [2, 2, 1]
+
+
+@pytest.mark.parametrize("keys", [["a", "b", "1", "2", "3", "4", "5"],  # not all numbers
+                                  ["1", "2", "3", "1", "2"],  # few distinct: each its own
+                                  ["(none)"], ["inf", "1", "2", "3", "4", "5", "6"]])
+def test_non_numeric_or_few_values_are_not_bucketed(keys) -> None:
+    assert rep.numeric_buckets(keys) is None
+
+
+def test_errors_lists_the_failing_requests_with_their_prompts_figures() -> None:
+    traces = [request_trace("a" * 32, "3.2", 10, error="asr_empty_result"),
+              request_trace("b" * 32, "41", 20),
+              request_trace("c" * 32, "5.5", 30, error="KeyError")]
+    rows = rep.failures(traces, None, "http://z:9411")
+    assert [r["trace_id"] for r in rows] == ["c" * 32, "a" * 32]  # newest first, failing only
+    (asr,) = rep.failures(traces, "asr_empty_result", "http://z:9411")
+    assert asr["reasons"] == ["asr_empty_result"] and asr["audio"][s.AUDIO_SNR_DB] == "3.2"
+    assert asr["link"] == f"http://z:9411/zipkin/traces/{'a' * 32}"
+    text = rep.failures_text([asr], "asr_empty_result")
+    assert "failing requests (asr_empty_result): 1" in text and "3.2" in text
+    assert rep.failures(traces, "no_such_reason", "http://z") == []
