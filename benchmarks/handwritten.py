@@ -1,6 +1,6 @@
 """Our stage tree against its limit: the same tree written by hand with the plain SDK, in one run.
 
-    .venv/bin/python benchmarks/handwritten.py [--rounds 8] [--per-round 15] [--long]
+    .venv/bin/python benchmarks/handwritten.py [--requests 300] [--long]
 
 The seed's "scheme 3" is spans written into the code: ``with tracer.start_as_current_span(
 "acoustic_model")``. Here that is done ONCE, by hand, for the demo engine's sft request: the
@@ -8,10 +8,11 @@ same span names, nesting and attributes our instrumentor writes (inference with 
 stream, speed, text length, sentences, chunks and their events, audio seconds, RTF, first
 chunk, end reason, in-flight, warm-up, the GenAI and model-configuration attributes; the text
 normaliser; the frontend; model.tts; the LLM in its thread with its token count and rate;
-token2wav, flow and vocoder with their sizes), as plain functions over the plain SDK. Rounds
-alternate untraced / our instrumentor / hand-written, in ONE process (the tiny v3 demo model,
-an SDK provider with no exporter, the threading instrumentation for the LLM thread), so noise
-hits all three alike. Prints each median, each overhead over untraced, and ours / hand-written.
+token2wav, flow and vocoder with their sizes), as plain functions over the plain SDK. Each
+step runs one request untraced, one under our instrumentor and one hand-written, in a rotating
+order, in ONE process (the tiny v3 demo model, an SDK provider with no exporter, the threading
+instrumentation for the LLM thread), so noise hits all three alike. Prints each median, each
+overhead over untraced (median of the paired per-step differences) and ours / hand-written.
 ``--long``: a 10x longer request (more sentences, more hops).
 """
 
@@ -154,13 +155,14 @@ def handwritten(api, tracer) -> callable:
 
 def main() -> None:
     import make_tiny_model
+    import torch
     from cosyvoice.cli.cosyvoice import AutoModel
 
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=8)
-    parser.add_argument("--per-round", type=int, default=15)
+    parser.add_argument("--requests", type=int, default=300, help="per setting")
     parser.add_argument("--long", action="store_true", help="a 10x longer request")
     args = parser.parse_args()
+    torch.set_num_threads(1)  # one core for torch: the other for the LLM thread, less noise
     model = AutoModel(model_dir=make_tiny_model.make(tempfile.mkdtemp(), 3))
     provider = TracerProvider()
     trace.set_tracer_provider(provider)
@@ -175,29 +177,42 @@ def main() -> None:
             list(model.inference_sft(text, "中文女"))
         return time.perf_counter() - started
 
-    for _ in range(20):  # warm-up: torch's first calls, allocator
+    for _ in range(20):  # warm-up: torch's first calls, the allocator
         request()
     inst = CosyVoiceInstrumentor()
-    times: dict[str, list[float]] = {"untraced": [], "ours": [], "handwritten": []}
-    for _ in range(args.rounds):
-        times["untraced"] += [request() for _ in range(args.per_round)]
-        inst.instrument(tracer_provider=provider, gpu_timing="off")
-        times["ours"] += [request() for _ in range(args.per_round)]
-        inst.uninstrument()
-        undo = handwritten(model, hand_tracer)
-        times["handwritten"] += [request() for _ in range(args.per_round)]
-        undo()
-    median = {k: statistics.median(v) * 1e3 for k, v in times.items()}
-    base = median["untraced"]
+    undo: list = []
+    setups = {
+        "untraced": (lambda: None, lambda: None),
+        "ours": (lambda: inst.instrument(tracer_provider=provider, gpu_timing="off"),
+                 inst.uninstrument),
+        "handwritten": (lambda: undo.append(handwritten(model, hand_tracer)),
+                        lambda: undo.pop()()),
+    }
+    names = list(setups)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for i in range(args.requests):
+        # One request of each setting per step, in a rotating order: slow drifts of the
+        # machine (and whatever the previous setting left for the GC) hit all three alike;
+        # overheads are medians of the per-step differences (paired), not of the raw times.
+        for name in names[i % 3:] + names[:i % 3]:
+            on, off = setups[name]
+            on()
+            times[name].append(request())
+            off()
+    base = times["untraced"]
     print(f"request: {'long (10x text)' if args.long else 'the demo default'}; "
-          f"{len(times['untraced'])} per setting, interleaved rounds")
-    for key in ("untraced", "ours", "handwritten"):
-        over = median[key] - base
-        print(f"{key:12s} median {median[key]:8.2f} ms   overhead {over:+7.3f} ms   "
-              f"ratio {median[key] / base:.4f}")
-    ours, hand = median["ours"] - base, median["handwritten"] - base
-    if hand > 0:
-        print(f"ours / hand-written overhead: {ours / hand:.2f}x")
+          f"{len(base)} steps, one request per setting each, rotating order")
+    overhead = {}
+    for key in names:
+        median = statistics.median(times[key]) * 1e3
+        diffs = [(t - b) * 1e3 for t, b in zip(times[key], base, strict=True)]
+        overhead[key] = statistics.median(diffs)
+        q1, _, q3 = statistics.quantiles(diffs, n=4)
+        print(f"{key:12s} median {median:8.2f} ms   overhead {overhead[key]:+7.3f} ms "
+              f"(paired, IQR {q1:+.2f}..{q3:+.2f})   ratio "
+              f"{(statistics.median(base) * 1e3 + overhead[key]) / (statistics.median(base) * 1e3):.4f}")
+    if overhead["handwritten"] > 0:
+        print(f"ours / hand-written overhead: {overhead['ours'] / overhead['handwritten']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -45,5 +45,6 @@ def __getattr__(name: str) -> Any:
     if name in _API:
         from cosyvoice_otel.instrumentation import api
 
-        return getattr(api, name)
+        value = globals()[name] = getattr(api, name)  # once: later reads skip this hook
+        return value
     raise AttributeError(name)

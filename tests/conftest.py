@@ -53,13 +53,14 @@ def refused_endpoint() -> Iterator[str]:
 
 @pytest.fixture(autouse=True)
 def _restore_process_state() -> Iterator[None]:
-    """The masking registry and the process's settings (resolved once per process) start
-    afresh for the next test."""
-    from cosyvoice_otel import masking, settings
+    """The masking registry, the process's settings (resolved once per process) and the
+    stages and reasons an app or a stage-map file declared start afresh for the next test."""
+    from cosyvoice_otel import masking, schema, settings
 
     yield
     masking.forget_all()
     settings.forget_current()
+    schema.forget_declarations()
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ numpy cannot be imported for. Cost: see BENCHMARKS.md (audio_figures.py).
 
 from __future__ import annotations
 
+import math
 import os
 import wave
 from typing import Any
@@ -28,33 +29,44 @@ from cosyvoice_otel import schema as s
 FRAME_S = 0.02
 SILENCE_DBFS = -45.0
 CLIP = 0.999
-FLOOR_DB = -120.0  # what silence measures (log of 0)
 
 
-def _db(value: Any, np: Any) -> Any:
-    return 20.0 * np.log10(np.maximum(value, 1e-6))
+def _quantile(ordered: Any, q: float) -> float:
+    """numpy's default (linear) quantile of an already sorted array: a sort of the ~50 frames
+    per second instead of ``np.percentile``'s general machinery (ten times its cost here)."""
+    position = q * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return float(ordered[low] + (ordered[high] - ordered[low]) * (position - low))
 
 
 def figures(samples: Any, rate: int, fmt: str) -> dict[str, Any]:
-    """The six figures of mono float samples in [-1, 1] (a numpy array)."""
+    """The six figures of mono float samples in [-1, 1] (a numpy array).
+
+    One pass of float32 squares serves the level, the clipping share and the frames' power;
+    sums in float64 (a 30 s prompt's half-million squares)."""
     import numpy as np
 
-    x = np.asarray(samples, dtype=np.float32)
+    x = np.asarray(samples, dtype=np.float32).reshape(-1)
     if x.size == 0:
         return {s.AUDIO_FORMAT: fmt}
-    magnitude = np.abs(x)
-    frame = max(1, int(rate * FRAME_S))
-    usable = (x.size // frame) * frame or x.size
-    frames = x[:usable].reshape(-1, min(frame, usable))
-    frame_db = _db(np.sqrt(np.mean(frames.astype(np.float64) ** 2, axis=1)), np)
-    low, high = np.percentile(frame_db, [10, 90])
+    squares = x * x
+    frame = max(1, min(int(rate * FRAME_S), x.size))
+    usable = (x.size // frame) * frame
+    power = squares[:usable].reshape(-1, frame).mean(axis=1, dtype=np.float64)
+    total = float(squares.sum(dtype=np.float64)) / x.size
+    frame_db = np.sort(10.0 * np.log10(np.maximum(power, 1e-12)))
+    peak = max(float(x.max()), -float(x.min()))
+    # no sample reaches full scale in most prompts: then no pass to count them
+    clipped = int(np.count_nonzero(squares >= CLIP * CLIP)) if peak >= CLIP else 0
     return {
         s.AUDIO_FORMAT: fmt,
-        s.AUDIO_RMS_DBFS: round(float(_db(np.sqrt(np.mean(x.astype(np.float64) ** 2)), np)), 2),
-        s.AUDIO_PEAK_DBFS: round(float(_db(magnitude.max(), np)), 2),
-        s.AUDIO_CLIPPING: round(float(np.mean(magnitude >= CLIP)), 5),
-        s.AUDIO_SILENCE: round(float(np.mean(frame_db < SILENCE_DBFS)), 4),
-        s.AUDIO_SNR_DB: round(float(high - low), 2),
+        s.AUDIO_RMS_DBFS: round(10.0 * math.log10(max(total, 1e-12)), 2),
+        s.AUDIO_PEAK_DBFS: round(20.0 * math.log10(max(peak, 1e-6)), 2),
+        s.AUDIO_CLIPPING: round(clipped / x.size, 5),
+        s.AUDIO_SILENCE: round(int(np.count_nonzero(frame_db < SILENCE_DBFS)) / len(frame_db),
+                               4),
+        s.AUDIO_SNR_DB: round(_quantile(frame_db, 0.9) - _quantile(frame_db, 0.1), 2),
     }
 
 
@@ -98,8 +110,9 @@ def measure(value: Any) -> dict[str, Any]:
         import numpy as np
 
         mono = np.asarray(array, dtype=np.float32)
-        if mono.ndim > 1:
-            mono = mono.reshape(-1, mono.shape[-1]).mean(axis=0)
+        if mono.ndim > 1:  # (1, n): upstream's shape, a view; (channels, n): their mean
+            mono = mono.reshape(-1, mono.shape[-1])
+            mono = mono[0] if mono.shape[0] == 1 else mono.mean(axis=0)
         return figures(mono, 16000, f"tensor/{dtype}")  # upstream's prompt tensors: 16 kHz
     if isinstance(value, (str, os.PathLike)) or hasattr(value, "read"):
         read = _wav(value)
