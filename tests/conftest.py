@@ -116,6 +116,15 @@ def _start_zipkin() -> zipkin_server.ZipkinServer:
         pytest.skip(f"Zipkin could not start: {exc}")
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    """Each phase's report on the test item (``item.rep_call``): a fixture's teardown can see
+    that the test failed (the Zipkin UI tests keep a screenshot then)."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """The controller of an xdist run stops the Zipkin its workers shared."""
     import json

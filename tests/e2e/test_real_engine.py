@@ -24,7 +24,20 @@ pytestmark = [pytest.mark.zipkin, pytest.mark.xdist_group("real-engine")]
 HTTP_LOG = ("Starting new HTTP connection", "POST /api/v2/spans")
 
 
-def run_cases(real_engine, zipkin, version: str, prompt_file, canary: str):
+_RUNS: dict[str, tuple[list[dict], str, str]] = {}
+
+
+def run_cases(real_engine, zipkin, version: str, prompt_file):
+    """Every case of one engine version, run ONCE per test session under the launcher (the
+    complete-trace and the error tests read the same run): (cases, stderr, canary)."""
+    if version not in _RUNS:
+        canary = f"CANARY{secrets.token_hex(5).upper()}"
+        cases, stderr = _run_cases(real_engine, zipkin, version, prompt_file, canary)
+        _RUNS[version] = (cases, stderr, canary)
+    return _RUNS[version]
+
+
+def _run_cases(real_engine, zipkin, version: str, prompt_file, canary: str):
     service = f"real-v{version}-{secrets.token_hex(3)}"
     args = [version, str(real_engine.models[version]), str(prompt_file)]
     if version == "2":
@@ -46,8 +59,7 @@ def tag(span: dict, key: str) -> str | None:
 @pytest.mark.parametrize("version", ["1", "2"])
 def test_every_mode_of_the_real_engine_gives_a_complete_trace(real_engine, zipkin, prompt_file,
                                                               version) -> None:
-    canary = f"CANARY{secrets.token_hex(5).upper()}"
-    cases, stderr = run_cases(real_engine, zipkin, version, prompt_file, canary)
+    cases, stderr, canary = run_cases(real_engine, zipkin, version, prompt_file)
     expected = 7 if version == "1" else 11
     assert len(cases) == expected, [c["name"] for c in cases]
     client = zipkin.client()
@@ -86,7 +98,7 @@ def test_every_mode_of_the_real_engine_gives_a_complete_trace(real_engine, zipki
 
 def test_an_error_inside_the_real_frontend_ends_with_the_schemas_attributes(real_engine, zipkin,
                                                                             prompt_file) -> None:
-    cases, _ = run_cases(real_engine, zipkin, "2", prompt_file, "")
+    cases, _, _ = run_cases(real_engine, zipkin, "2", prompt_file)
     (case,) = [c for c in cases if c["name"] == "v2 frontend error"]
     assert case["error"].startswith("AttributeError")  # the package ships no text normaliser
     spans = zipkin.client().wait_for_trace(
