@@ -6,12 +6,14 @@ Chromium (``/usr/bin/chromium``, installed by ``.ci/setup``: Playwright's own br
 is not reachable here). Nothing is read from Zipkin's JSON API: every fact comes from the DOM
 as drawn, so a trace that the API holds but the UI cannot show fails here.
 
-``ZipkinUI.trace(trace_id, service)`` returns one ``Row`` per span row of the trace page: its
-name, the bar as drawn (pixels), whether the row carries the error mark, the depth button's
-offset, and what the span's detail panel shows after a click (span id, parent id, tags,
-annotation values). ``as_spans(rows)`` turns them into Zipkin-shaped dicts with the drawn
-pixels as times, so ``tools.checks.check_synthesis`` judges the tree AS DRAWN: stage names,
-parents, children inside their parents (one pixel of slack), required tags.
+``ZipkinUI.trace(trace_id, service, spans)`` returns one ``Row`` per span row of the trace page,
+top to bottom: its name, its bar as drawn (pixels), the error mark, the collapse button (its
+offset and the number of rows drawn under it, which give the drawn tree), and for one row of
+each name and every row with the error mark what the detail panel shows after a click (span
+id, parent id, tags, annotation values). ``as_spans(rows)`` turns them into Zipkin-shaped
+dicts of the DRAWN tree with the pixels as times, so ``tools.checks.check_synthesis`` judges
+the tree as drawn: stage names, parents, children inside their parents (one pixel of slack).
+``ZipkinUI.search`` uses the search bar as a user does.
 """
 
 from __future__ import annotations
