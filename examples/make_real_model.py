@@ -1,6 +1,7 @@
 """Write a tiny random-weights model directory that upstream CosyVoice's OWN loader accepts.
 
     python examples/make_real_model.py DIR --version 1|2   (in the real engine's venv)
+    COSYVOICE_UPSTREAM=/path/to/CosyVoice python examples/make_real_model.py DIR --version 3
 
 Run with the real ``cosyvoice`` package importable (``.venv-cosyvoice``: PyPI's
 ``cosyvoice-minicpmo``, upstream's CosyVoice/CosyVoice2 code). No weight is downloaded: every
@@ -18,6 +19,10 @@ The directory holds what ``CosyVoice(model_dir)`` / ``CosyVoice2(model_dir)`` op
 * ``spk2info.pt``: two preset speakers (``中文女``, ``英文男``) for sft and instruct;
 * v2: ``CosyVoice-BlankEN/``, a tiny ``Qwen2ForCausalLM`` and a byte-level BPE tokenizer that
   ``AutoTokenizer`` loads (upstream's QwenTokenizer adds its special tokens on top).
+
+v3 (``cosyvoice3.yaml``: ``CosyVoice3LM``, ``CausalMaskedDiffWithDiT`` with a ``DiT``
+estimator, ``CausalHiFTGenerator``; ``speech_tokenizer_v3.onnx``; no preset speakers) needs an
+upstream checkout named by ``COSYVOICE_UPSTREAM``: PyPI's package has no CosyVoice3.
 
 The v1 directory's name ends in ``-Instruct`` when ``--instruct`` is given (upstream enables
 ``inference_instruct`` by the directory's name).
@@ -40,6 +45,7 @@ SPEECH_TOKENS = 64  # speech token vocabulary (the LLM's output, flow's input)
 WIDTH = 32  # every hidden size
 UPSAMPLE_WIDTH = 512  # v2's upsampling encoder hard-codes 512 channels in two of its layers
 SPEAKERS = ("中文女", "英文男")
+V3_LOGIT_SCALE = 20.0  # v3: see make()
 CFM = """        cfm_params: !new:omegaconf.DictConfig
             content:
                 sigma_min: 1e-06
@@ -68,10 +74,14 @@ def encoder(cls: str, indent: int, width: int = WIDTH, **extra: object) -> str:
     return f"!new:{cls}\n" + "".join(f"{pad}{k}: {v}\n" for k, v in rows.items())
 
 
-def hift(sample_rate: int, rates: list[int], kernels: list[int]) -> str:
+def hift(sample_rate: int, rates: list[int], kernels: list[int], causal: bool = False) -> str:
     n = len(rates)
     source_kernels = [7, 7, 11][-n:] if n == 3 else [7, 11]
-    return f"""hift: !new:cosyvoice.hifigan.generator.HiFTGenerator
+    # v3's vocoder is the causal subclass, with a right look-ahead and a causal f0 predictor
+    cls, f0 = (("CausalHiFTGenerator", "CausalConvRNNF0Predictor") if causal
+               else ("HiFTGenerator", "ConvRNNF0Predictor"))
+    look = "    conv_pre_look_right: 4\n" if causal else ""
+    return f"""hift: !new:cosyvoice.hifigan.generator.{cls}
     in_channels: 80
     base_channels: {WIDTH}
     nb_harmonics: 8
@@ -90,7 +100,7 @@ def hift(sample_rate: int, rates: list[int], kernels: list[int]) -> str:
     source_resblock_dilation_sizes: {[[1, 3, 5]] * n}
     lrelu_slope: 0.1
     audio_limit: 0.99
-    f0_predictor: !new:cosyvoice.hifigan.f0_predictor.ConvRNNF0Predictor
+{look}    f0_predictor: !new:cosyvoice.hifigan.f0_predictor.{f0}
         num_class: 1
         in_channels: 80
         cond_channels: {WIDTH}
@@ -216,6 +226,61 @@ allowed_special: 'all'
 {mel(24000, 1920, 480)}"""
 
 
+def v3_yaml() -> str:
+    """CosyVoice3 (from an upstream checkout): upstream's v3 classes, sizes ours (the LLM 64
+    wide, a 2-block DiT 64 wide, the causal vocoder 32 channels)."""
+    return f"""sample_rate: 24000
+qwen_pretrain_path: ''
+llm: !new:cosyvoice.llm.llm.CosyVoice3LM
+    llm_input_size: {2 * WIDTH}
+    llm_output_size: {2 * WIDTH}
+    speech_token_size: {SPEECH_TOKENS}
+    length_normalized_loss: True
+    lsm_weight: 0
+    mix_ratio: [5, 15]
+    llm: !new:cosyvoice.llm.llm.Qwen2Encoder
+        pretrain_path: !ref <qwen_pretrain_path>
+{SAMPLING}
+flow: !new:cosyvoice.flow.flow.CausalMaskedDiffWithDiT
+    input_size: 80
+    output_size: 80
+    spk_embed_dim: 192
+    output_type: 'mel'
+    vocab_size: {SPEECH_TOKENS}
+    input_frame_rate: 25
+    only_mask_loss: True
+    token_mel_ratio: 2
+    pre_lookahead_len: 3
+    pre_lookahead_layer: !new:cosyvoice.transformer.upsample_encoder.PreLookaheadLayer
+        in_channels: 80
+        channels: {2 * WIDTH}
+        pre_lookahead_len: 3
+    decoder: !new:cosyvoice.flow.flow_matching.CausalConditionalCFM
+        in_channels: 240
+        n_spks: 1
+        spk_emb_dim: 80
+{CFM}        estimator: !new:cosyvoice.flow.DiT.dit.DiT
+            dim: {2 * WIDTH}
+            depth: 2
+            heads: 2
+            dim_head: {WIDTH}
+            ff_mult: 2
+            mel_dim: 80
+            mu_dim: 80
+            spk_dim: 80
+            out_channels: 80
+            static_chunk_size: 50
+            num_decoding_left_chunks: -1
+
+{hift(24000, [8, 5, 3], [16, 11, 7], causal=True)}
+get_tokenizer: !name:cosyvoice.tokenizer.tokenizer.get_qwen_tokenizer
+    token_path: !ref <qwen_pretrain_path>
+    skip_special_tokens: True
+    version: cosyvoice3
+allowed_special: 'all'
+{mel(24000, 1920, 480)}"""
+
+
 def export_onnx(out: Path, version: int) -> None:
     """The two ONNX frontends, tiny torch modules with the real ones' I/O names and shapes."""
     import torch
@@ -228,7 +293,7 @@ def export_onnx(out: Path, version: int) -> None:
         def forward(self, feats: torch.Tensor) -> torch.Tensor:
             return self.proj(feats.mean(dim=1))
 
-    stride = 2 if version == 1 else 4  # 50 Hz (v1) or 25 Hz (v2) tokens from 100 Hz frames
+    stride = 2 if version == 1 else 4  # 50 Hz (v1) or 25 Hz (v2, v3) tokens from 100 Hz frames
 
     class SpeechTokenizer(torch.nn.Module):  # log-mel [1, 128, T] -> tokens [1, T / stride]
         def __init__(self) -> None:
@@ -249,27 +314,51 @@ def export_onnx(out: Path, version: int) -> None:
                       dynamic_axes={"feats": {2: "T"}, "indices": {1: "T4"}}, opset_version=14)
 
 
-def tiny_qwen(out: Path) -> None:
+# Qwen's regular vocabulary: its first special token, <|endoftext|>, comes right after it;
+# upstream's v3 LLM looks for <|endofprompt|> by the id it has in Qwen's vocabulary (151646)
+QWEN_REGULAR = 151643
+
+
+def tiny_qwen(out: Path, version: int = 2) -> None:
     """A byte-level BPE tokenizer AutoTokenizer loads, and a one-layer Qwen2 sized to it
-    (with upstream's QwenTokenizer special tokens added on top)."""
-    from tokenizers import ByteLevelBPETokenizer
+    (with upstream's QwenTokenizer special tokens added on top). For v3 the vocabulary is
+    padded with unreachable entries to Qwen's size, so the special tokens get Qwen's ids."""
+    import json
+
+    from tokenizers import ByteLevelBPETokenizer, Tokenizer
     from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
     corpus = ["Hello there, this is the real engine.", "你好，世界！这是一个测试。",
               "Speak slowly and clearly please.", "The quick brown fox jumps over the lazy dog."]
     bpe = ByteLevelBPETokenizer()
+    specials = ["<|endoftext|>"] if version == 2 else []
     bpe.train_from_iterator(corpus * 10, vocab_size=400, min_frequency=1,
-                            special_tokens=["<|endoftext|>"])
-    fast = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>",
+                            special_tokens=specials)
+    tokenizer = bpe
+    if version == 3:
+        data = json.loads(bpe._tokenizer.to_str())
+        vocab = data["model"]["vocab"]
+        # no merge leads to these: they pad the id space and never come out of the text
+        vocab.update({f"unused{i}": i for i in range(len(vocab), QWEN_REGULAR)})
+        tokenizer = Tokenizer.from_str(json.dumps(data))
+        tokenizer.add_special_tokens(["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|endoftext|>",
                                    pad_token="<|endoftext|>")
     fast.save_pretrained(out)
-    from cosyvoice.tokenizer.tokenizer import QwenTokenizer
+    from cosyvoice.tokenizer.tokenizer import get_qwen_tokenizer
 
-    vocab = len(QwenTokenizer(str(out)).tokenizer)  # with upstream's special tokens
+    # (PyPI's build has no version argument: it knows v2 only)
+    qwen = (get_qwen_tokenizer(str(out), True, "cosyvoice3") if version == 3
+            else get_qwen_tokenizer(str(out), True))
+    if version == 3:
+        eop = qwen.tokenizer.convert_tokens_to_ids("<|endofprompt|>")
+        assert eop == QWEN_REGULAR + 3, f"<|endofprompt|> is {eop}, upstream expects 151646"
+    vocab = len(qwen.tokenizer)  # with upstream's special tokens
+    # v3's embedding is Qwen-sized: tied, so its weights are stored once
     config = Qwen2Config(vocab_size=vocab + 8, hidden_size=2 * WIDTH,
                          intermediate_size=4 * WIDTH, num_hidden_layers=1,
                          num_attention_heads=2, num_key_value_heads=1,
-                         max_position_embeddings=4096, tie_word_embeddings=False)
+                         max_position_embeddings=4096, tie_word_embeddings=version == 3)
     Qwen2ForCausalLM(config).save_pretrained(out, safe_serialization=True)
 
 
@@ -280,11 +369,17 @@ def make(directory: str, version: int, fill_tokens: bool = False) -> Path:
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(1986)
-    name = "cosyvoice.yaml" if version == 1 else "cosyvoice2.yaml"
-    (out / name).write_text(v1_yaml() if version == 1 else v2_yaml(), encoding="utf-8")
+    if version == 3:
+        try:
+            from cosyvoice.llm.llm import CosyVoice3LM  # noqa: F401 - only a checkout has it
+        except ImportError:
+            raise SystemExit("make_real_model.py: error: v3 needs an upstream checkout: "
+                             "set COSYVOICE_UPSTREAM=/path/to/CosyVoice") from None
+    name = {1: "cosyvoice.yaml", 2: "cosyvoice2.yaml", 3: "cosyvoice3.yaml"}[version]
+    (out / name).write_text({1: v1_yaml, 2: v2_yaml, 3: v3_yaml}[version](), encoding="utf-8")
     overrides = {}
-    if version == 2:
-        tiny_qwen(out / "CosyVoice-BlankEN")
+    if version >= 2:
+        tiny_qwen(out / "CosyVoice-BlankEN", version)
         overrides = {"qwen_pretrain_path": str(out / "CosyVoice-BlankEN")}
     with open(out / name, encoding="utf-8") as f:
         configs = load_hyperpyyaml(f, overrides=overrides)
@@ -300,18 +395,35 @@ def make(directory: str, version: int, fill_tokens: bool = False) -> Path:
             for extra in ((1,) if fill_tokens else (1, 2)):
                 decoder.weight[SPEECH_TOKENS + extra].zero_()
                 decoder.bias[SPEECH_TOKENS + extra] = -1e4
+    if version == 3:
+        # v3's LLM stops on any of 200 ids above the speech tokens, and its early-stop mask
+        # covers only the first of them (sos, not eos): a random LLM stops within a few
+        # tokens (its repetition fallback samples from all 264 ids). Zeroed rows give the 199
+        # other stop ids a logit of 0, and speech rows scaled up put every speech token's
+        # logit far from 0, so the mass left on them vanishes; eos keeps a scaled row, one
+        # candidate among the speech tokens, so a request still ends before its length limit.
+        with torch.no_grad():
+            decoder = configs["llm"].llm_decoder
+            eos = configs["llm"].eos_token
+            decoder.weight[:SPEECH_TOKENS] *= V3_LOGIT_SCALE
+            decoder.weight[eos] *= V3_LOGIT_SCALE
+            for extra in range(200):
+                if SPEECH_TOKENS + extra != eos:
+                    decoder.weight[SPEECH_TOKENS + extra].zero_()
     for part in ("llm", "flow", "hift"):
         torch.save(configs[part].state_dict(), out / f"{part}.pt")
     export_onnx(out, version)
-    torch.save({spk: {"embedding": torch.randn(1, 192)} for spk in SPEAKERS},
-               out / "spk2info.pt")
+    # v3 ships no preset speakers (its texts need an instruction prefix sft cannot carry)
+    torch.save({spk: {"embedding": torch.randn(1, 192)} for spk in SPEAKERS}
+               if version < 3 else {}, out / "spk2info.pt")
     return out
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("directory")
-    parser.add_argument("--version", type=int, choices=(1, 2), default=2)
+    parser.add_argument("--version", type=int, choices=(1, 2, 3), default=2,
+                        help="3 needs COSYVOICE_UPSTREAM (an upstream checkout)")
     parser.add_argument("--fill-tokens", action="store_true",
                         help="v2: let the LLM emit the fill token streamed text input needs")
     args = parser.parse_args()

@@ -168,7 +168,8 @@ def real_engine(tmp_path_factory):
     """Upstream CosyVoice's REAL engine: its venv (``.venv-cosyvoice``, .ci/setup) and tiny
     random-weights model directories its own loader accepts (examples/make_real_model.py):
     ``1`` (v1, named ``-Instruct`` so instruct mode is on), ``2`` (v2), ``fill`` (v2 whose LLM
-    emits the fill token that streamed text input needs). Never skipped under CI=true."""
+    emits the fill token that streamed text input needs), and ``3`` (v3) when
+    ``COSYVOICE_UPSTREAM`` names an upstream checkout. Never skipped under CI=true."""
     import subprocess
     import types
 
@@ -182,6 +183,8 @@ def real_engine(tmp_path_factory):
     models = {"1": (base / "v1" / "tiny-CosyVoice-300M-Instruct", ["--version", "1"]),
               "2": (base / "v2" / "tiny-CosyVoice2", ["--version", "2"]),
               "fill": (base / "fill" / "tiny-CosyVoice2", ["--version", "2", "--fill-tokens"])}
+    if os.environ.get("COSYVOICE_UPSTREAM"):  # an upstream checkout: CosyVoice3 too
+        models["3"] = (base / "v3" / "tiny-CosyVoice3", ["--version", "3"])
     builds = {key: subprocess.Popen([str(python), "examples/make_real_model.py", str(path),
                                      *args], cwd=ROOT, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT)

@@ -8,6 +8,7 @@ the real package; doctor reading its source. The demo engine is a stand-in; this
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import subprocess
 
@@ -25,6 +26,20 @@ HTTP_LOG = ("Starting new HTTP connection", "POST /api/v2/spans")
 
 
 _RUNS: dict[str, tuple[list[dict], str, str]] = {}
+# an upstream checkout (COSYVOICE_UPSTREAM, README) brings CosyVoice3; PyPI's package has v1, v2
+CHECKOUT = os.environ.get("COSYVOICE_UPSTREAM", "")
+VERSIONS = ["1", "2", "3"] if CHECKOUT else ["1", "2"]
+CASES = {"1": 7, "2": 11, "3": 7}
+
+
+def engine_env(version: str, **extra: str) -> dict[str, str]:
+    """The app's environment: v3 runs the checkout's code; v1 and v2 always PyPI's package
+    (the checkout's newer frontend takes prompt files where PyPI's takes tensors, and has
+    no text normaliser to fail in)."""
+    env = app_env(**extra)
+    if version != "3":
+        env.pop("COSYVOICE_UPSTREAM", None)
+    return env
 
 
 def run_cases(real_engine, zipkin, version: str, prompt_file):
@@ -45,7 +60,7 @@ def _run_cases(real_engine, zipkin, version: str, prompt_file, canary: str):
     out = subprocess.run([str(real_engine.bin / "cosyvoice-traced"), "run", "--zipkin-endpoint",
                           zipkin.endpoint, "--service-name", service, "--", "python",
                           "tests/support/apps/real_engine_cases.py", *args],
-                         cwd=ROOT, env=app_env(CANARY=canary), capture_output=True, text=True,
+                         cwd=ROOT, env=engine_env(version, CANARY=canary), capture_output=True, text=True,
                          timeout=600)
     assert out.returncode == 0, out.stderr[-4000:]
     cases = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
@@ -56,12 +71,11 @@ def tag(span: dict, key: str) -> str | None:
     return span["tags"].get(key)
 
 
-@pytest.mark.parametrize("version", ["1", "2"])
+@pytest.mark.parametrize("version", VERSIONS)
 def test_every_mode_of_the_real_engine_gives_a_complete_trace(real_engine, zipkin, prompt_file,
                                                               version) -> None:
     cases, stderr, canary = run_cases(real_engine, zipkin, version, prompt_file)
-    expected = 7 if version == "1" else 11
-    assert len(cases) == expected, [c["name"] for c in cases]
+    assert len(cases) == CASES[version], [c["name"] for c in cases]
     client = zipkin.client()
     for case in cases:
         if case["name"] == "v2 frontend error":
@@ -120,7 +134,7 @@ def start_real(launch_app, real_engine, zipkin, app: str, version: str):
     running = launch_app([str(real_engine.bin / "cosyvoice-traced"), "run", "--zipkin-endpoint",
                           zipkin.endpoint, "--service-name", service, "--", "python",
                           f"examples/{app}.py", "--engine", "real", "--port", str(port),
-                          "--model_dir", str(real_engine.models[version])], app_env(), port)
+                          "--model_dir", str(real_engine.models[version])], engine_env(version), port)
     running.service = service
     return running
 
@@ -158,9 +172,12 @@ def test_our_fastapi_server_on_the_real_engine(real_engine, zipkin, launch_app,
     assert not [line for line in output.splitlines() if any(m in line for m in HTTP_LOG)]
 
 
-def test_verify_passes_on_our_webui_with_the_real_engine(real_engine, zipkin,
-                                                         launch_app) -> None:
-    app = start_real(launch_app, real_engine, zipkin, "webui", "2")
+@pytest.mark.parametrize("version", ["2", "3"] if CHECKOUT else ["2"])
+def test_verify_passes_on_our_webui_with_the_real_engine(real_engine, zipkin, launch_app,
+                                                         version) -> None:
+    """v3: no preset speakers, and texts that need <|endofprompt|>: verify picks them from
+    what the app offers."""
+    app = start_real(launch_app, real_engine, zipkin, "webui", version)
     out = subprocess.run([str(BIN / "cosyvoice-traced"), "verify", "--app", app.url, "--zipkin",
                           zipkin.base_url, "--json", "--requests", "3"], cwd=ROOT,
                          env=app_env(), capture_output=True, text=True, timeout=600)
@@ -169,11 +186,12 @@ def test_verify_passes_on_our_webui_with_the_real_engine(real_engine, zipkin,
     assert out.returncode == 0 and result["ok"], failed
 
 
-@pytest.mark.parametrize("version", ["1", "2"])
+@pytest.mark.parametrize("version", VERSIONS)
 def test_doctor_reads_the_real_package_and_each_tiny_model(real_engine, version) -> None:
-    out = subprocess.run([str(BIN / "cosyvoice-traced"), "doctor", "--cosyvoice-path",
-                          str(real_engine.site_packages), "--model-dir",
-                          str(real_engine.models[version])], cwd=ROOT, env=app_env(),
+    source = CHECKOUT if version == "3" else str(real_engine.site_packages)
+    out = subprocess.run([str(BIN / "cosyvoice-traced"), "doctor", "--cosyvoice-path", source,
+                          "--model-dir", str(real_engine.models[version])], cwd=ROOT,
+                         env=engine_env(version),
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     lines = out.stdout.splitlines()

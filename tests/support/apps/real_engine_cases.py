@@ -3,6 +3,7 @@ in .venv-cosyvoice):
 
     cosyvoice-traced run ... -- python tests/support/apps/real_engine_cases.py 1 V1_DIR WAV
     cosyvoice-traced run ... -- python tests/support/apps/real_engine_cases.py 2 V2_DIR WAV FILL_DIR
+    COSYVOICE_UPSTREAM=CHECKOUT cosyvoice-traced run ... -- python .../real_engine_cases.py 3 V3_DIR WAV
 
 One version per process, as a deployment has: upstream's mel extractor (matcha) caches its
 window under a key without the FFT size, so a v1 model (n_fft 1024) loaded first breaks a v2
@@ -16,6 +17,7 @@ Knows nothing of tracing beyond starting that request span, as a server's instru
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import traceback
@@ -85,14 +87,47 @@ def v2_cases(v2, fill, wav):
                                                                       text_frontend=True)
 
 
+# v3's LLM needs <|endofprompt|> in the text it reads (prompt text, or the text itself where
+# the mode has no prompt text): an instruction ends with it, as upstream's examples do
+EOP = "<|endofprompt|>"
+V3_PROMPT_TEXT = f"You are a helpful assistant.{EOP}{PROMPT_TEXT}"
+
+
+def v3_cases(v3, wav_path):
+    """CosyVoice3 from an upstream checkout: no preset speakers (no sft, no v1 instruct); the
+    newest frontend loads the prompt audio from its file."""
+    text = f"{TEXT} {CANARY}".strip()
+    yield "v3 zero_shot", "zero_shot", False, lambda: v3.inference_zero_shot(
+        text, V3_PROMPT_TEXT, wav_path)
+    yield "v3 zero_shot stream", "zero_shot", True, lambda: v3.inference_zero_shot(
+        LONG, V3_PROMPT_TEXT, wav_path, stream=True)
+    yield "v3 cross_lingual stream", "cross_lingual", True, lambda: v3.inference_cross_lingual(
+        f"You are a helpful assistant.{EOP}{LONG}", wav_path, stream=True)
+    yield "v3 instruct2", "instruct2", False, lambda: v3.inference_instruct2(
+        text, f"You are a helpful assistant. Speak slowly.{EOP}", wav_path)
+    yield "v3 vc", "vc", False, lambda: v3.inference_vc(wav_path, wav_path)
+    yield "v3 add speaker", "speaker_add", False, lambda: [v3.add_zero_shot_spk(
+        V3_PROMPT_TEXT, wav_path, "cached-voice")]
+    yield "v3 cached speaker", "zero_shot", False, lambda: v3.inference_zero_shot(
+        text, "", "", zero_shot_spk_id="cached-voice")
+
+
 def main() -> int:
     version, model_dir, wav_path = sys.argv[1:4]
     model = real_engine.load(model_dir)
+    # upstream sets the root logger to DEBUG (file_utils' basicConfig); in a checkout its
+    # modelscope import configures logging first and that call does nothing: done here as
+    # upstream means it, so "quiet at any root level" is judged at DEBUG on every version
+    logging.basicConfig(level=logging.DEBUG, force=True,
+                        format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("real_engine_cases").debug("the root level is DEBUG")
     from cosyvoice.utils.file_utils import load_wav
 
     wav = load_wav(wav_path, 16000)
     if version == "1":
         chosen = v1_cases(model, wav)
+    elif version == "3":
+        chosen = v3_cases(model, wav_path)
     else:
         chosen = v2_cases(model, real_engine.load(sys.argv[4]), wav)
     only = set(os.environ["ONLY"].split(",")) if os.environ.get("ONLY") else None
@@ -101,6 +136,12 @@ def main() -> int:
         if only and name not in only:
             continue
         error = ""
+        if version == "3":
+            # a random LLM's length is the seed's: seeded, each case is long enough to stream
+            # in hops. Upstream's v3 model keeps the hop it grew during a streamed request (25
+            # -> 100 tokens) for every later request; each case starts as a first request
+            torch.manual_seed(0)
+            model.model.token_hop_len = 25
         with tracer.start_as_current_span("request", kind=trace.SpanKind.SERVER) as span:
             try:
                 for _ in run():
