@@ -373,3 +373,33 @@ def test_force_flush_returns_at_once_when_nothing_is_pending(monkeypatch) -> Non
     assert processor.force_flush(3000) is True
     assert naps == []  # nothing pending: no wait at all, not the deadline sat out
     processor.shutdown()
+
+
+# ------------------------------------------------------- masks held while a trace is held
+
+from cosyvoice_otel import masking  # noqa: E402
+
+
+def held(trace_id: int) -> bool:
+    return masking._pins.get(trace_id, 0) > 0
+
+
+@pytest.mark.parametrize("release", ["grace", "bound"])
+def test_a_held_trace_is_pinned_in_the_masking_registry_until_released(clock, release) -> None:
+    """The request's texts stay masked while keep-errors may still export its trace: pinned
+    at its first span, unpinned when the grace sweep or the bound lets it go."""
+    masking.forget_all()
+    tracer, processor, _ = make({"grace_s": 10, "max_traces": 1})
+    root = tracer.start_span("request")
+    trace_id = root.get_span_context().trace_id
+    assert held(trace_id)
+    root.end()
+    if release == "grace":
+        clock.now += 11
+        tracer.start_span("another").end()  # the due sweep lets the closed trace go
+    else:
+        tracer.start_span("another").end()  # one trace over max_traces: the oldest goes
+    assert not held(trace_id)
+    assert trace_id not in processor._traces
+    processor.shutdown()
+    masking.forget_all()
