@@ -158,6 +158,46 @@ def test_query_strings_keep_only_the_names_the_route_declares(key, value, declar
         masking._declared.pop("/inference_sft", None)
 
 
+def test_an_encoded_question_mark_in_the_path_leaves_no_query_behind() -> None:
+    """``/x%3FSECRET`` decodes to a url.path with a "?": the path is the route, whole."""
+    span = server_span(Pipeline(), "GET /x", {"url.path": "/x?SECRET", "http.route": "/x"})
+    assert span.attributes["url.path"] == "/x"
+
+
+def test_a_server_span_without_a_path_keeps_its_name() -> None:
+    span = server_span(Pipeline(), "None of XXXX", {"http.method": "GET"})
+    assert span.name == "None of XXXX"
+
+
+def test_an_event_renamed_by_its_mask_keeps_its_attributes() -> None:
+    pipe = Pipeline()
+    with pipe.tracer().start_as_current_span("S") as span:
+        masking.remember(span.get_span_context().trace_id, ["secret words"])
+        span.add_event("said secret words", {"n": 1})
+    (event,) = pipe.spans()[-1].events
+    assert MASK in event.name and dict(event.attributes) == {"n": 1}
+
+
+def test_exports_are_counted_and_a_failing_redaction_logs_once_per_streak(caplog) -> None:
+    class Boom(redaction.Redactor):
+        def redact(self, span):
+            raise RuntimeError("broken")
+
+    pipe = Pipeline()
+    for count in (2, 3):
+        with pipe.tracer().start_as_current_span("P"):
+            for _ in range(count - 1):
+                pipe.tracer().start_span("C").end()
+    assert pipe.redacting.counters["exported"] == 5  # each span once, added up
+    exporter = RedactingSpanExporter(InMemorySpanExporter())
+    exporter.redactor = Boom()
+    with caplog.at_level("WARNING", logger="cosyvoice_otel"):
+        for _ in range(3):
+            exporter.export(pipe.spans()[:2])
+    assert exporter.counters["redaction_failed"] == 6
+    assert len([r for r in caplog.records if "redaction failed" in r.getMessage()]) == 1
+
+
 def test_a_client_span_keeps_no_query_name_at_all() -> None:
     masking.declare_query_names("/inference_sft", ["tts_text"])
     try:

@@ -152,6 +152,9 @@ def test_the_registry_is_bounded_in_bytes_too(monkeypatch) -> None:
     ("/x?a%20b=1", {"a b"}, "/x?a%20b=REDACTED"),  # names compared decoded
     ("http://h/p?q=1#frag", {"q"}, "http://h/p?q=REDACTED#REDACTED"),
     ("http://h/p#frag", set(), "http://h/p#frag"),  # no query: no query rule
+    ("/x?a=1?b=2", {"a"}, "/x?a=REDACTED"),  # the FIRST "?" starts the query
+    ("a=1", set(), "REDACTED=REDACTED"),  # a bare query string of one item
+    ("flag&other", set(), "REDACTED&REDACTED"),  # bare items only
 ])
 def test_query_rule(value, keep, expected) -> None:
     assert redaction.redact_query(value, frozenset(keep)) == expected
