@@ -199,3 +199,115 @@ def test_torch_cuda_is_none_without_torch_or_without_cuda(monkeypatch) -> None:
     assert gpu_timing.torch_cuda() is fake.cuda
     fake.cuda.is_available = lambda: (_ for _ in ()).throw(RuntimeError("broken driver"))
     assert gpu_timing.torch_cuda() is None
+
+
+# ------------------------------------------------------------------ the timer's bookkeeping
+
+class Span:
+    """A span stand-in: what the resolver set, and when it was ended."""
+
+    def __init__(self) -> None:
+        self.attributes: dict = {}
+        self.ended_at: int | None = None
+
+    def set_attribute(self, key, value) -> None:
+        self.attributes[key] = value
+
+    def end(self, end_time=None) -> None:
+        self.ended_at = end_time
+
+
+def test_a_new_timer_counts_nothing_and_defaults_to_auto(cuda) -> None:
+    timer = GpuTimer(cuda)
+    assert (timer.mode, timer.skipped, timer.resolved, timer._active, timer._generation) == (
+        "auto", 0, 0, 0, 0)
+    assert GpuTimer(cuda, mode="events").mode == "events"
+
+
+def test_active_stages_and_exclusivity_are_counted_exactly(cuda) -> None:
+    timer = GpuTimer(cuda)
+    first = timer.start()
+    assert (timer._active, first.generation) == (1, 1)
+    second = timer.start()  # overlaps: not alone, so no peak of its own
+    assert (timer._active, second.generation) == (2, -1)
+    spans = [Span(), Span()]
+    assert timer.end(spans[1], second, 10) and timer._active == 1
+    assert timer.end(spans[0], first, 20) and timer._active == 0
+    assert timer.end(Span(), first, 30) and timer._active == 0  # never below zero
+    assert timer.drain(5)
+    assert timer.resolved == 3
+    # the first stage saw another start after it: its peak is not its own
+    assert s.CUDA_PEAK_BYTES not in spans[0].attributes
+    assert timer._thread.daemon and timer._thread.name == "cosyvoice-otel-gpu"
+
+
+def test_a_peak_of_zero_is_still_reported(cuda) -> None:
+    timer = GpuTimer(cuda)
+    cuda.peak = 0
+    mark = timer.start()
+    cuda.gpu_ms = 1.23456
+    span = Span()
+    assert timer.end(span, mark, 99)
+    assert timer.drain(5)
+    assert span.attributes[s.CUDA_PEAK_BYTES] == 0
+    assert span.attributes[s.GPU_PEAK_EXCLUSIVE] is True
+    assert span.attributes[s.GPU_MS] == 1.235  # to the microsecond
+    assert span.ended_at == 99
+
+
+def test_a_full_queue_skips_the_stage_and_counts_it(cuda, monkeypatch) -> None:
+    monkeypatch.setattr(gpu_timing, "MAX_PENDING", 1)
+    timer = GpuTimer(cuda)
+    cuda.ready.clear()  # the resolver waits on the first stage's event: the queue fills
+    marks = [timer.start() for _ in range(4)]
+    handed = [timer.end(Span(), mark, 1) for mark in marks]
+    assert handed[0] and not all(handed)
+    assert timer.skipped == handed.count(False)
+    cuda.ready.set()
+    assert timer.drain(5)
+
+
+@pytest.mark.parametrize("where", ["end", "resolve"])
+def test_a_failing_cuda_call_is_contained_and_noted_by_place(cuda, where, monkeypatch) -> None:
+    noted = []
+    monkeypatch.setattr(gpu_timing, "note_error", lambda place, exc: noted.append((place, exc)))
+    timer = GpuTimer(cuda)
+    mark = timer.start()
+    boom = RuntimeError("driver")
+
+    def fail(*_a, **_k):
+        raise boom
+
+    if where == "end":
+        monkeypatch.setattr(cuda, "memory_allocated", fail)
+    else:
+        mark.start.elapsed_time = fail
+    span = Span()
+    handed = timer.end(span, mark, 7)
+    if where == "end":
+        assert handed is False and span.ended_at is None  # the caller ends it
+    else:
+        assert handed is True and timer.drain(5)
+        assert span.ended_at == 7 and timer.resolved == 0  # ended anyway, not counted
+    assert noted == [(f"gpu timing {where}", boom)]
+
+
+def test_drain_waits_for_the_resolver_and_reports_what_is_left(cuda) -> None:
+    timer = GpuTimer(cuda)
+    cuda.ready.clear()
+    mark = timer.start()
+    assert timer.end(Span(), mark, 1)
+    assert timer.drain(0.05) is False  # the event is not done: bounded, and says so
+    cuda.ready.set()
+    assert timer.drain(5) is True
+
+
+def test_a_resolver_that_stopped_is_started_again(cuda) -> None:
+    timer = GpuTimer(cuda)
+    assert timer.end(Span(), timer.start(), 1) and timer.drain(5)
+    first = timer._thread
+    timer._queue.put(None)  # the resolver's stop signal
+    first.join(5)
+    span = Span()
+    assert timer.end(span, timer.start(), 2) and timer.drain(5)
+    assert timer._thread is not first and span.ended_at == 2
