@@ -222,3 +222,82 @@ def test_declarations_in_a_stage_map_file_reach_the_schema_command(tmp_path) -> 
     out = subprocess.run([str(BIN / "cosyvoice-traced"), "schema", "--stage-map", str(bad)],
                          capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "Bad Name" in out.stderr
+
+
+# ------------------------------------------------ contained failures, by place, and limits
+
+@pytest.fixture
+def noted(monkeypatch):
+    found: list[tuple[str, BaseException]] = []
+    monkeypatch.setattr(api, "note_error", lambda place, exc: found.append((place, exc)))
+    return found
+
+
+def test_a_stage_that_cannot_open_is_noted_and_the_block_runs(active, noted,
+                                                              monkeypatch) -> None:
+    boom = RuntimeError("broken")
+
+    def broken(*_a, **_k):
+        raise boom
+
+    monkeypatch.setattr(api, "StageSpan", broken)
+    ran = []
+    with request(active), cosyvoice_otel.stage("emotion_tagging") as stage:
+        ran.append(stage)
+    assert ran == [None] and noted == [("stage emotion_tagging", boom)]
+
+
+def test_a_failing_detach_is_noted_and_the_stage_still_ends(active, noted,
+                                                            monkeypatch) -> None:
+    boom = RuntimeError("detach")
+    real = api.context
+
+    class Context:
+        """The context API whose detach does its work, then raises."""
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def detach(self, token):
+            real.detach(token)
+            raise boom
+
+    monkeypatch.setattr(api, "context", Context())
+    with request(active), cosyvoice_otel.stage("emotion_tagging"):
+        pass
+    assert noted == [("stage detach", boom)]
+    assert len(active.named("emotion_tagging")) == 1
+
+
+def test_the_stage_is_opened_under_the_current_context(active) -> None:
+    with request(active) as req:
+        stage = cosyvoice_otel.stage("emotion_tagging")
+        with stage as opened:
+            assert stage._token is not None
+            assert trace.get_current_span() is opened.span
+        assert trace.get_current_span() is req  # detached: the request is current again
+    (span,) = active.named("emotion_tagging")
+    assert span.parent.span_id == req.get_span_context().span_id
+
+
+def test_fail_after_the_stage_ended_or_outside_is_silent(active, noted) -> None:
+    cosyvoice_otel.fail("asr_empty_result")
+    with request(active):
+        with cosyvoice_otel.stage("asr_check") as opened:
+            pass
+        with trace.use_span(opened.span, end_on_exit=False):
+            api.context.attach(api.context.set_value(api.STAGE_KEY, opened))
+            cosyvoice_otel.fail("asr_empty_result", "late")
+    assert noted == []
+    (span,) = active.named("asr_check")
+    assert span.status.status_code is StatusCode.UNSET and s.ERROR_TYPE not in span.attributes
+
+
+def test_a_reason_at_the_longest_allowed_is_kept_and_the_message_defaults_to_it(
+        active) -> None:
+    reason = "r" * s.MAX_NAME
+    with request(active), cosyvoice_otel.stage("asr_check"):
+        cosyvoice_otel.fail(reason)
+    (span,) = active.named("asr_check")
+    assert span.attributes[s.ERROR_TYPE] == reason
+    assert [event.name for event in span.events] == [reason]
