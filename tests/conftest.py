@@ -32,6 +32,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(kind)
 
 
+
+if os.environ.get("MUTANT_UNDER_TEST"):
+    # under mutmut (it sets this per mutant): property tests with a few examples each; a
+    # mutant a hundred examples kill is killed by ten, and the run is many times shorter
+    from hypothesis import settings as _hypothesis
+
+    _hypothesis.register_profile("mutation", max_examples=10, deadline=None)
+    _hypothesis.load_profile("mutation")
+
 @pytest.fixture
 def memory():
     """A TracerProvider whose finished spans land in memory (``support/tracing.Memory``)."""
