@@ -20,6 +20,8 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from cosyvoice_otel.sdk.propagation import DeferAwareRatioSampler, StrictB3Propagator
 
+from ..support.helpers import examples
+
 T32, T16, S, P = "80f198ee56343ba864fe8b2a57d3eff7", "64fe8b2a57d3eff7", "e457b5a2e4d86bd1", \
     "05e3ac9a4f6e3b90"
 NEW_TRACE = 0x0123456789ABCDEF0123456789ABCDEF  # the id the SDK would generate for a root
@@ -150,7 +152,7 @@ SINGLE_GRAMMAR = re.compile(r"(?:[01d]|(?:[0-9a-f]{16}|[0-9a-f]{32})-[0-9a-f]{16
                             r"(?:-[01d](?:-[0-9a-f]{16})?)?)")
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.text(st.sampled_from(list(HEX + "ABCDEFdg-_ 01\x00é")), max_size=90))
 def test_property_single_header_accepts_exactly_the_grammar(value: str) -> None:
     context = StrictB3Propagator().extract({"b3": value}, Context())  # never raises
@@ -177,7 +179,7 @@ def valid_single(draw) -> str:
     return "-".join(parts)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(valid_single())
 def test_property_every_valid_single_header_is_accepted(value: str) -> None:
     trace_id, span_id = value.split("-")[:2]
@@ -191,7 +193,7 @@ HEADER_VALUES = st.one_of(st.none(), st.text(max_size=40),
                           st.text(st.sampled_from(list(HEX)), min_size=15, max_size=33))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.fixed_dictionaries({k: HEADER_VALUES for k in (
     "x-b3-traceid", "x-b3-spanid", "x-b3-sampled", "x-b3-flags", "x-b3-parentspanid")}))
 def test_property_multi_headers_never_raise_and_keep_only_lower_hex_ids(headers) -> None:
@@ -204,7 +206,7 @@ def test_property_multi_headers_never_raise_and_keep_only_lower_hex_ids(headers)
         assert parent.span_id == int(headers["x-b3-spanid"], 16)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.text(max_size=80) | st.builds(
     lambda v, t, s, f: f"{v}-{t}-{s}-{f}",
     st.text(st.sampled_from(list(HEX + "F")), min_size=2, max_size=2),

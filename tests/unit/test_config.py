@@ -14,6 +14,8 @@ from cosyvoice_otel.settings import (
     parse_seconds,
 )
 
+from ..support.helpers import examples
+
 
 def test_defaults_render_a_zipkin_json_setup() -> None:
     env = render(Settings.resolve({}, {}), {})
@@ -189,7 +191,7 @@ def _run_cli(argv: list[str], capsys) -> tuple[int, str]:
     return code, capsys.readouterr().err
 
 
-@settings(max_examples=200, deadline=None,
+@settings(max_examples=examples(200), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(option=st.sampled_from(_VALUE_OPTIONS), value=_NEAR_VALID | st.text(max_size=25))
 def test_property_every_bad_flag_value_is_one_line_and_exit_2(option, value, capsys) -> None:
@@ -208,7 +210,7 @@ def test_property_every_bad_flag_value_is_one_line_and_exit_2(option, value, cap
         assert flag in err
 
 
-@settings(max_examples=150, deadline=None,
+@settings(max_examples=examples(150), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(option=st.sampled_from(_BOOL_OPTIONS + _VALUE_OPTIONS),
        value=(_NEAR_VALID | st.text(max_size=25)).filter(lambda v: "\x00" not in v))

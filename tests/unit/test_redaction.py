@@ -23,6 +23,7 @@ from cosyvoice_otel import masking
 from cosyvoice_otel.sdk import redaction
 from cosyvoice_otel.sdk.redaction import MASK, UNMATCHED_PATH, RedactingSpanExporter
 
+from ..support.helpers import examples
 from ..support.leaks import encoded_by_every_exporter, found
 
 
@@ -107,7 +108,7 @@ TEXT_ALPHABET = st.sampled_from(
     + list("éüñß中文女你好世界Кириллицаλ😀🎉🎤\u200b\u00a0"))
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.text(TEXT_ALPHABET, min_size=1, max_size=40).filter(lambda t: any(
     c.isalnum() for c in t)))
 def test_property_no_registered_text_survives_any_encoding(text: str) -> None:
