@@ -50,6 +50,63 @@ def test_all_spans_share_one_clock_so_a_wall_clock_wobble_cannot_misplace_a_chil
     assert (explicit.start_time, explicit.end_time) == (123, 456)
 
 
+class Clocks:
+    """A wall clock and a monotonic one that the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.wall, self.mono = 1_700_000_000 * 10**9, 5_000
+
+    def time_ns(self) -> int:
+        return self.wall
+
+    def monotonic_ns(self) -> int:
+        return self.mono
+
+
+@pytest.mark.parametrize("wobble_ns", [-10_000_000, 0, 10_000_000])
+def test_a_span_lasts_what_the_monotonic_clock_says_whatever_the_wall_does(
+        memory, span_clock, monkeypatch, wobble_ns) -> None:
+    import types
+
+    import opentelemetry.sdk.trace as sdk_trace
+
+    clocks = Clocks()
+    monkeypatch.setattr(lifecycle, "time", types.SimpleNamespace(
+        time_ns=clocks.time_ns, monotonic_ns=clocks.monotonic_ns, monotonic=time.monotonic))
+    monkeypatch.setattr(sdk_trace, "time_ns", clocks.time_ns)  # the SDK's own clock
+    parent = memory.tracer.start_span("parent")
+    child = memory.tracer.start_span("child", context=__import__(
+        "opentelemetry.trace", fromlist=["x"]).set_span_in_context(parent))
+    clocks.mono += 7_000  # 7 us pass
+    clocks.wall += 7_000 + wobble_ns  # and the wall clock wobbles (under the anchor's slack)
+    child.end()
+    parent.end()
+    spans = {span.name: span for span in memory.spans()}
+    assert spans["parent"].start_time == 1_700_000_000 * 10**9
+    assert spans["child"].end_time - spans["child"].start_time == 7_000
+    assert spans["parent"].end_time - spans["parent"].start_time == 7_000
+    assert spans["child"].parent.span_id == parent.get_span_context().span_id
+    explicit = memory.tracer.start_span("explicit")
+    explicit.end(clocks.wall + 900)  # an end time given by position is kept
+    assert memory.named("explicit")[0].end_time == clocks.wall + 900
+
+
+def test_another_tools_wrapper_on_the_sdk_span_is_not_taken_for_ours() -> None:
+    import inspect
+
+    import wrapt
+    from opentelemetry.sdk.trace import Span
+
+    original = inspect.getattr_static(Span, "start")
+    Span.start = wrapt.FunctionWrapper(original, lambda w, i, a, k: w(*a, **k))
+    try:
+        assert lifecycle.install_span_clock() is True  # installed over the other one
+        lifecycle.uninstall_span_clock()  # and removed alone: the other stays
+        assert isinstance(inspect.getattr_static(Span, "start"), wrapt.FunctionWrapper)
+    finally:
+        Span.start = original
+
+
 def test_the_span_clock_is_installed_once_and_removed_whole(span_clock) -> None:
     import inspect
 
