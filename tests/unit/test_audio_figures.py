@@ -141,3 +141,30 @@ def make_stage_rig(memory):
         return StageSpan(memory.tracer, name, ctx, None, {}, stage_options())
 
     return make
+
+
+@pytest.mark.parametrize("values", [[3.0], [1.0, 5.0], [0.0, 1.0, 2.0, 10.0], list(range(11)),
+                                    [-60.0, -59.0, -20.0, -19.5, -3.0]])
+@pytest.mark.parametrize("q", [0.0, 0.1, 0.5, 0.9, 1.0])
+def test_the_quantile_is_numpys_linear_one(values, q) -> None:
+    ordered = np.array(sorted(values))
+    assert af._quantile(ordered, q) == pytest.approx(float(np.quantile(ordered, q)), abs=1e-9)
+
+
+def test_frames_of_twenty_milliseconds_and_a_tail_left_out() -> None:
+    """Level per 20 ms frame: 1 s at 1 kHz is 50 frames; a 10-frame loud part followed by
+    silence gives a silence share of exactly 40/50, and samples past the last whole frame
+    are not framed (but count in the level)."""
+    rate = 1000
+    samples = np.zeros(rate + 7, dtype=np.float64)  # a float64 input is measured as float32
+    samples[:200] = 0.5
+    samples[rate:] = 0.9  # the 7-sample tail: not a frame
+    got = af.figures(samples.tolist(), rate, "t")
+    assert got[s.AUDIO_SILENCE] == 0.8
+    assert got[s.AUDIO_PEAK_DBFS] == pytest.approx(20 * math.log10(0.9), abs=0.01)
+    level = (200 * 0.25 + 7 * 0.81) / (rate + 7)
+    assert got[s.AUDIO_RMS_DBFS] == pytest.approx(10 * math.log10(level), abs=0.01)
+    assert got[s.AUDIO_SNR_DB] == pytest.approx(
+        10 * math.log10(0.25) - 10 * math.log10(1e-12), abs=0.01)
+    one = af.figures(np.array([[0.5]]), rate, "t")  # shorter than a frame: one frame of it
+    assert one[s.AUDIO_SILENCE] == 0.0 and one[s.AUDIO_SNR_DB] == 0.0
