@@ -244,3 +244,24 @@ def test_repeated_identical_values_are_one_value() -> None:
     headers = {"x-b3-traceid": [T32, T32], "x-b3-spanid": [S], "x-b3-sampled": ["1", "1"]}
     context = StrictB3Propagator().extract(headers, Context(), ListGetter())
     assert trace.get_current_span(context).get_span_context().span_id == int(S, 16)
+
+
+def test_the_callers_getter_reads_the_headers_of_any_carrier() -> None:
+    """An instrumentation hands its own getter (ASGI: a list of byte pairs): every read, the
+    SDK's B3 parser's included, goes through it."""
+    from opentelemetry.propagators.textmap import Getter
+
+    class PairsGetter(Getter):
+        def get(self, carrier, key):
+            found = [value for name, value in carrier if name == key]
+            return found or None
+
+        def keys(self, carrier):
+            return [name for name, _ in carrier]
+
+    trace_id, span_id = "a" * 32, "b" * 16
+    carrier = [("x-b3-traceid", trace_id), ("x-b3-spanid", span_id)]  # no decision: deferred
+    context = StrictB3Propagator().extract(carrier, Context(), getter=PairsGetter())
+    span_context = trace.get_current_span(context).get_span_context()
+    assert (f"{span_context.trace_id:032x}", f"{span_context.span_id:016x}") == (trace_id,
+                                                                                 span_id)
