@@ -46,7 +46,8 @@ def kind(removed: str, added: str, context: list[str]) -> str | None:
     statement = " ".join(context[-3:] + [removed])
     if "note_error(" in removed:
         return "note_error"
-    if LOG_CALL.search(statement) and _only_strings_or_args_changed(removed, added):
+    if LOG_CALL.search(statement) and (_only_strings_or_args_changed(removed, added)
+                                       or _continues_a_call(removed, context)):
         return "log"
     if "strict=" in removed and "zip(" in removed:
         return "zip_strict"
@@ -56,6 +57,13 @@ def kind(removed: str, added: str, context: list[str]) -> str | None:
             _only_strings_or_args_changed(removed, added):
         return "message"
     return None
+
+
+def _continues_a_call(removed: str, context: list[str]) -> bool:
+    """The line is an argument line of a log call opened on a line above (no statement)."""
+    opened = next((line for line in reversed(context[-3:]) if LOG_CALL.search(line)), None)
+    return opened is not None and not re.match(r"\s*(\w+\s*=[^=]|if |return|for |while )",
+                                               removed)
 
 
 def _strip_strings(line: str) -> str:
