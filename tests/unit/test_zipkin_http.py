@@ -291,6 +291,9 @@ def test_a_failing_file_is_bisected_at_last_so_its_good_spans_still_arrive(stub,
         exporter._sent_batches += 1  # the live path got batches through meanwhile
     assert exporter.spool.size == 0
     assert exporter.dropped == {"rejected": 2} and exporter.counters["sent"] == 4
+    assert exporter.counters["replayed"] == 4  # the good spans, replayed from the spool
+    (copy,) = (exporter.spool.directory / "bad").iterdir()  # the whole batch, for a look
+    assert copy.read_bytes() == exporter.encode(batch)
 
 
 @pytest.mark.parametrize(("traces", "expected"), [
