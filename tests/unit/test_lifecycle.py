@@ -252,3 +252,21 @@ def test_export_io_logs_nothing_through_the_apps_root_logger(caplog) -> None:
     messages = [(r.threadName, r.getMessage()) for r in caplog.records]
     assert messages == [("app-worker", "Starting new HTTP connection"),
                         ("MainThread", "the app's own request")]
+
+
+def test_a_processor_still_gets_the_parent_context_at_span_start(span_clock) -> None:
+    """The clock wrapper passes the SDK's parent context on: processors read it at on_start."""
+    from opentelemetry import context as otel_context
+    from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+
+    seen = []
+
+    class Recorder(SpanProcessor):
+        def on_start(self, span, parent_context=None) -> None:
+            seen.append(otel_context.get_value("marker", parent_context))
+
+    provider = TracerProvider()
+    provider.add_span_processor(Recorder())
+    marked = otel_context.set_value("marker", "here")
+    provider.get_tracer("t").start_span("s", context=marked).end()
+    assert seen == ["here"]
