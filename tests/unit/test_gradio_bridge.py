@@ -128,6 +128,17 @@ def test_without_a_traced_join_the_client_trace_comes_from_the_request_headers(b
     assert f"{span.context.trace_id:032x}" == client_trace
 
 
+def test_an_event_whose_request_carries_no_trace_starts_its_own(bridge) -> None:
+    """Headers without a trace give a new root, whatever span happens to be current where the
+    queue processes the event (the extraction starts from an empty context)."""
+    event = bridge.Event(Request({"user-agent": "x"}))
+    with bridge.tracer.start_as_current_span("unrelated") as unrelated:
+        run(bridge.Queue().process_events([event]))
+    (span,) = [x for x in bridge.memory.get_finished_spans() if x.name == s.GRADIO_EVENT]
+    assert span.parent is None
+    assert span.context.trace_id != unrelated.get_span_context().trace_id
+
+
 def test_the_queue_loop_starts_under_an_empty_context(bridge) -> None:
     with bridge.tracer.start_as_current_span("GET /startup-events"):
         bridge.Queue().start()
