@@ -168,3 +168,22 @@ def test_frames_of_twenty_milliseconds_and_a_tail_left_out() -> None:
         10 * math.log10(0.25) - 10 * math.log10(1e-12), abs=0.01)
     one = af.figures(np.array([[0.5]]), rate, "t")  # shorter than a frame: one frame of it
     assert one[s.AUDIO_SILENCE] == 0.0 and one[s.AUDIO_SNR_DB] == 0.0
+
+
+@pytest.mark.parametrize("how", ["input", "first"])
+def test_the_asr_span_measures_the_audio_it_heard(make_stage_rig, how) -> None:
+    """FunASR's generate(input=...) or its first argument: the prompt's figures on the ASR
+    span, next to the transcript's length (the seed's triage of an empty transcript)."""
+    from cosyvoice_otel.instrumentation import extractors as ex
+    from cosyvoice_otel.instrumentation.stage_span import Call
+
+    stage = make_stage_rig("asr")
+    prompt = wav_file(speech_like())
+    call = Call(None, (), {"input": prompt}, {}) if how == "input" else Call(
+        None, (prompt,), {}, {})
+    ex.Asr().start(stage, call)
+    assert stage.span.attributes[s.AUDIO_FORMAT] == "wav/pcm16"
+    assert stage.span.attributes[s.AUDIO_SNR_DB] > 60
+    ex.Asr().end(stage, [{"key": "k"}])  # a result without text: empty
+    assert stage.span.attributes[s.ASR_TEXT_LENGTH] == 0
+    assert stage.span.attributes[s.ERROR_TYPE] == "asr_empty_result"
