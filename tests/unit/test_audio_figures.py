@@ -187,3 +187,40 @@ def test_the_asr_span_measures_the_audio_it_heard(make_stage_rig, how) -> None:
     ex.Asr().end(stage, [{"key": "k"}])  # a result without text: empty
     assert stage.span.attributes[s.ASR_TEXT_LENGTH] == 0
     assert stage.span.attributes[s.ERROR_TYPE] == "asr_empty_result"
+
+
+def raw_wav(frames: bytes, width: int, channels: int) -> io.BytesIO:
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(width)
+        w.setframerate(RATE)
+        w.writeframes(frames)
+    out.seek(0)
+    return out
+
+
+# one second of -0.5 (a constant half-scale: -6.02 dBFS) in each PCM width the wave module
+# writes, and in 1, 2 and 3 channels whose mean is that value
+HALF = {1: bytes([64]), 2: (-16384).to_bytes(2, "little", signed=True),
+        4: (-(2**30)).to_bytes(4, "little", signed=True)}
+
+
+@pytest.mark.parametrize("width", [1, 2, 4])
+@pytest.mark.parametrize("channels", [1, 2, 3])
+def test_each_pcm_width_and_channel_count_reads_to_the_same_figures(width, channels) -> None:
+    silent = {1: bytes([128]), 2: bytes(2), 4: bytes(4)}[width]
+    frame = HALF[width] * channels  # every channel at -0.5
+    got = af.measure(raw_wav(frame * RATE, width, channels))
+    assert got[s.AUDIO_FORMAT] == f"wav/pcm{8 * width}"
+    assert got[s.AUDIO_RMS_DBFS] == pytest.approx(-6.02, abs=0.01)
+    assert got[s.AUDIO_PEAK_DBFS] == pytest.approx(-6.02, abs=0.01)
+    if channels > 1:  # the channels are mixed down (mean), not read one after another
+        mixed = af.measure(raw_wav((HALF[width] + silent * (channels - 1)) * RATE, width,
+                                   channels))
+        assert mixed[s.AUDIO_PEAK_DBFS] == pytest.approx(20 * math.log10(0.5 / channels),
+                                                         abs=0.01)
+
+
+def test_a_pcm_width_we_do_not_read_gives_no_figures() -> None:
+    assert af.measure(raw_wav(bytes(3) * RATE, 3, 1)) == {}
