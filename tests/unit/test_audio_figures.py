@@ -224,3 +224,15 @@ def test_each_pcm_width_and_channel_count_reads_to_the_same_figures(width, chann
 
 def test_a_pcm_width_we_do_not_read_gives_no_figures() -> None:
     assert af.measure(raw_wav(bytes(3) * RATE, 3, 1)) == {}
+
+
+def test_clipping_counts_full_scale_samples_on_both_sides_to_five_places() -> None:
+    x = np.full(3000, 0.5, dtype=np.float32)
+    x[7] = -1.0  # one sample at negative full scale: it sets the peak too
+    got = af.figures(x, RATE, "t")
+    assert got[s.AUDIO_CLIPPING] == 0.00033  # 1 / 3000, to five places
+    assert got[s.AUDIO_PEAK_DBFS] == 0.0
+    x[8] = 1.0
+    assert af.figures(x, RATE, "t")[s.AUDIO_CLIPPING] == 0.00067
+    x[9] = 0.9995  # past the clipping threshold (0.999), short of full scale: clipped too
+    assert af.figures(x, RATE, "t")[s.AUDIO_CLIPPING] == 0.001
