@@ -236,3 +236,12 @@ def test_clipping_counts_full_scale_samples_on_both_sides_to_five_places() -> No
     assert af.figures(x, RATE, "t")[s.AUDIO_CLIPPING] == 0.00067
     x[9] = 0.9995  # past the clipping threshold (0.999), short of full scale: clipped too
     assert af.figures(x, RATE, "t")[s.AUDIO_CLIPPING] == 0.001
+
+
+def test_a_numpy_array_is_measured_as_a_16_khz_prompt() -> None:
+    """Not a torch tensor (no is_cuda, no detach): measured as it is."""
+    x = np.full((1, 16000), 0.5, dtype=np.float32)
+    got = af.measure(x)
+    assert got[s.AUDIO_FORMAT] == "tensor/float32"
+    assert got[s.AUDIO_RMS_DBFS] == pytest.approx(-6.02, abs=0.01)
+    assert got[s.AUDIO_PEAK_DBFS] == pytest.approx(-6.02, abs=0.01)
