@@ -175,10 +175,9 @@ allowed_special: 'all'
 {mel(22050, 1024, 256)}"""
 
 
-def v2_yaml() -> str:
-    return f"""sample_rate: 24000
-qwen_pretrain_path: ''
-llm: !new:cosyvoice.llm.llm.Qwen2LM
+def qwen_llm(cls: str) -> str:
+    """v2's and v3's LLM block: a Qwen2 encoder under upstream's ``cls``, sizes ours."""
+    return f"""llm: !new:cosyvoice.llm.llm.{cls}
     llm_input_size: {2 * WIDTH}
     llm_output_size: {2 * WIDTH}
     speech_token_size: {SPEECH_TOKENS}
@@ -187,7 +186,23 @@ llm: !new:cosyvoice.llm.llm.Qwen2LM
     mix_ratio: [5, 15]
     llm: !new:cosyvoice.llm.llm.Qwen2Encoder
         pretrain_path: !ref <qwen_pretrain_path>
-{SAMPLING}
+{SAMPLING}"""
+
+
+def qwen_tokenizer(version: str = "") -> str:
+    """v2's and v3's text tokenizer (v3 names its version; v2's is the default)."""
+    extra = f"    version: {version}\n" if version else ""
+    return f"""get_tokenizer: !name:cosyvoice.tokenizer.tokenizer.get_qwen_tokenizer
+    token_path: !ref <qwen_pretrain_path>
+    skip_special_tokens: True
+{extra}allowed_special: 'all'
+"""
+
+
+def v2_yaml() -> str:
+    return f"""sample_rate: 24000
+qwen_pretrain_path: ''
+{qwen_llm("Qwen2LM")}
 flow: !new:cosyvoice.flow.flow.CausalMaskedDiffWithXvec
     input_size: {UPSAMPLE_WIDTH}
     output_size: 80
@@ -219,11 +234,7 @@ flow: !new:cosyvoice.flow.flow.CausalMaskedDiffWithXvec
             num_decoding_left_chunks: 2
 
 {hift(24000, [8, 5, 3], [16, 11, 7])}
-get_tokenizer: !name:cosyvoice.tokenizer.tokenizer.get_qwen_tokenizer
-    token_path: !ref <qwen_pretrain_path>
-    skip_special_tokens: True
-allowed_special: 'all'
-{mel(24000, 1920, 480)}"""
+{qwen_tokenizer()}{mel(24000, 1920, 480)}"""
 
 
 def v3_yaml() -> str:
@@ -231,16 +242,7 @@ def v3_yaml() -> str:
     wide, a 2-block DiT 64 wide, the causal vocoder 32 channels)."""
     return f"""sample_rate: 24000
 qwen_pretrain_path: ''
-llm: !new:cosyvoice.llm.llm.CosyVoice3LM
-    llm_input_size: {2 * WIDTH}
-    llm_output_size: {2 * WIDTH}
-    speech_token_size: {SPEECH_TOKENS}
-    length_normalized_loss: True
-    lsm_weight: 0
-    mix_ratio: [5, 15]
-    llm: !new:cosyvoice.llm.llm.Qwen2Encoder
-        pretrain_path: !ref <qwen_pretrain_path>
-{SAMPLING}
+{qwen_llm("CosyVoice3LM")}
 flow: !new:cosyvoice.flow.flow.CausalMaskedDiffWithDiT
     input_size: 80
     output_size: 80
@@ -273,12 +275,7 @@ flow: !new:cosyvoice.flow.flow.CausalMaskedDiffWithDiT
             num_decoding_left_chunks: -1
 
 {hift(24000, [8, 5, 3], [16, 11, 7], causal=True)}
-get_tokenizer: !name:cosyvoice.tokenizer.tokenizer.get_qwen_tokenizer
-    token_path: !ref <qwen_pretrain_path>
-    skip_special_tokens: True
-    version: cosyvoice3
-allowed_special: 'all'
-{mel(24000, 1920, 480)}"""
+{qwen_tokenizer("cosyvoice3")}{mel(24000, 1920, 480)}"""
 
 
 def export_onnx(out: Path, version: int) -> None:
