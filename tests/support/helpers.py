@@ -127,3 +127,23 @@ def examples(count: int) -> int:
     """A property test's example count: ``count``, or ten under mutmut (it sets
     MUTANT_UNDER_TEST per mutant), where a run of thousands of mutants must stay short."""
     return 10 if os.environ.get("MUTANT_UNDER_TEST") else count
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand (``clock.now += 0.5``)."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def fake_monotonic(monkeypatch, module, now: float = 100.0) -> FakeClock:
+    """Give ``module`` a ``time`` whose monotonic() is a FakeClock (sleep stays real)."""
+    import types
+
+    clock = FakeClock(now)
+    monkeypatch.setattr(module, "time", types.SimpleNamespace(monotonic=clock.monotonic,
+                                                              sleep=time.sleep))
+    return clock

@@ -16,13 +16,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from cosyvoice_otel import schema as s
 from cosyvoice_otel.instrumentation import errors, gradio_bridge
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def monotonic(self) -> float:
-        return self.now
+from ..support.helpers import fake_monotonic
 
 
 class Request:
@@ -35,8 +29,7 @@ def bridge(monkeypatch):
     """Stand-in Event/Queue classes wrapped by the bridge's own wrappers, a fake clock."""
     import types
 
-    clock = Clock()
-    monkeypatch.setattr(gradio_bridge, "time", types.SimpleNamespace(monotonic=clock.monotonic))
+    clock = fake_monotonic(monkeypatch, gradio_bridge, now=1000.0)
     memory = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(memory))

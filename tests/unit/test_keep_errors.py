@@ -75,23 +75,12 @@ from opentelemetry.sdk.trace import Event, ReadableSpan  # noqa: E402
 
 from cosyvoice_otel.sdk import keep_errors as ke  # noqa: E402
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def monotonic(self) -> float:
-        return self.now
+from ..support.helpers import FakeClock, fake_monotonic  # noqa: E402
 
 
 @pytest.fixture
-def clock(monkeypatch) -> Clock:
-    import types
-
-    fake = Clock()
-    monkeypatch.setattr(ke, "time", types.SimpleNamespace(monotonic=fake.monotonic,
-                                                          sleep=__import__("time").sleep))
-    return fake
+def clock(monkeypatch) -> FakeClock:
+    return fake_monotonic(monkeypatch, ke)
 
 
 def make(processor_kwargs=None):

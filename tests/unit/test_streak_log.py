@@ -5,27 +5,18 @@ by since the last one."""
 from __future__ import annotations
 
 import logging
-import types
 
 import pytest
 
 from cosyvoice_otel.sdk import export_base
 from cosyvoice_otel.sdk.export_base import StreakLog
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def monotonic(self) -> float:
-        return self.now
+from ..support.helpers import FakeClock, fake_monotonic
 
 
 @pytest.fixture
-def clock(monkeypatch) -> Clock:
-    fake = Clock()
-    monkeypatch.setattr(export_base, "time", types.SimpleNamespace(monotonic=fake.monotonic))
-    return fake
+def clock(monkeypatch) -> FakeClock:
+    return fake_monotonic(monkeypatch, export_base)
 
 
 def lines(caplog) -> list[str]:
