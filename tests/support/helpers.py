@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NoReturn
 
 from cosyvoice_otel.tools.net import (  # noqa: F401 - re-exported for the tests
     PortTakenError,
@@ -147,3 +148,31 @@ def fake_monotonic(monkeypatch, module, now: float = 100.0) -> FakeClock:
     monkeypatch.setattr(module, "time", types.SimpleNamespace(monotonic=clock.monotonic,
                                                               sleep=time.sleep))
     return clock
+
+
+def maven_jars(pom: str, jars: Path, stamp: str, what: str, error: type[Exception],
+               timeout: float = 900) -> Path:
+    """The runtime jars of ``pom``'s dependencies in ``jars``, resolved with Maven the first
+    time (a ``.complete`` file holding ``stamp`` marks a whole copy); ``error`` on failure."""
+    if (jars / ".complete").exists():
+        return jars
+    work = jars.parent
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "pom.xml").write_text(pom)
+    out = subprocess.run(["mvn", "-q", "-B", "dependency:copy-dependencies",
+                          f"-DoutputDirectory={jars}", "-DincludeScope=runtime"],
+                         cwd=work, capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        raise error(f"mvn could not resolve {what}: {(out.stdout + out.stderr)[-2000:]}")
+    (jars / ".complete").write_text(stamp)
+    return jars
+
+
+def unavailable(message: str, skip_message: str | None = None) -> NoReturn:
+    """A real server or tool a test needs cannot be had: under CI=true that fails the test
+    (CI never skips), elsewhere it is a skip (``skip_message`` when it says it differently)."""
+    import pytest
+
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message if skip_message is None else skip_message)

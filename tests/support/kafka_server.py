@@ -21,6 +21,8 @@ from pathlib import Path
 from cosyvoice_otel.settings import cache_dir
 from cosyvoice_otel.tools.net import free_port
 
+from .helpers import maven_jars
+
 KAFKA_VERSION = "4.1.1"
 POM = f"""<project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
@@ -43,20 +45,8 @@ def jar_dir() -> Path:
 
 def fetch_jars(timeout: float = 900) -> Path:
     """The broker's class path folder, resolved with Maven the first time."""
-    libs = jar_dir()
-    if (libs / ".complete").exists():
-        return libs
-    work = libs.parent
-    work.mkdir(parents=True, exist_ok=True)
-    (work / "pom.xml").write_text(POM)
-    out = subprocess.run(["mvn", "-q", "-B", "dependency:copy-dependencies",
-                          f"-DoutputDirectory={libs}", "-DincludeScope=runtime"],
-                         cwd=work, capture_output=True, text=True, timeout=timeout)
-    if out.returncode != 0:
-        raise KafkaError(f"mvn could not resolve kafka_2.13 {KAFKA_VERSION}: "
-                         f"{(out.stdout + out.stderr)[-2000:]}")
-    (libs / ".complete").write_text(KAFKA_VERSION)
-    return libs
+    return maven_jars(POM, jar_dir(), KAFKA_VERSION, f"kafka_2.13 {KAFKA_VERSION}", KafkaError,
+                      timeout)
 
 
 def _cluster_id() -> str:

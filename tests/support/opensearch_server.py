@@ -28,6 +28,8 @@ from pathlib import Path
 from cosyvoice_otel.settings import cache_dir
 from cosyvoice_otel.tools.net import free_port
 
+from .helpers import maven_jars
+
 OPENSEARCH_VERSION = "2.19.6"  # the newest 2.x for Java 17 the proxy serves
 MODULES = {"transport-netty4": "transport-netty4-client", "analysis-common": "analysis-common"}
 MODULE_JARS = ("netty-", "transport-netty4-client-", "analysis-common-")
@@ -70,20 +72,8 @@ def jar_dir() -> Path:
 
 def fetch_jars(timeout: float = 900) -> Path:
     """The node's jars (server, modules and their dependencies), resolved the first time."""
-    jars = jar_dir()
-    if (jars / ".complete").exists():
-        return jars
-    work = jars.parent
-    work.mkdir(parents=True, exist_ok=True)
-    (work / "pom.xml").write_text(POM)
-    out = subprocess.run(["mvn", "-q", "-B", "dependency:copy-dependencies",
-                          f"-DoutputDirectory={jars}", "-DincludeScope=runtime"],
-                         cwd=work, capture_output=True, text=True, timeout=timeout)
-    if out.returncode != 0:
-        raise OpenSearchError(f"mvn could not resolve opensearch {OPENSEARCH_VERSION}: "
-                              f"{(out.stdout + out.stderr)[-2000:]}")
-    (jars / ".complete").write_text(OPENSEARCH_VERSION)
-    return jars
+    return maven_jars(POM, jar_dir(), OPENSEARCH_VERSION, f"opensearch {OPENSEARCH_VERSION}",
+                      OpenSearchError, timeout)
 
 
 def _plugin_class(jar: Path) -> str:
