@@ -20,7 +20,7 @@ import pytest
 from cosyvoice_otel.tools import zipkin_server
 from cosyvoice_otel.tools.net import PortTakenError, PortWaitError, free_port, wait_for_port  # noqa: F401
 
-from .support.helpers import IN_CI, ROOT, AppProcess
+from .support.helpers import ROOT, AppProcess, unavailable
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -120,9 +120,7 @@ def _start_zipkin() -> zipkin_server.ZipkinServer:
     try:
         return zipkin_server.start()
     except zipkin_server.ZipkinServerError as exc:
-        if IN_CI:
-            pytest.fail(f"Zipkin could not start (CI=true never skips): {exc}")
-        pytest.skip(f"Zipkin could not start: {exc}")
+        unavailable(f"Zipkin could not start (CI=true never skips): {exc}", f"Zipkin could not start: {exc}")
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -159,15 +157,12 @@ def kafka_broker():
 
     if shutil.which("java") is None or shutil.which("mvn") is None:
         message = "java and mvn are needed for the Kafka broker (.ci/setup has them)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(message)
     try:
         server = KafkaBroker()
     except KafkaError as exc:
-        if IN_CI:
-            pytest.fail(f"the Kafka broker could not start (CI=true never skips): {exc}")
-        pytest.skip(f"the Kafka broker could not start: {exc}")
+        unavailable(f"the Kafka broker could not start (CI=true never skips): {exc}",
+                    f"the Kafka broker could not start: {exc}")
     yield server
     server.stop()
 
@@ -185,9 +180,7 @@ def real_engine(tmp_path_factory):
     python = ROOT / ".venv-cosyvoice" / "bin" / "python"
     if not python.exists():
         message = "the real engine's venv is missing (.ci/setup makes .venv-cosyvoice)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(message)
     base = tmp_path_factory.mktemp("real")
     models = {"1": (base / "v1" / "tiny-CosyVoice-300M-Instruct", ["--version", "1"]),
               "2": (base / "v2" / "tiny-CosyVoice2", ["--version", "2"]),

@@ -18,7 +18,7 @@ from cosyvoice_otel import schema as s
 from cosyvoice_otel.tools import zipkin_server
 from cosyvoice_otel.tools.checks import check_synthesis
 
-from ..support.helpers import BIN, IN_CI, ROOT, app_env, free_port, new_span_id, new_trace_id
+from ..support.helpers import BIN, ROOT, app_env, free_port, new_span_id, new_trace_id, unavailable
 
 # the Kafka broker is shared with test_kafka.py, whose tests kill and restart it: one worker
 pytestmark = [pytest.mark.zipkin, pytest.mark.xdist_group("kafka")]
@@ -31,15 +31,11 @@ def opensearch():
 
     if shutil.which("java") is None or shutil.which("mvn") is None:
         message = "java and mvn are needed for the OpenSearch node (.ci/setup has them)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(message)
     try:
         node = OpenSearchNode()
     except OpenSearchError as exc:
-        if IN_CI:
-            pytest.fail(str(exc))
-        pytest.skip(str(exc))
+        unavailable(str(exc))
     yield node
     node.stop()
 

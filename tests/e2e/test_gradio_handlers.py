@@ -12,7 +12,7 @@ from cosyvoice_otel import schema
 from cosyvoice_otel.tools.checks import check_synthesis
 from cosyvoice_otel.tools.gradio_rest import GradioRest
 
-from ..support.helpers import IN_CI, app_env, free_port, new_trace_id, run_parallel
+from ..support.helpers import app_env, free_port, new_trace_id, run_parallel, unavailable
 from .test_gradio import VENVS, trace_headers
 
 pytestmark = pytest.mark.zipkin
@@ -22,9 +22,8 @@ pytestmark = pytest.mark.zipkin
 def handlers_app(request, zipkin, launch_app, make_model):
     bin_dir = VENVS[request.param] / "bin"
     if not (bin_dir / "cosyvoice-traced").exists():
-        if IN_CI:
-            pytest.fail(f"{VENVS[request.param]} is missing (.ci/setup creates it)")
-        pytest.skip(f"{VENVS[request.param]} is missing")
+        unavailable(f"{VENVS[request.param]} is missing (.ci/setup creates it)",
+                    f"{VENVS[request.param]} is missing")
     port = free_port()
     env = app_env(PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     return launch_app([str(bin_dir / "cosyvoice-traced"), "run", "--zipkin-endpoint",

@@ -16,7 +16,15 @@ from cosyvoice_otel import schema as s
 from cosyvoice_otel.tools.checks import check_synthesis
 
 from ..support import jaeger
-from ..support.helpers import BIN, IN_CI, app_env, free_port, new_span_id, new_trace_id, wait_for_port
+from ..support.helpers import (
+    BIN,
+    app_env,
+    free_port,
+    new_span_id,
+    new_trace_id,
+    unavailable,
+    wait_for_port,
+)
 
 KINDS = {"server": "SERVER", "client": "CLIENT", "producer": "PRODUCER", "consumer": "CONSUMER"}
 
@@ -25,9 +33,8 @@ KINDS = {"server": "SERVER", "client": "CLIENT", "producer": "PRODUCER", "consum
 def jaeger_server(tmp_path):
     binary = jaeger.find_binary()
     if binary is None:
-        if IN_CI:
-            pytest.fail("Jaeger was not built (.ci/setup builds it from the Go module proxy)")
-        pytest.skip("no Jaeger binary; run .ci/setup")
+        unavailable("Jaeger was not built (.ci/setup builds it from the Go module proxy)",
+                    "no Jaeger binary; run .ci/setup")
     otlp, query, grpc, health = (free_port() for _ in range(4))
     config = tmp_path / "jaeger.yaml"
     config.write_text(jaeger.config_yaml(otlp, query, grpc, health))

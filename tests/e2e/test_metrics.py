@@ -15,7 +15,16 @@ import yaml
 
 from cosyvoice_otel.tools import zipkin_server
 
-from ..support.helpers import BIN, IN_CI, ROOT, app_env, free_port, new_span_id, new_trace_id, wait_until
+from ..support.helpers import (
+    BIN,
+    ROOT,
+    app_env,
+    free_port,
+    new_span_id,
+    new_trace_id,
+    unavailable,
+    wait_until,
+)
 from ..support.prometheus_server import Prometheus, PrometheusError, binary
 
 pytestmark = pytest.mark.zipkin
@@ -28,9 +37,7 @@ def need(name: str) -> str:
     exe = binary(name)
     if exe is None:
         message = f"{name} is not installed (.ci/setup installs Debian's prometheus package)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(message)
     return exe
 
 
@@ -131,7 +138,7 @@ def test_every_request_is_measured_exemplars_link_to_zipkin_and_the_vocoder_aler
     try:
         prom = Prometheus(yaml.safe_dump(config), tmp_path)
     except PrometheusError as exc:
-        pytest.fail(str(exc)) if IN_CI else pytest.skip(str(exc))
+        unavailable(str(exc))
     stop = threading.Event()
 
     def load() -> None:  # steady traffic on both, as in production
@@ -174,7 +181,7 @@ def test_tracer_health_counters_move_when_zipkin_goes_away_and_comes_back(
     try:
         server = zipkin_server.start(port=port)
     except zipkin_server.ZipkinServerError as exc:
-        pytest.fail(str(exc)) if IN_CI else pytest.skip(str(exc))
+        unavailable(str(exc))
     start.model = make_model(3)
     app = start(launch_app, server, "metrics-health", "--spool-dir", str(tmp_path / "spool"),
                 "--export-timeout", "2")

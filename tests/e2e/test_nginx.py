@@ -13,7 +13,16 @@ import requests
 
 from cosyvoice_otel.tools import nginx
 
-from ..support.helpers import BIN, IN_CI, ROOT, app_env, free_port, new_span_id, new_trace_id, wait_for_port
+from ..support.helpers import (
+    BIN,
+    ROOT,
+    app_env,
+    free_port,
+    new_span_id,
+    new_trace_id,
+    unavailable,
+    wait_for_port,
+)
 
 pytestmark = pytest.mark.zipkin
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
@@ -23,9 +32,7 @@ LOG_LINE = re.compile(r"trace_id=(\S+) span_id=(\S+) sampled=(\S+)")
 @pytest.fixture
 def proxied_app(zipkin, launch_app, tmp_path):
     if NGINX is None:
-        if IN_CI:
-            pytest.fail("nginx is not installed (.ci/setup installs Debian's nginx)")
-        pytest.skip("nginx is not installed")
+        unavailable("nginx is not installed (.ci/setup installs Debian's nginx)", "nginx is not installed")
     app_port, proxy_port = free_port(), free_port()
     launch_app([str(BIN / "cosyvoice-traced"), "run", "--zipkin-endpoint", zipkin.endpoint,
                 "--service-name", "behind-nginx", "--", "python", "tests/support/apps/hello_fastapi.py",

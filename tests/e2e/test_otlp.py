@@ -14,7 +14,15 @@ import pytest
 import requests
 
 from ..support import collector
-from ..support.helpers import BIN, IN_CI, app_env, free_port, new_span_id, new_trace_id, wait_for_port
+from ..support.helpers import (
+    BIN,
+    app_env,
+    free_port,
+    new_span_id,
+    new_trace_id,
+    unavailable,
+    wait_for_port,
+)
 
 SPAN_BLOCK = re.compile(r"Trace ID\s*:\s*(?P<trace>[0-9a-f]{32})\s+Parent ID\s*:\s*(?P<parent>"
                         r"[0-9a-f]*)\s+ID\s*:\s*(?P<id>[0-9a-f]{16})\s+Name\s*:\s*(?P<name>[^\n]+)"
@@ -24,9 +32,8 @@ SPAN_BLOCK = re.compile(r"Trace ID\s*:\s*(?P<trace>[0-9a-f]{32})\s+Parent ID\s*:
 def start_collector(tmp_path, zipkin_endpoint: str | None = None, metrics: bool = False):
     binary = collector.find_binary()
     if binary is None:
-        if IN_CI:
-            pytest.fail("the OpenTelemetry Collector was not built (.ci/setup builds it)")
-        pytest.skip("no OpenTelemetry Collector binary; run .ci/setup")
+        unavailable("the OpenTelemetry Collector was not built (.ci/setup builds it)",
+                    "no OpenTelemetry Collector binary; run .ci/setup")
     port = free_port()
     config = tmp_path / "otelcol.yaml"
     config.write_text(collector.config_yaml(port, zipkin_endpoint, metrics))

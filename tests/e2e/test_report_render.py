@@ -11,7 +11,7 @@ import pytest
 
 from cosyvoice_otel.tools import report as rep
 
-from ..support.helpers import IN_CI
+from ..support.helpers import unavailable
 from .test_tools import synthetic_traces
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -20,9 +20,8 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 @pytest.fixture
 def browser() -> str:
     if CHROMIUM is None:
-        if IN_CI:
-            pytest.fail("chromium is missing (.ci/setup installs Debian's chromium)")
-        pytest.skip("chromium is missing; run .ci/setup")
+        unavailable("chromium is missing (.ci/setup installs Debian's chromium)",
+                    "chromium is missing; run .ci/setup")
     return CHROMIUM
 
 

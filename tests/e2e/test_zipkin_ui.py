@@ -28,7 +28,7 @@ import requests
 from cosyvoice_otel import schema as s
 from cosyvoice_otel.tools.checks import check_synthesis
 
-from ..support.helpers import BIN, IN_CI, ROOT, app_env, free_port, new_span_id, new_trace_id
+from ..support.helpers import BIN, ROOT, app_env, free_port, new_span_id, new_trace_id, unavailable
 from ..support.zipkin_ui import CHROMIUM, ZipkinUI, as_spans, depth_problems, tag_problems
 from .test_gradio import request as gradio_request
 from .test_gradio import start_webui
@@ -41,9 +41,8 @@ LONG_TEXT = "Streaming many hops through the runtime server. " * 6  # > 200: tex
 @pytest.fixture
 def ui(zipkin, request):
     if not Path(CHROMIUM).exists():
-        if IN_CI:
-            pytest.fail(f"{CHROMIUM} is missing (.ci/setup installs Debian's chromium)")
-        pytest.skip(f"{CHROMIUM} is missing; run .ci/setup")
+        unavailable(f"{CHROMIUM} is missing (.ci/setup installs Debian's chromium)",
+                    f"{CHROMIUM} is missing; run .ci/setup")
     browser = ZipkinUI(zipkin.base_url, ARTEFACTS)
     yield browser
     failed = getattr(request.node, "rep_call", None)
@@ -132,15 +131,22 @@ def streamed_error_request(server_url: str, trace_id: str) -> bytes:
     return resp.content
 
 
-def test_a_streamed_request_with_many_hops_and_an_error_reads_right(zipkin, launch_app,
-                                                                   make_model, ui,
-                                                                   tmp_path) -> None:
+def traced_server(zipkin, launch_app, make_model, prefix: str):
+    """Our FastAPI server on a tiny v3 demo model, traced into the shared Zipkin under a
+    service name of its own: (app, service)."""
     port = free_port()
-    service = f"ui-server-{secrets.token_hex(3)}"
+    service = f"{prefix}-{secrets.token_hex(3)}"
     app = launch_app([str(BIN / "cosyvoice-traced"), "run", "--zipkin-endpoint",
                       zipkin.endpoint, "--service-name", service, "--", "python",
                       "examples/server.py", "--port", str(port), "--model_dir",
                       str(make_model(3))], app_env(), port)
+    return app, service
+
+
+def test_a_streamed_request_with_many_hops_and_an_error_reads_right(zipkin, launch_app,
+                                                                   make_model, ui,
+                                                                   tmp_path) -> None:
+    app, service = traced_server(zipkin, launch_app, make_model, "ui-server")
     trace_id = new_trace_id()
     assert len(streamed_error_request(app.url, trace_id)) > 2000
     spans = read(zipkin, trace_id, "sft", True)
@@ -182,12 +188,7 @@ def post(zipkin, spans: list[dict]) -> None:
 def test_the_ui_checks_fail_on_a_broken_tree(zipkin, launch_app, make_model, ui) -> None:
     """A real trace, copied under a new trace id with the vocoder of its first hop removed and
     a flow moved under the acoustic model: the checks of the page must name both."""
-    port = free_port()
-    service = f"ui-broken-{secrets.token_hex(3)}"
-    app = launch_app([str(BIN / "cosyvoice-traced"), "run", "--zipkin-endpoint",
-                      zipkin.endpoint, "--service-name", service, "--", "python",
-                      "examples/server.py", "--port", str(port), "--model_dir",
-                      str(make_model(3))], app_env(), port)
+    app, service = traced_server(zipkin, launch_app, make_model, "ui-broken")
     trace_id = new_trace_id()
     resp = requests.get(f"{app.url}/inference_sft", timeout=60, params={
         "tts_text": "One sentence.", "spk_id": "中文女", "stream_mode": "false"},
