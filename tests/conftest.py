@@ -22,6 +22,12 @@ from cosyvoice_otel.tools.net import PortTakenError, PortWaitError, free_port, w
 
 from .support.helpers import ROOT, AppProcess, unavailable
 
+# the suite's xdist workers share the machine's two cores: one torch (OpenMP) thread per
+# process, in the workers and in every app they launch. With one per core, idle OpenMP threads
+# spin against the other processes (measured: the real engine's v2 cases beside three busy
+# processes took 66 s with two threads, 48 s with one)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The kind of a test is its folder: ``unit`` (in memory, seconds) or ``e2e`` (real servers,
@@ -168,35 +174,24 @@ def kafka_broker():
 
 
 @pytest.fixture(scope="session")
-def real_engine(tmp_path_factory):
+def real_engine():
     """Upstream CosyVoice's REAL engine: its venv (``.venv-cosyvoice``, .ci/setup) and tiny
-    random-weights model directories its own loader accepts (examples/make_real_model.py):
-    ``1`` (v1, named ``-Instruct`` so instruct mode is on), ``2`` (v2), ``fill`` (v2 whose LLM
-    emits the fill token that streamed text input needs), and ``3`` (v3) when
-    ``COSYVOICE_UPSTREAM`` names an upstream checkout. Never skipped under CI=true."""
-    import subprocess
+    random-weights model directories its own loader accepts (examples/make_real_model.py, built
+    once and cached: support/real_models.py): ``1`` (v1, named ``-Instruct`` so instruct mode
+    is on), ``2`` (v2), ``fill`` (v2 whose LLM emits the fill token that streamed text input
+    needs), and ``3`` (v3) when ``COSYVOICE_UPSTREAM`` names an upstream checkout. Never
+    skipped under CI=true."""
     import types
 
-    python = ROOT / ".venv-cosyvoice" / "bin" / "python"
+    from .support import real_models
+
+    python = real_models.PYTHON
     if not python.exists():
-        message = "the real engine's venv is missing (.ci/setup makes .venv-cosyvoice)"
-        unavailable(message)
-    base = tmp_path_factory.mktemp("real")
-    models = {"1": (base / "v1" / "tiny-CosyVoice-300M-Instruct", ["--version", "1"]),
-              "2": (base / "v2" / "tiny-CosyVoice2", ["--version", "2"]),
-              "fill": (base / "fill" / "tiny-CosyVoice2", ["--version", "2", "--fill-tokens"])}
-    if os.environ.get("COSYVOICE_UPSTREAM"):  # an upstream checkout: CosyVoice3 too
-        models["3"] = (base / "v3" / "tiny-CosyVoice3", ["--version", "3"])
-    builds = {key: subprocess.Popen([str(python), "examples/make_real_model.py", str(path),
-                                     *args], cwd=ROOT, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT)
-              for key, (path, args) in models.items()}
-    for build in builds.values():
-        out, _ = build.communicate(timeout=600)
-        assert build.returncode == 0, out.decode(errors="replace")[-3000:]
+        unavailable("the real engine's venv is missing (.ci/setup makes .venv-cosyvoice)")
+    models = real_models.ensure(real_models.wanted())
     site = next((ROOT / ".venv-cosyvoice" / "lib").glob("python3*/site-packages"))
     return types.SimpleNamespace(python=python, bin=python.parent, site_packages=site,
-                                 models={key: path for key, (path, _) in models.items()})
+                                 models=models)
 
 
 @pytest.fixture(scope="session")

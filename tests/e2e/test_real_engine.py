@@ -20,8 +20,12 @@ from cosyvoice_otel.tools.checks import check_synthesis
 
 from ..support.helpers import BIN, ROOT, app_env, free_port, new_span_id, new_trace_id
 
-# one worker runs them all: the models are built once, the engine's processes are heavy
-pytestmark = [pytest.mark.zipkin, pytest.mark.xdist_group("real-engine")]
+pytestmark = [pytest.mark.zipkin]
+# two workers run them: v2's eleven cases (one engine process that the complete-trace and the
+# frontend-error tests both read: same worker) and the rest; the engine's processes are heavy,
+# so not more than two at once
+V2_RUN = pytest.mark.xdist_group("real-engine-v2")
+OTHERS = pytest.mark.xdist_group("real-engine")
 HTTP_LOG = ("Starting new HTTP connection", "POST /api/v2/spans")
 
 
@@ -71,7 +75,8 @@ def tag(span: dict, key: str) -> str | None:
     return span["tags"].get(key)
 
 
-@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("version", [pytest.param(v, marks=V2_RUN if v == "2" else OTHERS)
+                                     for v in VERSIONS])
 def test_every_mode_of_the_real_engine_gives_a_complete_trace(real_engine, zipkin, prompt_file,
                                                               version) -> None:
     cases, stderr, canary = run_cases(real_engine, zipkin, version, prompt_file)
@@ -110,6 +115,7 @@ def test_every_mode_of_the_real_engine_gives_a_complete_trace(real_engine, zipki
     assert "DEBUG" in stderr  # (the app's own DEBUG lines are there: the root level is DEBUG)
 
 
+@V2_RUN
 def test_an_error_inside_the_real_frontend_ends_with_the_schemas_attributes(real_engine, zipkin,
                                                                             prompt_file) -> None:
     cases, _, _ = run_cases(real_engine, zipkin, "2", prompt_file)
@@ -139,6 +145,7 @@ def start_real(launch_app, real_engine, zipkin, app: str, version: str):
     return running
 
 
+@OTHERS
 def test_our_fastapi_server_on_the_real_engine(real_engine, zipkin, launch_app,
                                                prompt_file) -> None:
     """v2 (v1's engine runs every mode in the complete-trace test; the app path is the same)."""
@@ -172,6 +179,7 @@ def test_our_fastapi_server_on_the_real_engine(real_engine, zipkin, launch_app,
     assert not [line for line in output.splitlines() if any(m in line for m in HTTP_LOG)]
 
 
+@OTHERS
 @pytest.mark.parametrize("version", ["2", "3"] if CHECKOUT else ["2"])
 def test_verify_passes_on_our_webui_with_the_real_engine(real_engine, zipkin, launch_app,
                                                          version) -> None:
@@ -186,6 +194,7 @@ def test_verify_passes_on_our_webui_with_the_real_engine(real_engine, zipkin, la
     assert out.returncode == 0 and result["ok"], failed
 
 
+@OTHERS
 @pytest.mark.parametrize("version", VERSIONS)
 def test_doctor_reads_the_real_package_and_each_tiny_model(real_engine, version) -> None:
     source = CHECKOUT if version == "3" else str(real_engine.site_packages)

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import sys
+import time
 import traceback
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..",
@@ -136,6 +137,7 @@ def main() -> int:
         if only and name not in only:
             continue
         error = ""
+        started = time.perf_counter()
         if version == "3":
             # a random LLM's length is the seed's: seeded, each case is long enough to stream
             # in hops. Upstream's v3 model keeps the hop it grew during a streamed request (25
@@ -149,8 +151,10 @@ def main() -> int:
             except Exception as exc:  # noqa: BLE001 - reported to the test, which judges it
                 error = f"{type(exc).__name__}: {exc}"
                 traceback.print_exc()
+        # seconds: for whoever tunes the suite's time (no test judges it)
         print(json.dumps({"name": name, "mode": mode, "stream": stream, "error": error,
-                          "trace_id": f"{span.get_span_context().trace_id:032x}"}), flush=True)
+                          "trace_id": f"{span.get_span_context().trace_id:032x}",
+                          "seconds": round(time.perf_counter() - started, 2)}), flush=True)
     return 0
 
 
