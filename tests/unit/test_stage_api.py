@@ -94,7 +94,10 @@ def test_fail_outside_a_stage_does_nothing_and_a_bad_reason_is_normalised(active
             cosyvoice_otel.fail("Bad Reason!", "y")
     (span,) = active.named("asr_check")
     assert span.attributes[s.ERROR_TYPE] == "invalid_reason"
-    assert len([r for r in caplog.records if "Bad Reason" in r.getMessage()]) == 1
+    (line,) = [r.getMessage() for r in caplog.records if "Bad Reason" in r.getMessage()]
+    # the operator's line: which reason, the rule, and what was recorded instead
+    assert line == ("cosyvoice-otel: bad error reason 'Bad Reason!' (lower-case words joined by "
+                    "'_'); recorded as 'invalid_reason'")
 
 
 def test_a_badly_named_stage_gets_no_span_and_one_warning(active, caplog) -> None:
@@ -103,11 +106,12 @@ def test_a_badly_named_stage_gets_no_span_and_one_warning(active, caplog) -> Non
             with request(active), cosyvoice_otel.stage("Emotion Tagging") as stage:
                 assert stage is None
     assert active.named("Emotion Tagging") == []
-    assert len([r for r in caplog.records if "Emotion Tagging" in r.getMessage()]) == 1
+    (line,) = [r.getMessage() for r in caplog.records if "Emotion Tagging" in r.getMessage()]
+    assert line.startswith("cosyvoice-otel: ") and line.endswith("; that stage gets no span")
 
 
 def test_the_decorator_on_a_function_a_generator_and_a_coroutine(active) -> None:
-    @cosyvoice_otel.stage("rewrite")
+    @cosyvoice_otel.stage("rewrite", style="upper")
     def rewrite(text: str) -> str:
         assert trace.get_current_span().name == "rewrite"
         return text.upper()
@@ -118,9 +122,10 @@ def test_the_decorator_on_a_function_a_generator_and_a_coroutine(active) -> None
             assert trace.get_current_span().name == "chunks"  # current while ITS code runs
             yield i
 
-    @cosyvoice_otel.stage("fetch")
+    @cosyvoice_otel.stage("fetch", source="cache")
     async def fetch() -> int:
         await asyncio.sleep(0)
+        assert trace.get_current_span().name == "fetch"  # current across its awaits
         return 7
 
     with request(active):
@@ -131,7 +136,10 @@ def test_the_decorator_on_a_function_a_generator_and_a_coroutine(active) -> None
         assert list(gen) == [1, 2]
         assert asyncio.run(fetch()) == 7
     names = [span.name for span in active.spans()]
-    assert {"rewrite", "chunks"} <= set(names)
+    assert {"rewrite", "chunks", "fetch"} <= set(names)
+    # the decorator's attributes, on its function's and its coroutine's spans
+    assert active.named("rewrite")[0].attributes["style"] == "upper"
+    assert active.named("fetch")[0].attributes["source"] == "cache"
     (chunk,) = active.named("chunks")
     (req,) = active.named("POST /tts")
     assert chunk.parent.span_id == req.context.span_id
@@ -245,6 +253,29 @@ def test_a_stage_that_cannot_open_is_noted_and_the_block_runs(active, noted,
     with request(active), cosyvoice_otel.stage("emotion_tagging") as stage:
         ran.append(stage)
     assert ran == [None] and noted == [("stage emotion_tagging", boom)]
+
+
+def test_a_decorated_function_whose_stage_cannot_open_is_noted_by_its_name_and_runs(
+        active, monkeypatch) -> None:
+    from cosyvoice_otel.instrumentation import stage_span
+
+    boom = RuntimeError("broken")
+    noted: list[tuple[str, BaseException]] = []
+    monkeypatch.setattr(stage_span, "note_error", lambda place, exc: noted.append((place, exc)))
+
+    def broken(*_a, **_k):
+        raise boom
+
+    monkeypatch.setattr(stage_span, "StageSpan", broken)
+
+    @cosyvoice_otel.stage("rewrite")
+    def rewrite(text: str) -> str:
+        return text.upper()
+
+    with request(active):
+        assert rewrite("abc") == "ABC"
+    # the place names the function, as the stage map's rows name their targets
+    assert noted == [(f"start {__name__}:{rewrite.__qualname__}", boom)]
 
 
 def test_a_failing_detach_is_noted_and_the_stage_still_ends(active, noted,

@@ -342,7 +342,8 @@ def test_the_live_path_flows_while_a_poisoned_backlog_is_replayed(stub, tmp_path
     assert exporter.counters["spooled"] == 0  # no live batch waited behind the bad file
 
 
-def test_a_spool_file_over_the_bound_is_set_aside_unread(stub, tmp_path, monkeypatch) -> None:
+def test_a_spool_file_over_the_bound_is_set_aside_unread(stub, tmp_path, monkeypatch,
+                                                         caplog) -> None:
     exporter = make(stub.endpoint, tmp_path)
     exporter.spool.put(exporter.encode(spans(3)))
     exporter.spool.put(exporter.encode(spans(1)))
@@ -356,9 +357,12 @@ def test_a_spool_file_over_the_bound_is_set_aside_unread(stub, tmp_path, monkeyp
         return real(self)
 
     monkeypatch.setattr(Path, "read_bytes", spy)
-    exporter.replay()
+    with caplog.at_level(logging.WARNING, logger="cosyvoice_otel.export"):
+        exporter.replay()
     assert big.name not in read  # never read whole
     assert exporter.dropped == {"spool_unreadable": 3} and len(stub.bodies) == 1
+    # the line says where the file went, so the operator can look at it
+    assert f"(moved to {exporter.spool.directory / 'bad'})" in caplog.text
 
 
 @pytest.mark.parametrize("chunk", [1, 5, 9, 10, 4096])
@@ -526,7 +530,12 @@ def test_an_unusable_spool_directory_is_a_warning_not_a_crash(tmp_path, caplog) 
     with caplog.at_level(logging.WARNING, logger="cosyvoice_otel.export"):
         exporter = ResilientZipkinExporter(endpoint="http://127.0.0.1:9/x",
                                            spool_dir=str(blocker))
-    assert exporter.spool is None and "unusable" in caplog.text
+    assert exporter.spool is None
+    (line,) = [r.getMessage() for r in caplog.records]
+    # the operator's line: which folder, why, and what it means for the batches
+    assert line.startswith(f"cosyvoice-otel: spool {blocker} unusable (")
+    assert "Errno" in line and line.endswith(
+        "); batches will be dropped while Zipkin is away")
     assert exporter.replay() == 0
 
 
@@ -800,3 +809,165 @@ def test_pipelined_export_holds_at_most_two_batches(tmp_path) -> None:
     exporter.force_flush(5000)
     assert posted == [1, 2, 3]
     exporter.shutdown()
+
+
+# ------------------------------------ what the operator reads, and the replay's bookkeeping
+
+def test_away_and_back_are_one_line_each_per_streak_naming_zipkin(stub, tmp_path, caplog,
+                                                                  monkeypatch) -> None:
+    from cosyvoice_otel.sdk import export_base
+
+    from ..support.helpers import fake_monotonic
+
+    clock = fake_monotonic(monkeypatch, export_base)  # the streak log's clock
+    exporter = make(stub.endpoint, tmp_path)
+    exporter._start_replayer = lambda: None
+    away = (f"cosyvoice-otel: Zipkin at {stub.endpoint} is not taking spans (HTTP 503); "
+            "batches wait in the spool and are replayed when it does")
+    back = f"cosyvoice-otel: Zipkin at {stub.endpoint} takes spans again"
+
+    def send() -> None:
+        exporter._open_until = 0.0  # the circuit's wait, skipped: each export posts
+        exporter.export(spans(1))
+
+    stub.status = lambda body: 503
+    with caplog.at_level(logging.WARNING, logger="cosyvoice_otel.export"):
+        send()
+        send()  # the same streak: no line
+        clock.now += 61
+        send()  # a minute on: one line again, and no span count (an outage has none)
+        stub.status = lambda body: 202
+        send()
+        clock.now += 61
+        send()  # still fine: nothing to say
+    assert [r.getMessage() for r in caplog.records] == [away, away, back]
+
+
+def test_replay_rounds_that_settle_nothing_back_off_doubling_and_one_that_does_resets(
+        tmp_path, refused_endpoint, monkeypatch) -> None:
+    """The replayer thread's pacing, on a fake clock: the circuit's wait first, then 0.05 s
+    between rounds that settle files, and a doubling wait (to MAX_BACKOFF) after rounds that
+    settle none (files failing for now), reset by a round that settles one."""
+    import types
+
+    from ..support.helpers import FakeClock
+
+    exporter = make(refused_endpoint, tmp_path)
+    exporter.spool.put(exporter.encode(spans(1)))  # something waits: the loop runs
+    clock = FakeClock(1000.0)
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock.now += seconds
+
+    monkeypatch.setattr(zh, "time", types.SimpleNamespace(monotonic=clock.monotonic,
+                                                          sleep=sleep))
+    exporter._open_until = clock.now + 3.0  # Zipkin was away: the circuit's wait comes first
+    settled = [0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0]
+    budgets = []
+
+    def replay(budget=None) -> int:
+        budgets.append(budget)
+        if len(budgets) == len(settled):
+            exporter._closed = True
+        return settled[len(budgets) - 1]
+
+    exporter.replay = replay
+    exporter._replay_loop()
+    assert budgets == [20] * len(settled)  # a bounded round: the lock is not held for long
+    assert slept == [3.0, 1.0, 2.0, 4.0, 0.05, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0]
+
+
+@pytest.mark.parametrize(("remembered", "oldest_kept"), [(1000, True), (1001, False)])
+def test_the_memory_of_failing_files_is_bounded_oldest_first(refused_endpoint, tmp_path,
+                                                             remembered, oldest_kept) -> None:
+    exporter = make(refused_endpoint, tmp_path)
+    exporter._suspects = {f"file{i}.json": 0 for i in range(remembered)}
+    assert exporter._suspect_failed(tmp_path / "new.json", b"[]") is False
+    assert "new.json" in exporter._suspects
+    assert ("file0.json" in exporter._suspects) is oldest_kept
+    assert len(exporter._suspects) == 1001  # at most a thousand others remembered
+
+
+def test_replay_counts_a_file_settled_at_its_last_failure_and_goes_on(stub, tmp_path,
+                                                                      monkeypatch) -> None:
+    import types
+
+    exporter = poisoned_spool(stub, tmp_path, files=0)
+    for _ in range(MAX_FILE_FAILURES):  # failures while Zipkin took other batches
+        assert exporter.replay() == 0
+        exporter._sent_batches += 1
+    with monkeypatch.context() as patched:  # a good file OLDER than the failing one
+        patched.setattr(sp, "time", types.SimpleNamespace(time_ns=lambda: 1))
+        exporter.spool.put(exporter.encode(spans(1)))
+    exporter.spool.put(exporter.encode(spans(1)))  # and one newer
+    assert exporter.replay() == 3  # the old good file, the settled one, the newer good file
+    assert exporter.spool.size == 0 and exporter.dropped == {"rejected": 1}
+
+
+def test_a_good_file_between_failing_ones_restarts_the_count_of_failures_alike(
+        stub, tmp_path, caplog) -> None:
+    exporter = make(stub.endpoint, tmp_path)
+    exporter._start_replayer = lambda: None
+    bad = [spans(1) for _ in range(2 * (MAX_SUSPECTS - 1))]
+    markers = {f"{batch[0].context.trace_id:032x}".encode() for batch in bad}
+    stub.status = lambda body: 500 if any(m in body for m in markers) else 202
+    for batch in bad[:MAX_SUSPECTS - 1]:
+        exporter.spool.put(exporter.encode(batch))
+    exporter.spool.put(exporter.encode(spans(1)))
+    for batch in bad[MAX_SUSPECTS - 1:]:
+        exporter.spool.put(exporter.encode(batch))
+    with caplog.at_level(logging.WARNING, logger="cosyvoice_otel.export"):
+        assert exporter.replay() == 1
+    assert len(stub.bodies) == 2 * (MAX_SUSPECTS - 1) + 1  # every file tried: no trip
+    assert not exporter._circuit_open() and caplog.records == []
+
+
+def test_replay_that_stops_for_failures_alike_says_so_once(stub, tmp_path, caplog) -> None:
+    exporter = make(stub.endpoint, tmp_path)
+    for _ in range(MAX_SUSPECTS + 1):
+        exporter.spool.put(exporter.encode(spans(1)))
+    stub.status = lambda body: 500
+    with caplog.at_level(logging.WARNING, logger="cosyvoice_otel.export"):
+        assert exporter.replay() == 0
+    assert [r.getMessage() for r in caplog.records] == [
+        f"cosyvoice-otel: Zipkin at {stub.endpoint} is not taking spans (HTTP 5xx for every "
+        "batch replayed); batches wait in the spool and are replayed when it does"]
+
+
+def poisoned_batch(stub, tmp_path, tries: int = 0):
+    """One spooled batch of six one-span traces, two of which Zipkin refuses (500): one in
+    each half, so the halves share the 500 and the file fails whole until its last try."""
+    exporter = make(stub.endpoint, tmp_path)
+    exporter._start_replayer = lambda: None
+    batch = spans(6)
+    ids = [f"{span.context.trace_id:032x}".encode() for span in batch]
+    poison = {ids[0], ids[5]}
+    stub.status = lambda body: 500 if any(p in body for p in poison) else 202
+    exporter.spool.put(exporter.encode(batch), tries)
+    for _ in range(MAX_FILE_FAILURES):
+        exporter.replay()
+        exporter._sent_batches += 1  # the live path got batches through meanwhile
+    return exporter, ids
+
+
+def test_a_resent_file_bisected_at_last_counts_its_spans_maybe_duplicated(stub,
+                                                                         tmp_path) -> None:
+    exporter, _ = poisoned_batch(stub, tmp_path, tries=1)  # its first answer timed out once
+    assert exporter.replay() == 1
+    assert exporter.counters["sent"] == 4 and exporter.counters["maybe_duplicated"] == 4
+
+
+def test_a_file_bisected_at_last_keeps_what_zipkin_could_not_take_then(stub,
+                                                                      tmp_path) -> None:
+    exporter, ids = poisoned_batch(stub, tmp_path)
+    poison = {ids[0], ids[5]}
+    # Zipkin's trouble starts mid-bisect: the part holding trace 1 meets a 503
+    stub.status = lambda body: (500 if any(p in body for p in poison)
+                                else 503 if ids[1] in body else 202)
+    exporter.replay()
+    (left,) = exporter.spool.files()
+    kept = sorted(span["traceId"].encode() for span in json.loads(left.read_bytes()))
+    assert kept == sorted([ids[1], ids[2]])  # the part Zipkin did not take, kept as it was
+    assert exporter.dropped == {"rejected": 2} and exporter.counters["sent"] == 2
