@@ -479,7 +479,9 @@ def test_spool_cap_drops_counts_and_logs_at_most_once_a_minute(refused_endpoint,
     assert exporter.spool.size <= 3000
     assert exporter.counters["spooled"] + exporter.dropped["spool_cap"] == 30
     drops = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
-    assert len(drops) == 1 and "spool full" in drops[0]
+    assert len(drops) == 1
+    assert drops[0].startswith("cosyvoice-otel: dropped ") and drops[0].endswith(
+        " spans: Zipkin away and the spool full")
 
 
 def test_a_raising_transport_is_one_warning_and_a_drop(tmp_path, caplog) -> None:
@@ -971,3 +973,143 @@ def test_a_file_bisected_at_last_keeps_what_zipkin_could_not_take_then(stub,
     kept = sorted(span["traceId"].encode() for span in json.loads(left.read_bytes()))
     assert kept == sorted([ids[1], ids[2]])  # the part Zipkin did not take, kept as it was
     assert exporter.dropped == {"rejected": 2} and exporter.counters["sent"] == 2
+
+
+class PickySession:
+    """A requests session whose connection fails for the bodies ``fails(body)`` picks (a
+    half of a batch meets Zipkin going away) and that posts the rest for real."""
+
+    def __init__(self, fails) -> None:
+        import requests
+
+        self.fails = fails
+        self.real = requests.Session()
+
+    def post(self, url, data=b"", **kwargs):
+        import requests
+
+        if self.fails(data):
+            raise requests.ConnectionError("refused")
+        return self.real.post(url, data=data, **kwargs)
+
+    def close(self) -> None:
+        self.real.close()
+
+
+@pytest.mark.parametrize("other_half", ["503", "no connection"])
+def test_a_500_half_beside_a_half_zipkin_did_not_judge_is_kept_not_dropped(
+        stub, tmp_path, caplog, other_half) -> None:
+    """Nothing in the answers says Zipkin works (no half taken, no 4xx): the 500 may be
+    Zipkin's own trouble, so the lone span is kept for later, and the line names the 500."""
+    batch = spans(2)
+    first = f"{batch[0].context.trace_id:032x}".encode()
+    session = None
+    if other_half == "503":
+        stub.status = lambda body: 500 if first in body else 503
+    else:
+        stub.status = lambda body: 500
+        session = PickySession(lambda body: first not in body)  # the second half alone
+    exporter = make(stub.endpoint, tmp_path, session=session)
+    exporter._start_replayer = lambda: None
+    with caplog.at_level(logging.WARNING, logger="cosyvoice_otel.export"):
+        assert exporter.export(batch).name == "SUCCESS"
+    assert len(stub.bodies) == (3 if other_half == "503" else 2)  # the whole, then the halves
+    assert exporter.dropped == {} and exporter.counters["spooled"] == 2
+    assert exporter._circuit_open()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"cosyvoice-otel: Zipkin at {stub.endpoint} is not taking spans (HTTP 500); batches "
+        "wait in the spool and are replayed when it does"]
+
+
+@pytest.mark.parametrize(("cause", "why"), [("refused", "ConnectionError"),
+                                            ("slow", "no answer in time"),
+                                            ("503", "HTTP 503")])
+def test_the_away_line_says_why(stub, refused_endpoint, tmp_path, caplog, cause, why) -> None:
+    endpoint = refused_endpoint if cause == "refused" else stub.endpoint
+    if cause == "slow":
+        stub.delay = 0.5
+    stub.status = lambda body: 503 if cause == "503" else 202
+    exporter = make(endpoint, tmp_path, timeout=0.2)
+    exporter._start_replayer = lambda: None
+    with caplog.at_level(logging.WARNING, logger="cosyvoice_otel.export"):
+        exporter.export(spans(1))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"cosyvoice-otel: Zipkin at {endpoint} is not taking spans ({why}); batches wait in "
+        "the spool and are replayed when it does"]
+
+
+def test_a_batch_timed_out_twice_is_dropped_with_why(stub, tmp_path, caplog) -> None:
+    stub.delay = 0.5
+    exporter = make(stub.endpoint, tmp_path, timeout=0.2)
+    exporter._start_replayer = lambda: None
+    exporter.spool.put(exporter.encode(spans(2)), MAX_UNCERTAIN)
+    with caplog.at_level(logging.WARNING, logger="cosyvoice_otel.export"):
+        exporter.replay()
+    assert exporter.dropped == {"timeout": 2}
+    assert "cosyvoice-otel: dropped 2 spans: Zipkin's answer timed out again (it may have " \
+           "stored them)" in [r.getMessage() for r in caplog.records]
+
+
+def test_a_file_meeting_zipkin_away_stays_as_it_was_with_its_tries(refused_endpoint,
+                                                                   tmp_path) -> None:
+    exporter = make(refused_endpoint, tmp_path)
+    exporter._start_replayer = lambda: None
+    exporter.spool.put(exporter.encode(spans(2)), 1)
+    (before,) = exporter.spool.files()
+    assert exporter.replay() == 0
+    assert exporter.spool.files() == [before]  # not rewritten: same name, same tries
+    assert Spool.tries(before) == 1
+
+
+def test_the_parts_of_a_file_split_when_zipkin_went_away_keep_its_tries(stub, tmp_path) -> None:
+    exporter = make(stub.endpoint, tmp_path)
+    exporter._start_replayer = lambda: None
+    batch = spans(2)
+    first = f"{batch[0].context.trace_id:032x}".encode()
+    # the whole: refused; its first half: Zipkin away, so the second is not even tried
+    stub.status = lambda body: 503 if first in body and body.count(b'"traceId"') == 1 else 500
+    exporter.spool.put(exporter.encode(batch), 1)
+    exporter.replay()
+    parts = exporter.spool.files()
+    assert len(parts) == 2 and [Spool.tries(p) for p in parts] == [1, 1]
+
+
+def test_a_file_that_failed_once_then_went_through_is_forgotten(stub, tmp_path) -> None:
+    exporter = poisoned_spool(stub, tmp_path, files=0)
+    exporter.replay()
+    assert len(exporter._suspects) == 1
+    stub.status = lambda body: 202  # whatever it was, Zipkin takes it now
+    assert exporter.replay() == 1
+    assert exporter._suspects == {}
+
+
+def test_a_fresh_exporter_has_nothing_to_say_when_its_first_batch_goes_through(
+        stub, tmp_path, caplog) -> None:
+    exporter = make(stub.endpoint, tmp_path)
+    with caplog.at_level(logging.WARNING, logger="cosyvoice_otel.export"):
+        exporter.export(spans(1))
+    assert caplog.records == []  # no "takes spans again" without an outage
+
+
+def test_the_circuit_closes_exactly_when_its_wait_is_over(refused_endpoint, tmp_path,
+                                                          monkeypatch) -> None:
+    from ..support.helpers import fake_monotonic
+
+    clock = fake_monotonic(monkeypatch, zh)
+    exporter = make(refused_endpoint, tmp_path)
+    exporter._trip("a test")
+    clock.now += 0.999
+    assert exporter._circuit_open()
+    clock.now += 0.001
+    assert not exporter._circuit_open()
+
+
+def test_the_pipelined_sender_is_a_named_daemon_thread(stub, tmp_path) -> None:
+    """A daemon: the app's exit never waits on tracing; named: a thread dump says whose."""
+    import threading
+
+    before = set(threading.enumerate())
+    exporter = make(stub.endpoint, tmp_path, pipelined=True)
+    (sender,) = set(threading.enumerate()) - before
+    assert sender.name == "cosyvoice-otel-send" and sender.daemon
+    exporter.shutdown()
