@@ -540,10 +540,13 @@ def test_tokens_and_first_token_roll_up_to_the_request(make_stage, monkeypatch) 
         tts.started = 1.0 + sentence
         llm = make_stage(s.ACOUSTIC_MODEL, parent=tts)
         ex.Acoustic().start(llm, Call(None, (), {"text": T(1, 7), "prompt_text": T(1, 3)}, {}))
-        monkeypatch.setattr(ex.time, "monotonic", lambda sentence=sentence: 1.25 + sentence)
+        # the first token 250.12345 ms after the first sentence's model.tts began, 750.12345
+        # after the second's: each model.tts has its own, the request the first sentence's
+        monkeypatch.setattr(ex.time, "monotonic",
+                            lambda sentence=sentence: 1.25012345 + sentence * 1.5)
         feed(ex.Acoustic(), llm, 20)
         ex.Acoustic().close(llm, "completed")
-        assert attrs(tts)[s.LLM_FIRST_TOKEN_MS] == 250.0
+        assert attrs(tts)[s.LLM_FIRST_TOKEN_MS] == [250.123, 750.123][sentence]
     stream = make_stage(s.TEXT_STREAM, parent=make_stage(s.ACOUSTIC_MODEL, parent=request))
     ex.TextStream().start(stream, Call(None, (), {}, {}))
     ex.TextStream().item(stream, T(1, 5))
@@ -552,7 +555,13 @@ def test_tokens_and_first_token_roll_up_to_the_request(make_stage, monkeypatch) 
     ex.Inference().close(request, "completed")
     got = attrs(request)
     assert got[s.GENAI_INPUT_TOKENS] == 2 * 10 + 5 and got[s.GENAI_OUTPUT_TOKENS] == 40
-    assert got[s.LLM_FIRST_TOKEN_MS] == 250.0  # the first sentence's
+    assert got[s.LLM_FIRST_TOKEN_MS] == 250.123  # the first sentence's
+    # an LLM under a model.tts outside any request: its first token on model.tts alone
+    lone = make_stage(s.MODEL_TTS)
+    lone.started = 2.5
+    llm = make_stage(s.ACOUSTIC_MODEL, parent=lone)
+    feed(ex.Acoustic(), llm, 1)
+    assert attrs(lone)[s.LLM_FIRST_TOKEN_MS] == 250.123
 
 
 class Script:  # what torch.jit.load returns is a RecursiveScriptModule: read by type name
@@ -600,3 +609,178 @@ def test_model_facts_are_read_from_the_loaded_model(tmp_path, monkeypatch) -> No
         False, False, False, False)
     assert s.CONFIG_HASH not in facts and s.GENAI_MODEL not in facts
     assert s.DEVICE not in facts and s.TORCH_VERSION not in facts
+
+
+# ------------------------------------------------- figures at their edges (from mutation runs)
+
+def test_token2wav_says_its_offset_and_the_audio_its_hop_delivered(make_stage) -> None:
+    request = make_stage(s.INFERENCE)
+    request.counters["rate"] = 24000
+    tts = make_stage(s.MODEL_TTS, parent=request)  # no hop counted on it yet
+    hop = make_stage(s.TOKEN2WAV, parent=tts)
+    ex.Token2Wav().start(hop, Call(None, (), {"token_offset": 25}, {}))
+    ex.Token2Wav().end(hop, T(1, 1000))
+    assert attrs(hop) == {s.CHUNK_INDEX: 0, s.FINALIZE: False, s.TOKEN_OFFSET: 25,
+                          s.HOP_AUDIO_SECONDS: 0.0417}
+    assert tts.counters["token2wav"] == 1
+    # outside a request (no rate to divide by), an offset that is not a count, no samples
+    lone = make_stage(s.TOKEN2WAV)
+    ex.Token2Wav().start(lone, Call(None, (), {"token_offset": "25"}, {}))
+    ex.Token2Wav().end(lone, T(1, 1000))
+    silent = make_stage(s.TOKEN2WAV, parent=tts)
+    ex.Token2Wav().start(silent, Call(None, (), {}, {}))
+    ex.Token2Wav().end(silent, None)
+    assert attrs(lone) == {s.CHUNK_INDEX: 0, s.FINALIZE: False}
+    assert attrs(silent) == {s.CHUNK_INDEX: 1, s.FINALIZE: False}
+
+
+def test_the_engine_counts_from_zero_and_every_leave_takes_one_off() -> None:
+    engine = ex._Engine()
+    assert engine.enter(("sft", False)) == (1, True)
+    assert engine.enter(("sft", False)) == (2, False)
+    engine.leave()
+    assert engine.inflight == 1
+    engine.leave()
+    assert engine.inflight == 0
+
+
+def test_an_inference_closed_without_a_start_says_zero(make_stage) -> None:
+    """The start hook failed or never ran (the wrapper contains it): the schema's required
+    figures are still there, as zeros."""
+    bare = make_stage(s.INFERENCE)
+    ex.Inference().close(bare, "error")
+    rated = make_stage(s.INFERENCE)
+    rated.counters["rate"] = 24000  # a rate, no samples counted
+    ex.Inference().close(rated, "error")
+    for stage in (bare, rated):
+        assert attrs(stage) == {s.END_REASON: "error", s.CHUNK_COUNT: 0, s.AUDIO_SECONDS: 0.0}
+    tts = make_stage(s.MODEL_TTS)
+    ex.ModelTTS().close(tts, "error")
+    assert attrs(tts) == {s.CHUNK_COUNT: 0}
+
+
+def test_inference_figures_keep_their_decimals(make_stage, monkeypatch) -> None:
+    stage = make_stage(s.INFERENCE)
+    stage.started = 10.0
+    extractor = ex.Inference()
+    extractor.start(stage, Call(types.SimpleNamespace(sample_rate=24000), ("hi",), {},
+                                {"tts_text": 0}))
+    monkeypatch.setattr(ex.time, "monotonic", lambda: 10.2501234)
+    extractor.item(stage, {"tts_speech": T(1, 1000)})  # 0.041666 s of audio
+    extractor.end(stage, None)
+    extractor.close(stage, "completed")
+    got = attrs(stage)
+    assert got[s.FIRST_CHUNK_MS] == 250.123 and got[s.AUDIO_SECONDS] == 0.0417
+    assert got[s.RTF] == 6.003  # under a second of audio has its RTF too
+    (event,) = stage.span.events
+    assert event.attributes[s.CHUNK_AUDIO_SECONDS] == 0.0417
+
+
+def test_model_tts_without_a_stream_argument_is_not_streaming(make_stage) -> None:
+    stage = make_stage(s.MODEL_TTS)
+    ex.ModelTTS().start(stage, Call(None, (), {}, {}))
+    assert attrs(stage)[s.STREAM] is False
+
+
+@pytest.mark.parametrize(("spk_id", "written"), [("voice-1", True), ("", False), (5, False)])
+def test_speaker_add_names_only_a_real_id(make_stage, spk_id, written) -> None:
+    stage = make_stage(s.SPEAKER_ADD)
+    ex.SpeakerAdd().start(stage, Call(None, (), {"zero_shot_spk_id": spk_id}, {}))
+    assert attrs(stage).get(s.ZERO_SHOT_SPK_ID) == (spk_id if written else None)
+
+
+def test_a_text_piece_without_a_shape_is_one_token(make_stage) -> None:
+    stage = make_stage(s.TEXT_STREAM)
+    ex.TextStream().start(stage, Call(None, (), {}, {}))
+    ex.TextStream().item(stage, "word")
+    ex.TextStream().end(stage, None)
+    assert attrs(stage)[s.TEXT_TOKENS] == 1
+
+
+def test_text_normalize_flags_streamed_text(make_stage) -> None:
+    stage = make_stage(s.TEXT_NORMALIZE)
+    ex.TextNormalize().start(stage, Call(None, ((p for p in ["a"]),), {}, {"text": 0}))
+    assert attrs(stage) == {s.TEXT_STREAMED: True}
+
+
+@pytest.mark.parametrize(("text", "prompt", "read"), [(7, None, 7), (None, 3, 3), (7, 3, 10)])
+def test_acoustic_adds_what_it_read_to_the_request(make_stage, text, prompt, read) -> None:
+    request = make_stage(s.INFERENCE)
+    request.counters["input_tokens"] = 0
+    llm = make_stage(s.ACOUSTIC_MODEL, parent=request)
+    kwargs = {name: T(1, n) for name, n in (("text", text), ("prompt_text", prompt)) if n}
+    ex.Acoustic().start(llm, Call(None, (), kwargs, {}))
+    assert request.counters["input_tokens"] == read
+
+
+def test_the_speakers_a_model_lists_come_from_a_dict_only() -> None:
+    ns = types.SimpleNamespace
+    assert ex._speakers(ns(frontend=ns(spk2info={"a": 1}))) == {"a": 1}
+    assert ex._speakers(ns(frontend=ns())) == ()
+    assert ex._speakers(ns()) == ()
+    assert ex._speakers(ns(spk2info=["a"])) == ()
+
+
+def test_the_prompt_is_measured_once_per_sentence_outside_a_request(make_stage,
+                                                                   monkeypatch) -> None:
+    measured = []
+    monkeypatch.setattr(ex.audio_figures, "measure",
+                        lambda value: measured.append(value) or {"audio.snr_db": 20.0})
+    parent = make_stage(s.MODEL_TTS)
+    wav = object()
+    first = ex._quality(make_stage("audio_preprocess.a", parent=parent), wav)
+    second = ex._quality(make_stage("audio_preprocess.b", parent=parent), wav)
+    assert first == second == {"audio.snr_db": 20.0} and measured == [wav]
+
+
+def test_asr_reads_its_input_by_name_wherever_it_is(make_stage, tmp_path) -> None:
+    path = tmp_path / "heard.wav"
+    path.write_bytes(wav_bytes(0.5))
+    stage = make_stage(s.ASR)
+    ex.Asr().start(stage, Call(None, (), {"batch_size": 1, "input": str(path)}, {}))
+    # the input by its name, not the first argument (batch_size here): its figures
+    assert attrs(stage)["audio.format"] == "wav/pcm16"
+
+
+def wav_header(rate: int, frames: int) -> bytes:
+    """A WAV whose header says ``rate`` (0: a broken writer's), 16-bit mono."""
+    import struct
+
+    data = b"\0\0" * frames
+    fmt = struct.pack("<HHIIHH", 1, 1, rate, rate * 2, 2, 16)
+    return (b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVE" + b"fmt " +
+            struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", len(data)) + data)
+
+
+def test_a_wav_header_with_no_rate_is_zero_seconds_not_a_division(tmp_path) -> None:
+    assert ex.describe_audio(io.BytesIO(wav_header(0, 10)))[s.PROMPT_SECONDS] == 0.0
+
+
+def test_model_facts_of_a_v2_model_whose_api_holds_fp16_and_a_jit_llm(monkeypatch) -> None:
+    import sys
+
+    class CosyVoice2:
+        pass
+
+    api = CosyVoice2()
+    api.fp16 = True  # on the API object (older releases), not the model
+    api.model = types.SimpleNamespace(llm=types.SimpleNamespace(llm=Script()), flow=object())
+    facts = ex.model_facts(api)
+    assert facts[s.MODEL_VERSION] == 2 and facts[s.FP16] is True and facts[s.LOAD_JIT] is True
+    other = CosyVoice2()
+    other.model = types.SimpleNamespace(llm=types.SimpleNamespace(text_encoder=Script()))
+    assert ex.model_facts(other)[s.LOAD_JIT] is True
+
+    class ScriptModule:  # torch.jit.script's own type name
+        pass
+
+    assert ex._is_script(ScriptModule()) and not ex._is_script(object())
+    # a torch without a version string, on a machine whose driver names its GPU
+    fake = types.SimpleNamespace(cuda=types.SimpleNamespace(
+        is_available=lambda: True, get_device_name=lambda index: f"GPU #{index}"))
+    monkeypatch.setitem(sys.modules, "torch", fake)
+    third = CosyVoice2()
+    facts = ex.model_facts(third)
+    assert facts[s.TORCH_VERSION] == "?" and facts[s.DEVICE] == "GPU #0"
+    fake.cuda.is_available = lambda: False
+    assert ex.model_facts(CosyVoice2())[s.DEVICE] == "cpu"
