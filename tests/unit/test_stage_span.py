@@ -78,6 +78,8 @@ def test_a_failure_is_recorded_on_the_stage_and_shown_on_the_request_span(tracer
     assert inner.attributes[s.ERROR_TYPE] == "RuntimeError"
     (event,) = inner.events
     assert event.name == "exception" and event.attributes["exception.escaped"] == "True"
+    assert (event.attributes["exception.type"], event.attributes["exception.message"]) == (
+        "RuntimeError", "boom")
     top = spans["POST /request"]
     assert top.status.status_code is StatusCode.ERROR
     assert top.attributes[s.ERROR_TYPE] == "RuntimeError"
@@ -195,3 +197,58 @@ def test_a_stage_joins_the_request_scope_of_its_context_its_parent_or_the_curren
     assert alone.scope is None
     end_abandoned(in_context + current)
     assert {sp.name for sp in tracer.memory.get_finished_spans()} == {"first", "child", "late"}
+
+
+def test_span_clock_now_is_on_the_clock_the_span_started_on(monkeypatch) -> None:
+    """Started at wall 5_000_000 ns when the monotonic clock read 1_000: 750 ns later on the
+    monotonic clock is wall 5_000_750, whatever the wall clock says now."""
+    ns = types.SimpleNamespace
+    monkeypatch.setattr(stage_span, "time", ns(monotonic_ns=lambda: 1_750, time_ns=lambda: 42))
+    assert stage_span.span_clock_now(ns(_cosyvoice_mono=1_000, _start_time=5_000_000)) == \
+        5_000_750
+    # a span the lifecycle did not clock (another tool's, or no start time): the wall clock
+    assert stage_span.span_clock_now(ns(_start_time=5_000_000)) == 42
+    assert stage_span.span_clock_now(ns(_cosyvoice_mono=1_000)) == 42
+
+
+@pytest.mark.parametrize(("how", "zeros"), [("failed", True), ("abandoned", True),
+                                            ("completed", False)])
+def test_a_stage_that_failed_or_was_abandoned_still_has_the_schemas_figures(tracer, how,
+                                                                            zeros) -> None:
+    stage = StageSpan(tracer.tracer, s.VOCODER, context.Context(), None,
+                      {s.MEL_FRAMES: 80}, OPTIONS)  # one figure written before the end
+    if how == "failed":
+        stage.fail(RuntimeError("x"))
+    stage.end(abandoned=how == "abandoned")
+    (span,) = tracer.memory.get_finished_spans()
+    assert span.attributes[s.MEL_FRAMES] == 80  # never overwritten by a zero
+    assert (span.attributes.get(s.AUDIO_SECONDS) == 0.0) is zeros
+
+
+def test_a_stage_ends_once(tracer) -> None:
+    stage = StageSpan(tracer.tracer, "flow", context.Context(), None, {}, OPTIONS)
+    heard = []
+    stage.on_end = lambda st, reason: heard.append(reason)
+    stage.end()
+    stage.end(abandoned=True)  # a second end (a scope closing after the stage) changes nothing
+    assert heard == ["completed"]
+    (span,) = tracer.memory.get_finished_spans()
+    assert s.ABANDONED not in span.attributes
+
+
+def test_a_stage_keeps_what_its_parent_context_carries_and_its_request_span(tracer) -> None:
+    request = tracer.tracer.start_span("POST /request")
+    parent_ctx = context.set_value("app.key", "kept", trace.set_span_in_context(request))
+    with tracer.tracer.start_as_current_span("elsewhere"):  # current is not the parent
+        stage = StageSpan(tracer.tracer, "flow", parent_ctx, None, {}, OPTIONS)
+    assert context.get_value("app.key", stage.ctx) == "kept"
+    assert stage.request_span is request
+
+
+def test_a_failure_marked_after_the_stage_ended_still_shows_on_the_request(tracer) -> None:
+    with tracer.tracer.start_as_current_span("POST /request"):
+        stage = StageSpan(tracer.tracer, "flow", context.get_current(), None, {}, OPTIONS)
+        stage.end()
+        stage.mark_error("late_failure")
+    request = next(x for x in tracer.memory.get_finished_spans() if x.name == "POST /request")
+    assert request.attributes[s.ERROR_TYPE] == "late_failure"

@@ -117,6 +117,7 @@ def test_disabled_or_suppressed_tracing_calls_straight_through(rig) -> None:
     traced, recorder = rig.wrap(lambda x: x)
     rig.state["enabled"] = False
     assert traced(1) == 1
+    assert traced(x=3) == 3  # keywords too
     rig.state["enabled"] = True
     with suppress_instrumentation():
         assert traced(2) == 2
@@ -395,3 +396,45 @@ def test_a_late_parent_is_what_is_current_at_the_first_step(rig, late) -> None:
     stage = next(sp for sp in spans(rig) if sp.name == "stage")
     expected = consumer if late else maker
     assert stage.parent.span_id == expected.get_span_context().span_id
+
+
+class FirstAndCount:
+    """An extractor with a first-item hook, and a close that reads the count of items."""
+
+    name = "first"
+
+    def __init__(self) -> None:
+        self.seen: list = []
+
+    def start(self, stage, call) -> None:
+        self.seen.append(("instance", call.instance))
+
+    def first_item(self, stage, item) -> None:
+        self.seen.append(("first", item))
+
+    def close(self, stage, reason) -> None:
+        self.seen.append(("count", stage.count))
+
+
+class BrokenRewrite(FirstAndCount):
+    def rewrite(self, call) -> None:
+        raise ValueError("rewrite broke")
+
+
+@pytest.mark.parametrize("extractor_type", [FirstAndCount, BrokenRewrite])
+def test_a_generator_stage_hears_its_first_item_once_and_counts_them_all(rig, extractor_type
+                                                                         ) -> None:
+    """With a rewrite that breaks too: the call (and its instance) as it was made."""
+    extractor = extractor_type()
+    wrapper = StageWrapper(rig.tracer, Stage("m", "K.gen", "stage", "first"), extractor,
+                           OPTIONS, {}, True, lambda: True)
+
+    class K:
+        def gen(self, n):
+            yield from (f"item{i}" for i in range(n))
+
+    K.gen = wrapt.FunctionWrapper(K.__dict__["gen"], wrapper)  # bound: the call's instance
+    k = K()
+    with rig.tracer.start_as_current_span("outer"):
+        assert list(k.gen(3)) == ["item0", "item1", "item2"]
+    assert extractor.seen == [("instance", k), ("first", "item0"), ("count", 3)]
