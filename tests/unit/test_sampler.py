@@ -169,3 +169,15 @@ def test_injection_writes_b3_multi_headers() -> None:
     assert propagator.fields == {"x-b3-traceid", "x-b3-spanid", "x-b3-sampled"}
     extracted = StrictB3Propagator().extract(carrier)  # no context given: a fresh one
     assert trace.get_current_span(extracted).get_span_context().span_id == 0xE457B5A2E4D86BD1
+
+
+@pytest.mark.parametrize(("case", "ctx", "rate", "keep", "decision", "state"), CASES,
+                         ids=[c[0] for c in CASES])
+def test_no_decision_writes_a_log_line(caplog, case, ctx, rate, keep, decision, state) -> None:
+    """The sampler runs for every span: nothing it does may log (the API's TraceState logs a
+    warning for deleting a key it does not hold, so a root's state is made, not trimmed)."""
+    import logging
+
+    with caplog.at_level(logging.DEBUG):
+        DeferAwareRatioSampler(rate, keep_errors=keep).should_sample(ctx, TRACE_ID, "span")
+    assert caplog.records == []
