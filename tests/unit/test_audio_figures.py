@@ -245,3 +245,21 @@ def test_a_numpy_array_is_measured_as_a_16_khz_prompt() -> None:
     assert got[s.AUDIO_FORMAT] == "tensor/float32"
     assert got[s.AUDIO_RMS_DBFS] == pytest.approx(-6.02, abs=0.01)
     assert got[s.AUDIO_PEAK_DBFS] == pytest.approx(-6.02, abs=0.01)
+
+
+def test_a_tensor_is_measured_as_its_mono_samples_whatever_its_shape() -> None:
+    """Upstream's (1, n), a (channels, n) prompt (their mean), a (1, 1, n) one, a tensor
+    that requires grad, a float64 array: the figures of the same mono samples."""
+    import torch
+
+    left = speech_like()
+    right = (np.roll(left, 800) * 0.3).astype(np.float32)  # another channel, not a copy
+    mono = af.measure(left)
+    both = af.measure(((left + right) / 2).astype(np.float32))
+    assert mono != both  # the cases below can tell a channel from the mean
+    assert af.measure(torch.from_numpy(left)[None, :]) == mono
+    assert af.measure(torch.from_numpy(left).reshape(1, 1, -1)) == mono
+    assert af.measure(torch.from_numpy(left)[None, :].requires_grad_(True)) == mono
+    assert af.measure(torch.from_numpy(np.stack([left, right]))) == both
+    wide = af.measure(left.astype(np.float64))
+    assert wide == {**mono, s.AUDIO_FORMAT: "tensor/float64"}

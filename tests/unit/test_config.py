@@ -164,6 +164,8 @@ def test_the_traced_process_reads_a_bad_value_as_one_warning_and_the_default(
         assert settings.user_agent is True
         assert current() is settings  # resolved once: every plug-in reads the same object
     assert len(caplog.records) == 1 and "COSYVOICE_TRACED_USER_AGENT" in caplog.text
+    line = caplog.records[0].getMessage()  # ours, saying so, with the whole reason
+    assert line == f"cosyvoice-otel: {settings.warnings[0]}"
     assert process_settings({"COSYVOICE_TRACED_USER_AGENT": "off"}).user_agent is False
 
 

@@ -311,3 +311,13 @@ def test_a_resolver_that_stopped_is_started_again(cuda) -> None:
     span = Span()
     assert timer.end(span, timer.start(), 2) and timer.drain(5)
     assert timer._thread is not first and span.ended_at == 2
+
+
+def test_where_cuda_is_gone_by_the_end_the_caller_ends_the_span(cuda) -> None:
+    """The stage began with CUDA (a mark) and, at its end, no CUDA is there: the resolver
+    will not end the span, so end() says the caller must."""
+    timer = GpuTimer(cuda=cuda)
+    mark = timer.start()
+    assert mark is not None
+    timer._fixed = None  # from now on torch.cuda is looked up: none here
+    assert timer.end(object(), mark, 0) is False

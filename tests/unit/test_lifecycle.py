@@ -89,6 +89,13 @@ def test_a_span_lasts_what_the_monotonic_clock_says_whatever_the_wall_does(
     explicit = memory.tracer.start_span("explicit")
     explicit.end(clocks.wall + 900)  # an end time given by position is kept
     assert memory.named("explicit")[0].end_time == clocks.wall + 900
+    by_name = memory.tracer.start_span("by name")
+    by_name.end(end_time=clocks.wall + 800)  # and by keyword
+    assert memory.named("by name")[0].end_time == clocks.wall + 800
+    # a span started at a time of its own has no monotonic mark: it ends on the wall clock
+    own = memory.tracer.start_span("own start", start_time=clocks.wall - 5_000)
+    own.end()
+    assert memory.named("own start")[0].end_time == clocks.wall
 
 
 def test_another_tools_wrapper_on_the_sdk_span_is_not_taken_for_ours() -> None:
@@ -249,6 +256,10 @@ def test_export_io_logs_nothing_through_the_apps_root_logger(caplog) -> None:
         with lifecycle.quiet_io():
             pool.debug("a flush on the app's own thread")
         pool.debug("the app's own request")
+        with lifecycle.quiet_io():  # nested: quiet until the outer block ends
+            with lifecycle.quiet_io():
+                pass
+            pool.debug("still inside the outer block")
     messages = [(r.threadName, r.getMessage()) for r in caplog.records]
     assert messages == [("app-worker", "Starting new HTTP connection"),
                         ("MainThread", "the app's own request")]
@@ -270,3 +281,41 @@ def test_a_processor_still_gets_the_parent_context_at_span_start(span_clock) -> 
     marked = otel_context.set_value("marker", "here")
     provider.get_tracer("t").start_span("s", context=marked).end()
     assert seen == ["here"]
+
+
+def test_the_sigterm_flush_runs_in_a_named_daemon_thread(monkeypatch) -> None:
+    """A daemon: a hung exporter can never hold the dying process; named: a thread dump
+    says whose it is."""
+    made: list[threading.Thread] = []
+
+    class Recorded(threading.Thread):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(lifecycle.threading, "Thread", Recorded)
+    lifecycle.flush_everything(Provider(), [], timeout_ms=2000)
+    (closing,) = made
+    assert closing.daemon and closing.name == "cosyvoice-otel-sigterm"
+
+
+def test_install_hands_its_provider_to_the_sigterm_flush(monkeypatch) -> None:
+    captured = {}
+    monkeypatch.setattr(lifecycle, "install_sigterm_flush",
+                        lambda provider, drains: captured.setdefault("provider", provider))
+    monkeypatch.setattr(lifecycle, "install_span_clock", lambda: True)
+    provider = Provider()
+    lifecycle.install(provider, [])
+    assert captured["provider"] is provider
+
+
+def test_the_sigterm_handler_sends_the_signal_to_its_own_process(monkeypatch) -> None:
+    installed: dict[int, object] = {signal.SIGTERM: signal.SIG_DFL}
+    monkeypatch.setattr(signal, "getsignal", lambda sig: installed[sig])
+    monkeypatch.setattr(signal, "signal", lambda sig, handler: installed.__setitem__(sig,
+                                                                                      handler))
+    killed: list[tuple[int, int]] = []
+    monkeypatch.setattr(lifecycle.os, "kill", lambda pid, sig: killed.append((pid, sig)))
+    handler = lifecycle.install_sigterm_flush(Provider(), [], timeout_ms=1000)
+    handler(signal.SIGTERM, None)
+    assert killed == [(lifecycle.os.getpid(), signal.SIGTERM)]

@@ -65,3 +65,66 @@ def test_a_live_process_is_alive_and_a_reaped_one_is_not() -> None:
         child.wait()
     assert not pid_alive(child.pid)
     assert pid_alive(1)  # exists, not ours (or ours when root): alive either way
+
+
+# ------------------------------------------------------------- names, sizes, edges
+
+def test_a_reopened_spool_knows_the_size_of_its_batches_and_nothing_else(tmp_path) -> None:
+    first = Spool(tmp_path, 10_000)
+    assert first.put(b"[1,2,3]") and first.put(b"[4]", 2)
+    (first.directory / "notes.txt").write_bytes(b"x" * 100)  # not a batch
+    assert Spool(tmp_path, 10_000).size == first.size == 10
+
+
+def test_a_failed_write_is_reported_and_leaves_nothing(tmp_path, monkeypatch) -> None:
+    spool = Spool(tmp_path, 10_000)
+
+    def full(*_args, **_kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(spool_module.Path, "replace", full)
+    assert spool.put(b"[1]") is False
+    assert list(spool.directory.iterdir()) == [] and spool.size == 0
+
+
+def test_a_file_of_exactly_the_bound_is_read(tmp_path, monkeypatch) -> None:
+    sp = spool_module
+    spool = Spool(tmp_path, 10_000)
+    spool.put(b"[1,2,3]")
+    (path,) = spool.files()
+    monkeypatch.setattr(sp, "MAX_FILE_BYTES", 7)
+    assert spool.read(path) == b"[1,2,3]"
+    monkeypatch.setattr(sp, "MAX_FILE_BYTES", 6)
+    with pytest.raises(ValueError):
+        spool.read(path)
+
+
+@pytest.mark.parametrize(("name", "after"), [
+    ("00000000000000000001-7-000001.u2.json", "00000000000000000001-7-000001.u2.f1.json"),
+    ("00000000000000000001-7-000001.u2.f1.json", "00000000000000000001-7-000001.u2.f2.json"),
+    ("odd.json", "odd.f1.json"),  # a name not ours: its stem kept whole
+])
+def test_a_failure_is_counted_in_the_name_and_its_tries_kept(tmp_path, name, after) -> None:
+    spool = Spool(tmp_path, 10_000)
+    path = spool.directory / name
+    path.write_bytes(b"[1]")
+    assert spool.mark_failed(path).name == after
+
+
+def test_the_parts_of_a_tried_file_are_named_after_its_stem(tmp_path) -> None:
+    spool = Spool(tmp_path, 10_000)
+    path = spool.directory / "00000000000000000001-7-000001.u2.json"
+    path.write_bytes(b"[1,2]")
+    spool.replace(path, [(b"[1]", 2), (b"[2]", 0)])
+    assert sorted(p.name for p in spool.files()) == [
+        "00000000000000000001-7-000001-p0.u2.json", "00000000000000000001-7-000001-p1.json"]
+
+
+def test_a_live_process_is_alive_and_left_alone(tmp_path) -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert pid_alive(child.pid) is True
+        assert child.poll() is None  # asked, not signalled
+    finally:
+        child.kill()
+        child.wait()
