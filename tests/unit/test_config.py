@@ -239,3 +239,11 @@ def test_property_every_bad_variable_is_one_line_and_exit_2(option, value, capsy
     else:
         assert code == 2
         assert err.count("\n") == 1 and option.envvar in err
+
+
+def test_debug_output_names_each_option_its_value_and_where_it_came_from() -> None:
+    settings = Settings.resolve(environ={"COSYVOICE_TRACED_SAMPLING_RATE": "0.5"})
+    lines = settings.describe()
+    assert len(lines) == len(OPTIONS)
+    assert "sampling_rate = 0.5 (env)" in lines
+    assert "exporter = 'zipkin' (default)" in lines

@@ -295,3 +295,19 @@ def test_a_text_registered_after_a_first_export_is_masked_too() -> None:
     assert masking.pattern_for(7).search("another sentence") is None
     masking.remember(7, ["another sentence"])
     assert masking.pattern_for(7).search("another sentence") is not None
+
+
+def test_flush_is_passed_to_the_wrapped_exporter_with_its_timeout() -> None:
+    asked = []
+
+    class Inner(SpanExporter):
+        def export(self, spans):
+            return SpanExportResult.SUCCESS
+
+        def force_flush(self, timeout_millis: int = 30000) -> bool:
+            asked.append(timeout_millis)
+            return False  # its answer comes back as it is
+
+    assert RedactingSpanExporter(Inner()).force_flush(1234) is False
+    assert RedactingSpanExporter(Inner()).force_flush() is False
+    assert asked == [1234, 30000]
