@@ -166,6 +166,7 @@ def test_the_traced_process_reads_a_bad_value_as_one_warning_and_the_default(
     assert len(caplog.records) == 1 and "COSYVOICE_TRACED_USER_AGENT" in caplog.text
     line = caplog.records[0].getMessage()  # ours, saying so, with the whole reason
     assert line == f"cosyvoice-otel: {settings.warnings[0]}"
+    assert line.endswith("; using the default true")  # the default it fell back to, by name
     assert process_settings({"COSYVOICE_TRACED_USER_AGENT": "off"}).user_agent is False
 
 
@@ -247,3 +248,11 @@ def test_debug_output_names_each_option_its_value_and_where_it_came_from() -> No
     assert len(lines) == len(OPTIONS)
     assert "sampling_rate = 0.5 (env)" in lines
     assert "exporter = 'zipkin' (default)" in lines
+
+
+def test_a_resource_value_may_hold_an_equals_sign_and_an_item_without_one_is_skipped() -> None:
+    from cosyvoice_otel.settings import resource_attributes
+
+    environ = {"OTEL_RESOURCE_ATTRIBUTES": "build.flags=a=b, junk ,=x,k= v "}
+    assert resource_attributes(environ) == {"build.flags": "a=b", "k": "v"}
+    assert resource_attributes({}) == {}
