@@ -177,13 +177,17 @@ def test_a_500_for_one_traces_spans_drops_those_and_delivers_the_rest(stub, tmp_
     assert exporter.counters["sent"] == 21
 
 
-def test_a_500_the_halves_share_is_zipkin_away_not_the_batch(stub, tmp_path) -> None:
+def test_a_500_the_halves_share_is_zipkin_away_not_the_batch(stub, tmp_path, caplog) -> None:
     """Storage down: every body gets 500. Three posts (the batch, its two halves), then the
-    batch waits in the spool whole, nothing dropped, the circuit open."""
+    batch waits in the spool whole, nothing dropped, the circuit open, the 500 named."""
     stub.status = lambda body: 500
     exporter = make(stub.endpoint, tmp_path)
     exporter._start_replayer = lambda: None
-    assert exporter.export(spans(64)).name == "SUCCESS"
+    with caplog.at_level(logging.WARNING, logger="cosyvoice_otel.export"):
+        assert exporter.export(spans(64)).name == "SUCCESS"
+    assert [r.getMessage() for r in caplog.records] == [
+        f"cosyvoice-otel: Zipkin at {stub.endpoint} is not taking spans (HTTP 500); batches "
+        "wait in the spool and are replayed when it does"]
     assert [len(json.loads(body)) for body in stub.bodies] == [64, 32, 32]
     assert exporter.dropped == {} and exporter.counters["spooled"] == 64
     assert exporter._circuit_open() and len(exporter.spool.files()) == 1
