@@ -215,6 +215,9 @@ class ZipkinUI:
         page.goto(f"{self.base_url}/zipkin/?serviceName={service}&lookback=1h&limit=50")
         run = page.get_by_role("button", name=re.compile("run query", re.I))
         run.wait_for()
+        # lens runs the address's query by itself on load: let that answer come first, so the
+        # answer read below is RUN QUERY's (a late one, under load, was taken for it)
+        page.wait_for_load_state("networkidle")
         result = Search()
         for key, value in criteria:
             self._plus(run).click()
@@ -228,7 +231,7 @@ class ZipkinUI:
             page.keyboard.press("Enter")
             page.get_by_text(value, exact=True).first.wait_for(timeout=5000)
             page.keyboard.press("Escape")  # lens opens the next criterion's input by itself
-        return self._run(run, result)
+        return self._run(run, result, "annotationQuery=" if criteria else "")
 
     def search_by_address(self, service: str, annotation_query: str) -> Search:
         """Search like a user who types the criteria into the page's address (a link someone
@@ -242,12 +245,14 @@ class ZipkinUI:
         run.wait_for()
         return self._run(run, Search())
 
-    def _run(self, run: Any, result: Search) -> Search:
-        """RUN QUERY; the query lens sent, and the trace id behind each result's SHOW."""
+    def _run(self, run: Any, result: Search, sent_with: str = "") -> Search:
+        """RUN QUERY; the query lens sent (the answer whose address holds ``sent_with``), and
+        the trace id behind each result's SHOW."""
         from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
         page = self.page
-        with page.expect_response(lambda r: "/api/v2/traces?" in r.url) as answer:
+        with page.expect_response(
+                lambda r: "/api/v2/traces?" in r.url and sent_with in r.url) as answer:
             run.click()
         result.query = urllib.parse.parse_qs(urllib.parse.urlsplit(answer.value.url).query)
         answer.value.finished()
