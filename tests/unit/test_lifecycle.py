@@ -198,8 +198,8 @@ def test_the_sigterm_handler_is_installed_only_over_the_default_action(monkeypat
     monkeypatch.setattr(signal, "getsignal", lambda sig: installed[sig])
     monkeypatch.setattr(signal, "signal", lambda sig, handler: installed.__setitem__(sig,
                                                                                       handler))
-    killed: list[int] = []
-    monkeypatch.setattr(lifecycle.os, "kill", lambda pid, sig: killed.append(sig))
+    killed: list[tuple[int, int]] = []
+    monkeypatch.setattr(lifecycle.os, "kill", lambda pid, sig: killed.append((pid, sig)))
     slow = SlowDelivery(0.2)
     provider = Provider()
     handler = lifecycle.install_sigterm_flush(provider, [slow.drain], timeout_ms=5000)
@@ -207,7 +207,8 @@ def test_the_sigterm_handler_is_installed_only_over_the_default_action(monkeypat
     handler(signal.SIGTERM, None)
     # flushed and waited, THEN the default action restored and the signal re-sent
     assert slow.drained.is_set() and provider.flushes
-    assert installed[signal.SIGTERM] is signal.SIG_DFL and killed == [signal.SIGTERM]
+    assert installed[signal.SIGTERM] is signal.SIG_DFL
+    assert killed == [(lifecycle.os.getpid(), signal.SIGTERM)]  # to itself
     installed[signal.SIGTERM] = print  # the app's own handler: never replaced
     assert lifecycle.install_sigterm_flush(provider, []) is None
 
@@ -217,15 +218,18 @@ def test_install_drains_the_configured_exporters_and_the_gpu_resolver(monkeypatc
 
     captured = {}
     monkeypatch.setattr(lifecycle, "install_sigterm_flush",
-                        lambda provider, drains: captured.setdefault("drains", drains))
+                        lambda provider, drains: captured.update(provider=provider,
+                                                                 drains=drains))
     monkeypatch.setattr(lifecycle, "install_span_clock", lambda: captured.setdefault("clock", 1))
     slow = SlowDelivery(0.0)
     timer = gpu_timing.GpuTimer(cuda=object())
     monkeypatch.setattr(gpu_timing, "_TIMER", timer)
     drained = []
     monkeypatch.setattr(timer, "drain", lambda seconds: drained.append(seconds))
-    lifecycle.install(Provider(), [slow, object()])  # an exporter without drain() is fine
+    provider = Provider()
+    lifecycle.install(provider, [slow, object()])  # an exporter without drain() is fine
     assert captured["clock"] == 1 and len(captured["drains"]) == 2
+    assert captured["provider"] is provider  # the one the SIGTERM flush flushes
     for drain in captured["drains"]:
         drain(1.5)
     assert drained == [1.5] and slow.calls == [1.5]
@@ -297,25 +301,3 @@ def test_the_sigterm_flush_runs_in_a_named_daemon_thread(monkeypatch) -> None:
     lifecycle.flush_everything(Provider(), [], timeout_ms=2000)
     (closing,) = [t for t in made if "sigterm" in t.name]  # (not another test's thread)
     assert closing.daemon and closing.name == "cosyvoice-otel-sigterm"
-
-
-def test_install_hands_its_provider_to_the_sigterm_flush(monkeypatch) -> None:
-    captured = {}
-    monkeypatch.setattr(lifecycle, "install_sigterm_flush",
-                        lambda provider, drains: captured.setdefault("provider", provider))
-    monkeypatch.setattr(lifecycle, "install_span_clock", lambda: True)
-    provider = Provider()
-    lifecycle.install(provider, [])
-    assert captured["provider"] is provider
-
-
-def test_the_sigterm_handler_sends_the_signal_to_its_own_process(monkeypatch) -> None:
-    installed: dict[int, object] = {signal.SIGTERM: signal.SIG_DFL}
-    monkeypatch.setattr(signal, "getsignal", lambda sig: installed[sig])
-    monkeypatch.setattr(signal, "signal", lambda sig, handler: installed.__setitem__(sig,
-                                                                                      handler))
-    killed: list[tuple[int, int]] = []
-    monkeypatch.setattr(lifecycle.os, "kill", lambda pid, sig: killed.append((pid, sig)))
-    handler = lifecycle.install_sigterm_flush(Provider(), [], timeout_ms=1000)
-    handler(signal.SIGTERM, None)
-    assert killed == [(lifecycle.os.getpid(), signal.SIGTERM)]

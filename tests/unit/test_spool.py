@@ -109,22 +109,3 @@ def test_a_failure_is_counted_in_the_name_and_its_tries_kept(tmp_path, name, aft
     path = spool.directory / name
     path.write_bytes(b"[1]")
     assert spool.mark_failed(path).name == after
-
-
-def test_the_parts_of_a_tried_file_are_named_after_its_stem(tmp_path) -> None:
-    spool = Spool(tmp_path, 10_000)
-    path = spool.directory / "00000000000000000001-7-000001.u2.json"
-    path.write_bytes(b"[1,2]")
-    spool.replace(path, [(b"[1]", 2), (b"[2]", 0)])
-    assert sorted(p.name for p in spool.files()) == [
-        "00000000000000000001-7-000001-p0.u2.json", "00000000000000000001-7-000001-p1.json"]
-
-
-def test_a_live_process_is_alive_and_left_alone(tmp_path) -> None:
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        assert pid_alive(child.pid) is True
-        assert child.poll() is None  # asked, not signalled
-    finally:
-        child.kill()
-        child.wait()

@@ -12,21 +12,26 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
+import types
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from cosyvoice_otel.sdk import export_base
 from cosyvoice_otel.sdk import spool as sp
 from cosyvoice_otel.sdk import zipkin_http as zh
 from cosyvoice_otel.sdk.spool import MAX_FILE_FAILURES, Spool
 from cosyvoice_otel.sdk.zipkin_http import MAX_SUSPECTS, MAX_UNCERTAIN, ResilientZipkinExporter
 
+from ..support.helpers import FakeClock, fake_monotonic
 from ..support.loopback_server import LoopbackServer, QuietHandler
 
 
@@ -82,6 +87,17 @@ def spans(count: int, size: int = 50) -> list:
 def make(endpoint: str, tmp_path: Path, **kwargs) -> ResilientZipkinExporter:
     return ResilientZipkinExporter(endpoint=endpoint, spool_dir=str(tmp_path), timeout=kwargs.pop(
         "timeout", 2), **kwargs)
+
+
+def hex_id(span) -> bytes:
+    """A span's trace id as it appears in the encoded JSON."""
+    return f"{span.context.trace_id:032x}".encode()
+
+
+def away_line(endpoint: str, why: str) -> str:
+    """The exporter's one line (per streak) when Zipkin stops taking spans."""
+    return (f"cosyvoice-otel: Zipkin at {endpoint} is not taking spans ({why}); batches wait "
+            "in the spool and are replayed when it does")
 
 
 def test_a_sent_batch_is_counted_and_has_no_debug_flag(stub, tmp_path) -> None:
@@ -186,8 +202,7 @@ def test_a_500_the_halves_share_is_zipkin_away_not_the_batch(stub, tmp_path, cap
     with caplog.at_level(logging.WARNING, logger="cosyvoice_otel.export"):
         assert exporter.export(spans(64)).name == "SUCCESS"
     assert [r.getMessage() for r in caplog.records] == [
-        f"cosyvoice-otel: Zipkin at {stub.endpoint} is not taking spans (HTTP 500); batches "
-        "wait in the spool and are replayed when it does"]
+        away_line(stub.endpoint, "HTTP 500")]
     assert [len(json.loads(body)) for body in stub.bodies] == [64, 32, 32]
     assert exporter.dropped == {} and exporter.counters["spooled"] == 64
     assert exporter._circuit_open() and len(exporter.spool.files()) == 1
@@ -254,7 +269,7 @@ def poisoned_spool(stub, tmp_path, files: int = 3):
     exporter = make(stub.endpoint, tmp_path)
     exporter._start_replayer = lambda: None
     poison = spans(2)
-    marker = f"{poison[0].context.trace_id:032x}".encode()
+    marker = hex_id(poison[0])
     stub.status = lambda body: 500 if marker in body else 202
     exporter.spool.put(exporter.encode(poison[:1]))  # alone in its file: no half can tell
     for _ in range(files):
@@ -280,19 +295,28 @@ def test_replay_passes_over_a_failing_file_and_sets_it_aside_after_bounded_tries
     assert any("refused them alone" in r.getMessage() for r in caplog.records)
 
 
+def poisoned_batch(stub, tmp_path, tries: int = 0):
+    """One spooled batch of six one-span traces, two of which Zipkin refuses (500): one in
+    each half, so the halves share the 500 and the file fails whole. Returned after the tries
+    before its last (Zipkin took other batches meanwhile), with the batch."""
+    exporter = make(stub.endpoint, tmp_path)
+    exporter._start_replayer = lambda: None
+    batch = spans(6)
+    poison = {hex_id(batch[0]), hex_id(batch[5])}
+    stub.status = lambda body: 500 if any(p in body for p in poison) else 202
+    exporter.spool.put(exporter.encode(batch), tries)
+    for _ in range(MAX_FILE_FAILURES):
+        exporter.replay()
+        exporter._sent_batches += 1  # the live path got batches through meanwhile
+    return exporter, batch
+
+
 def test_a_failing_file_is_bisected_at_last_so_its_good_spans_still_arrive(stub,
                                                                            tmp_path) -> None:
     """Two refused traces, one in each half of a spooled batch: the halves share the 500. Once
     Zipkin has taken other batches meanwhile, the last try bisects to the end."""
-    exporter = make(stub.endpoint, tmp_path)
-    exporter._start_replayer = lambda: None
-    batch = spans(6)  # six one-span traces
-    poison = {f"{batch[i].context.trace_id:032x}".encode() for i in (0, 5)}
-    stub.status = lambda body: 500 if any(p in body for p in poison) else 202
-    exporter.spool.put(exporter.encode(batch))
-    for _ in range(MAX_FILE_FAILURES + 1):
-        exporter.replay()
-        exporter._sent_batches += 1  # the live path got batches through meanwhile
+    exporter, batch = poisoned_batch(stub, tmp_path)
+    exporter.replay()  # the last try
     assert exporter.spool.size == 0
     assert exporter.dropped == {"rejected": 2} and exporter.counters["sent"] == 4
     assert exporter.counters["replayed"] == 4  # the good spans, replayed from the spool
@@ -322,12 +346,15 @@ def test_a_failing_file_counts_only_when_zipkin_took_other_batches_since(stub,
     assert Spool.fails(path) == 0 and exporter.dropped == {}
 
 
-def test_replay_stops_after_a_few_files_failing_alike(stub, tmp_path) -> None:
+def test_replay_stops_after_a_few_files_failing_alike(stub, tmp_path, caplog) -> None:
     exporter = make(stub.endpoint, tmp_path)
     for _ in range(MAX_SUSPECTS + 3):
         exporter.spool.put(exporter.encode(spans(1)))
     stub.status = lambda body: 500
-    assert exporter.replay() == 0
+    with caplog.at_level(logging.WARNING, logger="cosyvoice_otel.export"):
+        assert exporter.replay() == 0
+    assert [r.getMessage() for r in caplog.records] == [  # said once, with why
+        away_line(stub.endpoint, "HTTP 5xx for every batch replayed")]
     assert len(stub.bodies) == MAX_SUSPECTS  # not one post per file: Zipkin is in trouble
     assert exporter.dropped == {}
 
@@ -655,6 +682,11 @@ def test_replacing_a_spool_file_names_its_parts_after_it(tmp_path) -> None:
     (named,) = [p for p in tmp_path.glob("*.json") if p.name[0].isdigit()]
     spool.replace(named, [(b"[5]", 0)])
     assert (tmp_path / (named.name[:-5] + "-p0.json")).read_bytes() == b"[5]"
+    tried = tmp_path / "00000000000000000001-7-000001.u2.json"  # a file resent before
+    tried.write_bytes(b"[6,7]")
+    spool.replace(tried, [(b"[6]", 2), (b"[7]", 0)])  # the parts: the stem, their own tries
+    assert {"00000000000000000001-7-000001-p0.u2.json",
+            "00000000000000000001-7-000001-p1.json"} <= {p.name for p in spool.files()}
 
 
 def test_setting_aside_the_last_file_empties_the_size_and_a_blocked_bad_dir_removes_it(
@@ -786,8 +818,6 @@ def test_pipelined_with_zipkin_away_spools_in_the_sender(refused_endpoint, tmp_p
 
 def test_pipelined_export_holds_at_most_two_batches(tmp_path) -> None:
     """One in flight, one waiting: a third export() waits (the SDK's own queue buffers)."""
-    import threading
-
     release = threading.Event()
     posted: list[int] = []
 
@@ -821,15 +851,10 @@ def test_pipelined_export_holds_at_most_two_batches(tmp_path) -> None:
 
 def test_away_and_back_are_one_line_each_per_streak_naming_zipkin(stub, tmp_path, caplog,
                                                                   monkeypatch) -> None:
-    from cosyvoice_otel.sdk import export_base
-
-    from ..support.helpers import fake_monotonic
-
     clock = fake_monotonic(monkeypatch, export_base)  # the streak log's clock
     exporter = make(stub.endpoint, tmp_path)
     exporter._start_replayer = lambda: None
-    away = (f"cosyvoice-otel: Zipkin at {stub.endpoint} is not taking spans (HTTP 503); "
-            "batches wait in the spool and are replayed when it does")
+    away = away_line(stub.endpoint, "HTTP 503")
     back = f"cosyvoice-otel: Zipkin at {stub.endpoint} takes spans again"
 
     def send() -> None:
@@ -854,10 +879,6 @@ def test_replay_rounds_that_settle_nothing_back_off_doubling_and_one_that_does_r
     """The replayer thread's pacing, on a fake clock: the circuit's wait first, then 0.05 s
     between rounds that settle files, and a doubling wait (to MAX_BACKOFF) after rounds that
     settle none (files failing for now), reset by a round that settles one."""
-    import types
-
-    from ..support.helpers import FakeClock
-
     exporter = make(refused_endpoint, tmp_path)
     exporter.spool.put(exporter.encode(spans(1)))  # something waits: the loop runs
     clock = FakeClock(1000.0)
@@ -898,8 +919,6 @@ def test_the_memory_of_failing_files_is_bounded_oldest_first(refused_endpoint, t
 
 def test_replay_counts_a_file_settled_at_its_last_failure_and_goes_on(stub, tmp_path,
                                                                       monkeypatch) -> None:
-    import types
-
     exporter = poisoned_spool(stub, tmp_path, files=0)
     for _ in range(MAX_FILE_FAILURES):  # failures while Zipkin took other batches
         assert exporter.replay() == 0
@@ -917,7 +936,7 @@ def test_a_good_file_between_failing_ones_restarts_the_count_of_failures_alike(
     exporter = make(stub.endpoint, tmp_path)
     exporter._start_replayer = lambda: None
     bad = [spans(1) for _ in range(2 * (MAX_SUSPECTS - 1))]
-    markers = {f"{batch[0].context.trace_id:032x}".encode() for batch in bad}
+    markers = {hex_id(batch[0]) for batch in bad}
     stub.status = lambda body: 500 if any(m in body for m in markers) else 202
     for batch in bad[:MAX_SUSPECTS - 1]:
         exporter.spool.put(exporter.encode(batch))
@@ -930,34 +949,6 @@ def test_a_good_file_between_failing_ones_restarts_the_count_of_failures_alike(
     assert not exporter._circuit_open() and caplog.records == []
 
 
-def test_replay_that_stops_for_failures_alike_says_so_once(stub, tmp_path, caplog) -> None:
-    exporter = make(stub.endpoint, tmp_path)
-    for _ in range(MAX_SUSPECTS + 1):
-        exporter.spool.put(exporter.encode(spans(1)))
-    stub.status = lambda body: 500
-    with caplog.at_level(logging.WARNING, logger="cosyvoice_otel.export"):
-        assert exporter.replay() == 0
-    assert [r.getMessage() for r in caplog.records] == [
-        f"cosyvoice-otel: Zipkin at {stub.endpoint} is not taking spans (HTTP 5xx for every "
-        "batch replayed); batches wait in the spool and are replayed when it does"]
-
-
-def poisoned_batch(stub, tmp_path, tries: int = 0):
-    """One spooled batch of six one-span traces, two of which Zipkin refuses (500): one in
-    each half, so the halves share the 500 and the file fails whole until its last try."""
-    exporter = make(stub.endpoint, tmp_path)
-    exporter._start_replayer = lambda: None
-    batch = spans(6)
-    ids = [f"{span.context.trace_id:032x}".encode() for span in batch]
-    poison = {ids[0], ids[5]}
-    stub.status = lambda body: 500 if any(p in body for p in poison) else 202
-    exporter.spool.put(exporter.encode(batch), tries)
-    for _ in range(MAX_FILE_FAILURES):
-        exporter.replay()
-        exporter._sent_batches += 1  # the live path got batches through meanwhile
-    return exporter, ids
-
-
 def test_a_resent_file_bisected_at_last_counts_its_spans_maybe_duplicated(stub,
                                                                          tmp_path) -> None:
     exporter, _ = poisoned_batch(stub, tmp_path, tries=1)  # its first answer timed out once
@@ -967,7 +958,8 @@ def test_a_resent_file_bisected_at_last_counts_its_spans_maybe_duplicated(stub,
 
 def test_a_file_bisected_at_last_keeps_what_zipkin_could_not_take_then(stub,
                                                                       tmp_path) -> None:
-    exporter, ids = poisoned_batch(stub, tmp_path)
+    exporter, batch = poisoned_batch(stub, tmp_path)
+    ids = [hex_id(span) for span in batch]
     poison = {ids[0], ids[5]}
     # Zipkin's trouble starts mid-bisect: the part holding trace 1 meets a 503
     stub.status = lambda body: (500 if any(p in body for p in poison)
@@ -984,14 +976,10 @@ class PickySession:
     half of a batch meets Zipkin going away) and that posts the rest for real."""
 
     def __init__(self, fails) -> None:
-        import requests
-
         self.fails = fails
         self.real = requests.Session()
 
     def post(self, url, data=b"", **kwargs):
-        import requests
-
         if self.fails(data):
             raise requests.ConnectionError("refused")
         return self.real.post(url, data=data, **kwargs)
@@ -1006,7 +994,7 @@ def test_a_500_half_beside_a_half_zipkin_did_not_judge_is_kept_not_dropped(
     """Nothing in the answers says Zipkin works (no half taken, no 4xx): the 500 may be
     Zipkin's own trouble, so the lone span is kept for later, and the line names the 500."""
     batch = spans(2)
-    first = f"{batch[0].context.trace_id:032x}".encode()
+    first = hex_id(batch[0])
     session = None
     if other_half == "503":
         stub.status = lambda body: 500 if first in body else 503
@@ -1021,8 +1009,7 @@ def test_a_500_half_beside_a_half_zipkin_did_not_judge_is_kept_not_dropped(
     assert exporter.dropped == {} and exporter.counters["spooled"] == 2
     assert exporter._circuit_open()
     assert [r.getMessage() for r in caplog.records] == [
-        f"cosyvoice-otel: Zipkin at {stub.endpoint} is not taking spans (HTTP 500); batches "
-        "wait in the spool and are replayed when it does"]
+        away_line(stub.endpoint, "HTTP 500")]
 
 
 @pytest.mark.parametrize(("cause", "why"), [("refused", "ConnectionError"),
@@ -1038,8 +1025,7 @@ def test_the_away_line_says_why(stub, refused_endpoint, tmp_path, caplog, cause,
     with caplog.at_level(logging.WARNING, logger="cosyvoice_otel.export"):
         exporter.export(spans(1))
     assert [r.getMessage() for r in caplog.records] == [
-        f"cosyvoice-otel: Zipkin at {endpoint} is not taking spans ({why}); batches wait in "
-        "the spool and are replayed when it does"]
+        away_line(endpoint, why)]
 
 
 def test_a_batch_timed_out_twice_is_dropped_with_why(stub, tmp_path, caplog) -> None:
@@ -1069,7 +1055,7 @@ def test_the_parts_of_a_file_split_when_zipkin_went_away_keep_its_tries(stub, tm
     exporter = make(stub.endpoint, tmp_path)
     exporter._start_replayer = lambda: None
     batch = spans(2)
-    first = f"{batch[0].context.trace_id:032x}".encode()
+    first = hex_id(batch[0])
     # the whole: refused; its first half: Zipkin away, so the second is not even tried
     stub.status = lambda body: 503 if first in body and body.count(b'"traceId"') == 1 else 500
     exporter.spool.put(exporter.encode(batch), 1)
@@ -1097,8 +1083,6 @@ def test_a_fresh_exporter_has_nothing_to_say_when_its_first_batch_goes_through(
 
 def test_the_circuit_closes_exactly_when_its_wait_is_over(refused_endpoint, tmp_path,
                                                           monkeypatch) -> None:
-    from ..support.helpers import fake_monotonic
-
     clock = fake_monotonic(monkeypatch, zh)
     exporter = make(refused_endpoint, tmp_path)
     exporter._trip("a test")
@@ -1110,8 +1094,6 @@ def test_the_circuit_closes_exactly_when_its_wait_is_over(refused_endpoint, tmp_
 
 def test_the_pipelined_sender_is_a_named_daemon_thread(stub, tmp_path) -> None:
     """A daemon: the app's exit never waits on tracing; named: a thread dump says whose."""
-    import threading
-
     before = set(threading.enumerate())
     exporter = make(stub.endpoint, tmp_path, pipelined=True)
     # (other tests' replayer threads may come and go meanwhile: ours is told by its name)
