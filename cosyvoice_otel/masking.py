@@ -48,10 +48,49 @@ _pins: dict[int, int] = {}  # trace id -> holders (keep-errors) that may still e
 _bytes = 0
 
 
+MAX_FOUND = 256  # texts one call's values may register (a request's inputs: a handful)
+MAX_DEPTH = 4
+
+
+def texts_in(values: Iterable[Any], found: list[str] | None = None, depth: int = 0) -> list[str]:
+    """Every text a request's values hold: strings, bytes (decoded), file names (an upload's
+    ``filename``), inside sequences, mappings and models (pydantic, dataclasses: their
+    ``__dict__``), bounded in depth and count. Cheap: no copies of the texts."""
+    found = [] if found is None else found
+    for value in values:
+        if len(found) >= MAX_FOUND:
+            break
+        if isinstance(value, str):
+            found.append(value)
+        elif isinstance(value, (bytes, bytearray)):
+            if len(value) <= MAX_BYTES_AS_TEXT:  # audio bytes are no text to mask
+                found.append(bytes(value).decode("utf-8", "replace"))
+        elif isinstance(value, (int, float)) or value is None or depth >= MAX_DEPTH:
+            continue
+        elif isinstance(value, dict):  # its values (keys are a schema's names: "path", "meta")
+            texts_in(value.values(), found, depth + 1)
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            texts_in(value, found, depth + 1)
+        else:
+            name = getattr(value, "filename", None)  # an upload's file name is the client's
+            if isinstance(name, str):
+                found.append(name)
+            fields = getattr(value, "__dict__", None)
+            if isinstance(fields, dict) and (hasattr(value, "model_fields")
+                                             or hasattr(value, "__dataclass_fields__")):
+                texts_in(fields.values(), found, depth + 1)
+    return found
+
+
+MAX_BYTES_AS_TEXT = 64 * 1024
+
+
 def remember(trace_id: int, values: Iterable[Any]) -> None:
-    """Register the request's own text values for masking in its trace (request thread: cheap)."""
+    """Register the request's own text values for masking in its trace (request thread: cheap).
+    Strings are taken as they are; bytes, sequences, mappings and models are searched for
+    texts (``texts_in``)."""
     global _bytes
-    texts = [v for v in values if isinstance(v, str) and v.strip()]
+    texts = [v for v in texts_in(values) if v.strip()]
     if not texts or not trace_id:
         return
     with _lock:

@@ -7,6 +7,7 @@ here (``cosyvoice-traced schema``), and the tests check traces against it. Bump
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 
@@ -116,15 +117,17 @@ SPANS_DROPPED = "cosyvoice_otel.spans.dropped"
 SPOOL_SIZE = "cosyvoice_otel.spool.size"
 EXPORT_FAILURES = "cosyvoice_otel.export.failures"
 TRACING_ERRORS = "cosyvoice_otel.tracing.errors"
+VALUES_REPLACED = "cosyvoice_otel.values.replaced"
 DROP_REASON = "reason"
 SAMPLING_RATE = "cosyvoice.sampling.rate"
 # why spans were lost for good (the tracer-health metric's ``reason`` label): the SDK's queue was
 # full; the spool was full while the backend was away; the backend refused the spans (alone,
 # after bisecting the batch; or a spooled batch that kept failing while others got through);
 # they were too large alone (413); the backend's answer timed out twice; a spool file could not
-# be read; the exporter failed; keep-errors evicted them before the trace ended
+# be read; the exporter failed; keep-errors evicted them before the trace ended; the spool's
+# disk refused the write
 DROP_REASONS = ("queue_full", "spool_cap", "rejected", "too_large", "timeout",
-                "spool_unreadable", "export_error", "keep_errors_evicted")
+                "spool_unreadable", "export_error", "keep_errors_evicted", "disk_full")
 
 
 @dataclass(frozen=True)
@@ -283,6 +286,7 @@ ERROR_REASONS = {
                      "cosyvoice.text.length and limit.characters)",
     "invalid_input_duration": "prompt audio over the input limit (event 'input limit "
                               "exceeded' with audio.duration_s and limit.seconds)",
+    "invalid_reason": "the app called fail() with a reason that breaks the naming rule",
     "<exception class>": "any other failure: the exception's class name",
 }
 
@@ -385,6 +389,9 @@ METRICS: tuple[MetricDef, ...] = (
     MetricDef(TRACING_ERRORS, "counter", "{error}", (),
               "failures of tracing code, contained (the app went on)",
               "cosyvoice_otel_tracing_errors_total"),
+    MetricDef(VALUES_REPLACED, "counter", "{value}", (),
+              "attribute values no exporter can encode, exported as a placeholder",
+              "cosyvoice_otel_values_replaced_total"),
 )
 
 
@@ -413,6 +420,10 @@ def required_zeros(span_name: str) -> dict[str, object]:
 NAME_RULE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$")
 MAX_NAME = 64
 UNDECLARED = "undeclared"  # the tts.stage label of a stage nobody declared (bounded labels)
+# declarations kept (each kind): a name past it is not declared (one warning), so /metrics and
+# the schema stay bounded whatever the app declares in a loop
+MAX_DECLARED = 256
+EXCEPTION_CLASS = re.compile(r"^[A-Z_][A-Za-z0-9_]*$")
 _DECLARED_SPANS: dict[str, SpanDef] = {}
 _DECLARED_REASONS: dict[str, str] = {}
 
@@ -432,21 +443,47 @@ def declare_stage(name: str, meaning: str = "", parents: tuple[str, ...] = ("<an
     if name in {d.name for d in SPANS}:
         raise ValueError(f"{name!r} is a built-in stage; declare a name of your own")
     definition = SpanDef(name, parents, meaning or "declared by the app", attributes)
-    _DECLARED_SPANS[name] = definition
+    if name in _DECLARED_SPANS or _room(_DECLARED_SPANS, "stages"):
+        _DECLARED_SPANS[name] = definition
     return definition
 
 
 def declare_reason(reason: str, meaning: str = "") -> str:
     """An ``error.type`` of the app's own (``cosyvoice_otel.fail(reason, ...)``)."""
     check_name(reason, "error reason")
-    _DECLARED_REASONS[reason] = meaning or "declared by the app"
+    if reason in _DECLARED_REASONS or _room(_DECLARED_REASONS, "reasons"):
+        _DECLARED_REASONS[reason] = meaning or "declared by the app"
     return reason
+
+
+def _room(declared: dict, what: str) -> bool:
+    """Another declaration fits; past ``MAX_DECLARED`` one warning, then silence."""
+    if len(declared) < MAX_DECLARED:
+        return True
+    if what not in _FULL:
+        _FULL.add(what)
+        logging.getLogger("cosyvoice_otel").warning(
+            "cosyvoice-otel: more than %d %s declared; the rest are not (metrics label them "
+            "'undeclared')", MAX_DECLARED, what)
+    return False
+
+
+_FULL: set[str] = set()
+
+
+def metric_reason(error_type: str | None) -> str | None:
+    """``error.type`` as a metric label: a reason the schema lists or the app declared, an
+    exception's class name, else ``undeclared`` (a bounded label; the span keeps the reason)."""
+    if error_type is None or known_reason(error_type) or EXCEPTION_CLASS.match(error_type):
+        return error_type
+    return UNDECLARED
 
 
 def forget_declarations() -> None:
     """Back to the built-in schema (tests)."""
     _DECLARED_SPANS.clear()
     _DECLARED_REASONS.clear()
+    _FULL.clear()
 
 
 def all_spans() -> tuple[SpanDef, ...]:
@@ -455,6 +492,11 @@ def all_spans() -> tuple[SpanDef, ...]:
 
 def all_reasons() -> dict[str, str]:
     return {**ERROR_REASONS, **_DECLARED_REASONS}
+
+
+def known_reason(reason: str) -> bool:
+    """A built-in or declared ``error.type`` reason."""
+    return reason in ERROR_REASONS or reason in _DECLARED_REASONS
 
 
 def known_stage(name: str) -> bool:

@@ -25,6 +25,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from cosyvoice_otel.urls import shown
+
 # Kept light on purpose (no urllib, re or tomllib at import): this module is on the launcher's
 # startup path, which BENCHMARKS.md holds to +10% over bare opentelemetry-instrument.
 
@@ -573,8 +575,8 @@ class Settings:
 
     def describe(self) -> list[str]:
         """Human-readable lines 'name = value (source)' for --debug output."""
-        return [f"{o.name} = {getattr(self, o.name)!r} ({self.sources.get(o.name, '?')})"
-                for o in OPTIONS]
+        return [f"{o.name} = {shown(getattr(self, o.name))!r} "
+                f"({self.sources.get(o.name, '?')})" for o in OPTIONS]
 
 
 def otlp_metrics_endpoint(traces_endpoint: str) -> str:

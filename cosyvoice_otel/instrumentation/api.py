@@ -34,14 +34,22 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
 from opentelemetry import context, trace
 
+from cosyvoice_otel import masking
 from cosyvoice_otel import schema as s
 from cosyvoice_otel.instrumentation.errors import note_error
-from cosyvoice_otel.instrumentation.stage_span import STAGE_KEY, Extractor, StageSpan, StageWrapper
+from cosyvoice_otel.instrumentation.stage_span import (
+    STAGE_KEY,
+    Call,
+    Extractor,
+    StageSpan,
+    StageWrapper,
+)
 from cosyvoice_otel.stage_rows import Stage
 
 logger = logging.getLogger("cosyvoice_otel")
@@ -61,7 +69,31 @@ class _Active:
 
 
 _active: _Active | None = None
+# bad names and reasons warned about, bounded: a dynamic name (built from a request's text)
+# must not grow memory or the log without end
+MAX_WARNED = 64
 _WARNED: set[str] = set()
+
+
+def _warn_once(value: Any, message: str) -> None:
+    """One warning per bad name, at most ``MAX_WARNED`` in all (then one line saying so). The
+    name is shown cut to ``MAX_NAME`` and masked with the current request's texts: a name made
+    of the request's text must not carry it into the log."""
+    if len(_WARNED) > MAX_WARNED:
+        return
+    shown = repr(value)[:s.MAX_NAME + 2] if isinstance(value, str) else type(value).__name__
+    if shown in _WARNED:
+        return
+    _WARNED.add(shown)
+    if len(_WARNED) > MAX_WARNED:
+        logger.warning("cosyvoice-otel: more than %d bad stage names or reasons; no more are "
+                       "logged (they still get no span / 'invalid_reason')", MAX_WARNED)
+        return
+    span_context = trace.get_current_span().get_span_context()
+    pattern = masking.pattern_for(span_context.trace_id) if span_context.is_valid else None
+    if pattern is not None:
+        shown = pattern.sub("[REDACTED]", shown)
+    logger.warning("cosyvoice-otel: " + message, shown)
 
 
 def activate(tracer_provider: Any, options: Any) -> None:
@@ -79,27 +111,25 @@ def deactivate() -> None:
 
 
 def _named(name: str) -> bool:
-    try:
-        s.check_name(name)
-    except ValueError as exc:
-        if name not in _WARNED:
-            _WARNED.add(name)
-            logger.warning("cosyvoice-otel: %s; that stage gets no span", exc)
-        return False
-    return True
+    if isinstance(name, str) and len(name) <= s.MAX_NAME and s.NAME_RULE.match(name):
+        return True
+    _warn_once(name, "bad stage name %s (lower-case words joined by '_' or '.', at most "
+               f"{s.MAX_NAME} characters, e.g. emotion_tagging); that stage gets no span")
+    return False
 
 
 class stage:  # noqa: N801 - used like a function: ``with stage(...)``, ``@stage(...)``
     """A stage span under the current request (a context manager), or around every call of a
     function, generator or coroutine (a decorator). See the module docstring."""
 
-    __slots__ = ("name", "attributes", "_stage", "_token")
+    __slots__ = ("name", "attributes", "_open")
 
     def __init__(self, name: str, **attributes: Any) -> None:
         self.name = name
         self.attributes = attributes
-        self._stage: StageSpan | None = None
-        self._token: object = None
+        # what each entry opened (one object may be entered by several threads or tasks, and
+        # nested): (its stage, the context token, the entering thread), closed by its own exit
+        self._open: list[tuple[StageSpan, object, int]] | None = None
 
     def __enter__(self) -> StageSpan | None:
         active = _active
@@ -111,20 +141,48 @@ class stage:  # noqa: N801 - used like a function: ``with stage(...)``, ``@stage
                 return None  # outside a request: no trace of its own
             if not _named(self.name):
                 return None
-            self._stage = StageSpan(active.tracer, self.name, parent, None, self.attributes,
-                                    active.options)
-            self._token = context.attach(self._stage.ctx)
+            opened = StageSpan(active.tracer, self.name, parent, None, self.attributes,
+                               active.options)
+            token = context.attach(opened.ctx)
         except Exception as exc:  # noqa: BLE001
             note_error(f"stage {self.name}", exc)
-            self._stage = None
-        return self._stage
+            return None
+        if self._open is None:
+            self._open = []
+        self._open.append((opened, token, threading.get_ident()))
+        return opened
+
+    def _pop(self) -> tuple[StageSpan, object] | None:
+        """The entry this exit closes: the one whose stage is current here (threads and tasks
+        each see their own), else this thread's latest."""
+        entries = self._open
+        if not entries:
+            return None
+        current = context.get_value(STAGE_KEY)
+        me = threading.get_ident()
+        chosen = next((e for e in reversed(entries) if e[0] is current), None) or next(
+            (e for e in reversed(entries) if e[2] == me), None)
+        if chosen is None:
+            return None
+        try:
+            entries.remove(chosen)
+        except ValueError:
+            return None
+        return chosen[0], chosen[1]
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        stage_span, self._stage = self._stage, None
-        if stage_span is None:
+        if not self._open:
             return
         try:
-            context.detach(self._token)
+            entry = self._pop()
+        except Exception as err:  # noqa: BLE001
+            note_error("stage exit", err)
+            return
+        if entry is None:
+            return
+        stage_span, token = entry
+        try:
+            context.detach(token)
         except Exception as err:  # noqa: BLE001
             note_error("stage detach", err)
         if exc is not None:
@@ -156,14 +214,26 @@ class stage:  # noqa: N801 - used like a function: ``with stage(...)``, ``@stage
             if wrapper is None:
                 wrappers.clear()
                 wrapper = wrappers[id(active)] = StageWrapper(
-                    active.tracer, row, _PLAIN, active.options, {}, generator,
+                    active.tracer, row, _ARGS, active.options, {}, generator,
                     lambda: _active is active)
             return wrapper(func, None, args, kwargs)
 
         return call
 
 
-_PLAIN = Extractor()
+class _Arguments(Extractor):
+    """A decorated function's arguments are the request's own values (a ``rewrite(text)``
+    that fails before any engine stage quotes its text in the exception): registered for
+    masking when the stage starts."""
+
+    name = "app_arguments"
+
+    def start(self, stage: StageSpan, call: Call) -> None:
+        masking.remember(stage.span.get_span_context().trace_id,
+                         (*call.args, *call.kwargs.values()))
+
+
+_ARGS = _Arguments()
 
 
 def fail(reason: str, message: str = "", **figures: Any) -> None:
@@ -176,12 +246,11 @@ def fail(reason: str, message: str = "", **figures: Any) -> None:
             return
         if not isinstance(reason, str) or not s.NAME_RULE.match(reason) or len(
                 reason) > s.MAX_NAME:
-            if str(reason) not in _WARNED:
-                _WARNED.add(str(reason))
-                logger.warning("cosyvoice-otel: bad error reason %r (lower-case words joined "
-                               "by '_'); recorded as 'invalid_reason'", reason)
+            _warn_once(reason, "bad error reason %s (lower-case words joined by '_'); "
+                               "recorded as 'invalid_reason'")
             reason = "invalid_reason"
         current.failed = True
+        current.reason = reason  # an exception raised next keeps this reason (stage_span)
         current.mark_error(reason, message or reason, figures)
     except Exception as exc:  # noqa: BLE001
         note_error("fail", exc)

@@ -14,7 +14,8 @@ WAV the frontend is about to read (a path, or an upload's file object, left wher
   pauses; 0 when every frame is equally loud.
 
 A tensor on a GPU is skipped (reading it would synchronise the app's thread), and so is audio
-numpy cannot be imported for. Cost: see BENCHMARKS.md (audio_figures.py).
+numpy cannot be imported for. At most the prompt's first 30 s are read (upstream's own bound;
+the input limit when it is set), and NaN or inf samples are left out of the figures. Cost: see BENCHMARKS.md (audio_figures.py).
 """
 
 from __future__ import annotations
@@ -22,10 +23,13 @@ from __future__ import annotations
 import math
 import os
 import wave
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from cosyvoice_otel import schema as s
 
+MAX_SECONDS = 30.0  # upstream refuses prompts over 30 s (its speech tokenizer): never read more
 FRAME_S = 0.02
 SILENCE_DBFS = -45.0
 CLIP = 0.999
@@ -48,6 +52,9 @@ def figures(samples: Any, rate: int, fmt: str) -> dict[str, Any]:
     import numpy as np
 
     x = np.asarray(samples, dtype=np.float32).reshape(-1)
+    finite = np.isfinite(x)
+    if not finite.all():  # NaN or inf samples (a broken tensor): the figures of the rest
+        x = x[finite]
     if x.size == 0:
         return {s.AUDIO_FORMAT: fmt}
     squares = x * x
@@ -70,17 +77,50 @@ def figures(samples: Any, rate: int, fmt: str) -> dict[str, Any]:
     }
 
 
-def _wav(value: Any) -> tuple[Any, int, str] | None:
+@contextmanager
+def open_wav(value: Any) -> Iterator[tuple[wave.Wave_read, int]]:
+    """A WAV path or file object, opened: (the reader, the frames really there). The header's
+    frame count is not trusted alone: a WAV written to a pipe (``ffmpeg ... -f wav -``) says
+    0xFFFFFFFF bytes, or 0; the frames are what the file holds after the header, when it can
+    tell. A file object is left where it was."""
+    own = isinstance(value, (str, os.PathLike))
+    stream = open(value, "rb") if own else value  # noqa: SIM115 - closed below
+    position = None if own or not hasattr(value, "tell") else value.tell()
+    try:
+        with wave.open(stream, "rb") as wav:
+            frames = wav.getnframes()
+            available = _frames_after_header(stream, wav)
+            if available is not None and (frames == 0 or frames > available):
+                frames = available
+            yield wav, frames
+    finally:
+        if own:
+            stream.close()
+        elif position is not None:
+            value.seek(position)
+
+
+def _frames_after_header(stream: Any, wav: wave.Wave_read) -> int | None:
+    """Whole frames between the data chunk's start and the end of the file (None when the
+    stream cannot seek: a pipe)."""
+    try:
+        start = stream.tell()
+        end = stream.seek(0, os.SEEK_END)
+        stream.seek(start)
+    except (OSError, AttributeError, ValueError):
+        return None
+    size = wav.getsampwidth() * wav.getnchannels()
+    return max(0, end - start) // size if size else None
+
+
+def _wav(value: Any, max_seconds: float) -> tuple[Any, int, str] | None:
+    """The first ``max_seconds`` of a WAV as mono float samples: never more is read (a 200 MB
+    prompt costs what its first seconds do)."""
     import numpy as np
 
-    position = value.tell() if hasattr(value, "tell") else None
-    try:
-        with wave.open(os.fspath(value) if isinstance(value, os.PathLike) else value, "rb") as wav:
-            width, channels, rate = wav.getsampwidth(), wav.getnchannels(), wav.getframerate()
-            raw = wav.readframes(wav.getnframes())
-    finally:
-        if position is not None:
-            value.seek(position)
+    with open_wav(value) as (wav, frames):
+        width, channels, rate = wav.getsampwidth(), wav.getnchannels(), wav.getframerate()
+        raw = wav.readframes(min(frames, int(rate * max_seconds)))
     if width == 2:
         x = np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0
     elif width == 1:
@@ -90,13 +130,13 @@ def _wav(value: Any) -> tuple[Any, int, str] | None:
     else:
         return None
     if channels > 1:
-        x = x.reshape(-1, channels).mean(axis=1)
+        x = x[: x.size - x.size % channels].reshape(-1, channels).mean(axis=1)
     return x, rate, f"wav/pcm{8 * width}"
 
 
-def measure(value: Any) -> dict[str, Any]:
+def measure(value: Any, max_seconds: float = MAX_SECONDS) -> dict[str, Any]:
     """The figures of a prompt given as a path, a file object or a CPU tensor ({} when it is
-    none of these, or on a GPU)."""
+    none of these, or on a GPU), from its first ``max_seconds`` at most."""
     try:
         import numpy  # noqa: F401 - the figures need it; no numpy, no figures
     except ImportError:
@@ -113,8 +153,9 @@ def measure(value: Any) -> dict[str, Any]:
         if mono.ndim > 1:  # (1, n): upstream's shape, a view; (channels, n): their mean
             mono = mono.reshape(-1, mono.shape[-1])
             mono = mono[0] if mono.shape[0] == 1 else mono.mean(axis=0)
+        mono = mono.reshape(-1)[: int(16000 * max_seconds)]
         return figures(mono, 16000, f"tensor/{dtype}")  # upstream's prompt tensors: 16 kHz
     if isinstance(value, (str, os.PathLike)) or hasattr(value, "read"):
-        read = _wav(value)
+        read = _wav(value, max_seconds)
         return figures(*read) if read is not None else {}
     return {}

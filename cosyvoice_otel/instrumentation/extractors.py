@@ -350,15 +350,8 @@ def describe_audio(value: Any) -> dict[str, Any]:
         return {s.PROMPT_SECONDS: round(int(shape[-1]) / 16000, 4), s.PROMPT_SAMPLE_RATE: 16000,
                 s.PROMPT_CHANNELS: channels}
     if isinstance(value, (str, os.PathLike)) or hasattr(value, "read"):
-        position = value.tell() if hasattr(value, "tell") else None
-        try:
-            with wave.open(os.fspath(value) if isinstance(value, os.PathLike) else value,
-                           "rb") as wav:
-                rate, frames, channels = (wav.getframerate(), wav.getnframes(),
-                                          wav.getnchannels())
-        finally:
-            if position is not None:
-                value.seek(position)
+        with audio_figures.open_wav(value) as (wav, frames):  # frames really there
+            rate, channels = wav.getframerate(), wav.getnchannels()
         return {s.PROMPT_SECONDS: round(frames / rate, 4) if rate else 0.0,
                 s.PROMPT_SAMPLE_RATE: rate, s.PROMPT_CHANNELS: channels}
     return {}
@@ -397,7 +390,9 @@ def _quality(stage: StageSpan, value: Any) -> dict[str, Any]:
     if cached is not None and cached[0] is value:
         return cached[1]
     try:
-        measured = audio_figures.measure(value)
+        limit = stage.options.max_prompt_seconds  # what the stage reads: never more
+        measured = audio_figures.measure(value, min(limit or audio_figures.MAX_SECONDS,
+                                                    audio_figures.MAX_SECONDS))
     except (wave.Error, OSError, EOFError, ValueError, TypeError):
         measured = {}
     holder.counters["audio_figures"] = (value, measured)

@@ -24,9 +24,10 @@ from typing import Any
 from opentelemetry import context, propagate, trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
+from cosyvoice_otel import masking
 from cosyvoice_otel import schema as s
 from cosyvoice_otel.instrumentation.errors import note_error
-from cosyvoice_otel.instrumentation.stage_span import enter_scope, exit_scope
+from cosyvoice_otel.instrumentation.stage_span import REASON_ATTR, enter_scope, exit_scope
 
 CTX_ATTR = "_cosyvoice_otel_ctx"
 TIME_ATTR = "_cosyvoice_otel_enqueued"
@@ -51,6 +52,25 @@ def _fn_name(event: Any) -> str:
             return value
     inner = getattr(fn, "fn", None)
     return getattr(inner, "__name__", "unknown")
+
+
+def _remember_inputs(event: Any, span: trace.Span) -> None:
+    """The event's inputs (the texts typed into the UI, an uploaded file's name) are the
+    request's own: registered for masking in its trace before any handler runs, so a handler
+    that fails before the engine does (quoting its input) exports none of it."""
+    trace_id = span.get_span_context().trace_id
+    data = getattr(event, "data", None)
+    values = getattr(data, "data", data)
+    if trace_id and isinstance(values, (list, tuple)):
+        masking.remember(trace_id, [_input(value) for value in values[:64]])
+
+
+def _input(value: Any) -> Any:
+    """A Gradio file input (``FileData``: path, url, orig_name, mime_type, meta...) is its
+    names; anything else as it is."""
+    if isinstance(value, dict) and ("orig_name" in value or "meta" in value):
+        return [value.get(key) for key in ("orig_name", "path", "url")]
+    return value
 
 
 # The three wrappers, each made by a factory ``(tracer, enabled) -> wrapt wrapper``: rows of
@@ -110,6 +130,9 @@ def process_events(tracer: trace.Tracer, enabled: Any) -> Any:
                     f"{link.context.trace_id:032x}" for link in links)
             span = tracer.start_span(s.GRADIO_EVENT, context=parent, kind=SpanKind.CONSUMER,
                                      attributes=attributes, links=links)
+            for event in events:  # the request's texts, masked from its first span on
+                _remember_inputs(event, trace.get_current_span(_event_context(event))
+                                 if event is not first else span)
             scope, token = enter_scope(trace.set_span_in_context(span, parent))
         except Exception as exc:  # noqa: BLE001
             note_error("gradio process_events", exc)
@@ -117,8 +140,10 @@ def process_events(tracer: trace.Tracer, enabled: Any) -> Any:
         try:
             return await wrapped(*args, **kwargs)
         except BaseException as exc:
-            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-            span.set_attribute(s.ERROR_TYPE, type(exc).__name__)
+            # a reason the app declared (fail(), then raise) wins over the exception's type
+            reason = getattr(exc, REASON_ATTR, None) or type(exc).__name__
+            span.set_status(Status(StatusCode.ERROR, reason))
+            span.set_attribute(s.ERROR_TYPE, reason)
             raise
         finally:
             exit_scope(scope, token)

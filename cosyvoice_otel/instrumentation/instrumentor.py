@@ -85,6 +85,8 @@ PATCHES: tuple[Patch, ...] = (
           "stage_spans"),
     # the query names the app's routes declare: the only ones kept in exported URLs
     Patch("fastapi.routing", "APIRoute.__init__", routes.api_route_init, ""),
+    # the request's own values, registered for masking before its endpoint runs
+    Patch("fastapi.routing", "run_endpoint_function", routes.endpoint_values, ""),
 )
 
 

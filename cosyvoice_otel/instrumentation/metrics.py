@@ -10,8 +10,8 @@ Each observation is made with the stage's context, so the SDK's ``trace_based`` 
 slow bucket on /metrics links to a trace that exists in Zipkin.
 
 Labels are bounded by construction: the stage map's span names (a stage the app did not declare
-is ``undeclared``), the six modes, booleans, ``error.type`` (a reason or an exception class
-name) and the configured service version.
+is ``undeclared``), the six modes, booleans, ``error.type`` (a listed or declared reason, an
+exception class name, else ``undeclared``) and the configured service version.
 """
 
 from __future__ import annotations
@@ -69,7 +69,8 @@ class TtsMetrics:
             value = request_attrs.get(key)
             if value is not None:
                 labels[key] = value
-        error = attrs.get(s.ERROR_TYPE)
+        # a reason nobody declared is "undeclared" (an app's fail() may pass any string)
+        error = s.metric_reason(attrs.get(s.ERROR_TYPE))
         ctx = stage.ctx  # the stage's span is current in it: exemplars carry its trace id
         # a stage nobody declared is "undeclared": the label's values stay a bounded set
         name = stage.name if s.known_stage(stage.name) else s.UNDECLARED

@@ -123,7 +123,8 @@ class StageSpan:
     """One stage's span, its context, its parent stage and the counters its extractor keeps."""
 
     __slots__ = ("name", "span", "ctx", "parent", "instance", "counters", "started", "ended",
-                 "options", "request_span", "failed", "on_end", "scope", "count", "gpu")
+                 "options", "request_span", "failed", "on_end", "scope", "count", "gpu",
+                 "reason")
 
     def __init__(self, tracer: trace.Tracer, name: str, parent_ctx: context.Context,
                  instance: Any, attributes: dict[str, Any], options: Options) -> None:
@@ -139,6 +140,7 @@ class StageSpan:
         self.started = time.monotonic()
         self.ended = False
         self.failed = False
+        self.reason: str | None = None  # declared by the app's fail(): wins over an exception
         # the extractor's ``close(stage, reason)``: runs once on EVERY end (completed, error,
         # or interrupted: a stream abandoned, closed early or ended by its request's scope)
         self.on_end: Callable[[StageSpan, str], None] | None = None
@@ -169,10 +171,25 @@ class StageSpan:
         return stage
 
     def fail(self, exc: BaseException) -> None:
+        """The stage ends with ``exc``. Its ``error.type`` is the reason the app declared with
+        ``fail()`` in this stage or in one the exception came through (record the reason, then
+        raise: the natural shape), else the exception's class name. The full stack trace is
+        recorded once, on the innermost stage; the stages it passes through on its way out
+        record it without (a thousand nested stages would each format the whole stack)."""
         self.failed = True
         try:
-            self.span.record_exception(exc, escaped=True)
-            self.mark_error(type(exc).__name__)
+            reason = self.reason or getattr(exc, REASON_ATTR, None)
+            if getattr(exc, RECORDED_ATTR, False):
+                self.span.add_event("exception", {
+                    "exception.type": _qualified(exc), "exception.message": str(exc),
+                    "exception.stacktrace": "recorded on the innermost stage span",
+                    "exception.escaped": "True"})
+            else:
+                self.span.record_exception(exc, escaped=True)
+                _tag(exc, RECORDED_ATTR, True)
+            if reason:
+                _tag(exc, REASON_ATTR, reason)  # the stages and request above keep it too
+            self.mark_error(reason or type(exc).__name__)
         except Exception as err:  # noqa: BLE001
             note_error("StageSpan.fail", err)
 
@@ -223,6 +240,23 @@ class StageSpan:
             self.span.end()  # the SDK-side lifecycle makes span durations monotonic
         except Exception as err:  # noqa: BLE001
             note_error("StageSpan.end", err)
+
+
+REASON_ATTR = "_cosyvoice_otel_reason"
+RECORDED_ATTR = "_cosyvoice_otel_recorded"
+
+
+def _tag(exc: BaseException, name: str, value: Any) -> None:
+    try:
+        setattr(exc, name, value)
+    except (AttributeError, TypeError):
+        pass  # an exception without a __dict__: its outer stages format it again
+
+
+def _qualified(exc: BaseException) -> str:
+    module = type(exc).__module__
+    name = type(exc).__qualname__
+    return name if module in ("builtins", "__main__", None) else f"{module}.{name}"
 
 
 def end_abandoned(stages: list[StageSpan]) -> None:

@@ -20,6 +20,8 @@ import shutil
 import sys
 from collections.abc import Mapping, Sequence
 
+from cosyvoice_otel.urls import shown
+
 PYTHON_NAMES = frozenset({"python", "python3"})
 
 
@@ -121,7 +123,7 @@ def _probe(url: str, timeout: float) -> None:
         conn.request("GET", parts.path or "/")
         conn.getresponse().read(0)
     except Exception as exc:  # noqa: BLE001 - any answer at all, even 405, means it is there
-        sys.stderr.write(f"cosyvoice-traced: warning: trace endpoint {url} did not answer "
+        sys.stderr.write(f"cosyvoice-traced: warning: trace endpoint {shown(url)} did not answer "
                          f"({exc.__class__.__name__}: {exc}); the app runs anyway and spans "
                          "may be lost\n")
         sys.stderr.flush()

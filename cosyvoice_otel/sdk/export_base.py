@@ -17,6 +17,7 @@ then at most one a minute while it lasts, never one per span or per batch.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import Counter
@@ -26,12 +27,16 @@ from pathlib import Path
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from cosyvoice_otel.sdk.spool import Spool
+from cosyvoice_otel.sdk.spool import MAX_FILE_BYTES, Spool
 from cosyvoice_otel.sdk.zipkin_json import ZipkinJsonEncoder
 
 logger = logging.getLogger("cosyvoice_otel.export")
 
 LOG_INTERVAL = 60.0
+
+
+def _encode(spans: list) -> bytes:
+    return json.dumps(spans, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def span_count(payload: bytes) -> int:
@@ -122,11 +127,26 @@ class SpoolingExporter(CountingExporter):
             self.spool = None
 
     def keep(self, payload: bytes, tries: int, away: str) -> bool:
-        """Spool a batch for later, or count it dropped (``spool_cap``) when it does not fit."""
+        """Spool a batch for later, or count it dropped: ``spool_cap`` when it does not fit,
+        ``disk_full`` when the disk refused the write. A batch over what the spool reads back
+        (``MAX_FILE_BYTES``: huge attributes) is kept in halves, a single span that large is
+        dropped (``too_large``): never spooled only to be refused on replay."""
         count = span_count(payload)
+        if len(payload) > MAX_FILE_BYTES:
+            spans = json.loads(payload)
+            if len(spans) <= 1:
+                self.drop(count, "too_large", f"{away} and one span is over the spool's "
+                                              f"{MAX_FILE_BYTES}-byte bound of a batch")
+                return False
+            mid = len(spans) // 2
+            return all([self.keep(_encode(half), tries, away)
+                        for half in (spans[:mid], spans[mid:])])
         if self.spool is not None and self.spool.put(payload, tries):
             self.counters["spooled"] += count
             return True
+        if self.spool is not None and self.spool.last_failure == "disk_full":
+            self.drop(count, "disk_full", f"{away} and the spool's disk full")
+            return False
         self.drop(count, "spool_cap", f"{away} and the spool full")
         return False
 

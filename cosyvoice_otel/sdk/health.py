@@ -64,12 +64,13 @@ class TracerHealth:
         from cosyvoice_otel.sdk.export_base import CountingExporter
 
         out = {"exported": 0, "spooled": 0, "replayed": 0, "spool_bytes": 0, "failures": 0,
-               "tracing_errors": sum(ERRORS.values())}
+               "tracing_errors": sum(ERRORS.values()), "values_replaced": 0}
         out.update({f"dropped.{reason}": 0 for reason in s.DROP_REASONS})
         for redacting in self.exporters:
             outer = redacting.counters
             inner = redacting.inner
             out["dropped.export_error"] += outer.get("redaction_failed", 0)
+            out["values_replaced"] += outer.get("placeholders", 0)
             if isinstance(inner, CountingExporter):  # ours: what the backend answered
                 for key in ("spooled", "replayed", "failures"):
                     out[key] += inner.counters[key]
@@ -102,7 +103,8 @@ class TracerHealth:
 
         for name, key in ((s.SPANS_EXPORTED, "exported"), (s.SPANS_SPOOLED, "spooled"),
                           (s.SPANS_REPLAYED, "replayed"), (s.EXPORT_FAILURES, "failures"),
-                          (s.TRACING_ERRORS, "tracing_errors"), (s.SPOOL_SIZE, "spool_bytes")):
+                          (s.TRACING_ERRORS, "tracing_errors"), (s.SPOOL_SIZE, "spool_bytes"),
+                          (s.VALUES_REPLACED, "values_replaced")):
             instrument(name, one(key))
 
         def dropped(_options: CallbackOptions) -> list[Observation]:

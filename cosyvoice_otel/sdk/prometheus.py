@@ -105,15 +105,31 @@ def to_families(data: MetricsData | None) -> list[Metric]:
 
 
 def _add(families: dict[str, Metric], metric: Any) -> None:
+    """One metric's data points. Each point has its OWN label set (a failed request has
+    ``error_type``, a good one not; an app stage has no mode): the family's label names are
+    the union over its points, and each point's values are read by name, missing ones empty
+    (Prometheus reads an empty label as absent), never zipped by position."""
     name = metric_name(metric.name, metric.unit or "")
     data = metric.data
     description = metric.description or metric.name
-    for point in data.data_points:
-        keys = [label_name(k) for k in point.attributes]
-        values = [_label_value(v) for v in point.attributes.values()]
+    points = [(point, {label_name(k): _label_value(v) for k, v in point.attributes.items()})
+              for point in data.data_points]
+    family = families.get(name)
+    if family is None:
+        names = sorted({key for _point, labels in points for key in labels})
         if isinstance(data, Histogram):
-            family = families.setdefault(name, HistogramMetricFamily(name, description,
-                                                                     labels=keys))
+            family = HistogramMetricFamily(name, description, labels=names)
+        elif isinstance(data, Sum) and data.is_monotonic:  # the family adds "_total"
+            family = CounterMetricFamily(name, description, labels=names)
+        elif isinstance(data, (Sum, Gauge)):
+            family = GaugeMetricFamily(name, description, labels=names)
+        else:
+            return
+        families[name] = family
+    names = list(family._labelnames)  # a family met again (another scope) keeps its names
+    for point, labels in points:
+        values = [labels.get(key, "") for key in names]
+        if isinstance(family, HistogramMetricFamily):
             exemplars = _exemplars_by_bucket(point)
             buckets: list[Any] = []
             cumulative = 0
@@ -124,13 +140,7 @@ def _add(families: dict[str, Metric], metric: Any) -> None:
                 buckets.append((_le(bound), cumulative, exemplar) if exemplar
                                else (_le(bound), cumulative))
             family.add_metric(values, buckets, point.sum)
-        elif isinstance(data, Sum) and data.is_monotonic:  # the family adds "_total"
-            family = families.setdefault(name, CounterMetricFamily(name, description,
-                                                                   labels=keys))
-            family.add_metric(values, point.value)
-        elif isinstance(data, (Sum, Gauge)):
-            family = families.setdefault(name, GaugeMetricFamily(name, description,
-                                                                 labels=keys))
+        else:
             family.add_metric(values, point.value)
 
 

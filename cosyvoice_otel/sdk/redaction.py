@@ -25,12 +25,19 @@ extractors never write content), and structural HTTP/RPC keys (method, route, st
 which hold no user content and must stay searchable. Our spans' events and status messages
 (exception messages quote inputs) ARE masked.
 
+Every value comes out as something every exporter can encode: bytes are decoded (and masked
+like text), a mapping or a mixed sequence becomes JSON text (masked), and a value no exporter
+can encode becomes a placeholder (``[unencodable TYPE]``, counted in
+``cosyvoice_otel.values.replaced``): one odd value never fails a batch.
+
 If redacting a batch fails, the batch is dropped (counted), never exported unredacted.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import re
 import threading
 from collections.abc import Mapping, Sequence
@@ -43,11 +50,13 @@ from opentelemetry.trace import SpanKind, Status
 
 from cosyvoice_otel import masking
 from cosyvoice_otel.masking import declared_query_names
+from cosyvoice_otel.schema import known_reason
 from cosyvoice_otel.sdk.lifecycle import quiet_io
 
 logger = logging.getLogger("cosyvoice_otel.export")
 
 MASK = "[REDACTED]"
+MAX_DEPTH = 8  # nesting of a compound value rendered as JSON
 UNMATCHED_PATH = "/{unmatched}"
 OUR_SCOPE = "cosyvoice_otel"
 URL_KEYS = frozenset({"http.url", "url.full", "http.target", "url.query", "http.request.uri"})
@@ -59,8 +68,12 @@ UNMASKED_KEYS = frozenset({
     "http.scheme", "url.scheme", "http.status_code", "http.response.status_code",
     "http.flavor", "network.protocol.version", "net.host.port", "net.peer.port",
     "server.port", "client.port", "rpc.system", "rpc.service", "rpc.method",
-    "rpc.grpc.status_code", "otel.status_code", "error.type",
+    "rpc.grpc.status_code", "otel.status_code",
 })
+# ``error.type`` is a reason the schema lists, a declared one, or an exception's class name;
+# an undeclared ``fail()`` reason is whatever string the app passed (the request text, even):
+# masked like any value, on our spans too (their other attributes are ours: never content)
+ERROR_TYPE = "error.type"
 
 
 def redact_query(value: str, keep: frozenset[str] = frozenset()) -> str:
@@ -87,6 +100,46 @@ def mask(value: str, pattern: re.Pattern[str] | None) -> str:
     return pattern.sub(MASK, value) if pattern is not None else value
 
 
+def _jsonable(value: Any, depth: int = 0) -> Any:
+    """``value`` as plain JSON data: bytes decoded, mappings' keys as strings, NaN and inf as
+    strings (JSON has none), anything else by its type name; nesting bounded."""
+    if isinstance(value, (str, bool, int)) or value is None:
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", "replace")
+    if depth >= MAX_DEPTH:
+        return f"[nested {type(value).__name__}]"
+    if isinstance(value, Mapping):
+        return {str(_jsonable(k, depth + 1)): _jsonable(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_jsonable(item, depth + 1) for item in value]
+    return f"[unencodable {type(value).__name__}]"
+
+
+def _json(value: Any) -> str:
+    """A compound value (a mapping, an item of a mixed sequence) as one JSON string."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(_jsonable(value), ensure_ascii=False, sort_keys=True, default=str)
+
+
+def _number(value: Any) -> Any:
+    """A numeric value of another type (numpy, an enum) as the plain type it stands for."""
+    for plain in (bool, int, float):
+        if isinstance(value, plain):
+            return plain(value)
+    return value
+
+
+def _differs(new: Any, old: Any) -> bool:
+    try:
+        return bool(new != old)
+    except Exception:  # noqa: BLE001 - an odd type's comparison: take it as changed
+        return True
+
+
 def _replace_path(key: str, value: str, route: str | None) -> str:
     """The raw request path -> the route template, or a placeholder for an unmatched route."""
     template = route or UNMATCHED_PATH
@@ -102,11 +155,13 @@ class Redactor:
 
     def __init__(self, keep_user_agent: bool = True) -> None:
         self.keep_user_agent = keep_user_agent
+        self.placeholders = 0  # values no exporter could encode, exported as a placeholder
 
     def _value(self, key: str, value: Any, pattern: re.Pattern[str] | None,
                server: bool, route: str | None) -> Any:
-        if isinstance(value, str):
-            if key in UNMASKED_KEYS:
+        kind = type(value)
+        if kind is str:
+            if key in UNMASKED_KEYS or (key == ERROR_TYPE and known_reason(value)):
                 return value
             if key in USER_AGENT_KEYS and not self.keep_user_agent:
                 return MASK
@@ -116,9 +171,34 @@ class Redactor:
                 value = redact_query(value, declared_query_names(route) if server
                                      else frozenset())
             return mask(value, pattern)
-        if isinstance(value, (tuple, list)) and value and isinstance(value[0], str):
-            return tuple(self._value(key, v, pattern, server, route) for v in value)
-        return value
+        if kind is bool or kind is int or kind is float:
+            return value  # numbers and booleans hold no text (NaN and inf included)
+        return self._other(key, value, pattern, server, route)
+
+    def _other(self, key: str, value: Any, pattern: re.Pattern[str] | None,
+               server: bool, route: str | None) -> Any:
+        """Every other value an app or an extractor can carry: bytes (the request text as
+        ``text.encode()``), sequences of any mix, mappings, nested, anything else. The result
+        is what every exporter can encode: a string, or a homogeneous tuple of primitives;
+        whatever text it holds is masked like any string."""
+        if isinstance(value, str):  # a str subclass
+            return self._value(key, str(value), pattern, server, route)
+        if isinstance(value, (bool, int, float)):  # a numpy scalar, an IntEnum
+            return value if type(value) in (bool, int, float) else _number(value)
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return mask(bytes(value).decode("utf-8", "replace"), pattern)
+        if isinstance(value, (list, tuple)):
+            items = [self._value(key, item, pattern, server, route) for item in value]
+            kinds = {type(item) for item in items}
+            if len(kinds) <= 1 and kinds <= {str, bool, int, float}:
+                return tuple(items)  # homogeneous primitives: a sequence attribute still
+            return tuple(item if isinstance(item, str) else _json(item) for item in items)
+        if isinstance(value, Mapping):
+            return mask(_json(value), pattern)
+        if value is None:  # the SDK keeps None now; no exporter agrees on it
+            return "null"
+        self.placeholders += 1  # no exporter encodes it: a placeholder, counted
+        return f"[unencodable {type(value).__name__}]"
 
     def _attributes(self, attributes: Mapping[str, Any] | None, pattern: re.Pattern[str] | None,
                     server: bool = False) -> dict[str, Any] | None:
@@ -130,7 +210,8 @@ class Redactor:
         changed: dict[str, Any] | None = None
         for key, value in attributes.items():
             new = self._value(key, value, pattern, server, route)
-            if new != value:
+            # by identity and type first: a value of an odd type may not compare to a bool
+            if new is not value and (type(new) is not type(value) or _differs(new, value)):
                 if changed is None:
                     changed = dict(attributes)
                 changed[key] = new
@@ -152,7 +233,15 @@ class Redactor:
         scope = span.instrumentation_scope
         ours = scope is not None and scope.name == OUR_SCOPE
         server = span.kind is SpanKind.SERVER
-        attributes = None if ours else self._attributes(span.attributes, pattern, server)
+        if ours:  # our extractors write no content; a reason the app passed may be
+            reason = (span.attributes or {}).get(ERROR_TYPE)
+            attributes = None
+            if reason is not None and self._value(ERROR_TYPE, reason, pattern, False,
+                                                  None) != reason:
+                attributes = {**(span.attributes or {}),
+                              ERROR_TYPE: self._value(ERROR_TYPE, reason, pattern, False, None)}
+        else:
+            attributes = self._attributes(span.attributes, pattern, server)
         name = span.name if ours else self._name(span, pattern)
         events = span.events
         new_events = []
@@ -192,7 +281,8 @@ class RedactingSpanExporter(SpanExporter):
         self._lock = threading.Lock()
         self._users = 1
         # what the inner exporter answered (the health metrics read these, health.py)
-        self.counters = {"redaction_failed": 0, "exported": 0, "failed": 0, "failed_exports": 0}
+        self.counters = {"redaction_failed": 0, "exported": 0, "failed": 0, "failed_exports": 0,
+                         "placeholders": 0}
 
     def share(self) -> RedactingSpanExporter:
         with self._lock:
@@ -202,6 +292,7 @@ class RedactingSpanExporter(SpanExporter):
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         try:
             redacted = [self.redactor.redact(span) for span in spans]
+            self.counters["placeholders"] = self.redactor.placeholders
         except Exception as exc:  # noqa: BLE001 - never export what we could not redact
             self.counters["redaction_failed"] += len(spans)
             if self.counters["redaction_failed"] == len(spans):  # the first time only

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import threading
 import time
 from pathlib import Path
@@ -40,10 +41,13 @@ def pid_alive(pid: int) -> bool:
 
 
 def private_dir(directory: Path) -> None:
-    """Create ``directory`` (and missing parents) readable by this user only."""
+    """Create ``directory`` (and missing parents) readable by this user only. The folder must
+    be a real directory of this user's: a symlink planted in its place (in a world-writable
+    parent) or another user's folder is refused (``OSError``), never followed, chmod-ed or
+    written into."""
     missing = []
     for parent in (directory, *directory.parents):
-        if parent.exists():
+        if os.path.lexists(parent):
             break
         missing.append(parent)
     for path in reversed(missing):
@@ -51,7 +55,24 @@ def private_dir(directory: Path) -> None:
             path.mkdir(mode=0o700)
         except FileExistsError:
             pass
-    directory.chmod(0o700)  # ours alone (also when an older version made it 0755)
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)  # ELOOP: a link
+    try:
+        info = os.fstat(fd)
+        if info.st_uid != os.geteuid():
+            raise PermissionError(f"{directory} belongs to another user (uid {info.st_uid})")
+        os.fchmod(fd, 0o700)  # ours alone (also when an older version made it 0755)
+    finally:
+        os.close(fd)
+
+
+def _open_regular(path: Path) -> int:
+    """An fd of ``path`` for reading, only if it is a regular file (no symlink followed, a FIFO
+    never waited on: ``OSError`` / ``ValueError`` otherwise)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ValueError("not a regular file")
+    return fd
 
 
 def _suffix(tries: int, fails: int) -> str:
@@ -69,9 +90,10 @@ class Spool:
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self._seq = 0
+        self.last_failure = ""  # why the last put() failed: spool_cap | disk_full
         private_dir(directory)
         self._remove_stale_tmp()
-        self.size = sum(f.stat().st_size for f in directory.glob("*.json"))
+        self.size = sum(size for _path, size in self._listing())
 
     def _remove_stale_tmp(self) -> None:
         """A process killed (or a disk that filled) mid-write leaves ``*.tmp``: nothing else
@@ -87,10 +109,31 @@ class Spool:
             except OSError:
                 pass
 
+    def _listing(self) -> list[tuple[Path, int]]:
+        """The waiting batches (regular ``*.json`` files: no link, FIFO or folder) with their
+        sizes, oldest first. An entry that vanishes meanwhile (another replica replayed it)
+        is passed over."""
+        found = []
+        try:
+            with os.scandir(self.directory) as entries:
+                for entry in entries:
+                    if not entry.name.endswith(".json"):
+                        continue
+                    try:
+                        if entry.is_file(follow_symlinks=False):
+                            found.append((Path(entry.path),
+                                          entry.stat(follow_symlinks=False).st_size))
+                    except OSError:
+                        continue
+        except OSError:
+            return []
+        found.sort()
+        return found
+
     def _write(self, name: str, payload: bytes) -> bool:
         tmp = self.directory / (name + ".tmp")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
             with os.fdopen(fd, "wb") as f:
                 f.write(payload)
             tmp.replace(self.directory / name)
@@ -107,24 +150,42 @@ class Spool:
         """Keep a batch for later; False when it would pass the cap (or the disk is full)."""
         with self._lock:
             if self.size + len(payload) > self.max_bytes:
+                self.last_failure = "spool_cap"
                 return False
             self._seq += 1
             stem = f"{time.time_ns():020d}-{os.getpid()}-{self._seq:06d}"
-            return self._write(stem + _suffix(tries, 0), payload)
+            if self._write(stem + _suffix(tries, 0), payload):
+                return True
+            self.last_failure = "disk_full"
+            return False
 
-    def replace(self, path: Path, parts: list[tuple[bytes, int]]) -> None:
+    def replace(self, path: Path, parts: list[tuple[bytes, int]],
+                whole: bool = False) -> list[tuple[bytes, int]]:
         """Put ``parts`` (payload, tries) where ``path`` was, in its place in the order (``-pN``
-        sorts after the stem's other parts and before the next batch)."""
+        sorts after the stem's other parts and before the next batch). Returns the parts that
+        could not be written (a full disk): the caller counts them lost. ``whole``: the one
+        part is the file's own batch (only its tries changed): on a full disk the file is
+        renamed instead (a rename needs no space), so nothing is lost."""
         match = _NAME.match(path.name)
         stem = match["stem"] if match else path.name[:-5]
+        failed: list[tuple[bytes, int]] = []
         with self._lock:  # written first: a crash in between duplicates, never loses
             for i, (payload, tries) in enumerate(parts):
-                self._write(f"{stem}-p{i}" + _suffix(tries, 0), payload)
+                if not self._write(f"{stem}-p{i}" + _suffix(tries, 0), payload):
+                    failed.append((payload, tries))
+        if whole and failed and len(parts) == 1:
+            renamed = self.directory / (stem + _suffix(parts[0][1], _field(path, "fails")))
+            try:
+                path.replace(renamed)
+                return []
+            except OSError:
+                pass
         self.remove(path)
+        return failed
 
     def files(self) -> list[Path]:
-        """Every waiting batch, oldest first."""
-        return sorted(self.directory.glob("*.json"))
+        """Every waiting batch (regular files only), oldest first."""
+        return [path for path, _size in self._listing()]
 
     def oldest(self) -> Path | None:
         files = self.files()
@@ -133,23 +194,26 @@ class Spool:
     def read(self, path: Path) -> bytes:
         """The batch in ``path``; ``ValueError`` (without reading it) when it is too large to
         be one of ours. ``FileNotFoundError`` when another process took it."""
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise ValueError(f"{size} bytes, over the {MAX_FILE_BYTES}-byte bound of a batch")
-        return path.read_bytes()
+        fd = _open_regular(path)
+        with os.fdopen(fd, "rb") as f:
+            size = os.fstat(fd).st_size
+            if size > MAX_FILE_BYTES:
+                raise ValueError(f"{size} bytes, over the {MAX_FILE_BYTES}-byte bound of a "
+                                 "batch")
+            return f.read(MAX_FILE_BYTES + 1)
 
     def count_spans(self, path: Path) -> int:
         """Spans in a file, read in bounded chunks (a file set aside unread is still counted)."""
         key = b'"traceId"'
         count, carry = 0, b""
         try:
-            with path.open("rb") as f:
+            with os.fdopen(_open_regular(path), "rb") as f:
                 while chunk := f.read(1 << 20):
                     data = carry + chunk
                     count += data.count(key)
                     # shorter than the key: a key cut at the boundary is counted once, whole
                     carry = data[-(len(key) - 1):]
-        except OSError:
+        except (OSError, ValueError):
             pass
         return count
 
@@ -169,8 +233,10 @@ class Spool:
         """Move a batch that cannot be delivered to ``bad/`` (kept for a look, bounded)."""
         bad = self.directory / "bad"
         try:
-            size = path.stat().st_size
+            size = path.lstat().st_size
             bad.mkdir(mode=0o700, exist_ok=True)
+            if bad.is_symlink() or not bad.is_dir():
+                raise OSError(f"{bad} is not a folder of ours")
             path.replace(bad / path.name)
             with self._lock:
                 self.size = max(0, self.size - size)
@@ -185,7 +251,8 @@ class Spool:
         bad = self.directory / "bad"
         try:
             bad.mkdir(mode=0o700, exist_ok=True)
-            fd = os.open(bad / path.name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            fd = os.open(bad / path.name,
+                         os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
             with os.fdopen(fd, "wb") as f:
                 f.write(payload)
         except OSError:
@@ -198,7 +265,7 @@ class Spool:
         total = 0
         for old in kept:
             try:
-                total += old.stat().st_size
+                total += old.lstat().st_size
                 if total > MAX_BAD_BYTES:
                     old.unlink()
             except OSError:
@@ -207,11 +274,11 @@ class Spool:
     def remove(self, path: Path) -> None:
         with self._lock:
             try:
-                size = path.stat().st_size
+                size = path.lstat().st_size
                 path.unlink()
                 self.size = max(0, self.size - size)
-            except FileNotFoundError:
-                pass
+            except OSError:
+                pass  # gone already (another replica), or not ours to remove
 
     @staticmethod
     def tries(path: Path) -> int:

@@ -43,10 +43,12 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import requests
+import urllib3
 from opentelemetry.sdk.trace.export import SpanExportResult
 
 from cosyvoice_otel.sdk.export_base import SpoolingExporter, span_count
 from cosyvoice_otel.sdk.spool import MAX_FILE_FAILURES, Spool
+from cosyvoice_otel.urls import shown
 
 logger = logging.getLogger("cosyvoice_otel.export")
 
@@ -60,6 +62,7 @@ REFUSING = frozenset({400, 413, 422})
 AWAY_5XX = frozenset({502, 503, 504})
 
 SENT, REFUSED, AWAY, UNCERTAIN, SKIPPED = "sent", "refused", "away", "uncertain", "skipped"
+TIMED_OUT = "no answer in time"
 
 
 class Answer(NamedTuple):
@@ -74,6 +77,19 @@ class Part(NamedTuple):
     payload: bytes
     tries: int  # answers that timed out so far
     cause: str  # away | uncertain | suspect (a 5xx the batch may cause: evidence pending)
+
+
+def _sent(exc: requests.RequestException) -> bool:
+    """The batch may have reached Zipkin: the connection was made and then closed or reset
+    before the status line (urllib3's ``ProtocolError``: "Connection aborted"), or the answer
+    broke off. A refused, unresolvable or timed-out CONNECTION sent nothing."""
+    if isinstance(exc, (requests.ConnectTimeout, requests.exceptions.InvalidURL,
+                        requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema)):
+        return False
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+        return True
+    cause = exc.args[0] if exc.args else None
+    return isinstance(cause, urllib3.exceptions.ProtocolError)
 
 
 def classify(status: int) -> str:
@@ -159,8 +175,10 @@ class ResilientZipkinExporter(SpoolingExporter):
                                      headers={"Content-Type": "application/json"},
                                      timeout=(CONNECT_TIMEOUT, self.timeout))
         except requests.ReadTimeout:
-            return Answer(UNCERTAIN, 0, "no answer in time")  # sent; Zipkin may have stored it
+            return Answer(UNCERTAIN, 0, TIMED_OUT)  # sent; Zipkin may have stored it
         except requests.RequestException as exc:
+            if _sent(exc):  # the connection closed after the batch went out: maybe stored
+                return Answer(UNCERTAIN, 0, "the connection closed before an answer")
             return Answer(AWAY, 0, type(exc).__name__)
         status = resp.status_code
         outcome = classify(status)
@@ -194,8 +212,9 @@ class ResilientZipkinExporter(SpoolingExporter):
         if answer.outcome == UNCERTAIN:
             self._trip(answer.detail)
             if tries >= MAX_UNCERTAIN:
-                self.drop(count, "timeout", "Zipkin's answer timed out again (it may have "
-                          "stored them)")
+                again = ("Zipkin's answer timed out again" if answer.detail == TIMED_OUT
+                         else "Zipkin closed the connection before answering again")
+                self.drop(count, "timeout", f"{again} (it may have stored them)")
                 return []
             return [Part(payload, tries + 1, UNCERTAIN)]
         server_error = answer.status >= 500
@@ -240,7 +259,7 @@ class ResilientZipkinExporter(SpoolingExporter):
         self._open_until = time.monotonic() + self._backoff
         self._backoff = min(MAX_BACKOFF, self._backoff * 2)
         self._away = True
-        self._log.note("away", 0, f"Zipkin at {self.endpoint} is not taking spans ({why}); "
+        self._log.note("away", 0, f"Zipkin at {shown(self.endpoint)} is not taking spans ({why}); "
                                   "batches wait in the spool and are replayed when it does")
 
     def _reset(self) -> None:
@@ -248,7 +267,7 @@ class ResilientZipkinExporter(SpoolingExporter):
         self._backoff = 1.0
         if self._away:
             self._away = False
-            self._log.note("back", 0, f"Zipkin at {self.endpoint} takes spans again")
+            self._log.note("back", 0, f"Zipkin at {shown(self.endpoint)} takes spans again")
 
     # -- the SpanExporter contract (export(): CountingExporter)
     def _hand_over(self, payload: bytes) -> SpanExportResult:
@@ -324,12 +343,21 @@ class ResilientZipkinExporter(SpoolingExporter):
                 if left == [Part(payload, tries, AWAY)]:
                     break  # Zipkin away: the file stays as it is, the rest waits
                 if left:
-                    self.spool.replace(path, [(part.payload, part.tries) for part in left])
+                    self._requeue(path, payload, left)
                     break  # Zipkin away (or its answer late): the rest waits
                 self.spool.remove(path)
                 self._suspects.pop(path.name, None)
                 done += 1
         return done
+
+    def _requeue(self, path: Path, payload: bytes, left: list[Part]) -> None:
+        """What is left of a spooled batch goes back in its place; a part the disk has no
+        room for is counted lost (``disk_full``), never forgotten."""
+        assert self.spool is not None
+        whole = len(left) == 1 and left[0].payload == payload
+        failed = self.spool.replace(path, [(part.payload, part.tries) for part in left], whole)
+        for data, _tries in failed:
+            self.drop(span_count(data), "disk_full", "the spool's disk is full")
 
     def _suspect_failed(self, path: Path, payload: bytes) -> bool:
         """A spooled batch failed with a 5xx its halves share. It counts against the batch
@@ -347,7 +375,7 @@ class ResilientZipkinExporter(SpoolingExporter):
                                     tally)
                 self.counters["replayed"] += sum(tally)
                 if left:
-                    self.spool.replace(path, [(part.payload, part.tries) for part in left])
+                    self._requeue(path, payload, left)
                 else:
                     self.spool.remove(path)
                 return True

@@ -34,6 +34,14 @@ _KIND = {SpanKind.INTERNAL: None, SpanKind.SERVER: "SERVER", SpanKind.CLIENT: "C
 _COMPACT = (",", ":")
 
 
+def _placeholder(value: Any) -> str:
+    """What JSON cannot encode (the redactor turns such values into text before us: this is
+    the encoder's own guard, so one odd value can never fail a batch)."""
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("utf-8", "replace")
+    return f"[unencodable {type(value).__name__}]"
+
+
 def _sequence_tag(values: Sequence[Any]) -> str:
     out = []
     for element in values:
@@ -43,6 +51,8 @@ def _sequence_tag(values: Sequence[Any]) -> str:
             out.append(str(element))
         elif element is None:
             out.append(None)
+        else:
+            out.append(_placeholder(element))
     return json.dumps(out, separators=_COMPACT)
 
 
@@ -59,6 +69,8 @@ def _tags(attributes: Any) -> dict[str, str]:
             tags[key] = "true" if value else "false"
         elif kind is int or kind is float or isinstance(value, (int, float, str)):
             tags[key] = str(value)
+        elif isinstance(value, (bytes, bytearray)):
+            tags[key] = _placeholder(value)
         elif isinstance(value, Sequence):
             tags[key] = _sequence_tag(value)
         else:
@@ -109,7 +121,7 @@ class ZipkinJsonEncoder:
             encoded["annotations"] = [
                 {"timestamp": (event.timestamp + 500) // 1000,
                  "value": json.dumps({event.name: dict(event.attributes or {})},
-                                     sort_keys=True)}
+                                     sort_keys=True, default=_placeholder)}
                 for event in span.events]
         if span.parent is not None:
             encoded["parentId"] = f"{span.parent.span_id:016x}"

@@ -20,8 +20,10 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from cosyvoice_otel import schema as s
+from cosyvoice_otel.urls import shown, split_credentials
 from cosyvoice_otel.instrumentation.stage_map import PART_ROLES, Stage, build
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -98,6 +100,24 @@ def check_gradio() -> Iterator[Line]:
         yield Line(WARN, "gradio", f"{version} is not tested (supported: 5.4.x, 6.x)")
 
 
+def _open(url: str) -> Any:
+    """GET ``url``; credentials in it (``http://user:pass@host``) go as basic auth (urllib
+    does not read them from the URL)."""
+    plain, auth = split_credentials(url)
+    request = urllib.request.Request(plain, headers={"Authorization": auth} if auth else {})
+    return urllib.request.urlopen(request, timeout=5)
+
+
+def _said(exc: BaseException, url: str) -> str:
+    """An error's text, the URL's credentials never in it."""
+    text = str(exc)
+    plain, auth = split_credentials(url)
+    if auth:
+        userinfo = url.split("//", 1)[-1].split("@", 1)[0]
+        text = text.replace(userinfo, "***")
+    return text
+
+
 def check_zipkin(base_url: str | None) -> Iterator[Line]:
     if not base_url:
         yield Line(WARN, "zipkin", "no --zipkin given: not checked")
@@ -105,12 +125,12 @@ def check_zipkin(base_url: str | None) -> Iterator[Line]:
     base_url = base_url.rstrip("/")
     try:
         started = time.time()
-        with urllib.request.urlopen(f"{base_url}/info", timeout=5) as resp:
+        with _open(f"{base_url}/info") as resp:
             info = resp.read().decode("utf-8", "replace")
             date = resp.headers.get("Date")
         finished = time.time()
-    except OSError as exc:
-        yield Line(FAIL, "zipkin", f"{base_url} did not answer ({exc})")
+    except (OSError, ValueError) as exc:
+        yield Line(FAIL, "zipkin", f"{shown(base_url)} did not answer ({_said(exc, base_url)})")
         return
     import json
 
@@ -118,7 +138,7 @@ def check_zipkin(base_url: str | None) -> Iterator[Line]:
         version = json.loads(info).get("zipkin", {}).get("version", "?")
     except ValueError:
         version = "?"
-    yield Line(OK, "zipkin", f"{base_url} answers, version {version}")
+    yield Line(OK, "zipkin", f"{shown(base_url)} answers, version {version}")
     if date:
         server = email.utils.parsedate_to_datetime(date).timestamp()
         offset = server - (started + finished) / 2  # Date has 1 s resolution
@@ -321,11 +341,12 @@ def read_health(text: str) -> dict[str, float]:
 def check_metrics(url: str) -> Iterator[Line]:
     """The tracer's health counters of a running app (``--metrics prometheus``)."""
     try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
+        with _open(url) as resp:
             text = resp.read().decode("utf-8", "replace")
-    except OSError as exc:
-        yield Line(FAIL, "tracer health", f"{url} did not answer ({exc})")
+    except (OSError, ValueError) as exc:
+        yield Line(FAIL, "tracer health", f"{shown(url)} did not answer ({_said(exc, url)})")
         return
+    url = shown(url)
     try:
         health = read_health(text)
     except ValueError as exc:

@@ -113,7 +113,7 @@ def test_the_three_prompt_stages_measure_once_and_the_request_gets_the_figures(
 
     calls = []
     real = af.measure
-    monkeypatch.setattr(af, "measure", lambda value: calls.append(value) or real(value))
+    monkeypatch.setattr(af, "measure", lambda value, *bound: calls.append(value) or real(value, *bound))
     request = make_stage_rig(s.INFERENCE)
     ex.Inference().start(request, Call(None, (), {"tts_text": "x"}, {}))
     frontend = make_stage_rig("tts_frontend.zero_shot", parent=request)

@@ -725,7 +725,7 @@ def test_the_prompt_is_measured_once_per_sentence_outside_a_request(make_stage,
                                                                    monkeypatch) -> None:
     measured = []
     monkeypatch.setattr(ex.audio_figures, "measure",
-                        lambda value: measured.append(value) or {"audio.snr_db": 20.0})
+                        lambda value, *bound: measured.append(value) or {"audio.snr_db": 20.0})
     parent = make_stage(s.MODEL_TTS)
     wav = object()
     first = ex._quality(make_stage("audio_preprocess.a", parent=parent), wav)

@@ -770,15 +770,14 @@ def test_a_file_another_process_replayed_is_skipped_not_a_stop(stub, tmp_path,
     exporter.spool.put(exporter.encode(spans(1)))
     exporter.spool.put(exporter.encode(spans(2)))
     first = exporter.spool.oldest()
-    real_read = Path.read_bytes
+    real_read = exporter.spool.read
 
-    def vanishing(self: Path) -> bytes:
-        if self == first:
+    def vanishing(path: Path) -> bytes:
+        if path == first:
             first.unlink()  # taken by another process just now
-            raise FileNotFoundError(self)
-        return real_read(self)
+        return real_read(path)
 
-    monkeypatch.setattr(Path, "read_bytes", vanishing)
+    monkeypatch.setattr(exporter.spool, "read", vanishing)
     exporter.replay()
     assert len(stub.bodies) == 1 and len(json.loads(stub.bodies[0])) == 2
 
