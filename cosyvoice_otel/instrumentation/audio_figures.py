@@ -15,7 +15,8 @@ WAV the frontend is about to read (a path, or an upload's file object, left wher
 
 A tensor on a GPU is skipped (reading it would synchronise the app's thread), and so is audio
 numpy cannot be imported for. At most the prompt's first 30 s are read (upstream's own bound;
-the input limit when it is set), and NaN or inf samples are left out of the figures. Cost: see BENCHMARKS.md (audio_figures.py).
+the input limit when it is set), and NaN or inf samples are left out of the figures.
+Cost: see BENCHMARKS.md (audio_figures.py).
 """
 
 from __future__ import annotations

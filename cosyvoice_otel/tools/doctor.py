@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from cosyvoice_otel import schema as s
-from cosyvoice_otel.urls import shown, split_credentials
 from cosyvoice_otel.instrumentation.stage_map import PART_ROLES, Stage, build
+from cosyvoice_otel.urls import shown, split_credentials
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 OTEL_PACKAGES = ("opentelemetry-api", "opentelemetry-sdk", "opentelemetry-instrumentation",
