@@ -199,6 +199,9 @@ def analyse(traces: list[list[dict]], by: str | None = None,
 BUCKETS = 5  # a numeric tag's values in this many ranges of equal counts
 
 
+OTHER = "(other)"
+
+
 def _number(text: str) -> float | None:
     try:
         value = float(text)
@@ -207,22 +210,40 @@ def _number(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _not_finite(text: str) -> bool:
+    try:
+        return not math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
 def numeric_buckets(keys: list[str], buckets: int = BUCKETS) -> Any:
-    """For ``--by`` a numeric tag (``audio.snr_db``, ``cosyvoice.text.length``): a function
-    putting each value in one of ``buckets`` ranges of (about) equal counts, labelled
-    ``[low, high)`` (the last one closed); None when the values are not all numbers or too few
-    distinct ones to need ranges (each value is then its own group)."""
-    values = [_number(k) for k in keys if k != "(none)"]
-    if not values or None in values or len(set(values)) <= buckets:
+    """For ``--by``: a function giving each value its column, so there are never more than
+    about ``buckets`` of them; None when there are few enough distinct values (each is then
+    its own group). A numeric tag (``audio.snr_db``, ``cosyvoice.text.length``) goes in
+    ``buckets`` ranges of (about) equal counts, labelled ``[low, high)`` (the last one
+    closed), ``nan`` and ``inf`` set aside in a column each; any other tag keeps its
+    ``buckets`` most frequent values and puts the rest in ``(other)``."""
+    present = [k for k in keys if k != "(none)"]
+    distinct = set(present)
+    if len(distinct) <= buckets:
         return None
-    ordered = sorted(values)
+    if all(_number(k) is not None or _not_finite(k) for k in distinct):
+        return _ranges(sorted(v for k in present if (v := _number(k)) is not None), buckets)
+    top = {key for key, _n in Counter(present).most_common(buckets)}
+    return lambda key: key if key in top or key == "(none)" else OTHER
+
+
+def _ranges(ordered: list[float], buckets: int) -> Any:
+    if not ordered or len(set(ordered)) <= buckets:  # few numbers (beside nan): their own
+        return lambda key: key
     edges = sorted({ordered[min(len(ordered) - 1, (len(ordered) * i) // buckets)]
                     for i in range(buckets)} | {ordered[-1]})
 
     def label(key: str) -> str:
         value = _number(key)
         if value is None:
-            return key
+            return key  # (none), nan, inf: a column each
         for low, high in zip(edges[:-2], edges[1:-1], strict=True):
             if value < high:
                 return f"[{low:g}, {high:g})"

@@ -177,11 +177,28 @@ def test_by_a_numeric_tag_buckets_its_values_in_ranges_of_equal_counts() -> None
     assert [len(groups[k].requests) for k in ("[1.5, 4)", "[30, 45]", "(none)")] == [2, 2, 1]
 
 
-@pytest.mark.parametrize("keys", [["a", "b", "1", "2", "3", "4", "5"],  # not all numbers
-                                  ["1", "2", "3", "1", "2"],  # few distinct: each its own
-                                  ["(none)"], ["inf", "1", "2", "3", "4", "5", "6"]])
-def test_non_numeric_or_few_values_are_not_bucketed(keys) -> None:
+@pytest.mark.parametrize("keys", [["1", "2", "3", "1", "2"],  # few distinct: each its own
+                                  ["a", "b", "c", "d", "e", "a"],  # five: not bucketed
+                                  ["1", "2", "3", "4", "nan"],
+                                  ["(none)"]])
+def test_few_values_are_not_bucketed(keys) -> None:
     assert rep.numeric_buckets(keys) is None
+
+
+def test_many_words_keep_the_most_frequent_and_the_rest_is_other() -> None:
+    keys = ["a"] * 6 + ["b"] * 5 + ["c"] * 4 + ["d"] * 3 + ["e"] * 2 + ["f", "g", "(none)"]
+    label = rep.numeric_buckets(keys)
+    assert [label(k) for k in ("a", "b", "c", "d", "e", "f", "g", "(none)")] == [
+        "a", "b", "c", "d", "e", "(other)", "(other)", "(none)"]
+
+
+def test_nan_and_inf_are_set_aside_and_the_numbers_still_ranged() -> None:
+    keys = [str(v) for v in range(300)] + ["nan", "inf"]
+    label = rep.numeric_buckets(keys)
+    columns = {label(k) for k in keys}
+    assert "nan" in columns and "inf" in columns
+    assert len(columns) == rep.BUCKETS + 2  # 300 values: five ranges, not 300 columns
+    assert label("0") == "[0, 60)" and label("299") == "[240, 299]"
 
 
 def test_errors_lists_the_failing_requests_with_their_prompts_figures() -> None:
