@@ -390,7 +390,8 @@ METRICS: tuple[MetricDef, ...] = (
               "failures of tracing code, contained (the app went on)",
               "cosyvoice_otel_tracing_errors_total"),
     MetricDef(VALUES_REPLACED, "counter", "{value}", (),
-              "attribute values no exporter can encode, exported as a placeholder",
+              "attribute values not every exporter can encode as they are (bytes, mappings, "
+              "mixed lists, None, objects), exported as text or a placeholder",
               "cosyvoice_otel_values_replaced_total"),
 )
 

@@ -27,8 +27,8 @@ which hold no user content and must stay searchable. Our spans' events and statu
 
 Every value comes out as something every exporter can encode: bytes are decoded (and masked
 like text), a mapping or a mixed sequence becomes JSON text (masked), and a value no exporter
-can encode becomes a placeholder (``[unencodable TYPE]``, counted in
-``cosyvoice_otel.values.replaced``): one odd value never fails a batch.
+can encode becomes a placeholder (``[unencodable TYPE]``); each value changed so is counted in
+``cosyvoice_otel.values.replaced``: one odd value never fails a batch.
 
 If redacting a batch fails, the batch is dropped (counted), never exported unredacted.
 """
@@ -125,6 +125,18 @@ def _json(value: Any) -> str:
     return json.dumps(_jsonable(value), ensure_ascii=False, sort_keys=True, default=str)
 
 
+def _as_bytes_text(values: Sequence[Any]) -> str | None:
+    """A sequence of byte values (what the SDK makes of a ``bytearray``) as the UTF-8 text
+    they spell, or None."""
+    if len(values) < masking.MIN_SUBSTRING or not all(
+            type(v) is int and 0 <= v < 256 for v in values):
+        return None
+    try:
+        return bytes(values).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
 def _number(value: Any) -> Any:
     """A numeric value of another type (numpy, an enum) as the plain type it stands for."""
     for plain in (bool, int, float):
@@ -177,27 +189,34 @@ class Redactor:
 
     def _other(self, key: str, value: Any, pattern: re.Pattern[str] | None,
                server: bool, route: str | None) -> Any:
-        """Every other value an app or an extractor can carry: bytes (the request text as
-        ``text.encode()``), sequences of any mix, mappings, nested, anything else. The result
-        is what every exporter can encode: a string, or a homogeneous tuple of primitives;
-        whatever text it holds is masked like any string."""
+        """Every other value an app or an extractor can carry (the SDK keeps bytes, None,
+        mappings and mixed sequences as they are; a bytearray becomes a tuple of its byte
+        values): bytes (the request text as ``text.encode()``), sequences of any mix,
+        mappings, nested, anything else. The result is what every exporter can encode: a
+        string, or a homogeneous tuple of primitives; whatever text it holds is masked like
+        any string. A value changed for an exporter's sake is counted (``placeholders``)."""
         if isinstance(value, str):  # a str subclass
             return self._value(key, str(value), pattern, server, route)
         if isinstance(value, (bool, int, float)):  # a numpy scalar, an IntEnum
             return value if type(value) in (bool, int, float) else _number(value)
-        if isinstance(value, (bytes, bytearray, memoryview)):
-            return mask(bytes(value).decode("utf-8", "replace"), pattern)
         if isinstance(value, (list, tuple)):
+            text = _as_bytes_text(value) if pattern is not None else None
+            if text is not None and pattern is not None and pattern.search(text):
+                self.placeholders += 1  # a text's bytes as numbers: masked as the text
+                return pattern.sub(MASK, text)
             items = [self._value(key, item, pattern, server, route) for item in value]
             kinds = {type(item) for item in items}
             if len(kinds) <= 1 and kinds <= {str, bool, int, float}:
                 return tuple(items)  # homogeneous primitives: a sequence attribute still
+            self.placeholders += 1
             return tuple(item if isinstance(item, str) else _json(item) for item in items)
+        self.placeholders += 1  # no exporter encodes it as it is: text, masked
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return mask(bytes(value).decode("utf-8", "replace"), pattern)
         if isinstance(value, Mapping):
             return mask(_json(value), pattern)
         if value is None:  # the SDK keeps None now; no exporter agrees on it
             return "null"
-        self.placeholders += 1  # no exporter encodes it: a placeholder, counted
         return f"[unencodable {type(value).__name__}]"
 
     def _attributes(self, attributes: Mapping[str, Any] | None, pattern: re.Pattern[str] | None,
