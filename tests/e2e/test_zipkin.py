@@ -6,6 +6,8 @@ appear in Zipkin under exactly that id, with our service name and a SERVER span 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import requests
 
@@ -75,3 +77,30 @@ def test_unsampled_b3_request_is_not_exported(zipkin, launch_app) -> None:
     # the sampled one arriving proves the exporter flushed; the unsampled one must not be there
     assert server_span_ready(client.wait_for_trace(kept, server_span_ready))
     assert client.trace(dropped) == []
+
+
+def test_an_app_step_failing_before_the_engine_stores_no_text_and_keeps_its_reason(
+        zipkin, launch_app) -> None:
+    """Issue 30 through the real Zipkin: the request's text, sent in a JSON body, is masked
+    in the exception, the figures (bytes, a mixed list, a mapping) and the status; the batch
+    is not lost to a value JSON cannot encode; the declared reason wins over the exception."""
+    from ..support.leaks import found
+
+    port = free_port()
+    env = app_env(COSYVOICE_TRACED_ZIPKIN_ENDPOINT=zipkin.endpoint,
+                  COSYVOICE_TRACED_SERVICE_NAME="e2e-seams")
+    app = launch_app([*LAUNCHERS["cli"], "python", "tests/support/apps/hello_fastapi.py",
+                      "--port", str(port)], env, port)
+    text = f"read CANARY{new_span_id()} aloud"
+    trace_id = new_trace_id()
+    resp = requests.post(f"{app.url}/rewrite", json={"text": text},
+                         headers=headers_for("w3c", trace_id, new_span_id()), timeout=10)
+    assert resp.status_code == 500
+    spans = zipkin.client().wait_for_trace(
+        trace_id, lambda got: any(s["name"] == "dialect_rewrite" for s in got)
+        and server_span_ready(got))
+    (step,) = [s for s in spans if s["name"] == "dialect_rewrite"]
+    (server,) = [s for s in spans if s.get("kind") == "SERVER"]
+    assert step["tags"]["error.type"] == server["tags"]["error.type"] == "rewrite_failed"
+    assert "[REDACTED]" in json.dumps(step["annotations"])
+    assert found(text, spans) == [] and found(text.encode().hex(), spans) == []

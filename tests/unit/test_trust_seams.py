@@ -764,3 +764,11 @@ def test_20_without_a_declared_reason_the_exceptions_type_is_the_reason(pipe) ->
         raise KeyError("x")
     (span,) = pipe.named("lookup_step")
     assert span.attributes[s.ERROR_TYPE] == "KeyError"
+
+
+def test_13_the_launchers_startup_warning_hides_the_password(capsys) -> None:
+    from cosyvoice_otel.launcher.launcher import _probe
+
+    _probe(f"http://bob:hunter2@127.0.0.1:{_free_port()}/api/v2/spans", 2.0)
+    err = capsys.readouterr().err
+    assert "did not answer" in err and "hunter2" not in err and "http://***@127.0.0.1:" in err
