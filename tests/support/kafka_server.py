@@ -50,7 +50,12 @@ def fetch_jars(timeout: float = 900) -> Path:
 
 
 def _cluster_id() -> str:
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A KRaft cluster id (16 bytes, URL-safe base64). One in 64 would start with '-', which
+    Kafka's storage tool reads as an option ("argument --cluster-id/-t: expected one
+    argument"): the first byte's top six bits are chosen so the first character is a letter."""
+    raw = bytearray(uuid.uuid4().bytes)
+    raw[0] = (raw[0] % 26 << 2) | (raw[0] & 0b11)  # first base64 digit: 0-25, 'A'-'Z'
+    return base64.urlsafe_b64encode(bytes(raw)).decode().rstrip("=")
 
 
 class KafkaBroker:

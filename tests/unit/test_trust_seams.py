@@ -337,6 +337,38 @@ def test_4_parts_the_full_disk_refuses_are_counted_lost(tmp_path, monkeypatch) -
     assert spool.put(b"[3]") is False and spool.last_failure == "disk_full"
 
 
+def test_4_a_bisected_part_the_full_disk_refuses_is_counted_disk_full(tmp_path,
+                                                                      monkeypatch) -> None:
+    import time
+
+    answers = iter([(400, 0.0), (202, 0.0), (202, 0.6)])  # refused; a half taken; one late
+
+    class Handler(QuietHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            status, delay = next(answers, (202, 0.0))
+            time.sleep(delay)
+            try:
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            except OSError:
+                pass
+
+    server = LoopbackServer(Handler, "/api/v2/spans")
+    try:
+        exporter = ResilientZipkinExporter(server.endpoint, 0.2, str(tmp_path), 1 << 20)
+        exporter._start_replayer = lambda: None
+        exporter.spool.put(exporter.encode(spans_of(4)))
+        _enospc(monkeypatch)
+        exporter.replay()
+        # the late half could not be written back: lost, and counted as such
+        assert exporter.counters["sent"] == 2 and exporter.dropped == {"disk_full": 2}
+        assert exporter.spool.files() == []
+    finally:
+        server.close()
+
+
 def test_4_a_batch_the_full_disk_cannot_spool_is_disk_full_not_spool_cap(
         tmp_path, monkeypatch, refused_endpoint) -> None:
     exporter = ResilientZipkinExporter(refused_endpoint, 2, str(tmp_path), 1 << 20)
@@ -688,6 +720,36 @@ def test_15_one_stage_object_in_four_threads_and_nested_ends_every_span(pipe) ->
     assert len(nested) == 2 and all(
         any(o.context.span_id == n.parent.span_id for o in spans) for n in nested)
     assert shared._open == []
+
+
+def test_15_one_stage_object_in_two_interleaved_tasks_closes_each_its_own(pipe) -> None:
+    import asyncio
+
+    shared = cosyvoice_otel.stage("shared_step")
+
+    async def main() -> list[bool]:
+        b_entered, a_done = asyncio.Event(), asyncio.Event()
+        ended = []
+
+        async def first() -> None:  # enters first, exits first (while the second is inside)
+            with shared as mine:
+                await b_entered.wait()
+            ended.append(mine.ended)
+            a_done.set()
+
+        async def second() -> None:
+            with shared as mine:
+                b_entered.set()
+                await a_done.wait()
+                ended.append(mine.ended)  # still open: the first task's exit was not ours
+            ended.append(mine.ended)
+
+        await asyncio.gather(first(), second())
+        return ended
+
+    with request(pipe):
+        assert asyncio.run(main()) == [True, False, True]
+    assert len(pipe.named("shared_step")) == 2 and shared._open == []
 
 
 # -- 16, 17. bounded warnings and declarations
