@@ -210,7 +210,7 @@ def test_a_full_disk_leaves_no_partial_spool_file(tmp_path, monkeypatch, refused
     assert exporter.export(spans).name == "FAILURE"
     monkeypatch.undo()
     assert list(tmp_path.rglob("*.tmp")) == [] and list(tmp_path.rglob("*.json")) == []
-    assert exporter.dropped == {"spool_cap": 3}
+    assert exporter.dropped == {"disk_full": 3}  # the disk refused it, not the cap
     exporter.shutdown()
 
 

@@ -55,12 +55,26 @@ def models(make_model):
     reset_tracer_provider()
 
 
+def engine_threads_done(timeout: float = 30.0) -> None:
+    """Wait for the demo engine's LLM threads of earlier tests: a stream a test abandoned
+    leaves its LLM thread running, and its acoustic_model span, ending late, would land in
+    the next test's spans (an orphan whose parent was exported before)."""
+    import threading
+
+    for thread in threading.enumerate():
+        target = getattr(getattr(thread, "_target", None), "__name__", "")
+        if target in ("llm_job", "vc_job"):
+            thread.join(timeout)
+
+
 @pytest.fixture
 def instrumented(models):
     inst = CosyVoiceInstrumentor()
     inst.instrument(tracer_provider=PROVIDER)
+    engine_threads_done()
     EXPORTER.clear()
     yield inst
+    engine_threads_done()
     inst.uninstrument()
     EXPORTER.clear()
 
