@@ -42,17 +42,28 @@ ANCHOR_SLACK_NS = 50_000_000  # 50 ms: below it, the wall clock's wobble is igno
 FLUSH_TIMEOUT_MS = 3000
 
 
+READ_SLACK_NS = 1_000_000  # 1 ms: a reading of both clocks that took longer is not trusted
+
+
 class ClockAnchor:
     """wall = monotonic + offset, the offset re-read from the clocks at each span start and
-    changed only when the wall clock moved by more than ``ANCHOR_SLACK_NS``."""
+    changed only when the wall clock moved by more than ``ANCHOR_SLACK_NS``. The reading is
+    the wall clock between two monotonic reads; one that took over ``READ_SLACK_NS`` (the
+    thread descheduled in between, which a loaded machine does for 50 ms and more) is not
+    taken for a step: it would move every later span off its parent (seen: a vocoder 53 ms
+    past its token2wav)."""
 
     def __init__(self) -> None:
         self.offset = time.time_ns() - time.monotonic_ns()
 
     def wall(self, mono: int) -> int:
-        now = time.time_ns() - mono
-        if abs(now - self.offset) > ANCHOR_SLACK_NS:
-            self.offset = now  # a clock step: follow it
+        before = time.monotonic_ns()
+        wall = time.time_ns()
+        after = time.monotonic_ns()
+        if after - before <= READ_SLACK_NS:
+            now = wall - (before + after) // 2
+            if abs(now - self.offset) > ANCHOR_SLACK_NS:
+                self.offset = now  # a clock step: follow it
         return mono + self.offset
 
 

@@ -50,6 +50,24 @@ def test_all_spans_share_one_clock_so_a_wall_clock_wobble_cannot_misplace_a_chil
     assert (explicit.start_time, explicit.end_time) == (123, 456)
 
 
+def test_a_reading_interrupted_for_longer_than_the_slack_is_not_a_clock_step(
+        monkeypatch) -> None:
+    """Under load a thread can be descheduled between the monotonic read and the wall read:
+    taken for a step, the anchor moved 53 ms and a vocoder ended past its token2wav."""
+    import types
+
+    reads = iter([0, 60_000_000, 60_000_000, 60_000_001])  # 60 ms pass within one reading
+    hour = 3600 * 10**9
+    walls = iter([10**18 + 60_000_000, 10**18 + hour + 60_000_000])
+    fake = types.SimpleNamespace(monotonic_ns=lambda: next(reads), time_ns=lambda: next(walls))
+    monkeypatch.setattr(lifecycle, "time", fake)
+    anchor = lifecycle.ClockAnchor.__new__(lifecycle.ClockAnchor)
+    anchor.offset = 10**18
+    assert anchor.wall(0) == 10**18  # the interrupted reading (0 .. 60 ms) changes nothing
+    # a tight reading that shows a real step (an hour) is followed
+    assert anchor.wall(60_000_000) == 10**18 + hour + 60_000_000
+
+
 class Clocks:
     """A wall clock and a monotonic one that the test moves by hand."""
 
