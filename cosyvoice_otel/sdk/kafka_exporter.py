@@ -82,6 +82,7 @@ class KafkaZipkinExporter(SpoolingExporter):
         self.producer = Producer({**producer_config(self.bootstrap_servers), **(config or {})})
         self._lock = threading.Lock()
         self._replaying: Path | None = None  # the spool file whose delivery we wait for
+        self._claim: int | None = None  # its flock: no other replica sends it meanwhile
         self._next_probe = 0.0
         self._away = False  # in a streak of failed deliveries (logged once per streak)
         self._poller = threading.Thread(target=self._poll_loop, name="cosyvoice-otel-kafka",
@@ -153,9 +154,19 @@ class KafkaZipkinExporter(SpoolingExporter):
 
     def _report(self, err: Any, payload: bytes, count: int, replay_path: Path | None) -> None:
         """librdkafka's delivery report (in the poller thread, or in flush())."""
+        claim = None
         with self._lock:
             if replay_path is not None and self._replaying == replay_path:
                 self._replaying = None
+                claim, self._claim = self._claim, None
+        try:
+            self._settle_report(err, payload, count, replay_path)
+        finally:
+            if self.spool is not None:
+                self.spool.release(claim)  # after the file is removed or left for later
+
+    def _settle_report(self, err: Any, payload: bytes, count: int,
+                       replay_path: Path | None) -> None:
         if err is None:
             if self._away:
                 self._away = False
@@ -176,6 +187,13 @@ class KafkaZipkinExporter(SpoolingExporter):
         if replay_path is None:  # a replayed file simply stays where it is
             self.keep(payload, 0, "Kafka away")
 
+    def _unclaim(self) -> None:
+        with self._lock:
+            self._replaying = None
+            claim, self._claim = self._claim, None
+        if self.spool is not None:
+            self.spool.release(claim)
+
     def _discard(self, path: Path) -> None:
         if self.spool is not None:
             self.spool.remove(path)
@@ -189,21 +207,20 @@ class KafkaZipkinExporter(SpoolingExporter):
         with self._lock:
             if self._replaying is not None:
                 return False
-            path = self.spool.oldest()
-            if path is None:
+            claimed = self.spool.claim_oldest()  # one another replica holds is passed over
+            if claimed is None:
                 return False
+            path, self._claim = claimed
             self._replaying = path
         try:
             payload = self.spool.read(path)
         except (OSError, ValueError) as exc:
-            with self._lock:
-                self._replaying = None
             if not isinstance(exc, FileNotFoundError):  # else: another process replayed it
                 self.set_aside(path, "spool_unreadable", f"is unreadable ({exc})")
+            self._unclaim()
             return True
         if not self._produce(payload, path):
-            with self._lock:
-                self._replaying = None
+            self._unclaim()
             return False
         self.producer.flush(15.0)  # its delivery report decides: removed, or kept for later
         return True

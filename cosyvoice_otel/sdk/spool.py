@@ -11,10 +11,16 @@ oldest first and carry what replay needs to know about the batch::
 other batches got through (it is the batch, not the backend: after ``MAX_FILE_FAILURES`` it is
 set aside in ``bad/``). Nothing here reads a file larger than ``MAX_FILE_BYTES`` whole: such a
 file is set aside unread (our own batches are far smaller).
+
+Replicas may share one folder (the default spool on one host, or one ``--spool-dir`` volume):
+a batch is replayed only by the process that holds its ``flock`` (``claim``) from reading it
+until it is removed or put back, so two replicas never send the same batch; a file another
+replica holds is passed over, not waited for.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import stat
@@ -184,12 +190,53 @@ class Spool:
         return failed
 
     def files(self) -> list[Path]:
-        """Every waiting batch (regular files only), oldest first."""
-        return [path for path, _size in self._listing()]
+        """Every waiting batch (regular files only), oldest first. The size is read anew from
+        the listing: replicas sharing the folder remove each other's batches."""
+        listing = self._listing()
+        with self._lock:
+            self.size = sum(size for _path, size in listing)
+        return [path for path, _size in listing]
 
     def oldest(self) -> Path | None:
         files = self.files()
         return files[0] if files else None
+
+    # -- ownership: replicas may share one spool folder (on one host, or one volume)
+    @staticmethod
+    def claim(path: Path) -> int | None:
+        """Take ``path`` for this process while it is read, sent and removed: an exclusive
+        ``flock`` on the file (another process's claim makes this None at once, never a
+        wait). None also when the file is gone or is no longer the one listed (another
+        replica sent and removed it meanwhile). Give the fd back to ``release``."""
+        try:
+            fd = _open_regular(path)
+        except (OSError, ValueError):
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # the name still holds the inode we locked (not removed and made anew meanwhile)
+            if os.stat(path, follow_symlinks=False).st_ino != os.fstat(fd).st_ino:
+                raise FileNotFoundError(path)
+        except OSError:
+            os.close(fd)
+            return None
+        return fd
+
+    @staticmethod
+    def release(fd: int | None) -> None:
+        if fd is not None:
+            try:
+                os.close(fd)  # the lock goes with it
+            except OSError:
+                pass
+
+    def claim_oldest(self) -> tuple[Path, int] | None:
+        """The oldest batch no other process holds, claimed."""
+        for path in self.files():
+            fd = self.claim(path)
+            if fd is not None:
+                return path, fd
+        return None
 
     def read(self, path: Path) -> bytes:
         """The batch in ``path``; ``ValueError`` (without reading it) when it is too large to

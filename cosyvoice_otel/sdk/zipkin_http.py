@@ -317,38 +317,54 @@ class ResilientZipkinExporter(SpoolingExporter):
             for path in self.spool.files():
                 if budget is not None and done >= budget:
                     break
+                claim = self.spool.claim(path)
+                if claim is None:
+                    continue  # another replica is sending it (or has sent it)
                 try:
-                    payload = self.spool.read(path)
-                    if not isinstance(json.loads(payload), list):
-                        raise ValueError("not a JSON list of spans")
-                except FileNotFoundError:
-                    continue  # another process replayed it
-                except (OSError, ValueError) as exc:
-                    self.set_aside(path, "spool_unreadable", f"is unreadable ({exc})")
-                    continue
-                tries = Spool.tries(path)
-                tally = []
-                left = self._deliver(payload, tries, live=False, tally=tally)
-                self.counters["replayed"] += sum(tally)
-                if left == [Part(payload, tries, "suspect")]:
-                    if self._suspect_failed(path, payload):
-                        done += 1
-                        continue
+                    step = self._replay_file(path)
+                finally:
+                    self.spool.release(claim)  # after the file is removed or put back
+                if step == "stop":
+                    break
+                if step in ("done", "settled"):
+                    done += 1
+                    if step == "done":
+                        suspects = 0
+                elif step == "suspect":
                     suspects += 1
                     if suspects >= MAX_SUSPECTS:  # several batches alike: Zipkin's trouble
                         self._trip("HTTP 5xx for every batch replayed")
                         break
-                    continue
-                suspects = 0
-                if left == [Part(payload, tries, AWAY)]:
-                    break  # Zipkin away: the file stays as it is, the rest waits
-                if left:
-                    self._requeue(path, payload, left)
-                    break  # Zipkin away (or its answer late): the rest waits
-                self.spool.remove(path)
-                self._suspects.pop(path.name, None)
-                done += 1
         return done
+
+    def _replay_file(self, path: Path) -> str:
+        """One claimed spool file: ``done`` (delivered), ``settled`` (a suspect bisected to the
+        end), ``skip`` (passed over), ``suspect`` (a 5xx its halves share, not yet pinned on
+        it) or ``stop`` (Zipkin away or late)."""
+        assert self.spool is not None
+        try:
+            payload = self.spool.read(path)
+            if not isinstance(json.loads(payload), list):
+                raise ValueError("not a JSON list of spans")
+        except FileNotFoundError:
+            return "skip"  # another process replayed it
+        except (OSError, ValueError) as exc:
+            self.set_aside(path, "spool_unreadable", f"is unreadable ({exc})")
+            return "skip"
+        tries = Spool.tries(path)
+        tally: list[int] = []
+        left = self._deliver(payload, tries, live=False, tally=tally)
+        self.counters["replayed"] += sum(tally)
+        if left == [Part(payload, tries, "suspect")]:
+            return "settled" if self._suspect_failed(path, payload) else "suspect"
+        if left == [Part(payload, tries, AWAY)]:
+            return "stop"  # Zipkin away: the file stays as it is, the rest waits
+        if left:
+            self._requeue(path, payload, left)
+            return "stop"  # Zipkin away (or its answer late): the rest waits
+        self.spool.remove(path)
+        self._suspects.pop(path.name, None)
+        return "done"
 
     def _requeue(self, path: Path, payload: bytes, left: list[Part]) -> None:
         """What is left of a spooled batch goes back in its place; a part the disk has no

@@ -10,7 +10,13 @@ so every propagator ignored it. This one:
 * always sends an explicit ``X-B3-Sampled`` (the incoming decision when there is one, else 1),
   because a missing flag makes the Python B3 propagator drop the trace;
 * removes the incoming single/W3C headers, so the app sees one consistent context;
-* logs the trace id and span id in the access log (format ``cosyvoice_b3``).
+* logs the trace id and span id in the access log (format ``cosyvoice_b3``), with the request's
+  method and PATH: never its query string (a GET route's query holds the request's text);
+* with several replicas, keeps a Gradio session on ONE replica: its upload, its queue join and
+  the data stream that follows (``/gradio_api/...``) live in that replica's memory and files,
+  so those requests are hashed by client address (consistent hashing: a replica leaving moves
+  only its own clients); every other route (a stateless FastAPI server's) is balanced round
+  robin.
 
 nginx itself reports no span: the app's server span has a parent id Zipkin never receives.
 """
@@ -39,14 +45,22 @@ def render(upstream: str | list[str], listen: str = "0.0.0.0:8080",
         raise ValueError("--upstream is required")
     upstreams = [check_host_port(item, "--upstream") for item in upstreams]
     listen = check_host_port(listen, "--listen")
-    target, pool = upstreams[0], ""
+    target, pool, sessions = upstreams[0], "", ""
     if len(upstreams) > 1:
         servers = "".join(f"    server {item};\n" for item in upstreams)
         target = "cosyvoice_replicas"
-        pool = f"# the replicas, round robin\nupstream {target} {{\n{servers}}}\n\n"
+        pool = (f"# the replicas: round robin for stateless routes\nupstream {target} {{\n"
+                f"{servers}}}\n\n"
+                "# a Gradio session (upload, queue join, its data stream, /call) stays on one\n"
+                "# replica: hashed by client address (behind another proxy, set its real_ip)\n"
+                f"upstream cosyvoice_sessions {{\n    hash $remote_addr consistent;\n{servers}}}"
+                "\n\n")
+        sessions = _location("/gradio_api/", "cosyvoice_sessions") + "\n"
     return f"""\
 # cosyvoice-otel: valid B3 injection for {", ".join(upstreams)}. Include inside http {{ }}.
-log_format cosyvoice_b3 '$remote_addr [$time_local] "$request" $status $body_bytes_sent '
+# The access log has the method and the path, never the query string (request text).
+log_format cosyvoice_b3 '$remote_addr [$time_local] "$request_method $uri $server_protocol" '
+                        '$status $body_bytes_sent '
                         'trace_id=$cosyvoice_trace_id span_id=$cosyvoice_span_id '
                         'sampled=$cosyvoice_sampled rt=$request_time';
 
@@ -83,7 +97,14 @@ map $http_upgrade $cosyvoice_connection {{
     listen {listen};
     access_log {access_log} cosyvoice_b3;
 
-    location / {{
+{sessions}{_location("/", target)}}}
+"""
+
+
+def _location(path: str, target: str) -> str:
+    """One ``location`` block: the proxy settings and the B3 headers."""
+    return f"""\
+    location {path} {{
         proxy_pass http://{target};
         proxy_http_version 1.1;
         proxy_set_header Host $host;
@@ -105,5 +126,4 @@ map $http_upgrade $cosyvoice_connection {{
         proxy_read_timeout 600s;
         add_header X-Trace-Id $cosyvoice_trace_id always;
     }}
-}}
 """

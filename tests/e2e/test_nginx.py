@@ -12,6 +12,7 @@ import pytest
 import requests
 
 from cosyvoice_otel.tools import nginx
+from cosyvoice_otel.tools.checks import check_synthesis
 
 from ..support.helpers import (
     BIN,
@@ -146,13 +147,21 @@ def test_examples_config_is_the_generated_one() -> None:
 def test_replicas_become_one_upstream_block() -> None:
     one = nginx.render("127.0.0.1:8000", "0.0.0.0:8080")
     assert "upstream " not in one and "proxy_pass http://127.0.0.1:8000;" in one
+    assert one.count("location ") == 1
     two = nginx.render(["10.0.0.1:8000", "10.0.0.2:8000"], "0.0.0.0:8080")
-    assert ("upstream cosyvoice_replicas {\n    server 10.0.0.1:8000;\n    server 10.0.0.2:8000;"
-            "\n}\n") in two
-    assert "proxy_pass http://cosyvoice_replicas;" in two
-    assert two.replace(two[two.index("# the replicas"):two.index("server {")], "").replace(
-        "cosyvoice_replicas", "10.0.0.1:8000").replace(", 10.0.0.2:8000", "") == nginx.render(
-        "10.0.0.1:8000", "0.0.0.0:8080")  # the rest is the single-upstream config
+    servers = "    server 10.0.0.1:8000;\n    server 10.0.0.2:8000;\n}\n"
+    assert "upstream cosyvoice_replicas {\n" + servers in two  # round robin
+    assert "upstream cosyvoice_sessions {\n    hash $remote_addr consistent;\n" + servers in two
+    gradio, rest = two.split("    location / {")
+    assert "location /gradio_api/ {\n        proxy_pass http://cosyvoice_sessions;" in gradio
+    assert rest.startswith("\n        proxy_pass http://cosyvoice_replicas;")
+    # each location carries the same B3 headers and streaming settings as the single config
+    body = one[one.index("    location / {") + len("    location / {"):].replace(
+        "127.0.0.1:8000", "cosyvoice_replicas")
+    assert rest == body
+    assert gradio[gradio.index("location /gradio_api/ {") + len("location /gradio_api/ {"):
+                  ].rstrip().rstrip("}").replace("cosyvoice_sessions", "cosyvoice_replicas"
+                                                 ) == body.rstrip().rstrip("}").rstrip().rstrip("}")
     with pytest.raises(ValueError, match="--upstream must be HOST:PORT"):
         nginx.render(["10.0.0.1:8000", "nope"])
     out = subprocess.run([str(BIN / "cosyvoice-traced"), "nginx-config", "--upstream", "a:1",
@@ -162,3 +171,39 @@ def test_replicas_become_one_upstream_block() -> None:
                           "--upstream", "b"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--upstream must be HOST:PORT" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_two_gradio_replicas_behind_the_generated_config_serve_every_request(
+        zipkin, launch_app, make_model, prompt_file, tmp_path) -> None:
+    """Gradio's queue lives in a replica's memory: the join and its data stream (and an
+    upload before them) must reach the same replica. Round robin fails every request (join on
+    one, data on the other); the generated config hashes /gradio_api/ by client."""
+    from .test_gradio import read_complete, request, start_webui
+
+    if NGINX is None:
+        unavailable("nginx is not installed (.ci/setup installs Debian's nginx)",
+                    "nginx is not installed")
+    model = make_model(3)
+    replicas = [start_webui(launch_app, zipkin, model, "gradio6", service="replica")[0]
+                for _ in range(2)]
+    proxy_port = free_port()
+    log = tmp_path / "access.log"
+    proc = start_nginx(tmp_path, [app.url.split("//", 1)[1] for app in replicas], proxy_port,
+                       log)
+    sent = []
+    try:
+        for mode, path in (("sft", "join"), ("zero_shot", "join"), ("sft", "call"),
+                           ("sft", "join")):
+            trace_id = new_trace_id()
+            output = request(f"http://127.0.0.1:{proxy_port}", path, mode, False, prompt_file,
+                             trace_id)
+            assert output and output[0], f"{mode} via {path}: no audio"
+            sent.append((trace_id, mode))
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    for trace_id, mode in sent:
+        spans = read_complete(zipkin, trace_id, mode, False)
+        assert check_synthesis(spans, mode, False) == [], mode
+    logged = log.read_text()
+    assert "/gradio_api/queue/data " in logged and "session_hash" not in logged  # no query

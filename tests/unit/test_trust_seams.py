@@ -834,3 +834,75 @@ def test_13_the_launchers_startup_warning_hides_the_password(capsys) -> None:
     _probe(f"http://bob:hunter2@127.0.0.1:{_free_port()}/api/v2/spans", 2.0)
     err = capsys.readouterr().err
     assert "did not answer" in err and "hunter2" not in err and "http://***@127.0.0.1:" in err
+
+
+# -- issue 36 item 2: replicas sharing one spool deliver each batch once
+
+def test_two_replicas_sharing_a_spool_never_send_one_batch_twice(tmp_path) -> None:
+    """Replica A is in the middle of sending the oldest batch when replica B replays: B
+    passes over the batch A holds and sends the rest; every span arrives once."""
+    first_seen, go_on = threading.Event(), threading.Event()
+    bodies: list[bytes] = []
+
+    class Handler(QuietHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            bodies.append(body)
+            if len(bodies) == 1:
+                first_seen.set()
+                go_on.wait(30)  # A's batch is in flight until B has replayed
+            self.send_response(202)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = LoopbackServer(Handler, "/api/v2/spans")
+    try:
+        a, b = (ResilientZipkinExporter(server.endpoint, 30, str(tmp_path), 1 << 20)
+                for _ in range(2))
+        assert a.spool.directory == b.spool.directory  # one folder, as on one host
+        for exporter in (a, b):
+            exporter._start_replayer = lambda: None
+        for i in range(3):  # what both spooled during an outage
+            (a if i % 2 else b).spool.put(a.encode(spans_of(2)))
+        worker = threading.Thread(target=a.replay)
+        worker.start()
+        assert first_seen.wait(30)
+        b.replay()  # A holds the oldest: B sends the other two
+        go_on.set()
+        worker.join(30)
+        ids = [span["id"] for body in bodies for span in json.loads(body)]
+        assert len(ids) == 6 and len(set(ids)) == 6  # every span once
+        assert a.counters["replayed"] + b.counters["replayed"] == 6
+        assert b.counters["replayed"] == 4 and a.spool.files() == []
+    finally:
+        go_on.set()
+        server.close()
+
+
+def test_a_claim_is_refused_while_held_and_on_a_file_made_anew(tmp_path) -> None:
+    spool = Spool(tmp_path / "spool", 1 << 20)
+    spool.put(b"[1]")
+    (path,) = spool.files()
+    held = spool.claim(path)
+    assert held is not None and spool.claim(path) is None  # held by another: no wait
+    spool.release(held)
+    again = spool.claim(path)
+    assert again is not None
+    spool.release(again)
+    real_flock = sp.fcntl.flock
+
+    def meanwhile(fd, op):  # between our open and our lock, another replica sent the batch
+        path.unlink()  # and removed it; a new batch took the same name
+        path.write_bytes(b"[2]")
+        return real_flock(fd, op)
+
+    import types
+
+    sp_fcntl = sp.fcntl
+    sp.fcntl = types.SimpleNamespace(flock=meanwhile, LOCK_EX=sp_fcntl.LOCK_EX,
+                                     LOCK_NB=sp_fcntl.LOCK_NB)
+    try:
+        assert spool.claim(path) is None  # the inode we locked is no longer the file
+    finally:
+        sp.fcntl = sp_fcntl
+    assert spool.claim(tmp_path / "spool" / "gone.json") is None
