@@ -147,7 +147,7 @@ def test_two_replicas_through_kafka_survive_a_broker_crash(broker, zipkin_on_kaf
     _need(NGINX is not None, "nginx is not installed (.ci/setup installs Debian's nginx)")
     model = make_model(3)
     replicas = []
-    for index in range(2):
+    for _ in range(2):
         port, metrics_port = free_port(), free_port()
         app = launch_app([str(BIN / "cosyvoice-traced"), "run", "--exporter", "kafka",
                           "--kafka-bootstrap-servers", broker.bootstrap, "--service-name",
