@@ -315,12 +315,19 @@ def report(zipkin_url: str, service: str, lookback: str, limit: int, by: str | N
         click.echo(json.dumps(rows, indent=2) if as_json else rep.failures_text(rows, reason))
         sys.exit(0)
     groups = rep.analyse(traces, compared[0][0] if compared else by, include_warmup)
+    unknown = rep.unknown_stages(rules, groups)
+    if unknown:
+        raise click.UsageError(f"--alert {unknown[0].text!r}: no stage {unknown[0].stage!r} in "
+                               "the schema or in the traces (a typo never fires)")
     note = rep.sampling_note(traces)
     if note and groups:  # on stderr: --json output stays one document
         click.echo(note, err=True)
     if not groups:
         raise click.ClickException(f"no synthesis traces of service {service!r} in the last "
                                    f"{lookback}")
+    grouping = rep.by_note(groups, by)
+    if grouping:
+        click.echo(grouping, err=True)
     if compared:
         (key, a), (_, b) = compared
         missing = [side for side in (a, b) if not groups.get(side, rep.GroupStats(side)).requests]
@@ -404,12 +411,19 @@ def zipkin() -> None:
 
 @zipkin.command("start")
 @click.option("--port", type=click.IntRange(1, 65535), default=9411, show_default=True)
-def zipkin_start(port: int) -> None:
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address Zipkin listens on (0.0.0.0: every interface; it holds every "
+                   "trace, for anyone who reaches it).")
+def zipkin_start(port: int, host: str) -> None:
     """Fetch the jar (Maven Central, cached) and start Zipkin in the background."""
     from cosyvoice_otel.tools import zipkin_server
 
     try:
-        server = zipkin_server.start_detached(port)
+        table.parse_host(host)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--host") from None
+    try:
+        server = zipkin_server.start_detached(port, host)
     except zipkin_server.ZipkinServerError as exc:
         raise click.ClickException(str(exc).splitlines()[0]) from None
     click.echo(f"Zipkin is up: {server.base_url} (pid {server.pid}); "

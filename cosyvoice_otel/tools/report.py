@@ -17,6 +17,7 @@ errors; UNIT us, ms, s.
 from __future__ import annotations
 
 import html
+import json
 import math
 import re
 import time
@@ -256,6 +257,36 @@ AUDIO_FIGURES = (s.AUDIO_SNR_DB, s.AUDIO_RMS_DBFS, s.AUDIO_PEAK_DBFS, s.AUDIO_SI
                  s.AUDIO_CLIPPING, s.PROMPT_SECONDS, s.AUDIO_FORMAT)
 
 
+# a figure recorded with a failure (``fail(reason, message, snr_db=4.2)``) under a short name
+# fills the column of the attribute it stands for
+FIGURE_COLUMNS = {"snr_db": s.AUDIO_SNR_DB, "rms_dbfs": s.AUDIO_RMS_DBFS,
+                  "silence_ratio": s.AUDIO_SILENCE, "clipping_ratio": s.AUDIO_CLIPPING,
+                  "prompt_seconds": s.PROMPT_SECONDS}
+
+
+def _failure_figures(failed: list[dict]) -> dict[str, str]:
+    """The numbers recorded with the failures (the events of the failed spans: Zipkin keeps
+    each as an annotation ``{"message": {figure: value}}``), by name; exception events and
+    anything not a number are left out."""
+    found: dict[str, str] = {}
+    for span in failed:
+        annotations = span.get("annotations")
+        for annotation in annotations if isinstance(annotations, list) else ():
+            try:
+                event = json.loads(annotation.get("value", ""))
+            except (ValueError, TypeError, AttributeError):
+                continue
+            if not isinstance(event, dict):
+                continue
+            for name, values in event.items():
+                if name == "exception" or not isinstance(values, dict):
+                    continue
+                for key, value in values.items():
+                    if isinstance(value, (int, float)) and not isinstance(value, bool):
+                        found.setdefault(str(key), f"{value:g}")
+    return found
+
+
 def failures(traces: list[list[dict]], reason: str | None, zipkin_ui: str) -> list[dict]:
     """The failing requests (``error.type`` == ``reason`` when given), newest first, each with
     its reasons, its prompt audio's figures (the seed's triage: an empty ASR transcript and
@@ -275,10 +306,15 @@ def failures(traces: list[list[dict]], reason: str | None, zipkin_ui: str) -> li
                 for key in AUDIO_FIGURES:
                     if key in span["tags"] and key not in figures:
                         figures[key] = span["tags"][key]
+        recorded = _failure_figures(failed)
+        for short, key in FIGURE_COLUMNS.items():  # fail("...", snr_db=4.2): its own column
+            if key not in figures and short in recorded:
+                figures[key] = recorded[short]
         request = _request_span(spans) or min(spans, key=lambda sp: sp["timestamp"])
         out.append({"trace_id": request["traceId"], "reasons": reasons,
                     "timestamp_us": request["timestamp"], "duration_us": request["duration"],
-                    "audio": figures, "link": f"{zipkin_ui}/zipkin/traces/{request['traceId']}"})
+                    "audio": figures, "figures": recorded,
+                    "link": f"{zipkin_ui}/zipkin/traces/{request['traceId']}"})
     out.sort(key=lambda row: row["timestamp_us"], reverse=True)
     return out
 
@@ -286,15 +322,21 @@ def failures(traces: list[list[dict]], reason: str | None, zipkin_ui: str) -> li
 def failures_text(rows: list[dict], reason: str | None) -> str:
     title = f"failing requests{f' ({reason})' if reason else ''}: {len(rows)}"
     lines = [title, f"{'when':19s} {'reasons':24s} {'snr dB':>7s} {'rms dBFS':>9s} "
-                    f"{'silence':>8s} {'clip':>7s} {'prompt s':>8s}  trace"]
+                    f"{'silence':>8s} {'clip':>7s} {'prompt s':>8s}  trace  (figures)"]
     for row in rows:
         audio = row["audio"]
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["timestamp_us"] / 1e6))
         lines.append(f"{when:19s} {','.join(row['reasons'])[:24]:24s} "
                      f"{audio.get(s.AUDIO_SNR_DB, '-'):>7s} {audio.get(s.AUDIO_RMS_DBFS, '-'):>9s} "
                      f"{audio.get(s.AUDIO_SILENCE, '-'):>8s} {audio.get(s.AUDIO_CLIPPING, '-'):>7s} "
-                     f"{audio.get(s.PROMPT_SECONDS, '-'):>8s}  {row['link']}")
+                     f"{audio.get(s.PROMPT_SECONDS, '-'):>8s}  {row['link']}"
+                     + (f"  ({_figures_text(row.get('figures') or {})})"
+                        if row.get("figures") else ""))
     return "\n".join(lines)
+
+
+def _figures_text(figures: dict[str, str]) -> str:
+    return ", ".join(f"{key}={value}" for key, value in sorted(figures.items()))
 
 
 def sampling_note(traces: list[list[dict]]) -> str | None:
@@ -433,6 +475,27 @@ def compare_dict(rows: list[StageComparison], key: str, a: str, b: str,
                                    "delta_p50": row.delta("p50"), "delta_p95": row.delta("p95"),
                                    "p_value": row.p_value, "verdict": row.verdict}
                        for row in rows}}
+
+
+def unknown_stages(rules: list[Rule], groups: dict[str, GroupStats]) -> list[Rule]:
+    """The rules naming a stage neither the schema nor the traces know (``vocodr.p95>1s``: a
+    cron alert with a typo would never fire)."""
+    seen = {name for group in groups.values() for name in group.stages}
+    return [rule for rule in rules if rule.stage != "errors" and rule.stage not in seen
+            and not s.known_stage(rule.stage)]
+
+
+def by_note(groups: dict[str, GroupStats], by: str | None) -> str | None:
+    """A line saying why ``--by TAG`` shows one group: no trace has the tag, or all have one
+    value (else None)."""
+    if not by or by == CONCURRENCY:
+        return None
+    keys = set(groups)
+    if keys <= {"(none)"}:
+        return f"--by {by}: no trace has this tag; nothing to group by"
+    if len(keys - {"(none)"}) == 1:
+        return f"--by {by}: every trace that has it says {sorted(keys - {'(none)'})[0]}: one group"
+    return None
 
 
 def evaluate(groups: dict[str, GroupStats], rules: list[Rule]) -> list[str]:

@@ -74,6 +74,9 @@ def fetch_jar(timeout: float = 600) -> Path:
     return _m2_jar()
 
 
+LOOPBACK = "127.0.0.1"
+
+
 @dataclass
 class ZipkinServer:
     """One running Zipkin process (the JVM), owned by pid."""
@@ -81,10 +84,12 @@ class ZipkinServer:
     pid: int
     port: int
     log_path: str
+    host: str = LOOPBACK  # what it listens on; reached on loopback unless only elsewhere
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        reach = LOOPBACK if self.host in (LOOPBACK, "0.0.0.0", "::", "localhost") else self.host
+        return f"http://{f'[{reach}]' if ':' in reach else reach}:{self.port}"
 
     @property
     def endpoint(self) -> str:
@@ -120,12 +125,16 @@ class ZipkinServer:
 
 def start(port: int | None = None, jar: Path | None = None, log_path: Path | None = None,
           heap: str = "256m", health_timeout: float = 90, detach: bool = False,
-          extra_args: list[str] | None = None, env: dict[str, str] | None = None) -> ZipkinServer:
-    """Start Zipkin on loopback and wait for /health UP. Raises ZipkinServerError. Without
-    ``port``, a free one is chosen, and chosen again if another process takes it first."""
+          extra_args: list[str] | None = None, env: dict[str, str] | None = None,
+          host: str = LOOPBACK) -> ZipkinServer:
+    """Start Zipkin listening on ``host`` (loopback unless told otherwise: a local Zipkin
+    holds every trace, for anyone who reaches it) and wait for /health UP. Raises
+    ZipkinServerError. Without ``port``, a free one is chosen, and chosen again if another
+    process takes it first."""
     for attempt in range(3):
         try:
-            return _start(port, jar, log_path, heap, health_timeout, detach, extra_args, env)
+            return _start(port, jar, log_path, heap, health_timeout, detach, extra_args, env,
+                          host)
         except _PortTaken:
             if port is not None or attempt == 2:
                 raise ZipkinServerError(f"port {port or 'chosen'} was taken by another "
@@ -139,7 +148,7 @@ class _PortTaken(Exception):
 
 def _start(port: int | None, jar: Path | None, log_path: Path | None, heap: str,
            health_timeout: float, detach: bool, extra_args: list[str] | None,
-           env: dict[str, str] | None) -> ZipkinServer:
+           env: dict[str, str] | None, host: str = LOOPBACK) -> ZipkinServer:
     java = shutil.which("java")
     if java is None:
         raise ZipkinServerError("java not found: Zipkin needs Java 17+")
@@ -152,12 +161,16 @@ def _start(port: int | None, jar: Path | None, log_path: Path | None, heap: str,
     child_env.update({"QUERY_PORT": str(port), "STORAGE_TYPE": "mem",
                       "AUTOCOMPLETE_KEYS": ",".join(s.AUTOCOMPLETE_KEYS)})
     child_env.update(env or {})
+    # Armeria's listening port, whole (Spring replaces a list, never one field of an item)
+    bind = [f"--armeria.ports[0].port={port}", f"--armeria.ports[0].ip={host}",
+            "--armeria.ports[0].protocols[0]=http"]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [java, f"-Xmx{heap}", "-XX:+UseSerialGC", "-jar", str(jar), *(extra_args or [])],
+            [java, f"-Xmx{heap}", "-XX:+UseSerialGC", "-jar", str(jar), *bind,
+             *(extra_args or [])],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=child_env,
             start_new_session=detach)
-    server = ZipkinServer(proc.pid, port, str(log_path))
+    server = ZipkinServer(proc.pid, port, str(log_path), host)
     client = server.client()
     deadline = time.monotonic() + health_timeout
     while time.monotonic() < deadline:
@@ -187,19 +200,20 @@ def running() -> ZipkinServer | None:
     """The server started by `zipkin start`, if it is still alive."""
     try:
         state = json.loads(_state_file().read_text())
-        server = ZipkinServer(int(state["pid"]), int(state["port"]), state["log"])
+        server = ZipkinServer(int(state["pid"]), int(state["port"]), state["log"],
+                              str(state.get("host", LOOPBACK)))
     except (OSError, ValueError, KeyError):
         return None
     return server if server.alive() else None
 
 
-def start_detached(port: int = 9411) -> ZipkinServer:
+def start_detached(port: int = 9411, host: str = LOOPBACK) -> ZipkinServer:
     server = running()
     if server:
         return server
-    server = start(port=port, detach=True)
+    server = start(port=port, detach=True, host=host)
     _state_file().write_text(json.dumps({"pid": server.pid, "port": server.port,
-                                         "log": server.log_path}))
+                                         "log": server.log_path, "host": server.host}))
     return server
 
 

@@ -418,6 +418,30 @@ def test_zipkin_started_here_offers_the_attribution_tags_as_ui_filters(zipkin) -
     assert "v9" in client._get("/api/v2/autocompleteValues", key="service.version")
 
 
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses of the sockets listening on ``port`` (Linux /proc, hex as there)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                address, _, hex_port = fields[1].partition(":")
+                if fields[3] == "0A" and int(hex_port, 16) == port:
+                    found.add(address)
+    return found
+
+
+def test_a_zipkin_started_here_listens_on_loopback_only(zipkin) -> None:
+    """It holds every trace: reachable from this machine only, unless told otherwise
+    (`zipkin start --host 0.0.0.0`)."""
+    addresses = listening_addresses(zipkin.port)
+    assert addresses, "nothing listens on Zipkin's port"
+    # 127.0.0.1 as /proc writes it, as IPv4 or IPv4-mapped IPv6; never 0.0.0.0 or ::
+    assert addresses <= {"0100007F", "0000000000000000FFFF00000100007F"}, addresses
+    bad = run_cli("zipkin", "start", "--host", "not a host", "--port", "9")
+    assert bad.returncode == 2 and "--host" in bad.stderr and "Traceback" not in bad.stderr
+
+
 # ------------------------------------------------------------------------------ report --compare
 
 def test_mann_whitney_p_matches_the_textbook_normal_approximation() -> None:
