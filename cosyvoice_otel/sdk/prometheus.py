@@ -86,8 +86,17 @@ def _exemplars_by_bucket(point: Any) -> dict[int, Exemplar]:
     return out
 
 
-def to_families(data: MetricsData | None) -> list[Metric]:
-    """The SDK's collected data as prometheus_client metric families (pure: unit-testable)."""
+MAX_KEPT_EXEMPLARS = 10_000  # per reader: (series, bucket) pairs remembered between scrapes
+
+
+def to_families(data: MetricsData | None,
+                kept: dict[tuple, Exemplar] | None = None) -> list[Metric]:
+    """The SDK's collected data as prometheus_client metric families (unit-testable).
+    ``kept``: the exemplars of earlier scrapes, per series and bucket. The SDK hands each
+    exemplar to ONE collection (its reservoir starts afresh after it): without them, a
+    bucket's link to a trace would show in one scrape and be gone from the next, though the
+    bucket still counts that observation. An exemplar is kept until a newer one replaces
+    it."""
     families: dict[str, Metric] = {}
     if data is None:
         return []
@@ -100,11 +109,12 @@ def to_families(data: MetricsData | None) -> list[Metric]:
             families["target_info"] = info
         for scope_metrics in resource_metrics.scope_metrics:
             for metric in scope_metrics.metrics:
-                _add(families, metric)
+                _add(families, metric, kept)
     return list(families.values())
 
 
-def _add(families: dict[str, Metric], metric: Any) -> None:
+def _add(families: dict[str, Metric], metric: Any,
+         kept: dict[tuple, Exemplar] | None = None) -> None:
     """One metric's data points. Each point has its OWN label set (a failed request has
     ``error_type``, a good one not; an app stage has no mode): the family's label names are
     the union over its points, and each point's values are read by name, missing ones empty
@@ -137,6 +147,15 @@ def _add(families: dict[str, Metric], metric: Any) -> None:
             for index, (bound, count) in enumerate(zip(bounds, point.bucket_counts, strict=True)):
                 cumulative += count
                 exemplar = exemplars.get(index)
+                if kept is not None:
+                    key = (name, tuple(values), index)
+                    if exemplar is not None:
+                        kept.pop(key, None)
+                        kept[key] = exemplar  # the newest, last in the order
+                        while len(kept) > MAX_KEPT_EXEMPLARS:
+                            kept.pop(next(iter(kept)))
+                    elif cumulative:
+                        exemplar = kept.get(key)
                 buckets.append((_le(bound), cumulative, exemplar) if exemplar
                                else (_le(bound), cumulative))
             family.add_metric(values, buckets, point.sum)
@@ -151,7 +170,9 @@ class _Collector:
         self.reader = reader
 
     def collect(self) -> Iterable[Metric]:
-        return to_families(self.reader.scrape())
+        with self.reader._lock:
+            data = self.reader._scrape()
+            return to_families(data, self.reader.exemplars)
 
 
 class PrometheusExemplarReader(MetricReader):
@@ -161,6 +182,7 @@ class PrometheusExemplarReader(MetricReader):
         super().__init__()
         self._latest: MetricsData | None = None
         self._lock = threading.Lock()
+        self.exemplars: dict[tuple, Exemplar] = {}  # kept between scrapes (to_families)
         # our own registry: an app that uses prometheus_client itself keeps its global one
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
@@ -175,9 +197,12 @@ class PrometheusExemplarReader(MetricReader):
 
     def scrape(self) -> MetricsData | None:
         with self._lock:  # two scrapers at once: one collection at a time
-            self._latest = None
-            self.collect()
-            return self._latest
+            return self._scrape()
+
+    def _scrape(self) -> MetricsData | None:
+        self._latest = None
+        self.collect()
+        return self._latest
 
     def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000,
                          **kwargs: Any) -> None:

@@ -147,3 +147,58 @@ def test_doctor_measures_the_clock_offset_to_milliseconds(offset) -> None:
     within_s = float(within.split(" ms")[0]) / 1000
     assert within_s < 0.2  # milliseconds, not the header's second
     assert abs(float(measured) - offset) <= within_s + 0.02, clock.detail
+
+
+# -- exemplars kept until replaced (issue 36, item 7)
+
+def test_an_exemplar_stays_on_its_bucket_across_scrapes_until_a_newer_one() -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from cosyvoice_otel.sdk.prometheus import to_families
+
+    reader = InMemoryMetricReader()
+    hist = MeterProvider(metric_readers=[reader]).get_meter("t").create_histogram(
+        s.REQUEST_DURATION, unit="s", explicit_bucket_boundaries_advisory=[0.1, 1.0])
+    tracer = TracerProvider().get_tracer("t")
+    kept: dict = {}
+
+    def exemplar_trace_ids() -> set[str]:
+        families = to_families(reader.get_metrics_data(), kept)
+        return {sample.exemplar.labels["trace_id"] for f in families for sample in f.samples
+                if sample.exemplar is not None}
+
+    with tracer.start_as_current_span("first") as first:
+        hist.record(0.5, {s.MODE: "sft"})
+    first_id = f"{first.get_span_context().trace_id:032x}"
+    assert exemplar_trace_ids() == {first_id}
+    assert exemplar_trace_ids() == {first_id}  # the second scrape: still linked
+    with tracer.start_as_current_span("second") as second:
+        hist.record(0.6, {s.MODE: "sft"})  # the same bucket: replaced
+    assert exemplar_trace_ids() == {f"{second.get_span_context().trace_id:032x}"}
+    assert len(kept) == 1
+
+
+def test_the_served_metrics_keep_an_exemplar_on_the_second_scrape() -> None:
+    import requests
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from cosyvoice_otel.sdk.prometheus import PrometheusExemplarReader
+
+    reader = PrometheusExemplarReader("127.0.0.1", 0)
+    provider = MeterProvider(metric_readers=[reader])
+    hist = provider.get_meter("t").create_histogram(
+        s.REQUEST_DURATION, unit="s", explicit_bucket_boundaries_advisory=[0.1, 1.0])
+    with TracerProvider().get_tracer("t").start_as_current_span("r") as span:
+        hist.record(0.5, {s.MODE: "sft"})
+    url = f"http://127.0.0.1:{reader.server.server_address[1]}/metrics"
+    wanted = f'trace_id="{span.get_span_context().trace_id:032x}"'
+    try:
+        for _ in range(2):  # the first scrape and the one after it
+            text = requests.get(url, timeout=5,
+                                headers={"Accept": "application/openmetrics-text"}).text
+            assert wanted in text
+    finally:
+        provider.shutdown()

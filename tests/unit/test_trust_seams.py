@@ -658,7 +658,7 @@ def test_13_doctor_reaches_a_zipkin_behind_basic_auth_and_prints_no_password() -
         lines = list(check_zipkin(base))
     finally:
         server.close()
-    assert seen == ["Basic Ym9iOmh1bnRlcjI="]
+    assert seen and set(seen) == {"Basic Ym9iOmh1bnRlcjI="}  # every request (clock probes too)
     assert lines[0].level == "ok" and "3.5.1" in lines[0].detail
     assert all("hunter2" not in line.detail for line in lines)
 
