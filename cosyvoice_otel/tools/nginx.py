@@ -96,6 +96,8 @@ map $http_upgrade $cosyvoice_connection {{
 {pool}server {{
     listen {listen};
     access_log {access_log} cosyvoice_b3;
+    # prompt audio is uploaded through here: nginx's 1 MB default refuses a 30 s WAV
+    client_max_body_size 64m;
 
 {sessions}{_location("/", target)}}}
 """

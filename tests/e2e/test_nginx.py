@@ -55,8 +55,10 @@ def start_nginx(tmp_path: Path, upstreams: list[str], port: int,
     (tmp_path / "nginx.conf").write_text(
         f"worker_processes 1;\npid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\n"
         "events { worker_connections 64; }\n"
+        # bodies in memory: nginx's workers (nobody, under root) cannot write a temp file into
+        # the test's private folder (an upload would fail with 500)
         f"http {{ include b3.conf; client_body_temp_path {tmp_path}/body; "
-        f"proxy_temp_path {tmp_path}/proxy; }}\n")
+        f"client_body_buffer_size 16m; proxy_temp_path {tmp_path}/proxy; }}\n")
     proc = subprocess.Popen([NGINX, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"),
                              "-g", "daemon off;"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.STDOUT)

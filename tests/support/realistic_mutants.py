@@ -162,6 +162,33 @@ BUGS: tuple[Bug, ...] = (
         "            reason = getattr(exc, REASON_ATTR, None)",
         (T + "test_20_a_declared_reason_then_a_raise_keeps_the_reason",),
         "the declared reason overwritten by the exception's type"),
+    # -- issue 36's traps
+    Bug("readme1", "cosyvoice_otel/tools/nginx.py",
+        '        sessions = _location("/gradio_api/", "cosyvoice_sessions") + "\\n"',
+        '        sessions = ""',
+        ("tests/e2e/test_nginx.py::test_replicas_become_one_upstream_block",),
+        "Gradio's routes balanced round robin like the rest"),
+    Bug("readme2", "cosyvoice_otel/sdk/zipkin_http.py",
+        "                claim = self.spool.claim(path)\n", "                claim = 0\n",
+        (T + "test_two_replicas_sharing_a_spool_never_send_one_batch_twice",),
+        "replay sends a batch another replica holds"),
+    Bug("readme3", "cosyvoice_otel/launcher/cli.py",
+        "    if unknown:\n", "    if False:\n",
+        (U + "test_report_traps.py::test_an_alert_on_a_misspelt_stage_is_a_one_line_error",),
+        "an alert on a misspelt stage passes silently"),
+    Bug("readme4", "cosyvoice_otel/tools/report.py",
+        "                figures[key] = recorded[short]", "                pass",
+        (U + "test_report_traps.py::test_errors_shows_the_figures_recorded_with_the_failure",),
+        "--errors ignores the figures recorded with the failure"),
+    Bug("readme7", "cosyvoice_otel/sdk/prometheus.py",
+        "                        exemplar = kept.get(key)", "                        pass",
+        (U + "test_report_traps.py::"
+         "test_an_exemplar_stays_on_its_bucket_across_scrapes_until_a_newer_one",),
+        "an exemplar gone from the second scrape"),
+    Bug("readme8", "cosyvoice_otel/tools/doctor.py",
+        "        if second > previous:", "        if False:",
+        (U + "test_report_traps.py::test_doctor_measures_the_clock_offset_to_milliseconds",),
+        "the clock offset read from one Date header"),
 )
 
 
