@@ -39,6 +39,7 @@ from typing import Any
 from opentelemetry.sdk.trace.export import SpanExportResult
 
 from cosyvoice_otel.sdk.export_base import SpoolingExporter, span_count
+from cosyvoice_otel.sdk.spool import Spool
 
 logger = logging.getLogger("cosyvoice_otel.export")
 
@@ -83,6 +84,7 @@ class KafkaZipkinExporter(SpoolingExporter):
         self._lock = threading.Lock()
         self._replaying: Path | None = None  # the spool file whose delivery we wait for
         self._claim: int | None = None  # its flock: no other replica sends it meanwhile
+        self._maybe_sent = False  # its last sender died mid-send: it may be in Kafka already
         self._next_probe = 0.0
         self._away = False  # in a streak of failed deliveries (logged once per streak)
         self._poller = threading.Thread(target=self._poll_loop, name="cosyvoice-otel-kafka",
@@ -154,12 +156,15 @@ class KafkaZipkinExporter(SpoolingExporter):
 
     def _report(self, err: Any, payload: bytes, count: int, replay_path: Path | None) -> None:
         """librdkafka's delivery report (in the poller thread, or in flush())."""
-        claim = None
+        claim, maybe_sent = None, False
         with self._lock:
             if replay_path is not None and self._replaying == replay_path:
                 self._replaying = None
                 claim, self._claim = self._claim, None
+                maybe_sent = self._maybe_sent
         try:
+            if err is None and maybe_sent:
+                self.counters["maybe_duplicated"] += count
             self._settle_report(err, payload, count, replay_path)
         finally:
             if self.spool is not None:
@@ -184,8 +189,10 @@ class KafkaZipkinExporter(SpoolingExporter):
         self._away = True
         self._log.note("away", 0, f"Kafka {self.bootstrap_servers} unreachable ({err}); "
                                   "batches go to the spool and are replayed when it is back")
-        if replay_path is None:  # a replayed file simply stays where it is
+        if replay_path is None:
             self.keep(payload, 0, "Kafka away")
+        elif self.spool is not None:  # a replayed file stays, no longer in flight
+            self.spool.mark(replay_path, 0, flight=False)
 
     def _unclaim(self) -> None:
         with self._lock:
@@ -211,6 +218,8 @@ class KafkaZipkinExporter(SpoolingExporter):
             if claimed is None:
                 return False
             path, self._claim = claimed
+            self._maybe_sent = Spool.in_flight(path)
+            path = self.spool.mark(path, 0, flight=True)  # a crash from here: maybe sent
             self._replaying = path
         try:
             payload = self.spool.read(path)
@@ -220,6 +229,8 @@ class KafkaZipkinExporter(SpoolingExporter):
             self._unclaim()
             return True
         if not self._produce(payload, path):
+            if self.spool is not None and path.exists():
+                self.spool.mark(path, 0, flight=False)
             self._unclaim()
             return False
         self.producer.flush(15.0)  # its delivery report decides: removed, or kept for later

@@ -4,13 +4,15 @@ One folder per destination (a Zipkin endpoint, a Kafka servers+topic pair), crea
 file 0600 (spans are redacted, but a trace still tells who called what, when). File names sort
 oldest first and carry what replay needs to know about the batch::
 
-    <ns>-<pid>-<seq>[-pN...][.uT][.fF].json
+    <ns>-<pid>-<seq>[-pN...][.uT][.fF][.s].json
 
 ``-pN`` marks a part of a batch that was split; ``.uT`` a batch whose answer timed out T times
 (it may already be stored: resent at most once more); ``.fF`` a batch that failed F times while
 other batches got through (it is the batch, not the backend: after ``MAX_FILE_FAILURES`` it is
-set aside in ``bad/``). Nothing here reads a file larger than ``MAX_FILE_BYTES`` whole: such a
-file is set aside unread (our own batches are far smaller).
+set aside in ``bad/``); ``.s`` a batch being sent (a sender that dies mid-send leaves it so:
+it may be stored, so the next replay counts it as one try, a possible duplicate). Nothing
+here reads a file larger than ``MAX_FILE_BYTES`` whole: such a file is set aside unread (our
+own batches are far smaller).
 
 Replicas may share one folder (the default spool on one host, or one ``--spool-dir`` volume):
 a batch is replayed only by the process that holds its ``flock`` (``claim``) from reading it
@@ -33,7 +35,7 @@ MAX_FILE_FAILURES = 3
 MAX_BAD_BYTES = 16 * 1024 * 1024  # bad/ keeps the newest files up to this size, for a look
 STALE_TMP_S = 60.0
 _NAME = re.compile(r"^(?P<stem>\d+-(?P<pid>\d+)-\d+(?:-p\d+)*)(?:\.u(?P<tries>\d+))?"
-                   r"(?:\.f(?P<fails>\d+))?\.json$")
+                   r"(?:\.f(?P<fails>\d+))?(?P<flight>\.s)?\.json$")
 
 
 def pid_alive(pid: int) -> bool:
@@ -330,6 +332,28 @@ class Spool:
     @staticmethod
     def tries(path: Path) -> int:
         return _field(path, "tries")
+
+    @staticmethod
+    def in_flight(path: Path) -> bool:
+        """The batch was being sent when its sender stopped (``.s``): it may be stored."""
+        match = _NAME.match(path.name)
+        return bool(match and match["flight"])
+
+    def mark(self, path: Path, tries: int, flight: bool) -> Path:
+        """Rename a claimed batch to say its tries and whether it is being sent now (``.s``:
+        a sender that dies mid-send leaves it so, and the next replica counts a resend as a
+        possible duplicate). A rename needs no disk space; on failure the name stays."""
+        match = _NAME.match(path.name)
+        stem = match["stem"] if match else path.name[:-5]
+        suffix = _suffix(tries, _field(path, "fails"))
+        renamed = self.directory / (stem + (suffix[:-5] + ".s.json" if flight else suffix))
+        if renamed == path:
+            return path
+        try:
+            path.replace(renamed)
+        except OSError:
+            return path
+        return renamed
 
     @staticmethod
     def fails(path: Path) -> int:

@@ -352,19 +352,23 @@ class ResilientZipkinExporter(SpoolingExporter):
             self.set_aside(path, "spool_unreadable", f"is unreadable ({exc})")
             return "skip"
         tries = Spool.tries(path)
+        if Spool.in_flight(path):  # its sender died mid-send: Zipkin may have stored it
+            tries += 1
+        sending = self.spool.mark(path, tries, flight=True)
         tally: list[int] = []
         left = self._deliver(payload, tries, live=False, tally=tally)
         self.counters["replayed"] += sum(tally)
+        if not left:
+            self.spool.remove(sending)
+            self._suspects.pop(path.name, None)
+            return "done"
+        path = self.spool.mark(sending, tries, flight=False)  # an answer came: not in flight
         if left == [Part(payload, tries, "suspect")]:
             return "settled" if self._suspect_failed(path, payload) else "suspect"
         if left == [Part(payload, tries, AWAY)]:
             return "stop"  # Zipkin away: the file stays as it is, the rest waits
-        if left:
-            self._requeue(path, payload, left)
-            return "stop"  # Zipkin away (or its answer late): the rest waits
-        self.spool.remove(path)
-        self._suspects.pop(path.name, None)
-        return "done"
+        self._requeue(path, payload, left)
+        return "stop"  # Zipkin away (or its answer late): the rest waits
 
     def _requeue(self, path: Path, payload: bytes, left: list[Part]) -> None:
         """What is left of a spooled batch goes back in its place; a part the disk has no

@@ -21,6 +21,7 @@ import struct
 import threading
 import wave
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -906,3 +907,46 @@ def test_a_claim_is_refused_while_held_and_on_a_file_made_anew(tmp_path) -> None
     finally:
         sp.fcntl = sp_fcntl
     assert spool.claim(tmp_path / "spool" / "gone.json") is None
+
+
+def test_a_batch_is_marked_in_flight_while_sent_and_a_crashed_senders_resend_counts(
+        tmp_path, refused_endpoint) -> None:
+    """A sender that dies mid-send leaves its batch marked ``.s``: it may be stored, so the
+    replica that sends it next counts a possible duplicate (and the resend bound holds)."""
+    names_during_post: list[list[str]] = []
+    folder: list[Path] = []
+
+    class Handler(QuietHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            names_during_post.append(sorted(p.name for p in folder[0].iterdir()))
+            self.send_response(202)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = LoopbackServer(Handler, "/api/v2/spans")
+    try:
+        exporter = ResilientZipkinExporter(server.endpoint, 5, str(tmp_path), 1 << 20)
+        exporter._start_replayer = lambda: None
+        folder.append(exporter.spool.directory)
+        exporter.spool.put(exporter.encode(spans_of(2)))
+        exporter.replay()
+        assert [n.endswith(".s.json") for n in names_during_post[0]] == [True]
+        assert exporter.counters["maybe_duplicated"] == 0 and exporter.spool.files() == []
+        # what a sender that died mid-send leaves behind
+        exporter.spool.put(exporter.encode(spans_of(3)))
+        (path,) = exporter.spool.files()
+        path.rename(path.with_name(path.name[:-5] + ".s.json"))
+        exporter.replay()
+        assert exporter.counters["maybe_duplicated"] == 3 and exporter.spool.files() == []
+    finally:
+        server.close()
+    # Zipkin away: the mark comes off, the possible copy is remembered as a try
+    away = ResilientZipkinExporter(refused_endpoint, 5, str(tmp_path / "other"), 1 << 20)
+    away._start_replayer = lambda: None
+    away.spool.put(away.encode(spans_of(1)))
+    (path,) = away.spool.files()
+    path.rename(path.with_name(path.name[:-5] + ".s.json"))
+    away.replay()
+    (left,) = away.spool.files()
+    assert not Spool.in_flight(left) and Spool.tries(left) == 1
