@@ -210,6 +210,8 @@ class Redactor:
                 return tuple(items)  # homogeneous primitives: a sequence attribute still
             self.placeholders += 1
             return tuple(item if isinstance(item, str) else _json(item) for item in items)
+        if type(value).__module__ == "numpy" and hasattr(value, "item"):  # a numpy scalar
+            return self._value(key, value.item(), pattern, server, route)
         self.placeholders += 1  # no exporter encodes it as it is: text, masked
         if isinstance(value, (bytes, bytearray, memoryview)):
             return mask(bytes(value).decode("utf-8", "replace"), pattern)
