@@ -58,11 +58,14 @@ def _remember_inputs(event: Any, span: trace.Span) -> None:
     """The event's inputs (the texts typed into the UI, an uploaded file's name) are the
     request's own: registered for masking in its trace before any handler runs, so a handler
     that fails before the engine does (quoting its input) exports none of it."""
-    trace_id = span.get_span_context().trace_id
-    data = getattr(event, "data", None)
-    values = getattr(data, "data", data)
-    if trace_id and isinstance(values, (list, tuple)):
-        masking.remember(trace_id, [_input(value) for value in values[:64]])
+    try:
+        trace_id = span.get_span_context().trace_id
+        data = getattr(event, "data", None)
+        values = getattr(data, "data", data)
+        if trace_id and isinstance(values, (list, tuple)):
+            masking.remember(trace_id, [_input(value) for value in values[:64]])
+    except Exception as exc:  # noqa: BLE001 - the event's span is open: it must still end
+        note_error("gradio event inputs", exc)
 
 
 def _input(value: Any) -> Any:

@@ -230,7 +230,12 @@ class Redactor:
         route = attributes.get("http.route") if server else None
         changed: dict[str, Any] | None = None
         for key, value in attributes.items():
-            new = self._value(key, value, pattern, server, route)
+            counted = self.placeholders
+            try:
+                new = self._value(key, value, pattern, server, route)
+            except Exception:  # noqa: BLE001 - one hostile value: its placeholder, not the batch
+                self.placeholders = counted + 1  # once, whatever it counted before it failed
+                new = f"[unencodable {type(value).__name__}]"
             # by identity and type first: a value of an odd type may not compare to a bool
             if new is not value and (type(new) is not type(value) or _differs(new, value)):
                 if changed is None:

@@ -141,3 +141,63 @@ def test_an_exit_that_finds_no_entry_of_its_own_or_fails_never_raises(monkeypatc
         assert errors.ERRORS["stage exit"] == before + 1
     finally:
         api.deactivate()
+
+
+def test_gradio_inputs_that_cannot_be_read_leave_the_event_span_whole() -> None:
+    """An event whose inputs raise when read: counted, and its gradio.event span still
+    opens and ends around the handler."""
+    import asyncio
+
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from cosyvoice_otel.instrumentation import errors, gradio_bridge
+
+    class Hostile:
+        @property
+        def data(self):
+            raise RuntimeError("inputs unreadable")
+
+    class Event:
+        data = Hostile()
+
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("t")
+    with tracer.start_as_current_span("join"):
+        event = Event()
+        setattr(event, gradio_bridge.CTX_ATTR,
+                trace.set_span_in_context(trace.get_current_span()))
+    seen = []
+
+    async def process(events):
+        seen.append(trace.get_current_span().name)
+        return "done"
+
+    before = errors.ERRORS.get("gradio event inputs", 0)
+    wrapper = gradio_bridge.process_events(tracer, lambda: True)
+    assert asyncio.run(wrapper(process, None, ([event],), {})) == "done"
+    assert seen == ["gradio.event"] and errors.ERRORS["gradio event inputs"] == before + 1
+    assert [s.name for s in memory.get_finished_spans()].count("gradio.event") == 1
+
+
+def test_a_value_that_raises_when_read_is_one_placeholder_not_a_lost_batch() -> None:
+    from collections.abc import Mapping
+
+    class Hostile(Mapping):
+        def __getitem__(self, key):
+            raise KeyError(key)
+
+        def __iter__(self):
+            raise RuntimeError("cannot be read")
+
+        def __len__(self) -> int:
+            return 1
+
+    redactor = Redactor()
+    out = redactor._attributes({"ok": "fine", "bad": Hostile()}, None)
+    assert out == {"ok": "fine", "bad": "[unencodable Hostile]"}
+    assert redactor.placeholders == 1
