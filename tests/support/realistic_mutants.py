@@ -192,20 +192,28 @@ BUGS: tuple[Bug, ...] = (
 )
 
 
-def _tree(bug: Bug) -> Path:
-    """A copy of the tree with ``bug`` applied (the venv linked, not copied)."""
-    work = Path(tempfile.mkdtemp(prefix=f"mutant-{bug.key}-"))
+def copy_tree(prefix: str) -> Path:
+    """A copy of what the tests read (``cosyvoice_otel/``, ``tests/``, ``examples/``, the
+    top files), the venv and the docs linked, to mutate one file of it."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
     for part in ("cosyvoice_otel", "tests", "examples"):
         shutil.copytree(ROOT / part, work / part,
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     for part in ("pyproject.toml", "README.md", "launch.sh"):
         shutil.copy2(ROOT / part, work / part)
-    for venv in (".venv", "docs"):
-        if (ROOT / venv).exists():
-            os.symlink(ROOT / venv, work / venv)
+    for link in (".venv", "docs"):
+        if (ROOT / link).exists():
+            os.symlink(ROOT / link, work / link)
+    return work
+
+
+def _tree(bug: Bug) -> Path:
+    """A copy of the tree with ``bug`` applied."""
+    work = copy_tree(f"mutant-{bug.key}-")
     target = work / bug.path
     source = target.read_text(encoding="utf-8")
     if source.count(bug.old) != 1:
+        shutil.rmtree(work, ignore_errors=True)
         raise LookupError(f"{bug.key}: its text is in {bug.path} {source.count(bug.old)} "
                           "times (the row must follow the code)")
     target.write_text(source.replace(bug.old, bug.new), encoding="utf-8")

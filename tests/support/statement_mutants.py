@@ -22,9 +22,10 @@ import random
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import NamedTuple
+
+from tests.support.realistic_mutants import copy_tree
 
 ROOT = Path(__file__).resolve().parents[2]
 TARGET = 0.95
@@ -138,14 +139,7 @@ def mutants(module: str) -> list[Mutant]:
 
 
 def _apply(mutant: Mutant) -> Path:
-    work = Path(tempfile.mkdtemp(prefix="stmt-mutant-"))
-    for part in ("cosyvoice_otel", "tests", "examples"):
-        shutil.copytree(ROOT / part, work / part,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    for part in ("pyproject.toml", "README.md", "launch.sh"):
-        shutil.copy2(ROOT / part, work / part)
-    for link in (".venv", "docs"):
-        os.symlink(ROOT / link, work / link)
+    work = copy_tree("stmt-mutant-")
     target = work / mutant.module
     lines = target.read_text(encoding="utf-8").splitlines()
     lines[mutant.line - 1: mutant.end] = mutant.new

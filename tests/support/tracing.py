@@ -39,3 +39,16 @@ DEFAULT_OPTIONS = Options(stage_spans=True, gradio_bridge=True, cuda_sync=False,
 def stage_options(**overrides: Any) -> Options:
     """The options a StageSpan reads, with tests' defaults (no limits, no metrics)."""
     return dataclasses.replace(DEFAULT_OPTIONS, **overrides)
+
+
+def finished_spans(count: int, size: int = 40) -> list[ReadableSpan]:
+    """``count`` ended spans of ``count`` traces (one root each, attribute ``p`` of ``size``
+    characters): a batch for the exporters' tests."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource({"service.name": "unit"}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("t")
+    for i in range(count):
+        with tracer.start_as_current_span(f"s{i}") as span:
+            span.set_attribute("p", "x" * size)
+    return list(memory.get_finished_spans())

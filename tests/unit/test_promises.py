@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import stat
-import time
 
 import pytest
 from opentelemetry import trace
@@ -31,8 +30,8 @@ from cosyvoice_otel.tools import verify
 from cosyvoice_otel.tools.zipkin import normalize
 
 from ..support.helpers import fake_monotonic
-from ..support.loopback_server import LoopbackServer, QuietHandler
-from ..support.tracing import stage_options
+from ..support.scripted_zipkin import ScriptedZipkin
+from ..support.tracing import finished_spans, stage_options
 
 
 @pytest.fixture
@@ -95,46 +94,13 @@ def test_gap3_reading_a_prompt_that_is_not_a_wav_leaves_the_file_where_it_was(
 
 # -- 4. a half timing out during bisection: the other half is not posted
 
-class Stub(LoopbackServer):
-    def __init__(self, answer) -> None:
-        self.bodies: list[bytes] = []
-        stub = self
-
-        class Handler(QuietHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                stub.bodies.append(body)
-                status, delay = answer(len(stub.bodies))
-                time.sleep(delay)
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                except OSError:
-                    pass
-
-        super().__init__(Handler, "/api/v2/spans")
-
-
-def spans_of(traces: int) -> list:
-    provider = TracerProvider()
-    memory = InMemorySpanExporter()
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    for i in range(traces):
-        with provider.get_tracer("t").start_as_current_span(f"s{i}"):
-            pass
-    return list(memory.get_finished_spans())
-
-
 def test_gap4_when_a_half_times_out_the_other_half_waits_untried(tmp_path) -> None:
     # the whole batch refused (400), its first half never answered in time
-    stub = Stub(lambda n: (400, 0) if n == 1 else (202, 0.6))
+    stub = ScriptedZipkin(lambda n: (400, 0) if n == 1 else (202, 0.6))
     try:
         exporter = ResilientZipkinExporter(stub.endpoint, 0.2, str(tmp_path), 1 << 20)
         exporter._start_replayer = lambda: None
-        exporter.export(spans_of(4))
+        exporter.export(finished_spans(4))
         assert len(stub.bodies) == 2  # the batch, then its first half: the second never sent
         files = exporter.spool.files()
         tries = sorted(Spool.tries(f) for f in files)

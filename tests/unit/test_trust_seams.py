@@ -50,7 +50,8 @@ from cosyvoice_otel.sdk.zipkin_json import ZipkinJsonEncoder
 
 from ..support.leaks import encoded_by_every_exporter, found
 from ..support.loopback_server import LoopbackServer, QuietHandler
-from ..support.tracing import stage_options
+from ..support.scripted_zipkin import CLOSE, ScriptedZipkin
+from ..support.tracing import finished_spans, stage_options
 
 TEXT = "please read my secret diary aloud"
 
@@ -274,39 +275,12 @@ def _enospc(monkeypatch) -> None:
     monkeypatch.setattr(sp.os, "open", full)
 
 
-def spans_of(count: int, size: int = 40) -> list:
-    provider = TracerProvider(resource=Resource({"service.name": "seams"}))
-    memory = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    for i in range(count):
-        with provider.get_tracer("t").start_as_current_span(f"s{i}") as span:
-            span.set_attribute("p", "x" * size)
-    return list(memory.get_finished_spans())
+spans_of = finished_spans
 
 
-class Stub(LoopbackServer):
-    """POST answers: ``status``; or ``close``: read the body, keep it, close without a word."""
-
-    def __init__(self, status: int = 202, close: bool = False) -> None:
-        self.bodies: list[bytes] = []
-        stub = self
-
-        class Handler(QuietHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                stub.bodies.append(body)
-                if close:
-                    self.close_connection = True
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                    return
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-        super().__init__(Handler, "/api/v2/spans")
-
-    def spans(self) -> int:
-        return sum(len(json.loads(body)) for body in self.bodies)
+def Stub(status: int = 202, close: bool = False) -> ScriptedZipkin:  # noqa: N802
+    """Every POST answered ``status``; or (``close``) kept and cut off before an answer."""
+    return ScriptedZipkin(lambda n: CLOSE if close else (status, 0.0))
 
 
 def test_4_a_timed_out_batch_on_a_full_disk_keeps_its_file(tmp_path, monkeypatch) -> None:
@@ -340,23 +314,8 @@ def test_4_parts_the_full_disk_refuses_are_counted_lost(tmp_path, monkeypatch) -
 
 def test_4_a_bisected_part_the_full_disk_refuses_is_counted_disk_full(tmp_path,
                                                                       monkeypatch) -> None:
-    import time
-
-    answers = iter([(400, 0.0), (202, 0.0), (202, 0.6)])  # refused; a half taken; one late
-
-    class Handler(QuietHandler):
-        def do_POST(self) -> None:  # noqa: N802
-            self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            status, delay = next(answers, (202, 0.0))
-            time.sleep(delay)
-            try:
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-            except OSError:
-                pass
-
-    server = LoopbackServer(Handler, "/api/v2/spans")
+    answers = [(400, 0.0), (202, 0.0), (202, 0.6)]  # refused; a half taken; one late
+    server = ScriptedZipkin(lambda n: answers[n - 1] if n <= len(answers) else (202, 0.0))
     try:
         exporter = ResilientZipkinExporter(server.endpoint, 0.2, str(tmp_path), 1 << 20)
         exporter._start_replayer = lambda: None
