@@ -20,10 +20,6 @@ from pathlib import Path
 
 import pytest
 import requests
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from cosyvoice_otel.sdk import export_base
 from cosyvoice_otel.sdk import spool as sp
@@ -33,6 +29,7 @@ from cosyvoice_otel.sdk.zipkin_http import MAX_SUSPECTS, MAX_UNCERTAIN, Resilien
 
 from ..support.helpers import FakeClock, fake_monotonic
 from ..support.loopback_server import LoopbackServer, QuietHandler
+from ..support.tracing import finished_spans
 
 
 class Stub(LoopbackServer):
@@ -74,14 +71,7 @@ def stub() -> Iterator[Stub]:
 
 
 def spans(count: int, size: int = 50) -> list:
-    memory = InMemorySpanExporter()
-    provider = TracerProvider(resource=Resource({"service.name": "unit"}))
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    tracer = provider.get_tracer("t")
-    for i in range(count):
-        with tracer.start_as_current_span(f"s{i}") as span:
-            span.set_attribute("p", "x" * size)
-    return list(memory.get_finished_spans())
+    return finished_spans(count, size)
 
 
 def make(endpoint: str, tmp_path: Path, **kwargs) -> ResilientZipkinExporter:
