@@ -26,6 +26,7 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote, quote_plus
 
+MASK = "[REDACTED]"  # what a masked text becomes (redaction.py, and our own log lines)
 MAX_TRACES = 4096
 MAX_TEXT_BYTES = 32 * 1024 * 1024
 MIN_SUBSTRING = 4  # a form shorter than this is masked only as a whole token
@@ -50,6 +51,7 @@ _bytes = 0
 
 MAX_FOUND = 256  # texts one call's values may register (a request's inputs: a handful)
 MAX_DEPTH = 4
+MAX_BYTES_AS_TEXT = 64 * 1024  # bytes longer than this are audio, not a text to mask
 
 
 def texts_in(values: Iterable[Any], found: list[str] | None = None, depth: int = 0) -> list[str]:
@@ -63,7 +65,7 @@ def texts_in(values: Iterable[Any], found: list[str] | None = None, depth: int =
         if isinstance(value, str):
             found.append(value)
         elif isinstance(value, (bytes, bytearray)):
-            if len(value) <= MAX_BYTES_AS_TEXT:  # audio bytes are no text to mask
+            if len(value) <= MAX_BYTES_AS_TEXT:
                 found.append(bytes(value).decode("utf-8", "replace"))
         elif isinstance(value, (int, float)) or value is None or depth >= MAX_DEPTH:
             continue
@@ -80,9 +82,6 @@ def texts_in(values: Iterable[Any], found: list[str] | None = None, depth: int =
                                              or hasattr(value, "__dataclass_fields__")):
                 texts_in(fields.values(), found, depth + 1)
     return found
-
-
-MAX_BYTES_AS_TEXT = 64 * 1024
 
 
 def remember(trace_id: int, values: Iterable[Any]) -> None:

@@ -92,7 +92,7 @@ def _warn_once(value: Any, message: str) -> None:
     span_context = trace.get_current_span().get_span_context()
     pattern = masking.pattern_for(span_context.trace_id) if span_context.is_valid else None
     if pattern is not None:
-        shown = pattern.sub("[REDACTED]", shown)
+        shown = pattern.sub(masking.MASK, shown)
     logger.warning("cosyvoice-otel: " + message, shown)
 
 

@@ -35,7 +35,8 @@ logger = logging.getLogger("cosyvoice_otel.export")
 LOG_INTERVAL = 60.0
 
 
-def _encode(spans: list) -> bytes:
+def encode_spans(spans: list) -> bytes:
+    """Decoded Zipkin JSON spans (a part of a batch) as a batch again."""
     return json.dumps(spans, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
@@ -139,7 +140,7 @@ class SpoolingExporter(CountingExporter):
                                               f"{MAX_FILE_BYTES}-byte bound of a batch")
                 return False
             mid = len(spans) // 2
-            return all([self.keep(_encode(half), tries, away)
+            return all([self.keep(encode_spans(half), tries, away)
                         for half in (spans[:mid], spans[mid:])])
         if self.spool is not None and self.spool.put(payload, tries):
             self.counters["spooled"] += count

@@ -38,7 +38,7 @@ from typing import Any
 
 from opentelemetry.sdk.trace.export import SpanExportResult
 
-from cosyvoice_otel.sdk.export_base import SpoolingExporter, span_count
+from cosyvoice_otel.sdk.export_base import SpoolingExporter, encode_spans, span_count
 from cosyvoice_otel.sdk.spool import Spool
 
 logger = logging.getLogger("cosyvoice_otel.export")
@@ -151,8 +151,7 @@ class KafkaZipkinExporter(SpoolingExporter):
         self.counters["split"] += 1
         mid = len(spans) // 2
         for half in (spans[:mid], spans[mid:]):
-            self._produce(json.dumps(half, separators=(",", ":"),
-                                     ensure_ascii=False).encode("utf-8"), None)
+            self._produce(encode_spans(half), None)
 
     def _report(self, err: Any, payload: bytes, count: int, replay_path: Path | None) -> None:
         """librdkafka's delivery report (in the poller thread, or in flush())."""

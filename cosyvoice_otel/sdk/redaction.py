@@ -49,13 +49,12 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind, Status
 
 from cosyvoice_otel import masking
-from cosyvoice_otel.masking import declared_query_names
+from cosyvoice_otel.masking import MASK, declared_query_names
 from cosyvoice_otel.schema import known_reason
 from cosyvoice_otel.sdk.lifecycle import quiet_io
 
 logger = logging.getLogger("cosyvoice_otel.export")
 
-MASK = "[REDACTED]"
 MAX_DEPTH = 8  # nesting of a compound value rendered as JSON
 UNMATCHED_PATH = "/{unmatched}"
 OUR_SCOPE = "cosyvoice_otel"
@@ -100,6 +99,11 @@ def mask(value: str, pattern: re.Pattern[str] | None) -> str:
     return pattern.sub(MASK, value) if pattern is not None else value
 
 
+def _placeholder(value: Any) -> str:
+    """What stands for a value no exporter can encode: its type, never its content."""
+    return f"[unencodable {type(value).__name__}]"
+
+
 def _jsonable(value: Any, depth: int = 0) -> Any:
     """``value`` as plain JSON data: bytes decoded, mappings' keys as strings, NaN and inf as
     strings (JSON has none), anything else by its type name; nesting bounded."""
@@ -115,7 +119,7 @@ def _jsonable(value: Any, depth: int = 0) -> Any:
         return {str(_jsonable(k, depth + 1)): _jsonable(v, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
         return [_jsonable(item, depth + 1) for item in value]
-    return f"[unencodable {type(value).__name__}]"
+    return _placeholder(value)
 
 
 def _json(value: Any) -> str:
@@ -197,11 +201,11 @@ class Redactor:
         any string. A value changed for an exporter's sake is counted (``placeholders``)."""
         if isinstance(value, str):  # a str subclass
             return self._value(key, str(value), pattern, server, route)
-        if isinstance(value, (bool, int, float)):  # a numpy scalar, an IntEnum
-            return value if type(value) in (bool, int, float) else _number(value)
+        if isinstance(value, (bool, int, float)):  # a subclass: an IntEnum, a numpy float
+            return _number(value)
         if isinstance(value, (list, tuple)):
             text = _as_bytes_text(value) if pattern is not None else None
-            if text is not None and pattern is not None and pattern.search(text):
+            if pattern is not None and text is not None and pattern.search(text):
                 self.placeholders += 1  # a text's bytes as numbers: masked as the text
                 return pattern.sub(MASK, text)
             items = [self._value(key, item, pattern, server, route) for item in value]
@@ -219,7 +223,7 @@ class Redactor:
             return mask(_json(value), pattern)
         if value is None:  # the SDK keeps None now; no exporter agrees on it
             return "null"
-        return f"[unencodable {type(value).__name__}]"
+        return _placeholder(value)
 
     def _attributes(self, attributes: Mapping[str, Any] | None, pattern: re.Pattern[str] | None,
                     server: bool = False) -> dict[str, Any] | None:
@@ -235,7 +239,7 @@ class Redactor:
                 new = self._value(key, value, pattern, server, route)
             except Exception:  # noqa: BLE001 - one hostile value: its placeholder, not the batch
                 self.placeholders = counted + 1  # once, whatever it counted before it failed
-                new = f"[unencodable {type(value).__name__}]"
+                new = _placeholder(value)
             # by identity and type first: a value of an odd type may not compare to a bool
             if new is not value and (type(new) is not type(value) or _differs(new, value)):
                 if changed is None:
@@ -261,11 +265,8 @@ class Redactor:
         server = span.kind is SpanKind.SERVER
         if ours:  # our extractors write no content; a reason the app passed may be
             reason = (span.attributes or {}).get(ERROR_TYPE)
-            attributes = None
-            if reason is not None and self._value(ERROR_TYPE, reason, pattern, False,
-                                                  None) != reason:
-                attributes = {**(span.attributes or {}),
-                              ERROR_TYPE: self._value(ERROR_TYPE, reason, pattern, False, None)}
+            masked = self._attributes({ERROR_TYPE: reason}, pattern) if reason else None
+            attributes = {**(span.attributes or {}), **masked} if masked else None
         else:
             attributes = self._attributes(span.attributes, pattern, server)
         name = span.name if ours else self._name(span, pattern)

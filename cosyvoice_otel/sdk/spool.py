@@ -181,13 +181,9 @@ class Spool:
             for i, (payload, tries) in enumerate(parts):
                 if not self._write(f"{stem}-p{i}" + _suffix(tries, 0), payload):
                     failed.append((payload, tries))
-        if whole and failed and len(parts) == 1:
-            renamed = self.directory / (stem + _suffix(parts[0][1], _field(path, "fails")))
-            try:
-                path.replace(renamed)
-                return []
-            except OSError:
-                pass
+        if whole and failed and len(parts) == 1 and self._rename(
+                path, parts[0][1], _field(path, "fails"), False) != path:
+            return []
         self.remove(path)
         return failed
 
@@ -269,14 +265,7 @@ class Spool:
     def mark_failed(self, path: Path) -> Path:
         """One more failure of this batch on its own (``.fF``); returns its new path. The
         exporter sets it aside once ``fails(path)`` reaches ``MAX_FILE_FAILURES``."""
-        match = _NAME.match(path.name)
-        stem = match["stem"] if match else path.name[:-5]
-        renamed = self.directory / (stem + _suffix(_field(path, "tries"), _field(path, "fails") + 1))
-        try:
-            path.replace(renamed)
-        except OSError:
-            return path
-        return renamed
+        return self._rename(path, _field(path, "tries"), _field(path, "fails") + 1, False)
 
     def set_aside(self, path: Path) -> None:
         """Move a batch that cannot be delivered to ``bad/`` (kept for a look, bounded)."""
@@ -343,9 +332,14 @@ class Spool:
         """Rename a claimed batch to say its tries and whether it is being sent now (``.s``:
         a sender that dies mid-send leaves it so, and the next replica counts a resend as a
         possible duplicate). A rename needs no disk space; on failure the name stays."""
+        return self._rename(path, tries, _field(path, "fails"), flight)
+
+    def _rename(self, path: Path, tries: int, fails: int, flight: bool) -> Path:
+        """``path`` under the name that says these tries, fails and flight; its new path, or
+        ``path`` itself when the rename failed (or changes nothing)."""
         match = _NAME.match(path.name)
         stem = match["stem"] if match else path.name[:-5]
-        suffix = _suffix(tries, _field(path, "fails"))
+        suffix = _suffix(tries, fails)
         renamed = self.directory / (stem + (suffix[:-5] + ".s.json" if flight else suffix))
         if renamed == path:
             return path

@@ -46,7 +46,7 @@ import requests
 import urllib3
 from opentelemetry.sdk.trace.export import SpanExportResult
 
-from cosyvoice_otel.sdk.export_base import SpoolingExporter, span_count
+from cosyvoice_otel.sdk.export_base import SpoolingExporter, encode_spans, span_count
 from cosyvoice_otel.sdk.spool import MAX_FILE_FAILURES, Spool
 from cosyvoice_otel.urls import shown
 
@@ -99,10 +99,6 @@ def classify(status: int) -> str:
     if status in REFUSING or (status >= 500 and status not in AWAY_5XX):
         return REFUSED
     return AWAY
-
-
-def _encode(spans: list[Any]) -> bytes:
-    return json.dumps(spans, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def halves(spans: list[Any]) -> tuple[list[Any], list[Any]]:
@@ -230,7 +226,7 @@ class ResilientZipkinExporter(SpoolingExporter):
             return []
         self.counters["split"] += 1
         two = halves(spans)
-        parts = [_encode(half) for half in two]
+        parts = [encode_spans(half) for half in two]
         answers: list[Answer] = []
         for part in parts:  # once Zipkin is away, the rest waits too (no attempt per part)
             gone = answers and answers[-1].outcome in (AWAY, UNCERTAIN)

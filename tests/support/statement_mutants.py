@@ -57,23 +57,29 @@ MODULE_TESTS: dict[str, tuple[str, ...]] = {
 # calls whose two arguments commute: swapping them is no bug
 SYMMETRIC = frozenset({"max", "min"})
 
-# survivors no input can tell apart from the code, each with why (key: module:line:kind);
-# line numbers follow the code: a row goes stale when its module changes above it
+# survivors no input can tell apart from the code, each with why (key: module:function+line
+# offset in it:kind)
 EQUIVALENT: dict[str, str] = {
-    "cosyvoice_otel/masking.py:42:delete": "every entry's pattern is set to None by remember() "
-    "before any read (the only place entries are made)",
-    "cosyvoice_otel/masking.py:174:delete": "no registered text is blank (remember() drops them), "
-    "so a text always has a form and the no-form branch is never taken",
-    "cosyvoice_otel/masking.py:210:delete": "route None is never declared (routes come from "
-    "APIRoute.path, a str): the lookup that follows answers frozenset() too",
-    "cosyvoice_otel/sdk/redaction.py:145:delete": "unreachable: _number is called only for an "
-    "instance of bool, int or float, which its loop returns",
-    "cosyvoice_otel/sdk/redaction.py:137:delete": "the function falls off its end: None either way",
+    "cosyvoice_otel/masking.py:__init__+2:delete":
+        "every entry's pattern is set to None by remember() before any read (the only place "
+        "entries are made)",
+    "cosyvoice_otel/masking.py:build_pattern+8:delete":
+        "no registered text is blank (remember() drops them), so a text always has a form and "
+        "the no-form branch is never taken",
+    "cosyvoice_otel/masking.py:declared_query_names+2:delete":
+        "route None is never declared (routes come from APIRoute.path, a str): the lookup that "
+        "follows answers frozenset() too",
+    "cosyvoice_otel/sdk/redaction.py:_number+5:delete":
+        "unreachable: _number is called only for an instance of bool, int or float, which its "
+        "loop returns",
+    "cosyvoice_otel/sdk/redaction.py:_as_bytes_text+9:delete":
+        "the function falls off its end: None either way",
 }
 
 
 class Mutant(NamedTuple):
     module: str
+    func: str  # the function it is in, and the line's offset there: "remember+4"
     line: int  # 1-based first line
     end: int  # last line
     kind: str  # delete | swap
@@ -82,7 +88,9 @@ class Mutant(NamedTuple):
 
     @property
     def key(self) -> str:
-        return f"{self.module}:{self.line}:{self.kind}"
+        """Stable while the function does not change above the mutated line (an EQUIVALENT
+        row outlives edits elsewhere in the module)."""
+        return f"{self.module}:{self.func}:{self.kind}"
 
 
 def _is_docstring(node: ast.stmt) -> bool:
@@ -114,7 +122,8 @@ def mutants(module: str) -> list[Mutant]:
                     if stmt.lineno == stmt.end_lineno or all(
                             lines[i].startswith(indent) for i in range(stmt.lineno,
                                                                        stmt.end_lineno)):
-                        found.append(Mutant(module, stmt.lineno, stmt.end_lineno, "delete",
+                        found.append(Mutant(module, f"{func.name}+{stmt.lineno - func.lineno}",
+                                            stmt.lineno, stmt.end_lineno, "delete",
                                             [indent + "pass"], f"- {first[:90]}"))
         in_fstring = {id(inner) for node in ast.walk(func) if isinstance(node, ast.JoinedStr)
                       for inner in ast.walk(node)}  # their positions are not reliable (3.11)
@@ -132,9 +141,10 @@ def mutants(module: str) -> list[Mutant]:
                     continue
                 swapped = (text[:a.col_offset] + second + text[a.end_col_offset:b.col_offset]
                            + first + text[b.end_col_offset:])
-                found.append(Mutant(module, call.lineno, call.lineno, "swap", [swapped],
+                found.append(Mutant(module, f"{func.name}+{call.lineno - func.lineno}",
+                                    call.lineno, call.lineno, "swap", [swapped],
                                     f"swap {first} <-> {second}"))
-    unique = {m.key + m.shown: m for m in found}
+    unique = {f"{m.line}:{m.kind}:{m.shown}": m for m in found}
     return sorted(unique.values(), key=lambda m: (m.line, m.kind, m.shown))
 
 
