@@ -187,7 +187,7 @@ BUGS: tuple[Bug, ...] = (
         "an exemplar gone from the second scrape"),
     Bug("readme8", "cosyvoice_otel/tools/doctor.py",
         "        if second > previous:", "        if False:",
-        (U + "test_report_traps.py::test_doctor_measures_the_clock_offset_to_milliseconds",),
+        (U + "test_report_traps.py::test_the_clock_offset_is_placed_by_the_seconds_crossing",),
         "the clock offset read from one Date header"),
 )
 
