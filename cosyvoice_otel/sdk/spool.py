@@ -267,14 +267,20 @@ class Spool:
         exporter sets it aside once ``fails(path)`` reaches ``MAX_FILE_FAILURES``."""
         return self._rename(path, _field(path, "tries"), _field(path, "fails") + 1, False)
 
+    def _bad(self) -> Path:
+        """``bad/``, made private if it is not there; ``OSError`` when it is anything but a
+        real folder (a link planted in its place is never written through)."""
+        bad = self.directory / "bad"
+        bad.mkdir(mode=0o700, exist_ok=True)
+        if bad.is_symlink() or not bad.is_dir():
+            raise OSError(f"{bad} is not a folder of ours")
+        return bad
+
     def set_aside(self, path: Path) -> None:
         """Move a batch that cannot be delivered to ``bad/`` (kept for a look, bounded)."""
-        bad = self.directory / "bad"
         try:
             size = path.lstat().st_size
-            bad.mkdir(mode=0o700, exist_ok=True)
-            if bad.is_symlink() or not bad.is_dir():
-                raise OSError(f"{bad} is not a folder of ours")
+            bad = self._bad()
             path.replace(bad / path.name)
             with self._lock:
                 self.size = max(0, self.size - size)
@@ -286,9 +292,8 @@ class Spool:
     def copy_aside(self, path: Path, payload: bytes) -> None:
         """Keep a copy of a batch in ``bad/`` (it stays in the spool): a look at a batch that
         failed, while what can still be delivered of it is."""
-        bad = self.directory / "bad"
         try:
-            bad.mkdir(mode=0o700, exist_ok=True)
+            bad = self._bad()
             fd = os.open(bad / path.name,
                          os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
             with os.fdopen(fd, "wb") as f:

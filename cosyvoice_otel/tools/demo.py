@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 
 from cosyvoice_otel.tools import zipkin_server
 from cosyvoice_otel.tools.gradio_rest import GradioError, GradioRest
-from cosyvoice_otel.tools.net import PortWaitError, wait_for_port
+from cosyvoice_otel.tools.net import PortWaitError, stop, wait_for_port
 from cosyvoice_otel.tools.zipkin import ZipkinClient
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"  # the checkout's examples/
@@ -122,11 +121,7 @@ def run_demo(zipkin_endpoint: str | None, port: int, model_dir: Path | None,
     except GradioError as exc:
         raise DemoError(str(exc)) from None
     finally:
-        app.send_signal(signal.SIGTERM)  # the SDK flushes its spans at exit
-        try:
-            app.wait(30)
-        except subprocess.TimeoutExpired:
-            app.kill()
+        stop(app, grace=30)  # SIGTERM: the SDK flushes its spans at exit
     if zipkin is None:
         if not trace_file.is_file():
             raise DemoError(f"no spans were written to {trace_file}")

@@ -1,8 +1,9 @@
-"""Loopback helpers shared by the demo, the tests and the benchmarks."""
+"""Loopback and process helpers shared by the demo, the tests and the benchmarks."""
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -76,3 +77,14 @@ def wait_for_port(port: int, proc: subprocess.Popen | None = None, timeout: floa
                 return
         time.sleep(0.1)
     raise PortWaitError(f"nothing listened on port {port} within {timeout:.0f} s")
+
+
+def stop(proc: subprocess.Popen, grace: float) -> None:
+    """SIGTERM (a traced app flushes its spans on it), then SIGKILL if it is still there after
+    ``grace`` seconds: a process we started never outlives the command that started it."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -525,7 +525,10 @@ def _stage_order(groups: dict[str, GroupStats]) -> list[str]:
     names = {n for g in groups.values() for n in g.stages}
 
     def key(name: str) -> tuple[int, str]:
-        generic = re.sub(r"^tts_frontend\..*", "tts_frontend.<mode>", name)
+        # a mode's frontend (tts_frontend.sft, ...) where the schema has tts_frontend.<mode>;
+        # a stage of its own under the same prefix (tts_frontend.text_normalize) keeps its place
+        generic = name if name in order else re.sub(r"^tts_frontend\..*", "tts_frontend.<mode>",
+                                                     name)
         return (order.index(generic) if generic in order else len(order), name)
 
     return sorted(names, key=key)

@@ -202,7 +202,7 @@ def running() -> ZipkinServer | None:
         state = json.loads(_state_file().read_text())
         server = ZipkinServer(int(state["pid"]), int(state["port"]), state["log"],
                               str(state.get("host", LOOPBACK)))
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # any broken file
         return None
     return server if server.alive() else None
 

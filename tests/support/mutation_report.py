@@ -1,7 +1,14 @@
-"""Mutation score per module, from mutmut's last run, and the survivors nobody explained.
+"""Both kinds of mutation score: mutmut's per module, and the generated realistic bugs'.
 
     .venv/bin/mutmut run            # the modules and tests are listed in pyproject.toml
     .venv/bin/python tests/support/mutation_report.py [--target 85]
+
+Two kinds, reported apart because they measure different things. **mutmut** changes an
+operator or a constant in the modules listed in ``pyproject.toml``; the first table is its
+last run. **Statement mutants** (``statement_mutants.py``: a statement deleted, two arguments
+swapped, over the whole package with the end-to-end tests that run each line) are the bugs
+that pass review; their last recorded run (``statement-mutants.txt``, written by ``--record``)
+is shown after it, and it fails the report below its own target (95%).
 
 Prints caught / run per module (killed or timed out; a mutant no test covers counts as not
 caught; mutants the run did not reach are listed apart) and exits 1 when a module is under
@@ -23,7 +30,12 @@ EXPLAINED = Path(__file__).with_name("mutation-survivors.txt")
 _MODULE = re.compile(r"^(?P<module>.+?)\.x[_ǁ]")
 
 
+RECORDED = Path(__file__).with_name("statement-mutants.txt")
+
+
 def results() -> dict[str, str]:
+    if not (ROOT / "mutants").is_dir():
+        return {}  # mutmut has not run in this checkout (its results are not committed)
     out = subprocess.run([str(Path(sys.executable).parent / "mutmut"), "results", "--all",
                           "true"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     found = {}
@@ -80,6 +92,9 @@ def main() -> int:
         print(f"\n{not_run} mutant(s) not run (a run cut short, or limited to some names)"
               + ("" if args.partial else ": run them, or say --partial"))
         failed |= not args.partial
+    if not by_module:
+        print("(no mutmut results here: .venv/bin/mutmut run makes them)")
+    failed |= statement_record()
     unexplained = [name for name in survivors if name not in reasons]
     if unexplained:
         failed = True
@@ -87,6 +102,25 @@ def main() -> int:
         for name in unexplained:
             print(f"  {name}")
     return 1 if failed else 0
+
+
+def statement_record() -> bool:
+    """Print the generated mutants' recorded run; True when it is under its target."""
+    from tests.support.statement_mutants import TARGET
+
+    print(f"\nstatement mutants ({RECORDED.name}):")
+    if not RECORDED.exists():
+        print("  no recorded run: python -m tests.support.statement_mutants --record")
+        return True
+    lines = RECORDED.read_text(encoding="utf-8").splitlines()
+    for line in lines:
+        if line.startswith(("#", "SURVIVED", "equiv.")) or " caught of " in line:
+            print(f"  {line}")
+    score = re.search(r"([0-9.]+)%$", next((x for x in lines if " caught of " in x), ""))
+    under = score is None or float(score[1]) < 100 * TARGET
+    if under:
+        print(f"  under the target ({TARGET:.0%})")
+    return under
 
 
 if __name__ == "__main__":

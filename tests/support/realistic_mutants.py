@@ -194,14 +194,15 @@ BUGS: tuple[Bug, ...] = (
 
 def copy_tree(prefix: str) -> Path:
     """A copy of what the tests read (``cosyvoice_otel/``, ``tests/``, ``examples/``, the
-    top files), the venv and the docs linked, to mutate one file of it."""
+    top files), the venvs and the docs linked, to mutate one file of it (the e2e tests run
+    there too: the Gradio 5 and real-engine venvs are the project's own)."""
     work = Path(tempfile.mkdtemp(prefix=prefix))
     for part in ("cosyvoice_otel", "tests", "examples"):
         shutil.copytree(ROOT / part, work / part,
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     for part in ("pyproject.toml", "README.md", "launch.sh"):
         shutil.copy2(ROOT / part, work / part)
-    for link in (".venv", "docs"):
+    for link in (".venv", ".venv-gradio5", ".venv-cosyvoice", "docs"):
         if (ROOT / link).exists():
             os.symlink(ROOT / link, work / link)
     return work

@@ -1,58 +1,59 @@
 """Generated realistic bugs: a statement deleted, a call's two arguments swapped (issue 31).
 
 mutmut (TESTING.md) changes operators and constants. This script makes the other kind, the
-bugs that pass review: for every function of the modules below it lists each statement that
-can be deleted (replaced by ``pass``: a forgotten line) and each call whose first two
-positional arguments can be swapped (a field swap); it draws a seeded sample, applies ONE
-mutant to a copy of the tree (``realistic_mutants._tree``'s way), runs the module's tests
-there, and counts the mutant caught when they fail.
+bugs that pass review: for every function of every module of ``cosyvoice_otel/`` (``tools/``
+and the launcher included) it lists each statement that can be deleted (replaced by ``pass``:
+a forgotten line) and each call whose first two positional arguments can be swapped (a field
+swap); it draws a seeded sample (``--sample``: that many over the package, each module's
+share as large as its share of the mutants; ``--per-module``: that many from each), applies
+ONE mutant to a copy of the tree (``realistic_mutants.copy_tree``), runs there the tests
+that execute the mutated line, unit AND end-to-end (``coverage_map``: built from a real run
+of the suite, launched processes measured too), and counts the mutant caught when they fail.
 
-    .venv/bin/python -m tests.support.statement_mutants [--per-module N] [--seed S] [MODULE ...]
+    .venv/bin/python -m tests.support.coverage_map all      # once: which tests run which line
+    .venv/bin/python -m tests.support.statement_mutants [--sample N | --per-module N]
+        [--seed S] [--jobs J] [--only KEY ...] [--record] [MODULE ...]
 
-Prints one line per mutant (``caught`` / ``SURVIVED`` with its diff line) and the score.
-Survivors are listed in ``EQUIVALENT`` with the reason no input can tell them apart, or they
-count as missed; the exit status is 1 below ``TARGET``.
+First the selected tests run once on the UNMUTATED copy: a test that fails there is dropped
+from every mutant's selection (a failure the mutant did not cause is never counted as a
+catch). A mutant no test executes is a survivor without a run. Prints one line per mutant
+(``caught`` / ``SURVIVED`` / ``equiv.``) and the score; ``--record`` writes them to
+``tests/support/statement-mutants.txt``, which ``tests/mutation_report.py`` shows beside
+mutmut's scores. Survivors no input can tell apart are listed in ``EQUIVALENT`` with why;
+the others count as missed; the exit status is 1 below ``TARGET``.
 """
 
 from __future__ import annotations
 
 import ast
+import datetime
 import os
 import random
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
+from tests.support.coverage_map import CoverageMap
 from tests.support.realistic_mutants import copy_tree
 
 ROOT = Path(__file__).resolve().parents[2]
 TARGET = 0.95
-U = "tests/unit/"
+RECORD = ROOT / "tests" / "support" / "statement-mutants.txt"
+# per mutant, at most this many end-to-end tests, the quickest first (every unit test that
+# runs the line runs): a launched app costs tens of seconds, and the quickest few that run a
+# line are the likeliest to look at what it does
+E2E_PER_MUTANT = 3
+# the modules with nothing to mutate are skipped by mutants() itself; these are not code
+SKIP = frozenset({"cosyvoice_otel/version.py"})
 
-# module -> the fast tests that hold its promises
-MODULE_TESTS: dict[str, tuple[str, ...]] = {
-    "cosyvoice_otel/masking.py": (U + "test_masking.py", U + "test_redaction_rules.py",
-                                  U + "test_trust_seams.py", U + "test_value_shapes.py"),
-    "cosyvoice_otel/sdk/redaction.py": (U + "test_redaction.py", U + "test_redaction_rules.py",
-                                        U + "test_trust_seams.py", U + "test_value_shapes.py"),
-    "cosyvoice_otel/sdk/spool.py": (U + "test_spool.py", U + "test_zipkin_http.py",
-                                    U + "test_trust_seams.py", U + "test_promises.py"),
-    "cosyvoice_otel/sdk/zipkin_http.py": (U + "test_zipkin_http.py", U + "test_trust_seams.py",
-                                          U + "test_promises.py"),
-    "cosyvoice_otel/sdk/prometheus.py": (U + "test_metrics.py", U + "test_report_traps.py",
-                                         U + "test_trust_seams.py"),
-    "cosyvoice_otel/instrumentation/api.py": (U + "test_stage_api.py", U + "test_trust_seams.py",
-                                              U + "test_promises.py", U + "test_value_shapes.py"),
-    "cosyvoice_otel/tools/report.py": (U + "test_tools_trust.py", U + "test_report_traps.py",
-                                       U + "test_promises.py"),
-    "cosyvoice_otel/tools/verify.py": (U + "test_tools_trust.py", U + "test_promises.py"),
-    "cosyvoice_otel/tools/doctor.py": (U + "test_report_traps.py", U + "test_metrics.py",
-                                       U + "test_trust_seams.py"),
-    "cosyvoice_otel/tools/nginx.py": ("tests/e2e/test_nginx.py::test_replicas_become_one_upstream_block",
-                                      "tests/e2e/test_nginx.py::test_examples_config_is_the_generated_one"),
-}
+
+def modules() -> list[str]:
+    return sorted(str(p.relative_to(ROOT)) for p in (ROOT / "cosyvoice_otel").rglob("*.py")
+                  if str(p.relative_to(ROOT)) not in SKIP)
+
 
 # calls whose two arguments commute: swapping them is no bug
 SYMMETRIC = frozenset({"max", "min"})
@@ -72,6 +73,23 @@ EQUIVALENT: dict[str, str] = {
     "cosyvoice_otel/sdk/redaction.py:_number+5:delete":
         "unreachable: _number is called only for an instance of bool, int or float, which its "
         "loop returns",
+    "cosyvoice_otel/tools/doctor.py:find_method+20:delete":
+        "the function falls off its end: None either way",
+    "cosyvoice_otel/tools/doctor.py:clock_offset+13:delete":
+        "the body is never used: the Date header is parsed with the status line, before any "
+        "of the body; reading the body only makes the interval the second's crossing is "
+        "placed in longer",
+    "cosyvoice_otel/tools/zipkin_server.py:find_jar+8:delete":
+        "the function falls off its end: None either way",
+    "cosyvoice_otel/schema.py:required_zeros+10:delete":
+        "a memo: without it the same zeros are computed again from the same tables on the "
+        "next call (the tables are constants)",
+    "cosyvoice_otel/sdk/zipkin_json.py:_shared_tags+10:delete":
+        "a memo per (resource, scope): without it the same tags are computed again from the "
+        "same resource and scope",
+    "cosyvoice_otel/tools/zipkin_server.py:stop+6:delete":
+        "a pid that is gone (kill: no such process): the wait loop that follows finds it gone "
+        "at its first look (waitpid: not our child; kill(pid, 0) fails) and returns",
     "cosyvoice_otel/sdk/redaction.py:_as_bytes_text+9:delete":
         "the function falls off its end: None either way",
 }
@@ -112,8 +130,10 @@ def mutants(module: str) -> list[Mutant]:
                 continue
             for stmt in body:
                 # a forgotten line: assignments, calls, returns, raises, augmented updates
+                # (a bare annotation, ``x: int``, does nothing: not a statement to forget)
                 if (isinstance(stmt, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Return,
                                       ast.Raise, ast.Expr)) and not _is_docstring(stmt)
+                        and not (isinstance(stmt, ast.AnnAssign) and stmt.value is None)
                         and stmt.end_lineno is not None):
                     indent = lines[stmt.lineno - 1][: stmt.col_offset]
                     first = lines[stmt.lineno - 1].strip()
@@ -148,55 +168,116 @@ def mutants(module: str) -> list[Mutant]:
     return sorted(unique.values(), key=lambda m: (m.line, m.kind, m.shown))
 
 
-def _apply(mutant: Mutant) -> Path:
+def _apply(mutant: Mutant | None) -> Path:
     work = copy_tree("stmt-mutant-")
-    target = work / mutant.module
-    lines = target.read_text(encoding="utf-8").splitlines()
-    lines[mutant.line - 1: mutant.end] = mutant.new
-    target.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    if mutant is not None:
+        target = work / mutant.module
+        lines = target.read_text(encoding="utf-8").splitlines()
+        lines[mutant.line - 1: mutant.end] = mutant.new
+        target.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return work
 
 
-def caught(mutant: Mutant) -> bool:
+def _pytest(work: Path, tests: list[str], *options: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:randomly",
+         "-p", "no:cacheprovider", *options, *tests],
+        cwd=work, env={**os.environ, "PYTHONPATH": str(work), "CI": "true"},
+        capture_output=True, text=True, timeout=900)
+
+
+def selection(cmap: CoverageMap, mutant: Mutant) -> list[str]:
+    """The tests that run the mutated lines: every unit test, the quickest e2e ones."""
+    found = cmap.tests_for(mutant.module, mutant.line, mutant.end)
+    unit = sorted(t for t in found if t.startswith("tests/unit/"))
+    e2e = sorted((t for t in found if not t.startswith("tests/unit/")),
+                 key=lambda t: (cmap.duration(t), t))
+    return unit + e2e[:E2E_PER_MUTANT]
+
+
+def failing_unmutated(tests: set[str]) -> set[str]:
+    """The selected tests that fail on the unmutated copy: never credited with a catch."""
+    if not tests:
+        return set()
+    work = _apply(None)
+    try:
+        run = _pytest(work, sorted(tests), "-n", "4", "--dist", "loadgroup", "-rf")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {line.split()[1] for line in run.stdout.splitlines()
+            if line.startswith(("FAILED ", "ERROR ")) and len(line.split()) > 1}
+
+
+def caught(mutant: Mutant, tests: list[str]) -> str:
+    """``caught`` (a test failed), ``timeout`` (they never finished: caught too), ``missed``."""
+    if not tests:
+        return "uncovered"
     work = _apply(mutant)
     try:
-        run = subprocess.run(
-            [str(ROOT / ".venv" / "bin" / "python"), "-m", "pytest", "-q", "-x", "-n", "0",
-             "-p", "no:randomly", "-p", "no:cacheprovider", *MODULE_TESTS[mutant.module]],
-            cwd=work, env={**os.environ, "PYTHONPATH": str(work)}, capture_output=True,
-            text=True, timeout=900)
-        return run.returncode != 0  # failed, or could not even be collected: caught
+        run = _pytest(work, tests, "-x", "-n", "0")
+        return "missed" if run.returncode == 0 else "caught"
+    except subprocess.TimeoutExpired:
+        return "timeout"
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
 def main(argv: list[str]) -> int:
-    per_module, seed, modules = 8, 31, []
+    per_module, sample, seed, jobs, record, chosen_modules, only = 0, 160, 31, 2, False, [], []
     args = iter(argv)
     for arg in args:
         if arg == "--per-module":
             per_module = int(next(args))
+        elif arg == "--sample":
+            sample = int(next(args))
         elif arg == "--seed":
             seed = int(next(args))
+        elif arg == "--jobs":
+            jobs = int(next(args))
+        elif arg == "--only":  # a mutant's key (repeatable): these instead of a sample
+            only.append(next(args))
+        elif arg == "--record":
+            record = True
         else:
-            modules.append(arg)
+            chosen_modules.append(arg)
     rng = random.Random(seed)
+    pools = {module: mutants(module) for module in chosen_modules or modules()}
+    everything = sum(len(pool) for pool in pools.values())
     chosen: list[Mutant] = []
-    for module in modules or list(MODULE_TESTS):
-        pool = mutants(module)
-        chosen.extend(rng.sample(pool, min(per_module, len(pool))))
-    hits = excused = 0
-    for mutant in chosen:
-        ok = caught(mutant)
+    for pool in pools.values():
+        # a share of the package's mutants as large as the module's share of them (at least
+        # one from each): the score estimates the whole package, not an average of modules
+        wanted = per_module or max(1, round(sample * len(pool) / max(everything, 1)))
+        chosen.extend(rng.sample(pool, min(wanted, len(pool))))
+    if only:  # these mutants, sampled or not (a survivor re-run after the tests it asked for)
+        chosen = [m for pool in pools.values() for m in pool if m.key in only]
+    cmap = CoverageMap()
+    tests = [selection(cmap, m) for m in chosen]
+    broken = failing_unmutated({t for ts in tests for t in ts})
+    for name in sorted(broken):
+        print(f"not counted (fails unmutated): {name}", flush=True)
+    with ThreadPoolExecutor(jobs) as pool:
+        results = list(pool.map(lambda m, ts: caught(m, [t for t in ts if t not in broken]),
+                                chosen, tests))
+    lines, hits, excused = [], 0, 0
+    for mutant, result in zip(chosen, results, strict=True):
+        ok = result in ("caught", "timeout")
         reason = EQUIVALENT.get(mutant.key)
         hits += ok
         excused += (not ok) and reason is not None
-        state = "caught" if ok else ("equiv." if reason else "SURVIVED")
-        print(f"{state:8s} {mutant.key}  {mutant.shown}" + (f"  ({reason})" if reason and not ok
-                                                             else ""), flush=True)
+        state = result if ok else ("equiv." if reason else f"SURVIVED ({result})")
+        line = f"{state:8s} {mutant.key}  {mutant.shown}" + (f"  ({reason})" if reason and not ok
+                                                             else "")
+        lines.append(line)
+        print(line, flush=True)
     judged = len(chosen) - excused
     score = hits / judged if judged else 1.0
-    print(f"{hits} caught of {len(chosen)} ({excused} equivalent, said why): {score:.1%}")
+    summary = (f"{hits} caught of {len(chosen)} ({excused} equivalent, said why): {score:.1%}")
+    print(summary)
+    if record:
+        command = " ".join(["statement_mutants", *argv])
+        RECORD.write_text(f"# {datetime.date.today()}  {command}  (seed {seed})\n{summary}\n"
+                          + "\n".join(lines) + "\n", encoding="utf-8")
     return 0 if score >= TARGET else 1
 
 

@@ -111,6 +111,22 @@ def test_a_batch_links_and_names_its_other_traces(bridge) -> None:
     assert [f"{link.context.trace_id:032x}" for link in span.links] == trace_ids[1:]
 
 
+def test_a_batch_event_without_a_trace_is_neither_a_link_nor_a_named_trace(bridge) -> None:
+    # the generated mutants (issue 31): an invalid context kept as a link is an all-zero
+    # trace id in the tag and a link to nothing
+    with bridge.tracer.start_as_current_span("POST /queue/join") as join:
+        first = bridge.Event()
+    untraced = bridge.Event()  # no span current, no request headers
+    with bridge.tracer.start_as_current_span("POST /queue/join") as other:
+        third = bridge.Event()
+    run(bridge.Queue().process_events([first, untraced, third], batch=True))
+    (span,) = [x for x in bridge.memory.get_finished_spans() if x.name == s.GRADIO_EVENT]
+    other_id = f"{other.get_span_context().trace_id:032x}"
+    assert span.context.trace_id == join.get_span_context().trace_id
+    assert [f"{link.context.trace_id:032x}" for link in span.links] == [other_id]
+    assert span.attributes[s.BATCH_TRACE_IDS] == other_id and span.attributes[s.BATCH_SIZE] == 3
+
+
 def test_without_a_traced_join_the_client_trace_comes_from_the_request_headers(bridge) -> None:
     """The join route excluded from tracing: no span is current when the event is created."""
     client_trace = "4bf92f3577b34da6a3ce929d0e0e4736"

@@ -1,0 +1,185 @@
+"""`cosyvoice-traced zipkin start|status|stop` and the jar they run, without a JVM: the state
+file `zipkin start` leaves, a stand-in process for the JVM and a loopback `/health`; the jar
+fetch with a scripted `mvn` on PATH (issue 31: lines no test ran, found by the generated
+mutants). The real Zipkin is started by the e2e tests (``tests/conftest.py``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+
+from cosyvoice_otel.launcher import cli
+from cosyvoice_otel.tools import zipkin_server
+
+from ..support.loopback_server import LoopbackServer, QuietHandler
+
+
+class Health(QuietHandler):
+    def do_GET(self) -> None:  # noqa: N802 - the http.server interface
+        body = json.dumps({"status": "UP"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("COSYVOICE_TRACED_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "cache").mkdir()
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def jvm():
+    """A process standing for the JVM `zipkin start` left running."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield child
+    child.kill()
+    child.wait()
+
+
+def command(capsys, *args: str) -> tuple[int, str]:
+    try:
+        code = cli.main(list(args))
+    except SystemExit as exc:  # `zipkin status` says "not running" with exit status 1
+        code = int(exc.code or 0)
+    return code, capsys.readouterr().out
+
+
+def test_status_and_stop_with_nothing_started(cache, capsys) -> None:
+    assert command(capsys, "zipkin", "status") == (1, "not running\n")
+    assert command(capsys, "zipkin", "stop") == (0, "no Zipkin was running\n")
+
+
+def test_status_then_stop_of_the_zipkin_the_state_file_names(cache, jvm, capsys) -> None:
+    with LoopbackServer(Health, "/") as health:
+        (cache / "zipkin-server.json").write_text(json.dumps(
+            {"pid": jvm.pid, "port": health.port, "log": str(cache / "zipkin.log"),
+             "host": "127.0.0.1"}))
+        assert command(capsys, "zipkin", "status") == (
+            0, f"up: http://127.0.0.1:{health.port} (pid {jvm.pid})\n")
+        assert command(capsys, "zipkin", "stop") == (0, "stopped\n")
+    jvm.wait(10)  # SIGTERM to the pid it recorded (which stop() reaped: the status is its)
+    assert not (cache / "zipkin-server.json").exists()
+    assert command(capsys, "zipkin", "status") == (1, "not running\n")
+
+
+def test_a_started_zipkin_is_reused_not_started_twice(cache, jvm, capsys) -> None:
+    (cache / "zipkin-server.json").write_text(json.dumps(
+        {"pid": jvm.pid, "port": 9411, "log": "zipkin.log", "host": "::1"}))
+    server = zipkin_server.start_detached(port=9999)
+    assert (server.pid, server.port, server.host) == (jvm.pid, 9411, "::1")
+    assert server.base_url == "http://[::1]:9411"  # the host it was started on, kept
+
+
+@pytest.mark.parametrize("state", ["{", "[]", "null", "7", json.dumps({"pid": 1}), json.dumps(
+    {"pid": "x", "port": 1, "log": "l"}), json.dumps({"pid": [1], "port": 1, "log": "l"})])
+def test_a_broken_state_file_is_nothing_running(cache, state) -> None:
+    (cache / "zipkin-server.json").write_text(state)
+    assert zipkin_server.running() is None
+
+
+def test_a_state_file_of_a_process_that_is_gone_is_nothing_running(cache) -> None:
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    (cache / "zipkin-server.json").write_text(json.dumps(
+        {"pid": gone.pid, "port": 9411, "log": "zipkin.log"}))
+    assert zipkin_server.running() is None
+    assert zipkin_server.stop_detached() is False
+
+
+@pytest.fixture
+def no_jar(tmp_path, monkeypatch, cache) -> Path:
+    """No jar anywhere: an empty cache, a home without ~/.m2, no ZIPKIN_JAR."""
+    monkeypatch.delenv("ZIPKIN_JAR", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    monkeypatch.setenv("PATH", str(bin_dir))
+    return bin_dir
+
+
+def mvn(bin_dir: Path, script: str) -> None:
+    tool = bin_dir / "mvn"
+    tool.write_text(f"#!/bin/sh\n{script}\n")
+    tool.chmod(0o755)
+
+
+def test_no_jar_and_no_mvn_is_one_clear_error(no_jar) -> None:
+    with pytest.raises(zipkin_server.ZipkinServerError, match="no Zipkin jar and no `mvn`"):
+        zipkin_server.fetch_jar()
+
+
+def test_a_named_jar_that_is_missing_is_not_fetched(no_jar, monkeypatch, tmp_path) -> None:
+    mvn(no_jar, "exit 0")
+    monkeypatch.setenv("ZIPKIN_JAR", str(tmp_path / "nowhere.jar"))
+    with pytest.raises(zipkin_server.ZipkinServerError, match=r"ZIPKIN_JAR=.*nowhere.jar is not a"):
+        zipkin_server.fetch_jar()
+
+
+def test_mvn_failing_or_fetching_nothing_is_an_error(no_jar) -> None:
+    mvn(no_jar, "echo refused >&2; exit 1")
+    with pytest.raises(zipkin_server.ZipkinServerError, match="mvn could not fetch io.zipkin"):
+        zipkin_server.fetch_jar()
+    mvn(no_jar, "exit 0")
+    with pytest.raises(zipkin_server.ZipkinServerError, match="mvn ran but .* is missing"):
+        zipkin_server.fetch_jar()
+
+
+def test_the_jar_mvn_fetched_is_the_one_returned(no_jar) -> None:
+    jar = zipkin_server._m2_jar()
+    # the arguments it gets: the exec jar alone, not its dependency tree
+    mvn(no_jar, f'echo "$@" > "{no_jar}/args"; /bin/mkdir -p "{jar.parent}"; echo PK > "{jar}"')
+    assert zipkin_server.fetch_jar() == jar
+    args = (no_jar / "args").read_text().split()
+    assert f"-Dartifact={zipkin_server.ARTIFACT}" in args and "-Dtransitive=false" in args
+
+
+def test_no_arguments_is_the_help_and_exit_0(capsys) -> None:
+    code, out = command(capsys)
+    assert code == 0 and "Usage: cosyvoice-traced" in out and "zipkin" in out
+
+
+def test_an_interrupted_command_exits_130(monkeypatch) -> None:
+    def interrupted(*args, **kwargs):
+        raise click.exceptions.Abort()
+
+    monkeypatch.setattr(cli.cli, "main", interrupted)
+    assert cli.main(["zipkin", "status"]) == 130
+
+
+def test_a_bad_zipkin_host_is_a_usage_error(capsys) -> None:
+    assert cli.main(["zipkin", "start", "--host", "not a host"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cosyvoice-traced: error:") and "--host" in err and err.count("\n") == 1
+
+
+def test_the_zipkin_start_failure_is_its_first_line(monkeypatch, capsys) -> None:
+    def fails(port, host):
+        raise zipkin_server.ZipkinServerError("Zipkin exited with 1; log tail:\nline 1\nline 2")
+
+    monkeypatch.setattr(zipkin_server, "start_detached", fails)
+    assert cli.main(["zipkin", "start", "--port", "9412"]) == 1
+    assert capsys.readouterr().err == "cosyvoice-traced: error: Zipkin exited with 1; log tail:\n"
+
+
+def test_zipkin_start_says_where_it_is(monkeypatch, capsys) -> None:
+    seen = []
+
+    def started(port, host):
+        seen.append((port, host))
+        return zipkin_server.ZipkinServer(os.getpid(), port, "log", host)
+
+    monkeypatch.setattr(zipkin_server, "start_detached", started)
+    assert cli.main(["zipkin", "start", "--port", "9412", "--host", "127.0.0.1"]) == 0
+    assert seen == [(9412, "127.0.0.1")]
+    assert capsys.readouterr().out == (f"Zipkin is up: http://127.0.0.1:9412 (pid {os.getpid()}); "
+                                       "spans go to http://127.0.0.1:9412/api/v2/spans\n")
