@@ -91,11 +91,7 @@ class LyingZipkin(LoopbackServer):
         class Handler(QuietHandler):
             def do_GET(self) -> None:  # noqa: N802
                 out = b'{"status": "UP"}' if self.path == "/health" else body
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(out)))
-                self.end_headers()
-                self.wfile.write(out)
+                self.reply(200, out, "application/json")
 
         super().__init__(Handler, "")
 

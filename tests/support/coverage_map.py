@@ -161,6 +161,12 @@ class CoverageMap:
 
     def __init__(self) -> None:
         self.maps = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(MAPS.glob("*.json"))]
+        self._hashes: dict[str, str] = {}  # a module's source read once per run, not per mutant
+
+    def _hash(self, module: str) -> str:
+        if module not in self._hashes:
+            self._hashes[module] = source_hash(module)
+        return self._hashes[module]
 
     def duration(self, test: str) -> float:
         """Seconds the test took when mapped (unknown: a minute, tried last)."""
@@ -174,7 +180,7 @@ class CoverageMap:
                 continue
             names = one["tests"]
             span = range(first, last + 1)
-            if entry["sha"] == source_hash(module) and not set(entry.get("imported", ())) & set(
+            if entry["sha"] == self._hash(module) and not set(entry.get("imported", ())) & set(
                     span):
                 rows = [entry["lines"].get(str(n), []) for n in span]
             else:  # edited since the map, or a line run at import (a decorator's arguments, a

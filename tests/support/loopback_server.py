@@ -12,6 +12,15 @@ class QuietHandler(BaseHTTPRequestHandler):
     def log_message(self, *args: object) -> None:
         pass
 
+    def reply(self, status: int, body: bytes = b"", content_type: str | None = None) -> None:
+        """One whole answer: the status, the body's type if given, its length, the body."""
+        self.send_response(status)
+        if content_type:
+            self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
 
 class LoopbackServer:
     def __init__(self, handler: type[BaseHTTPRequestHandler], path: str) -> None:

@@ -16,10 +16,6 @@ class OtlpSink(LoopbackServer):
             def do_POST(self) -> None:  # noqa: N802 - the http.server API
                 sink.bodies.append(self.rfile.read(int(self.headers.get("Content-Length", 0))))
                 answer = ExportTraceServiceResponse().SerializeToString()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
+                self.reply(200, answer, "application/x-protobuf")
 
         super().__init__(Handler, "/v1/traces")

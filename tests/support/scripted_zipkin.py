@@ -34,9 +34,7 @@ class ScriptedZipkin(LoopbackServer):
                 status, delay = reply
                 time.sleep(delay)
                 try:
-                    self.send_response(status)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
+                    self.reply(status)
                 except OSError:
                     pass  # the exporter gave up waiting
 

@@ -44,9 +44,7 @@ class ZipkinFront(LoopbackServer):
                     time.sleep(front.delay_s)
                 front.statuses.append(status)
                 try:
-                    self.send_response(status)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
+                    self.reply(status)
                 except OSError:
                     pass  # the client gave up waiting
 

@@ -60,11 +60,7 @@ class EmptyZipkin(QuietHandler):
 
     def do_GET(self) -> None:  # noqa: N802 - the http.server interface
         body = b"[]"
-        self.send_response(self.status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        self.reply(self.status, body, "application/json")
 
 
 class BrokenZipkin(EmptyZipkin):
@@ -138,11 +134,7 @@ class Stand(QuietHandler):
 
     def _json(self, status: int, body: object) -> None:
         data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        self.reply(status, data, "application/json")
 
     def do_GET(self) -> None:  # noqa: N802 - the http.server interface
         if self.path == "/health":

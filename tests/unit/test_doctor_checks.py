@@ -123,10 +123,7 @@ def test_a_model_config_without_a_part_fails_that_part(tmp_path) -> None:
 class NotMetrics(QuietHandler):
     def do_GET(self) -> None:  # noqa: N802 - the http.server interface
         body = b"# TYPE x counter\nx{le=\"1\" 2 3 4\n"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        self.reply(200, body)
 
 
 def test_a_page_that_is_not_prometheus_text_fails_and_says_so() -> None:

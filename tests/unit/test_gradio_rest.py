@@ -19,11 +19,7 @@ def gradio(stream: list[str], config: dict | None = None, status: int = 200) -> 
 
     class App(QuietHandler):
         def _send(self, body: bytes, kind: str = "application/json") -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.reply(status, body, kind)
 
         def do_GET(self) -> None:  # noqa: N802 - the http.server interface
             if self.path == "/config":

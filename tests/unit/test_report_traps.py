@@ -43,11 +43,7 @@ def zipkin_stub():
     class Handler(QuietHandler):
         def do_GET(self) -> None:  # noqa: N802
             body = json.dumps(served).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.reply(200, body, "application/json")
 
     server = LoopbackServer(Handler, "")
     server.served = served
@@ -129,10 +125,7 @@ def test_doctor_measures_the_clock_offset_to_milliseconds(offset) -> None:
     class Handler(QuietHandler):
         def do_GET(self) -> None:  # noqa: N802
             body = b'{"zipkin": {"version": "3.6.1"}}'
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.reply(200, body)
 
         def date_time_string(self, timestamp=None) -> str:  # a Zipkin whose clock is off
             return email.utils.formatdate(time.time() + offset, usegmt=True)

@@ -116,10 +116,7 @@ def test_a_gradio_stream_kept_alive_by_heartbeats_ends_at_the_calls_deadline() -
         def do_GET(self) -> None:  # noqa: N802
             if self.path.startswith("/config"):
                 body = json.dumps({"dependencies": [{"api_name": "generate_audio", "id": 0}]})
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body.encode())
+                self.reply(200, body.encode())
                 return
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
@@ -134,10 +131,7 @@ def test_a_gradio_stream_kept_alive_by_heartbeats_ends_at_the_calls_deadline() -
 
         def do_POST(self) -> None:  # noqa: N802
             self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            self.send_response(200)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"{}")
+            self.reply(200, b"{}")
 
     server = LoopbackServer(Handler, "")
     try:

@@ -607,10 +607,7 @@ def test_13_doctor_reaches_a_zipkin_behind_basic_auth_and_prints_no_password() -
         def do_GET(self) -> None:  # noqa: N802
             seen.append(self.headers.get("Authorization"))
             body = b'{"zipkin": {"version": "3.5.1"}}'
-            self.send_response(200 if self.headers.get("Authorization") else 401)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.reply(200 if self.headers.get("Authorization") else 401, body)
 
     server = LoopbackServer(Handler, "")
     try:
@@ -811,9 +808,7 @@ def test_two_replicas_sharing_a_spool_never_send_one_batch_twice(tmp_path) -> No
             if len(bodies) == 1:
                 first_seen.set()
                 go_on.wait(30)  # A's batch is in flight until B has replayed
-            self.send_response(202)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+            self.reply(202)
 
     server = LoopbackServer(Handler, "/api/v2/spans")
     try:
@@ -879,9 +874,7 @@ def test_a_batch_is_marked_in_flight_while_sent_and_a_crashed_senders_resend_cou
         def do_POST(self) -> None:  # noqa: N802
             self.rfile.read(int(self.headers.get("Content-Length", 0)))
             names_during_post.append(sorted(p.name for p in folder[0].iterdir()))
-            self.send_response(202)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+            self.reply(202)
 
     server = LoopbackServer(Handler, "/api/v2/spans")
     try:

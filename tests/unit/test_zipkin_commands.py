@@ -23,11 +23,7 @@ from ..support.loopback_server import LoopbackServer, QuietHandler
 class Health(QuietHandler):
     def do_GET(self) -> None:  # noqa: N802 - the http.server interface
         body = json.dumps({"status": "UP"}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        self.reply(200, body, "application/json")
 
 
 @pytest.fixture

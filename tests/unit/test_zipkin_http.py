@@ -50,10 +50,7 @@ class Stub(LoopbackServer):
                 time.sleep(stub.delay)
                 code = stub.status(body)
                 try:
-                    self.send_response(code)
-                    self.send_header("Content-Length", "4")
-                    self.end_headers()
-                    self.wfile.write(b"nope")
+                    self.reply(code, b"nope")
                 except OSError:
                     pass
 
