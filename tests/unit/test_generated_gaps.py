@@ -22,7 +22,7 @@ from cosyvoice_otel import stage_rows
 from cosyvoice_otel.instrumentation import errors, gpu_timing, stream_scope
 from cosyvoice_otel.instrumentation.instrumentor import CosyVoiceInstrumentor
 from cosyvoice_otel.instrumentation.stage_map import Role, Stage
-from cosyvoice_otel.instrumentation.stage_span import StageWrapper
+from cosyvoice_otel.instrumentation.stage_span import Extractor, StageWrapper
 from cosyvoice_otel.tools import doctor, zipkin_server
 from cosyvoice_otel.tools import report as rep
 
@@ -67,7 +67,7 @@ def test_a_generator_tracing_cannot_wrap_is_still_the_apps_generator(monkeypatch
     memory = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(memory))
-    wrapper = StageWrapper(provider.get_tracer("t"), Stage("m", "f", "stage"), _NoExtractor(),
+    wrapper = StageWrapper(provider.get_tracer("t"), Stage("m", "f", "stage"), Extractor(),
                            stage_options(), {}, True, lambda: True)
     calls = []
 
@@ -79,19 +79,6 @@ def test_a_generator_tracing_cannot_wrap_is_still_the_apps_generator(monkeypatch
     assert list(traced()) == [1, 2, 3]
     assert calls == [1]  # never called a second time to make up for the failed wrap
     assert counted == {"wrap m:f": 1} and memory.get_finished_spans() == ()
-
-
-class _NoExtractor:
-    name = "none"
-
-    def start(self, stage, call) -> None:
-        pass
-
-    def item(self, stage, item) -> None:
-        pass
-
-    def end(self, stage, result) -> None:
-        pass
 
 
 def test_a_stream_scope_that_cannot_open_still_sends_the_response(monkeypatch, counted) -> None:
@@ -153,8 +140,16 @@ def _kafka_exporter(tmp_path: Path, **kwargs):
     from cosyvoice_otel.sdk.kafka_exporter import KafkaZipkinExporter
 
     # no broker listens on port 9: librdkafka connects in its own threads, never at creation
-    return KafkaZipkinExporter(bootstrap_servers="127.0.0.1:9", spool_dir=str(tmp_path / "spool"),
-                               spool_max_bytes=1 << 20, **kwargs)
+    exporter = KafkaZipkinExporter(bootstrap_servers="127.0.0.1:9",
+                                   spool_dir=str(tmp_path / "spool"), spool_max_bytes=1 << 20,
+                                   **kwargs)
+    # the tests play the poller's part themselves: its thread is stopped, or it would replay
+    # (claim, rename, produce) the spool a test is filling, at moments of its own
+    exporter._closed = True
+    exporter._poller.join(10)
+    assert not exporter._poller.is_alive()
+    exporter._closed = False  # open again for what the test calls, shutdown() included
+    return exporter
 
 
 def test_the_kafka_exporter_takes_the_topic_from_the_settings_when_not_given(
