@@ -27,13 +27,6 @@ from ..support.helpers import examples
 from ..support.leaks import encoded_by_every_exporter, found
 
 
-@pytest.fixture(autouse=True)
-def _empty_registry():
-    masking.forget_all()
-    yield
-    masking.forget_all()
-
-
 class Pipeline:
     """A private provider -> RedactingSpanExporter -> in-memory exporter."""
 

@@ -21,13 +21,6 @@ from cosyvoice_otel.sdk.redaction import MASK, UNMATCHED_PATH, Redactor
 M = MASK
 
 
-@pytest.fixture(autouse=True)
-def _empty_registry():
-    masking.forget_all()
-    yield
-    masking.forget_all()
-
-
 def masked(texts: list[str], value: str) -> str:
     masking.remember(99, texts)
     return redaction.mask(value, masking.pattern_for(99))

@@ -15,13 +15,6 @@ from cosyvoice_otel import masking
 from cosyvoice_otel.sdk.redaction import MASK, Redactor
 
 
-@pytest.fixture(autouse=True)
-def _empty_registry():
-    masking.forget_all()
-    yield
-    masking.forget_all()
-
-
 class Upload:
     """What FastAPI hands an endpoint for a file field (``UploadFile``): its name is the
     client's."""
