@@ -86,6 +86,23 @@ def _first(getter: Getter, carrier: Any, key: str) -> str | None:
     return values[0]
 
 
+class _Stripped(Getter):
+    """The carrier's values without blanks around them, for the upstream B3 parser too: what
+    our checks accepted (after ``strip()``) is what it reads (a value with a trailing tab would
+    otherwise lose its sampled flag, one with a leading blank its ids)."""
+
+    def __init__(self, getter: Getter) -> None:
+        self._getter = getter
+
+    def get(self, carrier: Any, key: str) -> list[str] | None:
+        values = self._getter.get(carrier, key)
+        return None if values is None else [v.strip() if isinstance(v, str) else v
+                                            for v in values]
+
+    def keys(self, carrier: Any) -> list[str]:
+        return self._getter.keys(carrier)
+
+
 class StrictB3Propagator(TextMapPropagator):
     def __init__(self) -> None:
         self._b3 = B3MultiFormat()
@@ -93,10 +110,10 @@ class StrictB3Propagator(TextMapPropagator):
     def extract(self, carrier: CarrierT, context: Context | None = None,
                 getter: Getter = default_getter) -> Context:
         context = context if context is not None else Context()
+        getter = _Stripped(getter)
         single = _first(getter, carrier, "b3")
         deferred = False
         if single is not None:
-            single = single.strip()
             if single in _SINGLE_DECISION:  # a sampling state alone: valid, no ids
                 return set_value(DECISION_KEY, _SINGLE_DECISION[single], context)
             match = _SINGLE.match(single)

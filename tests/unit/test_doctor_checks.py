@@ -140,3 +140,58 @@ def test_a_metrics_url_with_a_password_is_shown_without_it() -> None:
     assert len(lines) == 1 and "s3cret" not in lines[0].detail
     assert lines[0].detail.startswith(f"http://***@127.0.0.1:{server.port}/metrics is not a "
                                       "Prometheus /metrics page")
+
+
+def test_an_instrumentor_whose_dependencies_conflict_is_listed_as_skipped(monkeypatch) -> None:
+    from opentelemetry.instrumentation import dependencies
+
+    def conflicts(dist):
+        return "fastapi >= 99 not installed" if dist.name.endswith("-fastapi") else None
+
+    monkeypatch.setattr(dependencies, "get_dist_dependency_conflicts", conflicts)
+    monkeypatch.delenv("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", raising=False)
+    lines = {line.what: line for line in doctor.check_instrumentors()}
+    assert lines["instrumentors skipped"].detail == "fastapi (fastapi >= 99 not installed)"
+    assert "fastapi" not in lines["instrumentors that load"].detail.split(", ")
+
+
+class NotJsonInfo(QuietHandler):
+    def do_GET(self) -> None:  # noqa: N802 - the http.server interface
+        self.reply(200, b"<html>a proxy's page</html>", "text/html")
+
+
+def test_a_zipkin_info_that_is_not_json_is_version_unknown() -> None:
+    with LoopbackServer(NotJsonInfo, "/") as server:
+        lines = list(doctor.check_zipkin(server.endpoint))
+    assert lines[0] == doctor.Line(OK, "zipkin", f"{server.endpoint.rstrip('/')} answers, "
+                                                  "version ?")
+
+
+def test_a_class_nowhere_to_be_read_has_no_method() -> None:
+    assert doctor._has_method({}, "Nowhere", "inference") is False
+    looping = {"A": {"__base__:B"}, "B": {"__base__:A"}}  # a cycle ends at the depth bound
+    assert doctor._has_method(looping, "A", "inference") is False
+
+
+def test_a_method_is_found_on_a_base_named_by_its_module(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    root = _tree(tmp_path, {
+        "fork/__init__.py": "",
+        "fork/base.py": "class Base:\n    def inference(self):\n        pass\n",
+        "fork/model.py": "import fork.base\n\nclass Model(fork.base.Base):\n    pass\n",
+    })
+    assert doctor.find_method("fork.model", "Model", "inference", [root]) == "fork.base:Base"
+    assert doctor.find_method("fork.model", "Model", "absent", [root]) is None
+
+
+def test_without_a_path_the_source_is_read_where_cosyvoice_imports_from(monkeypatch) -> None:
+    import importlib
+
+    examples = os.path.join(os.path.dirname(__file__), "..", "..", "examples")
+    monkeypatch.syspath_prepend(os.path.abspath(examples))
+    importlib.invalidate_caches()
+    spec = importlib.util.find_spec("cosyvoice")
+    expected = os.path.dirname(list(spec.submodule_search_locations)[0])
+    roots = doctor._roots(None)
+    assert roots[0] == expected and roots[1] == os.getcwd()
+    assert doctor._roots("/given")[0] == "/given"

@@ -784,3 +784,37 @@ def test_model_facts_of_a_v2_model_whose_api_holds_fp16_and_a_jit_llm(monkeypatc
     assert facts[s.TORCH_VERSION] == "?" and facts[s.DEVICE] == "GPU #0"
     fake.cuda.is_available = lambda: False
     assert ex.model_facts(CosyVoice2())[s.DEVICE] == "cpu"
+
+
+def test_a_text_piece_that_cannot_be_registered_still_reaches_the_model(make_stage,
+                                                                        monkeypatch) -> None:
+    from collections import Counter
+
+    from cosyvoice_otel.instrumentation import errors
+
+    monkeypatch.setattr(errors, "ERRORS", Counter())
+
+    def refuse(trace_id, values):
+        raise MemoryError("registry full")
+
+    request = make_stage("request")
+    call = Call(None, (iter(["one", "two"]),), {}, {"text_generator": 0})
+    token = context.attach(request.ctx)
+    try:
+        ex.TextStream().rewrite(call)
+    finally:
+        context.detach(token)
+    monkeypatch.setattr(masking, "remember", refuse)
+    assert list(call.args[0]) == ["one", "two"]
+    assert errors.ERRORS == {"text_stream.remember": 2}
+
+
+def test_a_cuda_that_breaks_when_asked_is_no_gpu() -> None:
+    def broken():
+        raise RuntimeError("CUDA driver initialization failed")
+
+    torch = types.SimpleNamespace(cuda=types.SimpleNamespace(is_available=broken))
+    assert ex._cuda_device(torch) is None
+    gpu = types.SimpleNamespace(cuda=types.SimpleNamespace(
+        is_available=lambda: True, get_device_name=lambda index: "NVIDIA H100"))
+    assert ex._cuda_device(gpu) == "NVIDIA H100"

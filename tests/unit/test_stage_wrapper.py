@@ -438,3 +438,15 @@ def test_a_generator_stage_hears_its_first_item_once_and_counts_them_all(rig, ex
     with rig.tracer.start_as_current_span("outer"):
         assert list(k.gen(3)) == ["item0", "item1", "item2"]
     assert extractor.seen == [("instance", k), ("first", "item0"), ("count", 3)]
+
+
+class BrokenFirst(Recorder):
+    def first_item(self, stage, item) -> None:
+        raise ValueError("first_item broke")
+
+
+def test_a_broken_first_item_extractor_is_counted_once_and_never_stops_the_stream(rig) -> None:
+    traced, _ = rig.wrap(lambda: (i for i in range(3)), extractor=BrokenFirst(),
+                         generator=True)
+    assert list(traced()) == [0, 1, 2]
+    assert errors.ERRORS == {"extractor recorder.first_item": 1}

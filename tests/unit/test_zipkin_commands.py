@@ -179,3 +179,109 @@ def test_zipkin_start_says_where_it_is(monkeypatch, capsys) -> None:
     assert seen == [(9412, "127.0.0.1")]
     assert capsys.readouterr().out == (f"Zipkin is up: http://127.0.0.1:9412 (pid {os.getpid()}); "
                                        "spans go to http://127.0.0.1:9412/api/v2/spans\n")
+
+
+# -- starting Zipkin: every way the JVM can answer, with a stand-in `java` on PATH -----------
+
+FAKE_JAVA = """#!{python}
+import http.server, json, os, re, sys, time
+port = int(re.search(r"ports\\[0\\]\\.port=(\\d+)", " ".join(sys.argv)).group(1))
+mode = os.environ["FAKE_JAVA"]
+if mode == "busy":
+    print("java.net.BindException: Address already in use"); sys.exit(1)
+if mode == "crash":
+    print("Error: Invalid or corrupt jarfile"); sys.exit(3)
+if mode in ("silent", "other"):
+    time.sleep(120); sys.exit(0)
+
+class Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({{"status": "UP"}}).encode()
+        self.send_response(200); self.send_header("Content-Length", str(len(body)))
+        self.end_headers(); self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+
+http.server.HTTPServer(("127.0.0.1", port), Health).serve_forever()
+"""
+
+
+@pytest.fixture
+def fake_java(tmp_path, monkeypatch, cache):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    java = bin_dir / "java"
+    java.write_text(FAKE_JAVA.format(python=sys.executable))
+    java.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    jar = tmp_path / "zipkin.jar"
+    jar.write_bytes(b"")
+
+    def start(mode: str, **kwargs):
+        monkeypatch.setenv("FAKE_JAVA", mode)
+        return zipkin_server.start(jar=jar, **kwargs)
+
+    return start
+
+
+def test_a_zipkin_that_finds_its_port_taken_is_said_so(fake_java) -> None:
+    from cosyvoice_otel.tools.net import free_port
+
+    port = free_port()
+    with pytest.raises(zipkin_server.ZipkinServerError,
+                       match=f"^port {port} was taken by another process$"):
+        fake_java("busy", port=port)
+    # a port we chose is chosen again, three times, then the same error
+    with pytest.raises(zipkin_server.ZipkinServerError,
+                       match="^port chosen was taken by another process$"):
+        fake_java("busy")
+
+
+def test_a_zipkin_that_exits_shows_the_tail_of_its_log(fake_java) -> None:
+    with pytest.raises(zipkin_server.ZipkinServerError) as caught:
+        fake_java("crash")
+    assert str(caught.value).splitlines() == [
+        "Zipkin exited with 3; log tail:", "Error: Invalid or corrupt jarfile"]
+
+
+def test_a_zipkin_that_never_reports_up_is_stopped(fake_java, monkeypatch) -> None:
+    started: list[int] = []
+    real = zipkin_server.ZipkinServer.stop
+
+    def stop(self, timeout: float = 20) -> None:
+        started.append(self.pid)
+        real(self, timeout)
+
+    monkeypatch.setattr(zipkin_server.ZipkinServer, "stop", stop)
+    with pytest.raises(zipkin_server.ZipkinServerError,
+                       match="^Zipkin did not report UP within 1 s \\(log: .*zipkin-"):
+        fake_java("silent", health_timeout=1)
+    (pid,) = started
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # not left running
+
+
+def test_a_health_answer_from_another_process_is_a_taken_port(fake_java) -> None:
+    # something else answers /health on the port: our JVM did not bind it
+    other = LoopbackServer(Health, "/health")
+    try:
+        with pytest.raises(zipkin_server.ZipkinServerError, match="was taken"):
+            fake_java("other", port=other.port)
+    finally:
+        other.close()
+
+
+def test_zipkin_start_records_the_server_it_started(fake_java, monkeypatch, cache) -> None:
+    from cosyvoice_otel.tools.net import free_port
+
+    monkeypatch.setenv("FAKE_JAVA", "serve")
+    monkeypatch.setattr(zipkin_server, "fetch_jar", lambda: cache / "zipkin.jar")
+    server = zipkin_server.start_detached(port=free_port())
+    try:
+        assert server.client().health()
+        state = json.loads((cache / "zipkin-server.json").read_text())
+        assert state == {"pid": server.pid, "port": server.port, "log": server.log_path,
+                         "host": "127.0.0.1"}
+        assert zipkin_server.running() == server
+    finally:
+        server.stop()
