@@ -89,16 +89,14 @@ def test_dotenv_values_are_quoted_so_a_dotenv_reader_gets_them_back(value, writt
 
 
 def test_unpinning_a_trace_applies_the_registry_bound_at_once(monkeypatch) -> None:
-    monkeypatch.setattr(masking, "MAX_TRACES", 2)
+    monkeypatch.setattr(masking, "MAX_TRACES", 1)
     masking.forget_all()
-    masking.remember(1, ["held text"])
-    masking.pin(1)
-    masking.remember(2, ["two"])
-    masking.remember(3, ["three"])  # over the bound: 2 goes, 1 is pinned
-    assert masking.known(1) and not masking.known(2)
-    masking.unpin(1)  # 1 is the newest now; the bound holds again without another remember
-    with masking._lock:
-        assert len(masking._registry) <= 2
+    for trace_id in (1, 2):  # two traces held by keep-errors: both kept over the bound
+        masking.pin(trace_id)
+        masking.remember(trace_id, [f"held text {trace_id}"])
+    assert masking.known(1) and masking.known(2)
+    masking.unpin(1)  # no longer held: the bound applies now, not at the next request
+    assert not masking.known(1) and masking.known(2)
     masking.forget_all()
 
 
@@ -805,3 +803,16 @@ def test_a_spool_file_that_cannot_be_renamed_keeps_its_name(tmp_path, monkeypatc
 
     monkeypatch.setattr(Path, "replace", refused)
     assert spool.mark(path, 1, flight=True) == path and path.exists()
+
+
+def test_a_missing_optional_patch_target_is_a_debug_line_naming_it(caplog) -> None:
+    from cosyvoice_otel.instrumentation.instrumentor import Patch
+
+    inst = object.__new__(CosyVoiceInstrumentor)
+    inst._warned = set()
+    patch = Patch("gradio.queueing", "Queue.no_such_method", lambda tracer, enabled: None, "")
+    with caplog.at_level(logging.DEBUG, logger="cosyvoice_otel"):
+        inst._apply(types.SimpleNamespace(Queue=type("Queue", (), {})), patch)
+    assert [r.getMessage() for r in caplog.records] == [
+        "cosyvoice-otel: gradio.queueing:Queue.no_such_method not found"]
+    assert all(r.levelno == logging.DEBUG for r in caplog.records)
