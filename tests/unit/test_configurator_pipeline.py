@@ -50,3 +50,45 @@ def test_spans_reach_the_exporter_through_redaction_and_queue_drops_are_counted(
     assert dropped == 'cosyvoice_otel_spans_dropped_total{reason="queue_full"} 3.0'
     (span,) = json.loads(out.read_text())
     assert span["name"] == "synthesis"
+
+
+def test_the_kafka_exporter_is_given_its_settings(process_settings) -> None:
+    from cosyvoice_otel.sdk import configurator
+    from cosyvoice_otel.sdk.kafka_exporter import KafkaZipkinExporter
+
+    chosen = process_settings({"COSYVOICE_TRACED_EXPORTER": "kafka",
+                               "COSYVOICE_TRACED_KAFKA_BOOTSTRAP_SERVERS": "k1:9092,k2:9092",
+                               "COSYVOICE_TRACED_KAFKA_TOPIC": "voice-spans"})
+    args = configurator.exporter_args(chosen)[KafkaZipkinExporter]
+    assert args == {"bootstrap_servers": "k1:9092,k2:9092", "topic": "voice-spans",
+                    "spool_dir": chosen.spool_root, "spool_max_bytes": chosen.spool_max_bytes}
+    zipkin = process_settings({"COSYVOICE_TRACED_EXPORTER": "zipkin"})
+    assert KafkaZipkinExporter not in configurator.exporter_args(zipkin)
+
+
+FAILING_SDK = """
+import logging, sys
+logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+from opentelemetry import trace
+from opentelemetry.sdk._configuration import _OTelSDKConfigurator
+from cosyvoice_otel.sdk import configurator
+
+def broken(self, **kwargs):
+    raise RuntimeError("no exporter entry point")
+
+_OTelSDKConfigurator._configure = broken
+configurator.CosyVoiceConfigurator()._configure()
+print("provider", type(trace.get_tracer_provider()).__name__)
+"""
+
+
+def test_an_sdk_that_cannot_be_set_up_is_one_warning_and_the_app_runs(tmp_path) -> None:
+    rendered = child_env.render(settings.Settings.resolve({"exporter": "none"}, environ={}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "COSYVOICE_"))}
+    done = subprocess.run([sys.executable, "-c", FAILING_SDK], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT, env={**env, **rendered})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "cosyvoice-otel: tracing is off: the OpenTelemetry SDK could not be set up "
+        "(RuntimeError: no exporter entry point)",
+        "provider ProxyTracerProvider"]  # nothing half set up: no lifecycle, no keep-errors
