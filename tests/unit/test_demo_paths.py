@@ -151,3 +151,26 @@ def test_waiting_for_the_trace_file_reads_a_half_written_file_as_nothing_yet(
     path = tmp_path / "t.json"
     path.write_text('[{"traceId": "t1", "na')  # the exporter is still writing it
     demo._wait_for_file_trace(path, "t1", timeout=3)  # bounded, no error
+
+
+def test_the_demo_writes_its_tiny_model_once(rig, monkeypatch) -> None:
+    (rig.model / "cosyvoice3.yaml").unlink()
+    written: list[list[str]] = []
+    real_run = subprocess.run
+
+    def run(args, **kwargs):
+        if str(args[1]).endswith("make_tiny_model.py"):
+            written.append([str(a) for a in args])
+            (rig.model / "cosyvoice3.yaml").write_text("llm: !new:cosyvoice.llm.llm.Qwen2LM\n")
+            return subprocess.CompletedProcess(args, 0)
+        return real_run(args, **kwargs)
+
+    monkeypatch.setattr(demo.subprocess, "run", run)
+    monkeypatch.setattr(demo.ZipkinClient, "from_endpoint", staticmethod(lambda e: rig.zipkin()))
+    rig.spans = [{"traceId": "t", "id": "1", "name": "gradio.event", "timestamp": 1,
+                  "duration": 9}]
+    assert rig.run() == 0
+    assert written == [[sys.executable, str(demo.EXAMPLES / "make_tiny_model.py"),
+                        str(rig.model)]]
+    assert rig.lines[0] == f"writing the tiny demo model to {rig.model}"
+    assert rig.run() == 0 and len(written) == 1  # there now: not written again

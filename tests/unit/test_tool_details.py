@@ -139,3 +139,31 @@ def test_verify_headers_per_format() -> None:
                         verify.trace_headers("b3single", trace_id)["b3"])
     assert re.fullmatch(rf"00-{trace_id}-[0-9a-f]{{16}}-01",
                         verify.trace_headers("traceparent", trace_id)["traceparent"])
+
+
+def test_waiting_for_a_port_returns_once_it_listens() -> None:
+    import socket
+
+    from cosyvoice_otel.tools.net import wait_for_port
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        wait_for_port(listener.getsockname()[1], timeout=5)  # no PortWaitError
+
+
+def test_otlp_metrics_go_to_their_own_endpoint_or_beside_the_traces(process_settings) -> None:
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+    from cosyvoice_otel.sdk.meter import build_reader
+
+    chosen = process_settings({"COSYVOICE_TRACED_METRICS": "otlp",
+                               "COSYVOICE_TRACED_OTLP_ENDPOINT": "http://col:4318/v1/traces"})
+    assert chosen.otlp_metrics_endpoint == "http://col:4318/v1/metrics"
+    reader = build_reader(chosen)
+    assert isinstance(reader, PeriodicExportingMetricReader)
+    assert reader._exporter._endpoint == "http://col:4318/v1/metrics"
+    reader.shutdown()
+    own = process_settings({"COSYVOICE_TRACED_METRICS": "otlp",
+                            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://m:4318/x"})
+    assert own.otlp_metrics_endpoint == "http://m:4318/x"

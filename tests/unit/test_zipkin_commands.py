@@ -285,3 +285,22 @@ def test_zipkin_start_records_the_server_it_started(fake_java, monkeypatch, cach
         assert zipkin_server.running() == server
     finally:
         server.stop()
+
+
+def test_a_jar_in_the_cache_is_found_and_not_fetched(cache, monkeypatch) -> None:
+    monkeypatch.delenv("ZIPKIN_JAR", raising=False)
+    monkeypatch.setattr(zipkin_server, "_m2_jar", lambda: cache / "nowhere.jar")
+    jar = cache / zipkin_server.JAR_NAME
+    jar.write_bytes(b"PK")
+    assert zipkin_server.find_jar() == jar
+    monkeypatch.setattr(zipkin_server.shutil, "which", lambda name: pytest.fail("no fetch"))
+    assert zipkin_server.fetch_jar() == jar
+
+
+def test_without_java_zipkin_start_is_one_error(cache, monkeypatch, tmp_path) -> None:
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    with pytest.raises(zipkin_server.ZipkinServerError,
+                       match="^java not found: Zipkin needs Java 17\\+$"):
+        zipkin_server.start(jar=tmp_path / "zipkin.jar")
