@@ -380,6 +380,8 @@ def mann_whitney_p(a: list[float], b: list[float]) -> float:
     do the two samples come from the same distribution? Chosen over a t-test because stage
     latencies are skewed (long tails), and the test needs no distribution assumption."""
     n1, n2 = len(a), len(b)
+    if not n1 or not n2:
+        return 1.0  # nothing to rank against: no evidence of a difference
     pooled = sorted([(v, 0) for v in a] + [(v, 1) for v in b])
     ranks_a, ties, i = 0.0, 0.0, 0
     while i < len(pooled):

@@ -45,6 +45,7 @@ def test_spans_reach_the_exporter_through_redaction_and_queue_drops_are_counted(
     done = subprocess.run([sys.executable, "-c", SCRIPT, str(port)], capture_output=True,
                           text=True, timeout=120, cwd=ROOT, env={**env, **rendered})
     assert done.returncode == 0, done.stderr
+    assert done.stderr == ""  # every part set up: no "keep-errors is off", no other warning
     chain, dropped = done.stdout.splitlines()
     assert chain == "BatchSpanProcessor(RedactingSpanExporter)"
     assert dropped == 'cosyvoice_otel_spans_dropped_total{reason="queue_full"} 3.0'
