@@ -5,7 +5,6 @@ test each."""
 from __future__ import annotations
 
 import json
-import logging
 import os
 import subprocess
 import sys
