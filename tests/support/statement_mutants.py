@@ -137,6 +137,13 @@ EQUIVALENT: dict[str, str] = {
         "with the samples swapped",
     "cosyvoice_otel/tools/report.py:_not_finite+4:delete":
         "its callers test truth only: None and False read the same",
+    "cosyvoice_otel/launcher/cli.py:report+-1:swap":
+        "click reads an option's declarations in any order (the one without dashes is the "
+        "parameter's name)",
+    "cosyvoice_otel/sdk/spool.py:_listing+17:delete":
+        "when the listing fails, nothing was found yet: the sorted empty list is returned",
+    "cosyvoice_otel/tools/zipkin.py:wait_for_trace+5:delete":
+        "the loop assigns spans (read, or [] on an error) before any return reads it",
 }
 
 

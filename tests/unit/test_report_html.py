@@ -145,6 +145,8 @@ def test_the_page_shows_each_stages_share_figures_and_errors(groups) -> None:
            f"</td><td>{rep._fmt_us(st.stat('p95'))}</td><td>{rep._fmt_us(st.stat('p99'))}</td>"
            f"<td>{100 * share:.1f}%</td><td>{st.errors}</td></tr>")
     assert row in page and st.errors == 1
+    assert ("<table><tr><th>stage</th><th>count</th><th>p50</th><th>p95</th><th>p99</th>"
+            "<th>share</th><th>errors</th></tr>") in page
     assert "<tr><td>vocoder_failed</td><td>1</td></tr>" in page
     # the distribution and the timeline are drawn for the group
     assert "aria-label='latency distribution per stage'" in page

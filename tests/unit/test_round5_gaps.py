@@ -5,6 +5,7 @@ test each."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -102,22 +103,42 @@ SAMPLER = """
 from opentelemetry import trace
 from cosyvoice_otel.sdk import configurator
 configurator.CosyVoiceConfigurator()._configure()
-sampler = trace.get_tracer_provider().sampler
-print(type(sampler).__name__, sampler.get_description())
+provider = trace.get_tracer_provider()
+processors = provider._active_span_processor._span_processors
+print(" ".join(type(p).__name__ for p in processors))
+print(type(provider.sampler).__name__, provider.sampler.get_description())
 """
 
 
-def test_the_configured_sampler_is_ours_with_the_rate_set() -> None:
+def test_the_configured_sampler_is_ours_with_the_rate_set(tmp_path) -> None:
     from cosyvoice_otel import settings
     from cosyvoice_otel.launcher import child_env
 
     rendered = child_env.render(settings.Settings.resolve(
-        {"exporter": "none", "sampling_rate": "0.25"}, environ={}))
+        {"exporter": "zipkin-file", "zipkin_file": str(tmp_path / "s.json"),
+         "sampling_rate": "0.25"}, environ={}))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "COSYVOICE_"))}
     done = subprocess.run([sys.executable, "-c", SAMPLER], capture_output=True, text=True,
                           timeout=120, cwd=ROOT, env={**env, **rendered})
     assert done.returncode == 0, done.stderr
-    name, description = done.stdout.split(" ", 1)
+    processors, sampler = done.stdout.splitlines()
+    name, description = sampler.split(" ", 1)
+    assert name == "DeferAwareRatioSampler" and "0.25" in description
+    # below 1 with keep-errors: failed traces the ratio drops are kept by their own processor
+    assert processors.split() == ["BatchSpanProcessor", "ErrorKeepingProcessor"]
+
+
+def test_the_rate_from_our_variable_alone_reaches_the_sdks_sampler() -> None:
+    # pure environment configuration (a container without the launcher): OTEL_TRACES_SAMPLER
+    # names our sampler, the rate is COSYVOICE_TRACED_SAMPLING_RATE, no OTEL_TRACES_SAMPLER_ARG
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "COSYVOICE_"))}
+    env.update({"OTEL_TRACES_SAMPLER": "cosyvoice_ratio", "OTEL_TRACES_EXPORTER": "none",
+                "OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none",
+                "COSYVOICE_TRACED_SAMPLING_RATE": "0.25"})
+    done = subprocess.run([sys.executable, "-c", SAMPLER], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT, env=env)
+    assert done.returncode == 0, done.stderr
+    name, description = done.stdout.splitlines()[-1].split(" ", 1)
     assert name == "DeferAwareRatioSampler" and "0.25" in description
 
 
@@ -505,3 +526,33 @@ def test_the_stripping_getter_lists_the_carriers_keys() -> None:
     assert _Stripped(default_getter).keys({"b3": "1", "x": "2"}) == ["b3", "x"]
     assert _Stripped(default_getter).get({"b3": " 1 "}, "b3") == ["1"]
 
+
+
+def test_a_stage_ended_twice_is_measured_once(counted) -> None:
+    ended: list[str] = []
+    recorder = types.SimpleNamespace(stage_ended=lambda stage: ended.append(stage.name))
+    once = stage("vocoder", metrics=recorder)
+    once.end()
+    once.end()  # the generator's close after its exhaustion, say
+    assert ended == ["vocoder"] and counted == {}
+
+
+def test_a_file_that_cannot_be_written_is_said_so(tmp_path, caplog) -> None:
+    from cosyvoice_otel.sdk.file_exporter import ZipkinFileExporter
+
+    from .test_export_base import finished
+
+    target = tmp_path / "no-such-folder" / "spans.json"
+    with caplog.at_level(logging.WARNING):
+        ZipkinFileExporter(str(target)).export(finished(2))
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line.startswith(f"cosyvoice-otel: dropped 2 spans: cannot write {target} (")
+
+
+def test_verify_readiness_of_a_good_request_is_the_trace_check() -> None:
+    from cosyvoice_otel.tools import verify
+
+    sent = verify.Sent("a" * 32, "b3multi", "sft", False, "CANARYR")
+    only_inference = [{"traceId": "a" * 32, "id": "1", "name": schema.INFERENCE,
+                       "timestamp": 1, "duration": 5, "tags": {schema.MODE: "sft"}}]
+    assert verify._ready(sent)(only_inference) is False  # stages missing: not yet

@@ -450,3 +450,20 @@ def test_a_broken_first_item_extractor_is_counted_once_and_never_stops_the_strea
                          generator=True)
     assert list(traced()) == [0, 1, 2]
     assert errors.ERRORS == {"extractor recorder.first_item": 1}
+
+
+class HalfRewrite(Recorder):
+    """Replaces an argument, then breaks: the call must be made as the app made it."""
+
+    def rewrite(self, call) -> None:
+        call.replace("x", "rewritten")
+        raise ValueError("rewrite broke halfway")
+
+
+def test_a_rewrite_that_breaks_halfway_leaves_the_call_as_the_app_made_it(rig) -> None:
+    def stream(x):
+        yield x
+
+    traced, _ = rig.wrap(stream, extractor=HalfRewrite(), generator=True)
+    assert list(traced("as sent")) == ["as sent"]
+    assert errors.ERRORS == {"extractor recorder.rewrite": 1}

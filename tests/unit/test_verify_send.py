@@ -172,5 +172,33 @@ def test_verify_removes_the_prompt_files_it_wrote_for_the_uploads(webui, zipkin_
     report = verify.run_verify(webui.endpoint, zipkin_up.endpoint, requests=3, timeout=0.1)
     uploads = [body for _, path, _, body in webui.seen.requests if path == "/gradio_api/upload"]
     assert len(made) == len(uploads) >= 1  # one file per zero-shot prompt
+    assert all(b"RIFF" in body and b"WAVE" in body for body in uploads)  # the prompt itself
     assert not any(os.path.exists(name) for name in made)
     assert report.app_kind == "gradio" and not report.ok  # Zipkin had none of the traces
+    # every request sent (three and the bad input) has its own failed check
+    assert len([c for c in report.checks if not c.ok]) >= 4
+
+
+def test_verify_grpc_sends_each_request_unstreamed_to_the_server(zipkin_up) -> None:
+    from concurrent import futures
+
+    import grpc
+
+    received: list[bytes] = []
+
+    def inference(request: bytes, context):
+        received.append(request)
+        yield b"pcm"
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
+        "cosyvoice.CosyVoice", {"Inference": grpc.unary_stream_rpc_method_handler(inference)})])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        report = verify.run_verify(None, zipkin_up.endpoint, requests=3, timeout=0.1,
+                                   grpc_target=f"127.0.0.1:{port}")
+    finally:
+        server.stop(None)
+    assert report.app_kind == "grpc" and len(received) == 4  # three and the bad input
+    assert not report.ok
