@@ -9,6 +9,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import types
 from pathlib import Path
 
@@ -528,13 +529,16 @@ def test_the_stripping_getter_lists_the_carriers_keys() -> None:
 
 
 
-def test_a_stage_ended_twice_is_measured_once(counted) -> None:
+def test_a_stage_ended_twice_is_measured_and_ended_once(counted, caplog) -> None:
     ended: list[str] = []
     recorder = types.SimpleNamespace(stage_ended=lambda stage: ended.append(stage.name))
     once = stage("vocoder", metrics=recorder)
     once.end()
-    once.end()  # the generator's close after its exhaustion, say
+    with caplog.at_level(logging.WARNING):
+        once.end(abandoned=True)  # the generator's close after its exhaustion, say
     assert ended == ["vocoder"] and counted == {}
+    # the SDK was not asked to end it again, nor to mark an ended span abandoned
+    assert caplog.records == []
 
 
 def test_a_file_that_cannot_be_written_is_said_so(tmp_path, caplog) -> None:
@@ -556,3 +560,76 @@ def test_verify_readiness_of_a_good_request_is_the_trace_check() -> None:
     only_inference = [{"traceId": "a" * 32, "id": "1", "name": schema.INFERENCE,
                        "timestamp": 1, "duration": 5, "tags": {schema.MODE: "sft"}}]
     assert verify._ready(sent)(only_inference) is False  # stages missing: not yet
+
+
+# -- the fresh batch's survivors (seed 51207, recorded in statement-mutants.txt) ---------------
+
+def test_a_pipelined_exporters_sender_ends_at_shutdown(tmp_path) -> None:
+    from cosyvoice_otel.sdk.zipkin_http import ResilientZipkinExporter
+
+    exporter = ResilientZipkinExporter(endpoint="http://127.0.0.1:9/api/v2/spans",
+                                       spool_dir=str(tmp_path), timeout=1, pipelined=True)
+    (sender,) = [t for t in threading.enumerate() if t.name == "cosyvoice-otel-send"
+                 and t.is_alive() and t._target.__self__ is exporter]
+    exporter.shutdown()
+    sender.join(10)  # a hang, not a time: the sentinel ends the loop at once
+    assert not sender.is_alive()
+    assert exporter.counters["failures"] == 0 and exporter.spool.files() == []
+
+
+def test_a_file_exporter_batch_written_is_a_success(tmp_path) -> None:
+    from opentelemetry.sdk.trace.export import SpanExportResult
+
+    from cosyvoice_otel.sdk.file_exporter import ZipkinFileExporter
+
+    from .test_export_base import finished
+
+    exporter = ZipkinFileExporter(str(tmp_path / "spans.json"))
+    assert exporter.export(finished(2)) is SpanExportResult.SUCCESS
+    assert exporter.counters["sent"] == 2
+
+
+def test_declaring_a_stage_gives_back_its_definition() -> None:
+    definition = schema.declare_stage("watermark_check", "checks the watermark")
+    assert (definition.name, definition.meaning) == ("watermark_check", "checks the watermark")
+    assert schema.known_stage("watermark_check")
+
+
+@pytest.mark.parametrize("value", ["", None, ["a list"], 7])
+def test_a_speaker_argument_that_is_not_a_named_id_is_no_speaker(value) -> None:
+    from cosyvoice_otel.instrumentation.stage_span import Call
+
+    request = stage(schema.INFERENCE)
+    model = types.SimpleNamespace(spk2info={"": {}, "中文女": {}})  # CosyVoice3 lists ""
+    call = Call(model, (value,), {}, {"zero_shot_spk_id": 0})
+    assert ex._speaker(request, call, "zero_shot_spk_id") is None
+
+
+def test_refusing_a_spool_entry_that_is_not_a_file_leaves_no_descriptor_open(tmp_path) -> None:
+    from cosyvoice_otel.sdk.spool import _open_regular
+
+    fifo = tmp_path / "batch.json"
+    os.mkfifo(fifo)
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(5):
+        with pytest.raises(ValueError, match="not a regular file"):
+            _open_regular(fifo)
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_compare_json_names_its_sides_and_each_stages_figures() -> None:
+    from cosyvoice_otel.tools import report as rep
+
+    a = rep.GroupStats("1.0", stages={"vocoder": rep.StageStats("vocoder", [10.0] * 6)},
+                       requests=[(100.0, "t")] * 6)
+    b = rep.GroupStats("1.1", stages={"vocoder": rep.StageStats("vocoder", [30.0] * 6)},
+                       requests=[(300.0, "u")] * 6)
+    groups = {"1.0": a, "1.1": b}
+    doc = rep.compare_dict(rep.compare(groups, "1.0", "1.1"), "service.version", "1.0", "1.1",
+                           groups)
+    assert (doc["key"], doc["a"], doc["b"]) == ("service.version", "1.0", "1.1")
+    assert doc["requests"] == {"1.0": 6, "1.1": 6}
+    vocoder = doc["stages"]["vocoder"]
+    assert vocoder["a"] == {"count": 6, "p50_us": 10.0, "p95_us": 10.0}
+    assert vocoder["b"] == {"count": 6, "p50_us": 30.0, "p95_us": 30.0}
+    assert vocoder["delta_p50"] == pytest.approx(2.0) and vocoder["verdict"] == "slower"
