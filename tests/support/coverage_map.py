@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -156,11 +157,24 @@ def build(kind: str) -> Path:
     return out
 
 
+def node_id(recorded: str) -> str:
+    """A test's node id as pytest takes it on a command line: a map built under xdist's
+    ``--dist loadgroup`` records ``path::test@group`` (the group of its ``xdist_group`` mark),
+    a name no run of one test can select (pytest stops at an unknown id)."""
+    return _GROUP_SUFFIX.sub("", recorded)
+
+
+_GROUP_SUFFIX = re.compile(r"@[\w.-]+$")
+
+
 class CoverageMap:
     """The union of the maps built: ``tests_for(module, first, last)`` -> node ids."""
 
     def __init__(self) -> None:
         self.maps = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(MAPS.glob("*.json"))]
+        for one in self.maps:
+            one["tests"] = [node_id(t) for t in one["tests"]]
+            one["durations"] = {node_id(t): d for t, d in one.get("durations", {}).items()}
         self._hashes: dict[str, str] = {}  # a module's source read once per run, not per mutant
 
     def _hash(self, module: str) -> str:
