@@ -149,6 +149,11 @@ EQUIVALENT: dict[str, str] = {
     "cosyvoice_otel/launcher/launcher.py:exec_traced+5:delete":
         "stderr is line-buffered (Python 3.9+) and what the launcher writes there (click.echo, "
         "which flushes itself) ends with a newline: nothing is left to flush before the exec",
+    "cosyvoice_otel/instrumentation/gpu_timing.py:start+18:delete":
+        "the last line of the function's except block: it falls off its end, None either way",
+    "cosyvoice_otel/launcher/cli.py:report+-28:swap":
+        "click reads an option's declarations in any order (the one without dashes is the "
+        "parameter's name)",
 }
 
 

@@ -1,0 +1,145 @@
+"""The second fresh batch's misses (issue 31, seed 61207, 2026-12-07): each a line a test ran
+without looking at its effect, now one test each."""
+
+from __future__ import annotations
+
+import logging
+import os
+import types
+
+import pytest
+from opentelemetry import context
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+import cosyvoice_otel
+from cosyvoice_otel.instrumentation import api, errors
+
+
+def test_a_stage_exited_where_its_context_was_lost_is_still_ended(monkeypatch) -> None:
+    from collections import Counter
+
+    monkeypatch.setattr(errors, "ERRORS", Counter())
+    tracer = TracerProvider().get_tracer("test")
+    api.activate(None, types.SimpleNamespace(cuda_sync=False, gpu_timing=None, metrics=None))
+    try:
+        with tracer.start_as_current_span("request"):
+            region = api.stage("watermark")
+            opened = region.__enter__()
+            token = context.attach(context.Context())  # the app swapped the context meanwhile
+            try:
+                region.__exit__(None, None, None)  # this thread's latest entry is closed
+            finally:
+                context.detach(token)
+            assert opened.ended
+    finally:
+        api.deactivate()
+    assert errors.ERRORS == {}
+
+
+def test_instrumenting_turns_the_stage_api_on_and_uninstrumenting_off() -> None:
+    from cosyvoice_otel.instrumentation.instrumentor import CosyVoiceInstrumentor
+
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    inst = CosyVoiceInstrumentor()
+    inst.instrument(tracer_provider=provider)
+    try:
+        with provider.get_tracer("app").start_as_current_span("request"), \
+                cosyvoice_otel.stage("emotion_tagging"):
+            pass
+    finally:
+        inst.uninstrument()
+    assert [span.name for span in memory.get_finished_spans()] == ["emotion_tagging", "request"]
+    memory.clear()
+    with provider.get_tracer("app").start_as_current_span("request"), \
+            cosyvoice_otel.stage("emotion_tagging"):
+        pass
+    assert [span.name for span in memory.get_finished_spans()] == ["request"]
+
+
+def record(msg: str, *args) -> logging.LogRecord:
+    return logging.LogRecord("opentelemetry.instrumentation.auto_instrumentation._load",
+                             logging.WARNING, __file__, 1, msg, args, None)
+
+
+def test_the_loaders_filter_hides_only_the_notice_about_our_configurator() -> None:
+    from cosyvoice_otel.sdk.distro import _OursIsLoaded
+
+    quiet = _OursIsLoaded()
+    assert quiet.filter(record("Configuration of %s not loaded because %s is set",
+                               "configurator", "cosyvoice_otel")) is False
+    assert quiet.filter(record("Failed to auto initialize OpenTelemetry")) is True
+    assert quiet.filter(record("Configuration of %s not loaded because %s is set",
+                               "configurator", "someone_else")) is True
+
+
+def test_the_health_totals_count_the_values_replaced_by_redaction() -> None:
+    from cosyvoice_otel.sdk.health import TracerHealth
+    from cosyvoice_otel.sdk.redaction import RedactingSpanExporter
+
+    redacting = RedactingSpanExporter(InMemorySpanExporter())
+    redacting.counters["placeholders"] = 3
+    other = RedactingSpanExporter(InMemorySpanExporter())
+    other.counters["placeholders"] = 2
+    assert TracerHealth([redacting, other]).totals()["values_replaced"] == 5
+
+
+@pytest.mark.parametrize("carrier", [{}, {"b3": "garbage"}, {"b3": "0"},
+                                     {"x-b3-sampled": "1"}])
+def test_b3_extraction_without_a_context_starts_from_an_empty_one(carrier) -> None:
+    from cosyvoice_otel.sdk.propagation import StrictB3Propagator
+
+    marker = context.create_key("test-marker")
+    token = context.attach(context.set_value(marker, "the app's current context"))
+    try:
+        got = StrictB3Propagator().extract(carrier)
+    finally:
+        context.detach(token)
+    assert isinstance(got, context.Context)
+    assert context.get_value(marker, got) is None  # not built on whatever was current
+
+
+def test_breached_alert_rules_show_the_actual_value_in_its_unit() -> None:
+    from cosyvoice_otel.tools import report as rep
+
+    group = rep.GroupStats("all", stages={
+        "vocoder": rep.StageStats("vocoder", [2_000_000.0] * 4, errors=3)})
+    rules = [rep.parse_rule("vocoder.p95>1s"), rep.parse_rule("vocoder.errors>=3"),
+             rep.parse_rule("vocoder.count<2")]
+    assert rep.evaluate({"all": group}, rules) == [
+        "vocoder.p95>1s: actual 2.000 s (all)", "vocoder.errors>=3: actual 3 (all)"]
+
+
+def test_a_jvm_whose_port_another_process_answers_is_stopped(tmp_path, monkeypatch) -> None:
+    from cosyvoice_otel.tools import zipkin_server
+
+    from ..support.loopback_server import LoopbackServer
+    from .test_zipkin_commands import FAKE_JAVA, Health
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "java").write_text(FAKE_JAVA.format(python=__import__("sys").executable))
+    (bin_dir / "java").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_JAVA", "other")
+    monkeypatch.setenv("COSYVOICE_TRACED_CACHE", str(tmp_path / "cache"))
+    stopped: list[int] = []
+    real = zipkin_server.ZipkinServer.stop
+
+    def stop(self, timeout: float = 20) -> None:
+        stopped.append(self.pid)
+        real(self, timeout)
+
+    monkeypatch.setattr(zipkin_server.ZipkinServer, "stop", stop)
+    other = LoopbackServer(Health, "/health")
+    try:
+        with pytest.raises(zipkin_server.ZipkinServerError, match="was taken"):
+            zipkin_server.start(jar=tmp_path / "z.jar", port=other.port)
+    finally:
+        other.close()
+    (pid,) = stopped  # our JVM, which never got the port, is not left running
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
