@@ -154,6 +154,14 @@ EQUIVALENT: dict[str, str] = {
     "cosyvoice_otel/launcher/cli.py:report+-28:swap":
         "click reads an option's declarations in any order (the one without dashes is the "
         "parameter's name)",
+    "cosyvoice_otel/sdk/propagation.py:extract+5:delete":
+        "every path that reads deferred assigns it first (the single header's and the multi "
+        "headers' branches both do)",
+    "cosyvoice_otel/sdk/prometheus.py:__init__+2:delete":
+        "_scrape sets _latest to None before it collects and reads it; nothing else reads it",
+    "cosyvoice_otel/sdk/spool.py:__init__+5:delete":
+        "last_failure is read only after put() returned False, and each of put's False paths "
+        "sets it first",
 }
 
 
