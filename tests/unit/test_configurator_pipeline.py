@@ -80,6 +80,8 @@ def broken(self, **kwargs):
 _OTelSDKConfigurator._configure = broken
 configurator.CosyVoiceConfigurator()._configure()
 print("provider", type(trace.get_tracer_provider()).__name__)
+import signal
+print("sigterm", "untouched" if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL else "ours")
 """
 
 
@@ -92,4 +94,5 @@ def test_an_sdk_that_cannot_be_set_up_is_one_warning_and_the_app_runs(tmp_path) 
     assert done.stdout.splitlines() == [
         "cosyvoice-otel: tracing is off: the OpenTelemetry SDK could not be set up "
         "(RuntimeError: no exporter entry point)",
-        "provider ProxyTracerProvider"]  # nothing half set up: no lifecycle, no keep-errors
+        "provider ProxyTracerProvider",  # nothing half set up: no lifecycle, no keep-errors
+        "sigterm untouched"]  # no exit flush installed for a tracing that is off

@@ -143,3 +143,87 @@ def test_a_jvm_whose_port_another_process_answers_is_stopped(tmp_path, monkeypat
     (pid,) = stopped  # our JVM, which never got the port, is not left running
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+# -- seed 71207's real misses (recorded run) ---------------------------------------------------
+
+def test_keep_errors_never_buffers_a_sampled_span() -> None:
+    from cosyvoice_otel.sdk.keep_errors import ErrorKeepingProcessor
+    from cosyvoice_otel.sdk.propagation import DeferAwareRatioSampler
+
+    kept = InMemorySpanExporter()
+    keeper = ErrorKeepingProcessor(kept)
+    provider = TracerProvider(sampler=DeferAwareRatioSampler(1.0, keep_errors=True))
+    provider.add_span_processor(keeper)
+    with provider.get_tracer("t").start_as_current_span("request"):
+        pass  # sampled: the batch processor exports it, the keeper has nothing to do
+    assert keeper._traces == {} and keeper._spans == 0
+    assert keeper.counters["evicted"] == 0 and kept.get_finished_spans() == ()
+    keeper.shutdown()
+
+
+def test_the_kafka_producer_gets_a_last_bounded_flush_at_shutdown(tmp_path) -> None:
+    from .test_generated_gaps import RecordingProducer, _kafka_exporter
+
+    exporter = _kafka_exporter(tmp_path, topic="zipkin")
+    real, exporter.producer = exporter.producer, RecordingProducer()
+    try:
+        exporter.shutdown()
+        assert exporter.producer.flushed[-1] == 1.0  # what was purged reports, bounded
+    finally:
+        real.purge()
+
+
+def test_the_comparison_text_ends_with_how_the_verdict_is_made() -> None:
+    from cosyvoice_otel.tools import report as rep
+
+    a = rep.GroupStats("a", stages={"vocoder": rep.StageStats("vocoder", [1.0] * 5)})
+    b = rep.GroupStats("b", stages={"vocoder": rep.StageStats("vocoder", [1.0] * 5)})
+    text = rep.compare_text(rep.compare({"a": a, "b": b}, "a", "b"), "v", "a", "b",
+                            {"a": a, "b": b})
+    assert text.splitlines()[-1] == (
+        f"(verdict: Mann-Whitney U, two-sided p < {rep.ALPHA}, and medians apart by at least "
+        f"{100 * rep.MIN_EFFECT:.0f}%; at least {rep.MIN_SAMPLES} samples a side)")
+
+
+def test_verify_grpc_sends_the_prompts_samples() -> None:
+    import sys
+    from concurrent import futures
+    from pathlib import Path
+
+    import grpc
+
+    from cosyvoice_otel.tools import verify
+
+    received: list[bytes] = []
+
+    def inference(request: bytes, context_):
+        received.append(request)
+        yield b"pcm"
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
+        "cosyvoice.CosyVoice", {"Inference": grpc.unary_stream_rpc_method_handler(inference)})])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    prompt = verify.wav_bytes(0.1)
+    try:
+        app = verify.GrpcApp(f"127.0.0.1:{port}")
+        app.send(verify.Sent("a" * 32, "b3multi", "zero_shot", False, "CANARYG"), prompt,
+                 lambda data: "")
+        app.channel.close()
+    finally:
+        server.stop(None)
+    proto = Path(__file__).resolve().parents[2] / "examples" / "grpc_proto"
+    sys.path.insert(0, str(proto))
+    try:
+        import cosyvoice_pb2
+    finally:
+        sys.path.remove(str(proto))
+    (request,) = [cosyvoice_pb2.Request.FromString(r) for r in received]
+    import io
+    import wave
+
+    with wave.open(io.BytesIO(prompt), "rb") as wav:
+        frames = wav.readframes(wav.getnframes())
+    assert frames and request.zero_shot_request.prompt_audio == frames
