@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import types
-from concurrent import futures
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,8 @@ from cosyvoice_otel.launcher import cli
 from cosyvoice_otel.sdk import propagation, zipkin_http
 from cosyvoice_otel.sdk.id_generator import IsolatedRandomIdGenerator
 from cosyvoice_otel.tools import checks, verify
+
+from ..support.grpc_stub import inference_server
 
 TRACE = "a" * 32
 ROOT = Path(__file__).resolve().parents[2]
@@ -204,19 +205,12 @@ def test_verify_grpc_turns_the_servers_error_into_one_line() -> None:
         context.abort(grpc.StatusCode.INVALID_ARGUMENT, "text too long")
         yield b""
 
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
-        "cosyvoice.CosyVoice", {"Inference": grpc.unary_stream_rpc_method_handler(refuse)})])
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    try:
-        app = verify.GrpcApp(f"127.0.0.1:{port}")
+    with inference_server(refuse) as target:
+        app = verify.GrpcApp(target)
         sent = verify.Sent(TRACE, "b3multi", "sft", False, "CANARYX")
         with pytest.raises(OSError, match="^gRPC INVALID_ARGUMENT: text too long$"):
             app.send(sent, None, lambda data: "")
         app.channel.close()
-    finally:
-        server.stop(None)
 
 
 @pytest.mark.parametrize(("url", "expected"), [

@@ -188,12 +188,11 @@ def test_the_comparison_text_ends_with_how_the_verdict_is_made() -> None:
 
 def test_verify_grpc_sends_the_prompts_samples() -> None:
     import sys
-    from concurrent import futures
     from pathlib import Path
 
-    import grpc
-
     from cosyvoice_otel.tools import verify
+
+    from ..support.grpc_stub import inference_server
 
     received: list[bytes] = []
 
@@ -201,19 +200,12 @@ def test_verify_grpc_sends_the_prompts_samples() -> None:
         received.append(request)
         yield b"pcm"
 
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
-        "cosyvoice.CosyVoice", {"Inference": grpc.unary_stream_rpc_method_handler(inference)})])
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
     prompt = verify.wav_bytes(0.1)
-    try:
-        app = verify.GrpcApp(f"127.0.0.1:{port}")
+    with inference_server(inference) as target:
+        app = verify.GrpcApp(target)
         app.send(verify.Sent("a" * 32, "b3multi", "zero_shot", False, "CANARYG"), prompt,
                  lambda data: "")
         app.channel.close()
-    finally:
-        server.stop(None)
     proto = Path(__file__).resolve().parents[2] / "examples" / "grpc_proto"
     sys.path.insert(0, str(proto))
     try:

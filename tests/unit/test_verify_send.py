@@ -180,9 +180,7 @@ def test_verify_removes_the_prompt_files_it_wrote_for_the_uploads(webui, zipkin_
 
 
 def test_verify_grpc_sends_each_request_unstreamed_to_the_server(zipkin_up) -> None:
-    from concurrent import futures
-
-    import grpc
+    from ..support.grpc_stub import inference_server
 
     received: list[bytes] = []
 
@@ -190,15 +188,8 @@ def test_verify_grpc_sends_each_request_unstreamed_to_the_server(zipkin_up) -> N
         received.append(request)
         yield b"pcm"
 
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
-        "cosyvoice.CosyVoice", {"Inference": grpc.unary_stream_rpc_method_handler(inference)})])
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    try:
+    with inference_server(inference) as target:
         report = verify.run_verify(None, zipkin_up.endpoint, requests=3, timeout=0.1,
-                                   grpc_target=f"127.0.0.1:{port}")
-    finally:
-        server.stop(None)
+                                   grpc_target=target)
     assert report.app_kind == "grpc" and len(received) == 4  # three and the bad input
     assert not report.ok
