@@ -93,7 +93,9 @@ class AppProcess:
             self.proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=self.log,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
             try:
-                wait_for_port(port, self.proc)
+                # generous: a real engine loading its models on a busy CI machine took over
+                # 60 s; the wait ends at once when the app exits, so a pass costs nothing more
+                wait_for_port(port, self.proc, timeout=240)
                 return
             except PortWaitError as exc:
                 taken = isinstance(exc, PortTakenError) or "address already in use" in \
