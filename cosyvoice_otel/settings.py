@@ -32,20 +32,65 @@ from cosyvoice_otel.urls import shown
 
 ENV_PREFIX = "COSYVOICE_TRACED_"
 
-EXPORTERS = ("zipkin", "otlp", "console", "none", "zipkin-file", "kafka")
-# What OTEL_TRACES_EXPORTER says -> our exporter name. "zipkin" (protobuf) is read as the JSON
-# exporter: the protobuf one is not installed (it pins an old protobuf) and Zipkin reads both.
-OTEL_EXPORTER_NAMES = {
-    "zipkin_json": "zipkin",
-    "cosyvoice_zipkin": "zipkin",
-    "zipkin": "zipkin",
-    "otlp": "otlp",
-    "otlp_proto_http": "otlp",
-    "console": "console",
-    "none": "none",
-    "cosyvoice_zipkin_file": "zipkin-file",
-    "cosyvoice_kafka": "kafka",
-}
+# --------------------------------------------------------------------------- the exporter table
+
+class Exporter(NamedTuple):
+    """One ``--exporter`` value. Adding an exporter is one row here and its class
+    (CONTRIBUTING.md): the option's choices and help, what ``OTEL_TRACES_EXPORTER`` says, the
+    child's variables, the configurator's construction and the launcher's checks read it."""
+
+    name: str
+    otel_name: str  # OTEL_TRACES_EXPORTER in the traced process (rendered by the launcher)
+    help: str  # a few words for --help
+    # "module:Class" that our configurator builds as Class(**args(settings)); "" for the SDK's
+    # own exporter, which the SDK builds by ``otel_name`` from the variables ``env`` renders
+    target: str = ""
+    args: Callable[[Settings], dict[str, Any]] | None = None
+    env: Callable[[Settings], dict[str, str]] | None = None
+    aliases: tuple[str, ...] = ()  # other OTEL_TRACES_EXPORTER values read as this exporter
+    needs: str = ""  # a module it imports that may be missing: ``run`` refuses without it
+    extra: str = ""  # the pip extra that installs ``needs``
+    probe: Callable[[Settings], str] | None = None  # a URL ``run`` checks in the background
+
+
+def _spool(s: Settings) -> dict[str, Any]:
+    return {"spool_dir": s.spool_root, "spool_max_bytes": s.spool_max_bytes}
+
+
+EXPORTER_TABLE: tuple[Exporter, ...] = (
+    Exporter("zipkin", "cosyvoice_zipkin", "JSON v2",
+             "cosyvoice_otel.sdk.zipkin_http:ResilientZipkinExporter",
+             # pipelined: encode the next batch while Zipkin takes this one
+             args=lambda s: {"endpoint": s.zipkin_endpoint, "timeout": float(s.export_timeout),
+                             "pipelined": True, **_spool(s)},
+             env=lambda s: {"OTEL_EXPORTER_ZIPKIN_ENDPOINT": s.zipkin_endpoint,
+                            "OTEL_EXPORTER_ZIPKIN_TIMEOUT": str(s.export_timeout)},
+             # "zipkin" (protobuf) is read as the JSON exporter: the protobuf one is not
+             # installed (it pins an old protobuf) and Zipkin reads both
+             aliases=("zipkin_json", "zipkin"), probe=lambda s: s.zipkin_endpoint),
+    Exporter("otlp", "otlp_proto_http", "OTLP/HTTP",
+             env=lambda s: {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": s.otlp_endpoint,
+                            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf",
+                            "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": str(s.export_timeout * 1000)},
+             aliases=("otlp",)),
+    Exporter("console", "console", "span JSON on stdout"),
+    Exporter("none", "none", "spans are made and measured, not sent"),
+    Exporter("zipkin-file", "cosyvoice_zipkin_file",
+             "Zipkin JSON in a file, for Zipkin's 'Upload JSON'",
+             "cosyvoice_otel.sdk.file_exporter:ZipkinFileExporter",
+             args=lambda s: {"path": s.zipkin_file}),
+    Exporter("kafka", "cosyvoice_kafka",
+             "Zipkin JSON v2 lists on a topic Zipkin's Kafka collector reads",
+             "cosyvoice_otel.sdk.kafka_exporter:KafkaZipkinExporter",
+             args=lambda s: {"bootstrap_servers": s.kafka_bootstrap_servers,
+                             "topic": s.kafka_topic, **_spool(s)},
+             needs="confluent_kafka", extra="kafka"),
+)
+EXPORTERS_BY_NAME = {row.name: row for row in EXPORTER_TABLE}
+EXPORTERS = tuple(EXPORTERS_BY_NAME)
+# What OTEL_TRACES_EXPORTER says -> our exporter name
+OTEL_EXPORTER_NAMES = {name: row.name for row in EXPORTER_TABLE
+                       for name in (row.otel_name, *row.aliases)}
 
 # W3C first (the OTel default), then our strict B3: it reads the single `b3` header as well as
 # the X-B3-* set (so all three formats a client may send are accepted), ignores malformed ids,
@@ -369,9 +414,8 @@ OPTIONS: tuple[Option, ...] = (
            "Zipkin's span intake, http(s)://HOST:9411/api/v2/spans.",
            _otel_var("OTEL_EXPORTER_ZIPKIN_ENDPOINT"), "OTEL_EXPORTER_ZIPKIN_ENDPOINT"),
     Option("exporter", "--exporter", "zipkin", parse_exporter,
-           "Where spans go: zipkin (JSON v2), otlp (OTLP/HTTP), console, none, zipkin-file "
-           "(Zipkin JSON in a file, for Zipkin's 'Upload JSON'), or kafka (Zipkin JSON v2 "
-           "lists on a topic Zipkin's Kafka collector reads).",
+           "Where spans go: " + ", ".join(f"{row.name} ({row.help})" for row in EXPORTER_TABLE)
+           + ".",
            _otel_exporter, "OTEL_TRACES_EXPORTER"),
     Option("otlp_endpoint", "--otlp-endpoint", "http://localhost:4318/v1/traces", parse_http_url,
            "OTLP/HTTP traces URL for --exporter otlp (a Collector, Jaeger, Tempo, ...).",

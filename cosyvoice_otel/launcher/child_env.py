@@ -12,6 +12,7 @@ import os
 from collections.abc import Mapping
 
 from cosyvoice_otel.settings import (
+    EXPORTERS_BY_NAME,
     OPTIONS,
     Settings,
     format_value,
@@ -19,9 +20,6 @@ from cosyvoice_otel.settings import (
     resource_attributes,
 )
 
-EXPORTER_TO_OTEL = {"zipkin": "cosyvoice_zipkin", "otlp": "otlp_proto_http", "console": "console",
-                    "none": "none", "zipkin-file": "cosyvoice_zipkin_file",
-                    "kafka": "cosyvoice_kafka"}
 # rendered for what the child reads as a fallback (the option table); our configurator builds
 # the metrics itself (sdk/meter.py) and the SDK never builds an exporter from this variable
 METRICS_TO_OTEL = {"prometheus": "prometheus", "otlp": "otlp", "none": "none"}
@@ -30,9 +28,10 @@ METRICS_TO_OTEL = {"prometheus": "prometheus", "otlp": "otlp", "none": "none"}
 def render(settings: Settings, environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The variables to set in the traced program's environment (on top of ``environ``)."""
     environ = os.environ if environ is None else environ
+    exporter = EXPORTERS_BY_NAME[settings.exporter]  # the exporter table (settings.py)
     env: dict[str, str] = {
         "OTEL_SERVICE_NAME": settings.service_name,
-        "OTEL_TRACES_EXPORTER": EXPORTER_TO_OTEL[settings.exporter],
+        "OTEL_TRACES_EXPORTER": exporter.otel_name,
         # parent-based trace-id ratio that lets a B3 "defer" be decided here
         "OTEL_TRACES_SAMPLER": "cosyvoice_ratio",
         "OTEL_TRACES_SAMPLER_ARG": format_value(float(settings.sampling_rate)),
@@ -51,13 +50,8 @@ def render(settings: Settings, environ: Mapping[str, str] | None = None) -> dict
     }
     if settings.excluded_urls != "none":
         env["OTEL_PYTHON_FASTAPI_EXCLUDED_URLS"] = settings.excluded_urls
-    if settings.exporter == "zipkin":
-        env["OTEL_EXPORTER_ZIPKIN_ENDPOINT"] = settings.zipkin_endpoint
-        env["OTEL_EXPORTER_ZIPKIN_TIMEOUT"] = str(settings.export_timeout)
-    elif settings.exporter == "otlp":
-        env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = settings.otlp_endpoint
-        env["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"] = "http/protobuf"
-        env["OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"] = str(settings.export_timeout * 1000)
+    if exporter.env is not None:
+        env.update(exporter.env(settings))
     if settings.metrics == "otlp" and not environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"):
         env["OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"] = otlp_metrics_endpoint(settings.otlp_endpoint)
         env["OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"] = "http/protobuf"

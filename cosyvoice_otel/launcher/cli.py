@@ -88,14 +88,15 @@ def run(ctx: click.Context, module: str | None, program: tuple[str, ...], **para
         instrument = launcher.find_instrument()
     except launcher.LaunchError as exc:
         raise click.UsageError(str(exc)) from None
-    if settings.exporter == "zipkin":
-        launcher.check_endpoint_in_background(settings.zipkin_endpoint)
-    if settings.exporter == "kafka":
+    exporter = table.EXPORTERS_BY_NAME[settings.exporter]  # the exporter table (settings.py)
+    if exporter.probe is not None:
+        launcher.check_endpoint_in_background(exporter.probe(settings))
+    if exporter.needs:
         import importlib.util
 
-        if importlib.util.find_spec("confluent_kafka") is None:
-            raise click.UsageError("--exporter kafka needs confluent-kafka: "
-                                   "pip install 'cosyvoice-otel[kafka]'")
+        if importlib.util.find_spec(exporter.needs) is None:
+            raise click.UsageError(f"--exporter {exporter.name} needs {exporter.needs}: "
+                                   f"pip install 'cosyvoice-otel[{exporter.extra}]'")
     launcher.exec_traced(instrument, resolved, child_env.render(settings))
 
 
@@ -127,8 +128,9 @@ def env_command(ctx: click.Context, fmt: str, check_endpoint: bool, program: tup
     if not settings.tracing:
         click.echo("# tracing disabled: the program runs untouched, nothing to set")
     else:
-        if check_endpoint and settings.exporter == "zipkin":
-            launcher.check_endpoint_in_background(settings.zipkin_endpoint)
+        probe = table.EXPORTERS_BY_NAME[settings.exporter].probe
+        if check_endpoint and probe is not None:
+            launcher.check_endpoint_in_background(probe(settings))
         for key, value in sorted(child_env.render(settings).items()):
             if fmt == "shell":
                 click.echo(f"export {key}={shlex.quote(value)}")

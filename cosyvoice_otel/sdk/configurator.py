@@ -1,10 +1,14 @@
 """SDK setup for the traced process: the ``opentelemetry_configurator`` entry point.
 
 ``opentelemetry-instrument`` runs the configurator named by ``OTEL_PYTHON_CONFIGURATOR``
-(the launcher sets ``cosyvoice_otel``). Ours is the SDK's own configurator (exporters, sampler,
-id generator and resource from the ``OTEL_*`` variables, as usual) with two additions:
+(the launcher sets ``cosyvoice_otel``). Ours is the SDK's own configurator (sampler, id
+generator, resource and the SDK's own exporters from the ``OTEL_*`` variables, as usual) with
+these additions:
 
-* every exporter it creates, whatever it is (Zipkin, OTLP, the Zipkin file, console, one
+* the exporter is the one the settings chose, from the exporter table (settings.py): the SDK
+  builds its own (otlp, console) by name; ours (Zipkin, the Zipkin file, Kafka) are built here
+  with their arguments from the settings and handed to the SDK as a span processor;
+* every exporter, whatever it is (Zipkin, OTLP, the Zipkin file, console, one
   added later), sits behind ``RedactingSpanExporter``: no exporter can skip redaction;
 * with ``cosyvoice_ratio`` at a rate below 1 and keep-errors on, an ``ErrorKeepingProcessor``
   per exporter (sharing it) exports the failed traces that the ratio dropped;
@@ -19,6 +23,7 @@ A failure here is one warning and an app without tracing, never a crashed app.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 from typing import Any
@@ -30,7 +35,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from cosyvoice_otel.sdk import lifecycle
 from cosyvoice_otel.sdk.health import QueueDrops, TracerHealth, count_queue_drops
 from cosyvoice_otel.sdk.redaction import RedactingSpanExporter
-from cosyvoice_otel.settings import Settings, current
+from cosyvoice_otel.settings import EXPORTERS_BY_NAME, Exporter, Settings, current
 
 logger = logging.getLogger("cosyvoice_otel")
 
@@ -40,7 +45,7 @@ class CosyVoiceConfigurator(_OTelSDKConfigurator):
         exporters: list[RedactingSpanExporter] = []
         try:  # the option table, resolved once for the whole SDK setup
             settings = current()
-            kwargs.setdefault("exporter_args_map", exporter_args(settings))
+            chosen = EXPORTERS_BY_NAME[settings.exporter]
             if os.environ.get("OTEL_TRACES_SAMPLER") == "cosyvoice_ratio":
                 from cosyvoice_otel.sdk.propagation import DeferAwareRatioSampler
 
@@ -64,6 +69,15 @@ class CosyVoiceConfigurator(_OTelSDKConfigurator):
             return processor
 
         kwargs.setdefault("export_span_processor", export_processor)
+        try:
+            ours = build_exporter(chosen, settings)
+        except Exception as exc:  # noqa: BLE001 - tracing setup must never stop the app
+            logger.warning("cosyvoice-otel: tracing is off: the %s exporter could not be set up "
+                           "(%s: %s)", chosen.name, type(exc).__name__, exc)
+            return
+        if ours is not None:
+            kwargs["span_processors"] = [*(kwargs.get("span_processors") or ()),
+                                         export_processor(ours)]
         # Metrics: our meter provider (meter.py), built from the option table BEFORE the SDK's
         # setup, which then keeps it (the SDK's own path has no views, and always installs a
         # provider: its "overriding is not allowed" notice is expected, filtered out).
@@ -74,6 +88,12 @@ class CosyVoiceConfigurator(_OTelSDKConfigurator):
         api_logger = logging.getLogger("opentelemetry.metrics._internal")
         if meter_provider is not None:
             api_logger.addFilter(quiet)
+        # The settings chose the exporter (OTEL_TRACES_EXPORTER's first name is one of their
+        # sources, the launcher renders it): the SDK builds its own exporters by that name, ours
+        # are built above from the exporter table, so the SDK reads "none" for them. Restored
+        # after: the app and its subprocesses see the environment they were given.
+        given = os.environ.get("OTEL_TRACES_EXPORTER")
+        os.environ["OTEL_TRACES_EXPORTER"] = "none" if chosen.target else chosen.otel_name
         try:
             super()._configure(**kwargs)
         except Exception as exc:  # noqa: BLE001 - tracing setup must never stop the app
@@ -82,6 +102,10 @@ class CosyVoiceConfigurator(_OTelSDKConfigurator):
             return
         finally:
             api_logger.removeFilter(quiet)
+            if given is None:
+                os.environ.pop("OTEL_TRACES_EXPORTER", None)
+            else:
+                os.environ["OTEL_TRACES_EXPORTER"] = given
         provider = trace.get_tracer_provider()
         try:
             lifecycle.install(provider, [redacting.inner for redacting in exporters])
@@ -130,31 +154,16 @@ def install_meter_provider(settings: Settings, kwargs: dict[str, Any]) -> Any:
         return None
 
 
-def exporter_args(settings: Settings) -> dict[type, dict[str, Any]]:
-    """Our exporters' constructor arguments, from the settings (the SDK builds exporters by
-    class; this map is its way to pass them arguments)."""
-    from cosyvoice_otel.sdk.file_exporter import ZipkinFileExporter
-    from cosyvoice_otel.sdk.zipkin_http import ResilientZipkinExporter
-
-    return {ResilientZipkinExporter: {"endpoint": settings.zipkin_endpoint,
-                                      "timeout": float(settings.export_timeout),
-                                      "spool_dir": settings.spool_root,
-                                      "spool_max_bytes": settings.spool_max_bytes,
-                                      # encode the next batch while Zipkin takes this one
-                                      "pipelined": True},
-            ZipkinFileExporter: {"path": settings.zipkin_file},
-            **_kafka_args(settings)}
-
-
-def _kafka_args(settings: Settings) -> dict[type, dict[str, Any]]:
-    if settings.exporter != "kafka":  # confluent-kafka is imported only when it is used
-        return {}
-    from cosyvoice_otel.sdk.kafka_exporter import KafkaZipkinExporter
-
-    return {KafkaZipkinExporter: {"bootstrap_servers": settings.kafka_bootstrap_servers,
-                                  "topic": settings.kafka_topic,
-                                  "spool_dir": settings.spool_root,
-                                  "spool_max_bytes": settings.spool_max_bytes}}
+def build_exporter(row: Exporter, settings: Settings) -> SpanExporter | None:
+    """The exporter a row of the exporter table names, when it is ours (``target``), built with
+    its arguments from the settings; None for the SDK's own, which the SDK builds by name from
+    the variables the launcher rendered. Imported only when chosen (confluent-kafka is heavy)."""
+    if not row.target:
+        return None
+    module, _, name = row.target.partition(":")
+    exporter_class = getattr(importlib.import_module(module), name)
+    exporter: SpanExporter = exporter_class(**(row.args(settings) if row.args else {}))
+    return exporter
 
 
 def add_error_keeping(provider: Any, exporters: list[RedactingSpanExporter]) -> list[Any]:

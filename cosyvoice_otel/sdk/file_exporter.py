@@ -21,11 +21,7 @@ from cosyvoice_otel.sdk.export_base import CountingExporter
 
 
 class ZipkinFileExporter(CountingExporter):
-    def __init__(self, path: str | None = None) -> None:
-        if path is None:
-            from cosyvoice_otel.settings import current
-
-            path = current().zipkin_file
+    def __init__(self, path: str) -> None:
         self.path = path
         self._init_counting()
         self._lock = threading.Lock()

@@ -64,19 +64,10 @@ def producer_config(bootstrap_servers: str) -> dict[str, Any]:
 
 
 class KafkaZipkinExporter(SpoolingExporter):
-    def __init__(self, bootstrap_servers: str | None = None, topic: str | None = None,
-                 spool_dir: str | None = None, spool_max_bytes: int | None = None,
+    def __init__(self, bootstrap_servers: str, topic: str, spool_dir: str, spool_max_bytes: int,
                  config: dict[str, Any] | None = None) -> None:
         from confluent_kafka import Producer
 
-        if None in (bootstrap_servers, topic, spool_dir, spool_max_bytes):
-            from cosyvoice_otel.settings import current
-
-            settings = current()
-            bootstrap_servers = bootstrap_servers or settings.kafka_bootstrap_servers
-            topic = topic or settings.kafka_topic
-            spool_dir = spool_dir or settings.spool_root
-            spool_max_bytes = spool_max_bytes or settings.spool_max_bytes
         self.bootstrap_servers, self.topic = bootstrap_servers, topic
         key = hashlib.sha1(f"kafka:{self.bootstrap_servers}/{self.topic}".encode()).hexdigest()
         self._init_spool(Path(spool_dir) / key[:12], int(spool_max_bytes), spool_dir, "Kafka")

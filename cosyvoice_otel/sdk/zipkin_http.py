@@ -120,18 +120,8 @@ def halves(spans: list[Any]) -> tuple[list[Any], list[Any]]:
 
 
 class ResilientZipkinExporter(SpoolingExporter):
-    def __init__(self, endpoint: str | None = None, timeout: float | None = None,
-                 spool_dir: str | None = None, spool_max_bytes: int | None = None,
+    def __init__(self, endpoint: str, timeout: float, spool_dir: str, spool_max_bytes: int,
                  session: requests.Session | None = None, pipelined: bool = False) -> None:
-        if None in (endpoint, timeout, spool_dir, spool_max_bytes):
-            # what the caller (our configurator passes all four) did not say: the option table
-            from cosyvoice_otel.settings import current
-
-            settings = current()
-            endpoint = endpoint or settings.zipkin_endpoint
-            timeout = timeout or settings.export_timeout
-            spool_dir = spool_dir or settings.spool_root
-            spool_max_bytes = spool_max_bytes or settings.spool_max_bytes
         self.endpoint = endpoint
         self.timeout = float(timeout)
         # one spool per endpoint: batches must go back to the Zipkin they were meant for

@@ -43,10 +43,10 @@ def test_user_agent_is_kept_by_default_and_masked_on_request(launch_app, tmp_pat
 
 
 def test_an_sdk_that_cannot_be_set_up_is_one_warning_and_the_app_runs(launch_app) -> None:
-    """An exporter name with no entry point (a typo, a stale install) makes the SDK raise in
-    the configurator; the app must start and answer anyway."""
+    """An id generator name with no entry point (a typo, a stale install) makes the SDK raise
+    in the configurator; the app must start and answer anyway."""
     port = free_port()
-    env = app_env(OTEL_PYTHON_CONFIGURATOR="cosyvoice_otel", OTEL_TRACES_EXPORTER="no_such",
+    env = app_env(OTEL_PYTHON_CONFIGURATOR="cosyvoice_otel", OTEL_PYTHON_ID_GENERATOR="no_such",
                   OTEL_METRICS_EXPORTER="none", OTEL_LOGS_EXPORTER="none")
     app = launch_app([str(BIN / "opentelemetry-instrument"), str(BIN / "python"),
                       "tests/support/apps/hello_fastapi.py", "--port", str(port)], env, port)

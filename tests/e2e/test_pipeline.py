@@ -117,7 +117,8 @@ def test_spool_cap_drops_and_counts_with_one_log_line(tmp_path, caplog, refused_
 
 @pytest.mark.zipkin
 def test_a_rejected_batch_is_dropped_once_not_retried(zipkin, tmp_path, caplog) -> None:
-    exporter = ResilientZipkinExporter(endpoint=zipkin.endpoint, spool_dir=str(tmp_path))
+    exporter = ResilientZipkinExporter(endpoint=zipkin.endpoint, timeout=5,
+                                       spool_dir=str(tmp_path), spool_max_bytes=1 << 20)
     exporter.spool.put(b'[{"traceId": "NOT-HEX", "id": "x"}]')
     with caplog.at_level(logging.WARNING, logger="cosyvoice_otel.export"):
         exporter.replay()
@@ -131,7 +132,8 @@ def test_a_raising_transport_never_reaches_the_app(tmp_path, refused_endpoint) -
         def post(self, *args, **kwargs):
             raise RuntimeError("transport bug")
 
-    exporter = ResilientZipkinExporter(endpoint=refused_endpoint, spool_dir=str(tmp_path),
+    exporter = ResilientZipkinExporter(endpoint=refused_endpoint, timeout=5,
+                                       spool_dir=str(tmp_path), spool_max_bytes=1 << 20,
                                        session=Exploding())
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))

@@ -60,11 +60,11 @@ def test_the_kafka_exporter_is_given_its_settings(process_settings) -> None:
     chosen = process_settings({"COSYVOICE_TRACED_EXPORTER": "kafka",
                                "COSYVOICE_TRACED_KAFKA_BOOTSTRAP_SERVERS": "k1:9092,k2:9092",
                                "COSYVOICE_TRACED_KAFKA_TOPIC": "voice-spans"})
-    args = configurator.exporter_args(chosen)[KafkaZipkinExporter]
-    assert args == {"bootstrap_servers": "k1:9092,k2:9092", "topic": "voice-spans",
-                    "spool_dir": chosen.spool_root, "spool_max_bytes": chosen.spool_max_bytes}
-    zipkin = process_settings({"COSYVOICE_TRACED_EXPORTER": "zipkin"})
-    assert KafkaZipkinExporter not in configurator.exporter_args(zipkin)
+    row = configurator.EXPORTERS_BY_NAME[chosen.exporter]
+    assert row.target.endswith(f":{KafkaZipkinExporter.__name__}")
+    assert row.args(chosen) == {"bootstrap_servers": "k1:9092,k2:9092", "topic": "voice-spans",
+                                "spool_dir": chosen.spool_root,
+                                "spool_max_bytes": chosen.spool_max_bytes}
 
 
 FAILING_SDK = """

@@ -215,11 +215,14 @@ def test_a_trace_file_that_cannot_be_written_is_counted_not_raised(tmp_path) -> 
     assert exporter.dropped == {"export_error": 2} and exporter.counters["sent"] == 0
 
 
-def test_the_trace_file_comes_from_the_settings_when_not_given(tmp_path, process_settings) -> None:
+def test_the_trace_file_comes_from_the_settings(tmp_path, process_settings) -> None:
+    from cosyvoice_otel.sdk.configurator import build_exporter
     from cosyvoice_otel.sdk.file_exporter import ZipkinFileExporter
+    from cosyvoice_otel.settings import EXPORTERS_BY_NAME
 
-    process_settings({"COSYVOICE_TRACED_ZIPKIN_FILE": str(tmp_path / "traces.json")})
-    assert ZipkinFileExporter().path == str(tmp_path / "traces.json")
+    chosen = process_settings({"COSYVOICE_TRACED_ZIPKIN_FILE": str(tmp_path / "traces.json")})
+    built = build_exporter(EXPORTERS_BY_NAME["zipkin-file"], chosen)
+    assert isinstance(built, ZipkinFileExporter) and built.path == str(tmp_path / "traces.json")
 
 
 # -- bounds and ids

@@ -140,9 +140,9 @@ def _kafka_exporter(tmp_path: Path, **kwargs):
     from cosyvoice_otel.sdk.kafka_exporter import KafkaZipkinExporter
 
     # no broker listens on port 9: librdkafka connects in its own threads, never at creation
-    exporter = KafkaZipkinExporter(bootstrap_servers="127.0.0.1:9",
-                                   spool_dir=str(tmp_path / "spool"), spool_max_bytes=1 << 20,
-                                   **kwargs)
+    exporter = KafkaZipkinExporter(**{"bootstrap_servers": "127.0.0.1:9", "topic": "zipkin",
+                                      "spool_dir": str(tmp_path / "spool"),
+                                      "spool_max_bytes": 1 << 20, **kwargs})
     # the tests play the poller's part themselves: its thread is stopped, or it would replay
     # (claim, rename, produce) the spool a test is filling, at moments of its own
     exporter._closed = True
@@ -152,10 +152,11 @@ def _kafka_exporter(tmp_path: Path, **kwargs):
     return exporter
 
 
-def test_the_kafka_exporter_takes_the_topic_from_the_settings_when_not_given(
-        tmp_path, process_settings) -> None:
-    process_settings({"COSYVOICE_TRACED_KAFKA_TOPIC": "voice-spans"})
-    exporter = _kafka_exporter(tmp_path)
+def test_the_kafka_exporter_takes_the_topic_from_the_settings(tmp_path, process_settings) -> None:
+    from cosyvoice_otel.settings import EXPORTERS_BY_NAME
+
+    chosen = process_settings({"COSYVOICE_TRACED_KAFKA_TOPIC": "voice-spans"})
+    exporter = _kafka_exporter(tmp_path, topic=EXPORTERS_BY_NAME["kafka"].args(chosen)["topic"])
     try:
         assert exporter.topic == "voice-spans"
     finally:

@@ -149,7 +149,8 @@ def test_a_single_b3_header_with_blanks_around_it_is_read(header) -> None:
 def test_the_spool_replayer_stops_when_the_exporter_closes_during_its_wait(
         tmp_path, monkeypatch) -> None:
     exporter = zipkin_http.ResilientZipkinExporter(
-        endpoint="http://127.0.0.1:9/api/v2/spans", spool_dir=str(tmp_path), timeout=1)
+        endpoint="http://127.0.0.1:9/api/v2/spans", spool_dir=str(tmp_path), timeout=1,
+        spool_max_bytes=1 << 20)
     try:
         exporter.spool.put(b"[]")
         replays: list[int | None] = []
@@ -429,7 +430,8 @@ def test_a_counting_exporter_without_a_transport_counts_its_batch_as_an_error() 
 
 def test_setting_aside_without_a_spool_does_nothing(tmp_path) -> None:
     exporter = zipkin_http.ResilientZipkinExporter(
-        endpoint="http://127.0.0.1:9/api/v2/spans", spool_dir=str(tmp_path), timeout=1)
+        endpoint="http://127.0.0.1:9/api/v2/spans", spool_dir=str(tmp_path), timeout=1,
+        spool_max_bytes=1 << 20)
     try:
         exporter.spool = None  # the spool folder could not be made: memory only
         exporter.set_aside(tmp_path / "gone.json", "spool_unreadable", "is unreadable")

@@ -92,7 +92,9 @@ def test_our_exporters_get_their_arguments_from_the_settings(process_settings) -
     chosen = process_settings({"COSYVOICE_TRACED_ZIPKIN_ENDPOINT": "http://z:9411/api/v2/spans",
                                "COSYVOICE_TRACED_EXPORT_TIMEOUT": "7",
                                "COSYVOICE_TRACED_ZIPKIN_FILE": "/tmp/spans.json"})
-    args = configurator.exporter_args(chosen)
+    table = configurator.EXPORTERS_BY_NAME
+    args = {ResilientZipkinExporter: table["zipkin"].args(chosen),
+            ZipkinFileExporter: table["zipkin-file"].args(chosen)}
     assert args[ResilientZipkinExporter] == {
         "endpoint": "http://z:9411/api/v2/spans", "timeout": 7.0,
         "spool_dir": chosen.spool_root, "spool_max_bytes": chosen.spool_max_bytes,
@@ -191,10 +193,14 @@ def test_a_kafka_replay_holds_its_claim_until_its_delivery_report(tmp_path) -> N
 
 
 def test_the_kafka_spool_is_under_the_settings_spool_folder(tmp_path, process_settings) -> None:
+    from cosyvoice_otel.sdk.configurator import build_exporter
     from cosyvoice_otel.sdk.kafka_exporter import KafkaZipkinExporter
+    from cosyvoice_otel.settings import EXPORTERS_BY_NAME
 
-    process_settings({"COSYVOICE_TRACED_SPOOL_DIR": str(tmp_path / "spool")})
-    exporter = KafkaZipkinExporter(bootstrap_servers="127.0.0.1:9", topic="zipkin")
+    chosen = process_settings({"COSYVOICE_TRACED_SPOOL_DIR": str(tmp_path / "spool"),
+                               "COSYVOICE_TRACED_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9"})
+    exporter = build_exporter(EXPORTERS_BY_NAME["kafka"], chosen)
+    assert isinstance(exporter, KafkaZipkinExporter)
     try:
         assert exporter.spool.directory.parent == tmp_path / "spool"
     finally:
@@ -289,7 +295,8 @@ def test_the_exporter_closes_its_http_session_at_shutdown(tmp_path) -> None:
     from cosyvoice_otel.sdk.zipkin_http import ResilientZipkinExporter
 
     exporter = ResilientZipkinExporter(endpoint="http://127.0.0.1:9/api/v2/spans",
-                                       spool_dir=str(tmp_path), timeout=1)
+                                       spool_dir=str(tmp_path), timeout=1,
+        spool_max_bytes=1 << 20)
     closed: list[bool] = []
     real = exporter.session.close
     exporter.session.close = lambda: (closed.append(True), real())
@@ -568,7 +575,8 @@ def test_a_pipelined_exporters_sender_ends_at_shutdown(tmp_path) -> None:
     from cosyvoice_otel.sdk.zipkin_http import ResilientZipkinExporter
 
     exporter = ResilientZipkinExporter(endpoint="http://127.0.0.1:9/api/v2/spans",
-                                       spool_dir=str(tmp_path), timeout=1, pipelined=True)
+                                       spool_dir=str(tmp_path), timeout=1, pipelined=True,
+                                       spool_max_bytes=1 << 20)
     (sender,) = [t for t in threading.enumerate() if t.name == "cosyvoice-otel-send"
                  and t.is_alive() and t._target.__self__ is exporter]
     exporter.shutdown()

@@ -73,7 +73,17 @@ def spans(count: int, size: int = 50) -> list:
 
 def make(endpoint: str, tmp_path: Path, **kwargs) -> ResilientZipkinExporter:
     return ResilientZipkinExporter(endpoint=endpoint, spool_dir=str(tmp_path), timeout=kwargs.pop(
-        "timeout", 2), **kwargs)
+        "timeout", 2), spool_max_bytes=kwargs.pop("spool_max_bytes", 64 << 20), **kwargs)
+
+
+def table_built() -> ResilientZipkinExporter:
+    """What the configurator builds for ``--exporter zipkin`` from the settings (os.environ)."""
+    from cosyvoice_otel.sdk.configurator import build_exporter
+    from cosyvoice_otel.settings import EXPORTERS_BY_NAME, Settings
+
+    built = build_exporter(EXPORTERS_BY_NAME["zipkin"], Settings.resolve(environ=os.environ))
+    assert isinstance(built, ResilientZipkinExporter)
+    return built
 
 
 def hex_id(span) -> bytes:
@@ -246,7 +256,7 @@ def test_the_spool_is_private_to_the_user(refused_endpoint, tmp_path) -> None:
 
 def test_a_missing_spool_root_is_created_private_too(refused_endpoint, tmp_path) -> None:
     root = tmp_path / "a" / "b"
-    exporter = ResilientZipkinExporter(endpoint=refused_endpoint, spool_dir=str(root))
+    exporter = make(refused_endpoint, root)
     for folder in (tmp_path / "a", root, exporter.spool.directory):
         assert folder.stat().st_mode & 0o777 == 0o700, folder
 
@@ -537,8 +547,9 @@ def test_one_spool_per_endpoint_and_the_env_defaults(tmp_path, monkeypatch) -> N
     monkeypatch.setenv("OTEL_EXPORTER_ZIPKIN_TIMEOUT", "7")
     monkeypatch.setenv("COSYVOICE_TRACED_SPOOL_DIR", str(tmp_path))
     monkeypatch.setenv("COSYVOICE_TRACED_SPOOL_MAX_MB", "0.5")
-    a = ResilientZipkinExporter()
-    b = ResilientZipkinExporter(endpoint="http://other:1/api/v2/spans")
+    a = table_built()
+    monkeypatch.setenv("OTEL_EXPORTER_ZIPKIN_ENDPOINT", "http://other:1/api/v2/spans")
+    b = table_built()
     assert a.endpoint == "http://z:1/api/v2/spans" and a.timeout == 7.0
     assert a.spool.max_bytes == 512 * 1024
     assert a.spool.directory.parent == tmp_path and a.spool.directory != b.spool.directory
@@ -548,8 +559,7 @@ def test_an_unusable_spool_directory_is_a_warning_not_a_crash(tmp_path, caplog) 
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with caplog.at_level(logging.WARNING, logger="cosyvoice_otel.export"):
-        exporter = ResilientZipkinExporter(endpoint="http://127.0.0.1:9/x",
-                                           spool_dir=str(blocker))
+        exporter = make("http://127.0.0.1:9/x", blocker)
     assert exporter.spool is None
     (line,) = [r.getMessage() for r in caplog.records]
     # the operator's line: which folder, why, and what it means for the batches
@@ -695,7 +705,7 @@ def test_defaults_without_configuration(tmp_path, monkeypatch) -> None:
                  "COSYVOICE_TRACED_SPOOL_DIR", "COSYVOICE_TRACED_SPOOL_MAX_MB"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
-    exporter = ResilientZipkinExporter()
+    exporter = table_built()
     assert exporter.endpoint == "http://localhost:9411/api/v2/spans" and exporter.timeout == 5.0
     assert exporter.spool.max_bytes == 64 * 1024 * 1024
     import hashlib
