@@ -247,11 +247,11 @@ def parse_stages(text: str) -> str:
 
 
 def parse_stage_file(text: str) -> str:
-    from cosyvoice_otel.stage_rows import StageMapError, load_stage_file
+    from cosyvoice_otel.stage_rows import StageMapError, stage_source
 
     path = os.path.abspath(os.path.expanduser(text.strip()))
     try:
-        load_stage_file(path)
+        stage_source(path)  # read and checked once: the instrumentor gets the same object
     except StageMapError as exc:
         raise ValueError(str(exc)) from None
     return path

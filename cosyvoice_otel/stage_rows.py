@@ -39,6 +39,15 @@ class StageMapError(ValueError):
     """A stage row or file is malformed; the message names it."""
 
 
+def _check_extractor(name: str, where: str) -> None:
+    """Every row names a registered extractor (``schema.EXTRACTORS``, the names of
+    ``instrumentation/extractors.py``'s registry; a test keeps them equal): an unknown name is
+    refused where the row is made, never silently traced without attributes."""
+    if name not in EXTRACTORS:
+        raise StageMapError(f"{where}: unknown extractor {name!r}; "
+                            f"known: {', '.join(sorted(EXTRACTORS))}")
+
+
 @dataclass(frozen=True)
 class Role:
     """``method`` of the part at ``path`` (attribute names, dotted) of a traced call's instance."""
@@ -51,7 +60,6 @@ class Role:
     roles: tuple[Role, ...] = field(default=())  # resolved in turn from the part's calls
     late_parent: bool = False
     required: bool = True  # a part without the method is a warning (else: debug)
-
     def stage_for(self, owner: type) -> Stage:
         """The row of the class that defines the method for this part."""
         return Stage(owner.__module__, f"{owner.__qualname__}.{self.method}", self.span,
@@ -70,7 +78,6 @@ class Stage:
     # (the streamed-text generator: made by the frontend, consumed inside the LLM's span)
     late_parent: bool = False
     optional: bool = False  # absent in some CosyVoice versions: debug log, not a warning
-
     @property
     def target(self) -> str:
         return f"{self.module}:{self.qualname}"
@@ -111,14 +118,59 @@ def _read(path: str) -> dict[str, Any]:
         raise StageMapError(f"stage map {path}: {exc}") from None
 
 
-def load_declarations(path: str) -> list[tuple[str, str, str]]:
-    """The file's ``[[declare]]`` and ``[[reason]]`` rows: (kind, name, meaning), checked."""
+@dataclass(frozen=True)
+class StageSource:
+    """A stage-map file, read and checked once: its ``[[stage]]`` rows and its ``[[declare]]``
+    / ``[[reason]]`` declarations as (kind, name, meaning). Whoever needs the file in a process
+    (the option's check, the instrumentor, ``schema --stage-map``) gets this object."""
+
+    path: str
+    rows: tuple[Stage, ...]
+    declarations: tuple[tuple[str, str, str], ...]
+
+
+# path -> (what identifies the file's version, what it held): one read per process and version
+_loaded: dict[str, tuple[tuple[int, int, int], StageSource]] = {}
+
+
+def stage_source(path: str) -> StageSource:
+    """The file at ``path``, parsed once per process (again only if the file changed)."""
+    import os
+
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        raise StageMapError(f"stage map {path}: {exc}") from None
+    version = (info.st_ino, info.st_size, info.st_mtime_ns)
+    cached = _loaded.get(path)
+    if cached is not None and cached[0] == version:
+        return cached[1]
+    source = _parse(path, _read(path))
+    _loaded[path] = (version, source)
+    return source
+
+
+def _parse(path: str, data: dict[str, Any]) -> StageSource:
     from cosyvoice_otel.schema import check_name
 
-    data = _read(path)
-    out = []
+    rows = []
+    for i, item in enumerate(_items(data, "stage", path)):
+        where = f"stage map {path}, stage #{i + 1}"
+        target, span = item.get("target", ""), item.get("span", "")
+        if not isinstance(target, str) or not _TARGET.match(target):
+            raise StageMapError(f"{where}: target must be module:Class.method, got {target!r}")
+        if not isinstance(span, str) or not span:
+            raise StageMapError(f"{where}: span must be a non-empty string")
+        extractor = item.get("extractor", "none")
+        _check_extractor(extractor if isinstance(extractor, str) else repr(extractor), where)
+        attributes = item.get("attributes", {})
+        if not isinstance(attributes, dict):
+            raise StageMapError(f"{where}: attributes must be a table")
+        module, _, qualname = target.partition(":")
+        rows.append(Stage(module, qualname, span, extractor, tuple(attributes.items())))
+    declarations = []
     for kind, key, table in (("stage", "span", "declare"), ("reason", "name", "reason")):
-        for i, item in enumerate(data.get(table, [])):
+        for i, item in enumerate(_items(data, table, path)):
             where = f"stage map {path}, {table} #{i + 1}"
             name, meaning = item.get(key, ""), item.get("meaning", "")
             try:
@@ -127,29 +179,14 @@ def load_declarations(path: str) -> list[tuple[str, str, str]]:
                 raise StageMapError(f"{where}: {exc}") from None
             if not isinstance(meaning, str):
                 raise StageMapError(f"{where}: meaning must be a string")
-            out.append((kind, name, meaning))
-    return out
-
-
-def load_stage_file(path: str) -> tuple[Stage, ...]:
-    data = _read(path)
-    rows = []
-    for i, item in enumerate(data.get("stage", [])):
-        where = f"stage map {path}, stage #{i + 1}"
-        target, span = item.get("target", ""), item.get("span", "")
-        if not isinstance(target, str) or not _TARGET.match(target):
-            raise StageMapError(f"{where}: target must be module:Class.method, got {target!r}")
-        if not isinstance(span, str) or not span:
-            raise StageMapError(f"{where}: span must be a non-empty string")
-        extractor = item.get("extractor", "none")
-        if extractor not in EXTRACTORS:
-            raise StageMapError(f"{where}: unknown extractor {extractor!r}; "
-                                f"known: {', '.join(sorted(EXTRACTORS))}")
-        attributes = item.get("attributes", {})
-        if not isinstance(attributes, dict):
-            raise StageMapError(f"{where}: attributes must be a table")
-        rows.append(row(target, span, extractor, **attributes))
-    if not rows and not data.get("declare") and not data.get("reason"):
+            declarations.append((kind, name, meaning))
+    if not rows and not declarations:
         raise StageMapError(f"stage map {path}: no [[stage]], [[declare]] or [[reason]] rows")
-    load_declarations(path)  # checked now (the launcher's --stage-map check)
-    return tuple(rows)
+    return StageSource(path, tuple(rows), tuple(declarations))
+
+
+def _items(data: dict[str, Any], table: str, path: str) -> list[dict[str, Any]]:
+    items = data.get(table, [])
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise StageMapError(f"stage map {path}: {table} must be [[{table}]] tables")
+    return items

@@ -131,13 +131,14 @@ class CosyVoiceInstrumentor(BaseInstrumentor):
                 spec = settings.stage
                 if spec and kwargs.get("stages") is None:
                     extra.extend(stage_map.parse_stage_specs(spec))
+                stage_map.declare_rows(extra)
                 path = kwargs.get("stage_map") or settings.stage_map
-                if path:
-                    extra.extend(stage_map.load_stage_file(path))
-                    stage_map.declare_from_file(path)
+                if path:  # the same object the settings' check read (one read per process)
+                    source = stage_map.stage_source(path)
+                    stage_map.declare_source(source)
+                    extra.extend(source.rows)
             except (stage_map.StageMapError, ValueError) as exc:
                 logger.warning("cosyvoice-otel: %s; using the built-in stage map only", exc)
-            stage_map.declare_rows(extra)
             rows = stage_map.build("cosyvoice", extra)
         by_module: dict[str, list[stage_map.Stage]] = {}
         for row in rows:
@@ -204,6 +205,11 @@ class CosyVoiceInstrumentor(BaseInstrumentor):
                     self._patch_target(sub, attr, row)
 
     def _patch_target(self, owner: Any, attr: str, row: stage_map.Stage) -> None:
+        extractor = EXTRACTORS.get(row.extractor)
+        if extractor is None:  # a row made in code (a stage file's are checked when read)
+            self._warn(row.target, f"names the unknown extractor {row.extractor!r} (known: "
+                                   f"{', '.join(sorted(EXTRACTORS))}); not traced")
+            return
         raw = inspect.getattr_static(owner, attr)  # walks the MRO without binding
         if _is_our_wrapper(raw):
             return  # idempotent; or inherited from a base class we already patched
@@ -215,7 +221,7 @@ class CosyVoiceInstrumentor(BaseInstrumentor):
         params = list(inspect.signature(original).parameters)
         if inspect.isclass(owner) and params and params[0] in ("self", "cls"):
             params = params[1:]
-        wrapper = StageWrapper(self._tracer, row, EXTRACTORS.get(row.extractor, EXTRACTORS["none"]),
+        wrapper = StageWrapper(self._tracer, row, extractor,
                                self.options, {name: i for i, name in enumerate(params)},
                                inspect.isgeneratorfunction(original), self._enabled,
                                self._adopt if row.roles else None)

@@ -27,10 +27,10 @@ from cosyvoice_otel.stage_rows import (  # noqa: F401 - re-exported: the rows' v
     Role,
     Stage,
     StageMapError,
-    load_declarations,
-    load_stage_file,
+    StageSource,
     parse_stage_spec,
     parse_stage_specs,
+    stage_source,
 )
 from cosyvoice_otel.stage_rows import row as _row
 
@@ -126,14 +126,15 @@ def declare_rows(rows: Iterable[Stage]) -> None:
             s.declare_stage(row.span, f"stage row {row.target}")
 
 
-def declare_from_file(path: str) -> None:
-    """Register the file's stage rows, declared stages and reasons with the schema."""
-    declare_rows(load_stage_file(path))
-    for kind, name, meaning in load_declarations(path):
+def declare_source(source: StageSource) -> None:
+    """Register a stage-map file's declared stages and reasons, then its rows' spans, with the
+    schema (a declaration's meaning wins over a row's generic one)."""
+    for kind, name, meaning in source.declarations:
         if kind == "reason":
             s.declare_reason(name, meaning)
         elif not s.known_stage(name):
             s.declare_stage(name, meaning)
+    declare_rows(source.rows)
 
 
 def build(profile: str = "cosyvoice", extra: Iterable[Stage] = ()) -> tuple[Stage, ...]:

@@ -182,10 +182,14 @@ def schema(fmt: str, stage_map: str | None) -> None:
     from cosyvoice_otel import schema as tracing_schema
 
     if stage_map:
-        from cosyvoice_otel.instrumentation.stage_map import StageMapError, declare_from_file
+        from cosyvoice_otel.instrumentation.stage_map import (
+            StageMapError,
+            declare_source,
+            stage_source,
+        )
 
         try:
-            declare_from_file(stage_map)
+            declare_source(stage_source(stage_map))
         except (StageMapError, ValueError) as exc:
             raise click.BadParameter(str(exc), param_hint="--stage-map") from None
 

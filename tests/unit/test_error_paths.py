@@ -61,7 +61,7 @@ def test_a_bad_stage_file_is_refused_with_its_reason(tmp_path, text, says) -> No
     path = tmp_path / "stages.toml"
     path.write_text(text, encoding="utf-8")
     with pytest.raises(stage_rows.StageMapError) as refused:
-        stage_rows.load_stage_file(str(path))
+        stage_rows.stage_source(str(path))
     assert says in str(refused.value) and str(path) in str(refused.value)
 
 

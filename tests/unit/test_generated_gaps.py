@@ -102,10 +102,10 @@ def test_a_declarations_meaning_that_is_not_text_is_refused(tmp_path) -> None:
     path = tmp_path / "stages.toml"
     path.write_text('[[declare]]\nspan = "my_stage"\nmeaning = 5\n', encoding="utf-8")
     with pytest.raises(stage_rows.StageMapError, match=r"declare #1: meaning must be a string"):
-        stage_rows.load_declarations(str(path))
+        stage_rows.stage_source(str(path))
     path.write_text('[[reason]]\nname = "my_reason"\nmeaning = ["a"]\n', encoding="utf-8")
     with pytest.raises(stage_rows.StageMapError, match=r"reason #1: meaning must be a string"):
-        stage_rows.load_declarations(str(path))
+        stage_rows.stage_source(str(path))
 
 
 def test_doctor_falls_back_to_the_first_date_when_zipkin_stops_answering() -> None:

@@ -296,6 +296,69 @@ def test_stage_map_file_adds_a_stage_without_code(models, tmp_path) -> None:
         inst.uninstrument()
 
 
+def test_the_stage_file_is_read_once_per_process(models, tmp_path, process_settings,
+                                                 monkeypatch) -> None:
+    """The option's check, the instrumentor and its declarations share one parsed object."""
+    from cosyvoice_otel import stage_rows
+
+    stage_file = tmp_path / "stages.toml"
+    stage_file.write_text(textwrap.dedent("""
+        [[stage]]
+        target = "cosyvoice.cli.frontend:CosyVoiceFrontEnd._extract_text_token"
+        span = "text_tokenizer_once"
+        [[declare]]
+        span = "text_tokenizer_once"
+        meaning = "the tokenizer, read once"
+        [[reason]]
+        name = "tokenizer_gone"
+        meaning = "no tokenizer"
+    """))
+    reads: list[str] = []
+    real = stage_rows._read
+    monkeypatch.setattr(stage_rows, "_read", lambda path: reads.append(path) or real(path))
+    process_settings({"COSYVOICE_TRACED_STAGE_MAP": str(stage_file)})  # checked: read
+    inst = CosyVoiceInstrumentor()
+    inst.instrument(tracer_provider=PROVIDER)  # rows and declarations: from that read
+    try:
+        assert reads == [str(stage_file)]
+        assert schema.known_stage("text_tokenizer_once")
+        (declared,) = [d for d in schema.all_spans() if d.name == "text_tokenizer_once"]
+        assert declared.meaning == "the tokenizer, read once"  # the declaration's, not a row's
+        assert schema.all_reasons()["tokenizer_gone"] == "no tokenizer"
+        EXPORTER.clear()
+        list(models[3].inference_sft(TEXT, "中文女"))
+        assert "text_tokenizer_once" in {sp.name for sp in EXPORTER.get_finished_spans()}
+        # a changed file is read again (its size and time differ), an unchanged one never
+        stage_file.write_text(stage_file.read_text() + "\n# edited\n")
+        stage_rows.stage_source(str(stage_file))
+        stage_rows.stage_source(str(stage_file))
+        assert len(reads) == 2
+    finally:
+        inst.uninstrument()
+
+
+def test_a_code_row_naming_an_unknown_extractor_is_refused_with_why(models, caplog) -> None:
+    from cosyvoice_otel.instrumentation.stage_map import Stage
+
+    inst = CosyVoiceInstrumentor()
+    row = Stage("cosyvoice.cli.frontend", "CosyVoiceFrontEnd._extract_text_token", "tok",
+                "tokenizer_attrs")
+    with caplog.at_level(logging.WARNING, logger="cosyvoice_otel"):
+        inst.instrument(tracer_provider=PROVIDER, stages=[row])
+    try:
+        (line,) = [r.getMessage() for r in caplog.records if "tokenizer_attrs" in r.getMessage()]
+        assert line.startswith("cosyvoice-otel: stage target cosyvoice.cli.frontend:CosyVoice"
+                               "FrontEnd._extract_text_token names the unknown extractor "
+                               "'tokenizer_attrs' (known: acoustic, asr, ")
+        assert line.endswith("); not traced")
+        EXPORTER.clear()
+        list(models[3].inference_sft(TEXT, "中文女"))
+        names = {sp.name for sp in EXPORTER.get_finished_spans()}
+        assert "tok" not in names and schema.VOCODER in names  # the rest is traced
+    finally:
+        inst.uninstrument()
+
+
 def test_cuda_sync_is_a_no_op_without_cuda(models) -> None:
     inst = CosyVoiceInstrumentor()
     inst.instrument(tracer_provider=PROVIDER, cuda_sync=True)

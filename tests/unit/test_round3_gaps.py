@@ -115,7 +115,7 @@ def test_a_declared_name_is_checked_like_any_stage_or_reason(tmp_path, table, na
     path = tmp_path / "stages.toml"
     path.write_text(f'[[{table}]]\n{key} = "{name}"\nmeaning = "x"\n', encoding="utf-8")
     with pytest.raises(stage_rows.StageMapError, match=f"{table} #1: "):
-        stage_rows.load_declarations(str(path))
+        stage_rows.stage_source(str(path))
 
 
 def test_report_lists_the_slowest_requests_first() -> None:
