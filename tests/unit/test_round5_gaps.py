@@ -370,9 +370,11 @@ def test_stopping_a_slow_process_waits_between_looks(monkeypatch) -> None:
     assert child.stdout.readline() == "ready\n"
     slept: list[float] = []
     real_sleep = zipkin_server.time.sleep
+    here = threading.current_thread()
 
     def sleep(seconds: float) -> None:
-        slept.append(seconds)
+        if threading.current_thread() is here:  # time.sleep is global: other threads sleep too
+            slept.append(seconds)
         real_sleep(seconds)
 
     monkeypatch.setattr(zipkin_server.time, "sleep", sleep)
