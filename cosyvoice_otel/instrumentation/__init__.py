@@ -29,7 +29,7 @@ def __getattr__(name: str) -> Any:
 
         return CosyVoiceInstrumentor
     if name == "ERRORS":
-        from .errors import ERRORS
+        from cosyvoice_otel.errors import ERRORS
 
         return ERRORS
     raise AttributeError(name)

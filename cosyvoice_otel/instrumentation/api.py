@@ -42,7 +42,7 @@ from opentelemetry import context, trace
 
 from cosyvoice_otel import masking
 from cosyvoice_otel import schema as s
-from cosyvoice_otel.instrumentation.errors import note_error
+from cosyvoice_otel.errors import note_error
 from cosyvoice_otel.instrumentation.stage_span import (
     STAGE_KEY,
     Call,

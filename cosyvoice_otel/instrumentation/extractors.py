@@ -25,8 +25,8 @@ from opentelemetry import trace
 
 from cosyvoice_otel import masking
 from cosyvoice_otel import schema as s
+from cosyvoice_otel.errors import note_error
 from cosyvoice_otel.instrumentation import audio_figures
-from cosyvoice_otel.instrumentation.errors import note_error
 from cosyvoice_otel.instrumentation.stage_span import Call, Extractor, StageSpan
 
 _TEXT_ARGS = ("tts_text", "prompt_text", "instruct_text", "text")

@@ -34,8 +34,9 @@ import threading
 import time
 from typing import Any
 
+from cosyvoice_otel import drains
 from cosyvoice_otel import schema as s
-from cosyvoice_otel.instrumentation.errors import note_error
+from cosyvoice_otel.errors import note_error
 
 logger = logging.getLogger("cosyvoice_otel")
 
@@ -180,6 +181,7 @@ def create(mode: str) -> GpuTimer | None:
         return None
     if _TIMER is None:
         _TIMER = GpuTimer(mode=mode)
+        drains.register(_TIMER.drain)  # the SIGTERM flush resolves what is still pending
     return _TIMER
 
 

@@ -26,7 +26,7 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from cosyvoice_otel import masking
 from cosyvoice_otel import schema as s
-from cosyvoice_otel.instrumentation.errors import note_error
+from cosyvoice_otel.errors import note_error
 from cosyvoice_otel.instrumentation.stage_span import REASON_ATTR, enter_scope, exit_scope
 
 CTX_ATTR = "_cosyvoice_otel_ctx"

@@ -36,6 +36,7 @@ queue bridge, the streamed-response scope, the routes' declared query names.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 import threading
@@ -47,12 +48,21 @@ import wrapt
 from opentelemetry import trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
-from cosyvoice_otel.instrumentation import api, gradio_bridge, routes, stage_map, stream_scope
-from cosyvoice_otel.instrumentation.errors import ERRORS
+from cosyvoice_otel.errors import ERRORS
+from cosyvoice_otel.instrumentation import (
+    api,
+    gpu_timing,
+    gradio_bridge,
+    routes,
+    stage_map,
+    stream_scope,
+)
+from cosyvoice_otel.instrumentation import metrics as tts_metrics
 from cosyvoice_otel.instrumentation.extractors import EXTRACTORS
+from cosyvoice_otel.instrumentation.metrics import TtsMetrics
 from cosyvoice_otel.instrumentation.options import Options
 from cosyvoice_otel.instrumentation.stage_span import StageWrapper
-from cosyvoice_otel.settings import current
+from cosyvoice_otel.settings import Settings, current
 from cosyvoice_otel.version import __version__
 
 logger = logging.getLogger("cosyvoice_otel")
@@ -120,7 +130,7 @@ class CosyVoiceInstrumentor(BaseInstrumentor):
         self._adopted: set[tuple[type, str]] = set()
         self._adopt_lock = threading.Lock()
         settings = current()  # the process's settings, resolved (and warned about) once
-        self.options = Options.resolve(kwargs, settings)
+        self.options = build_options(kwargs, settings)
         tracer_provider = kwargs.get("tracer_provider")
         self._tracer = trace.get_tracer("cosyvoice_otel", __version__,
                                         tracer_provider=tracer_provider)
@@ -291,3 +301,17 @@ class CosyVoiceInstrumentor(BaseInstrumentor):
                 f"{getattr(o, '__qualname__', getattr(o, '__name__', '?'))}.{a}"
                 for o, a in self._patched]
 
+
+
+def build_options(kwargs: dict[str, Any], settings: Settings) -> Options:
+    """The options the wrappers read: the plain values, then the recorders they name (a
+    metrics failure is one warning, tracing goes on)."""
+    options = Options.resolve(kwargs, settings)
+    recorder: TtsMetrics | None = None
+    if options.metrics_on:
+        try:
+            recorder = tts_metrics.create(kwargs.get("meter_provider"), settings.service_version)
+        except Exception as exc:  # noqa: BLE001 - metrics must never stop tracing
+            logger.warning("cosyvoice-otel: metrics are off (%s: %s)", type(exc).__name__, exc)
+    timer = gpu_timing.create(options.gpu_timing_mode)
+    return dataclasses.replace(options, metrics=recorder, gpu_timing=timer)

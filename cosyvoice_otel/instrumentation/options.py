@@ -10,10 +10,14 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cosyvoice_otel.limits import parse_input_limits
 from cosyvoice_otel.settings import OPTIONS_BY_NAME, Settings
+
+if TYPE_CHECKING:  # built by the instrumentor (instrumentor.build_options), not here
+    from cosyvoice_otel.instrumentation.gpu_timing import GpuTimer
+    from cosyvoice_otel.instrumentation.metrics import TtsMetrics
 
 logger = logging.getLogger("cosyvoice_otel")
 
@@ -26,11 +30,16 @@ class Options:
     max_text_chars: int  # 0 = no limit
     max_prompt_seconds: float
     hash_salt: bytes | None  # set with --hash-content: texts get a salted hash
-    metrics: Any = None  # --metrics: the request and stage instruments (metrics.TtsMetrics)
-    gpu_timing: Any = None  # --gpu-timing events: the CUDA event timer (gpu_timing.GpuTimer)
+    # the two recorders the wrappers call, made by the instrumentor from the values above
+    # (``instrumentor.build_options``); None when off, and in ``resolve``'s plain result
+    metrics: TtsMetrics | None = None  # --metrics: the request and stage instruments
+    gpu_timing: GpuTimer | None = None  # --gpu-timing auto|events: the CUDA event timer
+    metrics_on: bool = False  # --metrics is not none (what build_options reads)
+    gpu_timing_mode: str = "off"  # --gpu-timing, "off" under --cuda-sync (exact and serial)
 
     @classmethod
     def resolve(cls, kwargs: dict[str, Any], settings: Settings) -> Options:
+        """The plain values: the instrument() keywords over the settings."""
         def value(key: str) -> Any:
             return kwargs[key] if kwargs.get(key) is not None else getattr(settings, key)
 
@@ -44,20 +53,8 @@ class Options:
             # a secret, not a setting: never rendered, never printed
             secret = os.environ.get("COSYVOICE_TRACED_HASH_SALT", "")
             salt = secret.encode() if secret else os.urandom(32)
-        recorder = None
-        if value("metrics") not in ("none", False):
-            try:
-                from cosyvoice_otel.instrumentation import metrics as tts_metrics
-
-                recorder = tts_metrics.create(kwargs.get("meter_provider"),
-                                              settings.service_version)
-            except Exception as exc:  # noqa: BLE001 - metrics must never stop tracing
-                logger.warning("cosyvoice-otel: metrics are off (%s: %s)", type(exc).__name__, exc)
-        timer = None
         cuda_sync = bool(value("cuda_sync"))
-        if not cuda_sync and value("gpu_timing") != "off":
-            from cosyvoice_otel.instrumentation import gpu_timing
-
-            timer = gpu_timing.create(value("gpu_timing"))
         return cls(bool(value("stage_spans")), bool(value("gradio_bridge")), cuda_sync,
-                   max_text, max_audio, salt, recorder, timer)
+                   max_text, max_audio, salt,
+                   metrics_on=value("metrics") not in ("none", False),
+                   gpu_timing_mode="off" if cuda_sync else str(value("gpu_timing")))

@@ -24,7 +24,7 @@ from typing import Any
 from opentelemetry import trace
 
 from cosyvoice_otel import masking
-from cosyvoice_otel.instrumentation.errors import note_error
+from cosyvoice_otel.errors import note_error
 
 
 def declared_query_names(route: Any) -> list[str]:

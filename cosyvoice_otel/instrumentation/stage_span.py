@@ -27,7 +27,7 @@ from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.trace import Status, StatusCode
 
 from cosyvoice_otel import schema as s
-from cosyvoice_otel.instrumentation.errors import ERRORS, note_error
+from cosyvoice_otel.errors import ERRORS, note_error
 from cosyvoice_otel.instrumentation.gpu_timing import torch_cuda
 
 if TYPE_CHECKING:  # for types only

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from cosyvoice_otel.instrumentation.errors import note_error
+from cosyvoice_otel.errors import note_error
 from cosyvoice_otel.instrumentation.stage_span import enter_scope, exit_scope
 
 

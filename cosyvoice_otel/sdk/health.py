@@ -60,7 +60,7 @@ class TracerHealth:
         """Every number, summed over the exporters (also what ``doctor`` explains). A span
         counts as exported only when the backend accepted it; each lost span counts once,
         under its reason."""
-        from cosyvoice_otel.instrumentation.errors import ERRORS
+        from cosyvoice_otel.errors import ERRORS
         from cosyvoice_otel.sdk.export_base import CountingExporter
 
         out = {"exported": 0, "spooled": 0, "replayed": 0, "spool_bytes": 0, "failures": 0,

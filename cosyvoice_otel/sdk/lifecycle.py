@@ -38,6 +38,8 @@ from typing import Any
 
 import wrapt
 
+from cosyvoice_otel.drains import drain_all
+
 ANCHOR_SLACK_NS = 50_000_000  # 50 ms: below it, the wall clock's wobble is ignored
 FLUSH_TIMEOUT_MS = 3000
 
@@ -202,16 +204,10 @@ def install(provider: Any, exporters: Iterable[Any]) -> Callable[[int, Any], Non
     """What the configurator installs once the SDK is set up: the span clock, quiet export
     I/O, and the SIGTERM flush that drains ``exporters`` (each exporter's ``drain(seconds)``,
     when it has one) and the GPU resolver."""
-    from cosyvoice_otel.instrumentation.gpu_timing import active_timer
-
     install_span_clock()
     install_quiet_export_io()
     drains = [exporter.drain for exporter in exporters if callable(getattr(exporter, "drain",
                                                                            None))]
 
-    def gpu(seconds: float) -> None:
-        timer = active_timer()  # created later, by the instrumentor, if at all
-        if timer is not None:
-            timer.drain(seconds)
-
-    return install_sigterm_flush(provider, [gpu, *drains])
+    # what the instrumentation registers later (the GPU timer, if it is made at all)
+    return install_sigterm_flush(provider, [drain_all, *drains])

@@ -322,8 +322,8 @@ def test_a_request_whose_values_cannot_be_registered_still_runs_counted(monkeypa
 
     from opentelemetry.sdk.trace import TracerProvider
 
-    from cosyvoice_otel import masking
-    from cosyvoice_otel.instrumentation import errors, routes
+    from cosyvoice_otel import errors, masking
+    from cosyvoice_otel.instrumentation import routes
 
     def broken(trace_id, values):
         raise RuntimeError("registry broke")

@@ -789,7 +789,7 @@ def test_a_text_piece_that_cannot_be_registered_still_reaches_the_model(make_sta
                                                                         monkeypatch) -> None:
     from collections import Counter
 
-    from cosyvoice_otel.instrumentation import errors
+    from cosyvoice_otel import errors
 
     monkeypatch.setattr(errors, "ERRORS", Counter())
 

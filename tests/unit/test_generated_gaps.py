@@ -18,8 +18,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from cosyvoice_otel import stage_rows
-from cosyvoice_otel.instrumentation import errors, gpu_timing, stream_scope
+from cosyvoice_otel import errors, stage_rows
+from cosyvoice_otel.instrumentation import gpu_timing, stream_scope
 from cosyvoice_otel.instrumentation.instrumentor import CosyVoiceInstrumentor
 from cosyvoice_otel.instrumentation.stage_map import Role, Stage
 from cosyvoice_otel.instrumentation.stage_span import Extractor, StageWrapper

@@ -12,7 +12,7 @@ import pytest
 from cosyvoice_otel import schema as s
 from cosyvoice_otel.instrumentation import gpu_timing
 from cosyvoice_otel.instrumentation.gpu_timing import GpuTimer
-from cosyvoice_otel.instrumentation.options import Options
+from cosyvoice_otel.instrumentation.instrumentor import build_options
 from cosyvoice_otel.instrumentation.stage_span import StageSpan
 from cosyvoice_otel.settings import Settings
 
@@ -159,7 +159,7 @@ def test_a_full_resolver_queue_ends_spans_at_once_and_counts_them(memory, cuda,
 
 
 def test_a_broken_cuda_api_is_counted_and_the_span_still_ends(memory) -> None:
-    from cosyvoice_otel.instrumentation import errors
+    from cosyvoice_otel import errors
 
     class Broken:
         def Event(self, **kwargs):  # noqa: N802 - torch.cuda's name
@@ -178,8 +178,7 @@ def test_the_option_decides_whether_stages_are_timed(gpu_timing_value, cuda_sync
                                                     monkeypatch) -> None:
     monkeypatch.setattr(gpu_timing, "_TIMER", None)
     settings = Settings.resolve({}, {})
-    options = Options.resolve({"gpu_timing": gpu_timing_value, "cuda_sync": cuda_sync},
-                              settings)
+    options = build_options({"gpu_timing": gpu_timing_value, "cuda_sync": cuda_sync}, settings)
     assert (options.gpu_timing is not None) is timed_
     if timed_:
         assert options.gpu_timing is gpu_timing.active_timer()  # one per process

@@ -13,8 +13,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from cosyvoice_otel import errors
 from cosyvoice_otel import schema as s
-from cosyvoice_otel.instrumentation import errors, gradio_bridge
+from cosyvoice_otel.instrumentation import gradio_bridge
 
 from ..support.helpers import fake_monotonic
 

@@ -20,8 +20,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from cosyvoice_otel import masking, schema
-from cosyvoice_otel.instrumentation import CosyVoiceInstrumentor, errors
+from cosyvoice_otel import errors, masking, schema
+from cosyvoice_otel.instrumentation import CosyVoiceInstrumentor
 from cosyvoice_otel.instrumentation.extractors import EXTRACTORS
 from cosyvoice_otel.sdk import lifecycle
 from cosyvoice_otel.tools.checks import check_synthesis

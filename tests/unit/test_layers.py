@@ -1,7 +1,9 @@
 """The package's floors only look down, and its imports have no loop.
 
 From the ground up: the settings table, the schema and the other plain-data modules; then
-``instrumentation/`` and ``sdk/`` (which import neither ``tools/`` nor the launcher); then
+``instrumentation/`` and ``sdk/``, two rooms on one floor that never import each other (what
+both touch, the tracing-errors counter and the SIGTERM drains, is on the ground floor), and
+import neither ``tools/`` nor the launcher; then
 ``tools/``; then ``launcher/``; the package's ``__init__`` is its public face, on top (it
 re-exports the stage API lazily). ``from package import module`` depends on the module, not
 on the package's ``__init__``. Read from the source (every ``import`` and ``from ...
@@ -18,6 +20,7 @@ from ..support.helpers import ROOT
 PACKAGE = ROOT / "cosyvoice_otel"
 FLOORS = {"instrumentation": 1, "sdk": 1, "tools": 2, "launcher": 3, "__main__": 4}
 FACADE = "cosyvoice_otel"  # the package's __init__: the public face
+ROOMS = ("instrumentation", "sdk")  # floor 1: what gets traced | what happens to spans
 
 
 def module_name(path: Path) -> str:
@@ -61,6 +64,21 @@ def floor(module: str) -> int:
         return 5
     parts = module.split(".")
     return FLOORS.get(parts[1], 0) if len(parts) > 1 else 0
+
+
+def room(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in ROOMS else None
+
+
+def across_rooms(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{a} -> {b}" for a, deps in graph.items() for b in deps
+                  if room(a) and room(b) and room(a) != room(b))
+
+
+def test_the_two_rooms_never_import_each_other() -> None:
+    """Lazy imports inside functions count: a violation hidden in a function is still one."""
+    assert across_rooms(imports()) == []
 
 
 def test_no_module_imports_a_higher_floor() -> None:
@@ -127,3 +145,19 @@ def test_the_layer_rule_would_see_a_violation(tmp_path, monkeypatch) -> None:
     graph = imports()
     assert floor("cosyvoice_otel.launcher.cli") > floor("cosyvoice_otel.sdk.x")
     assert "cosyvoice_otel.launcher.cli" in graph["cosyvoice_otel.sdk.x"]
+
+
+def test_the_room_rule_would_see_a_lazy_import_across(tmp_path, monkeypatch) -> None:
+    """The checker itself can fail: sdk/ importing instrumentation/ inside a function."""
+    fake = tmp_path / "cosyvoice_otel"
+    for folder in ("sdk", "instrumentation"):
+        (fake / folder).mkdir(parents=True)
+        (fake / folder / "__init__.py").write_text("")
+    (fake / "__init__.py").write_text("")
+    (fake / "instrumentation" / "gpu.py").write_text("TIMER = None\n")
+    (fake / "sdk" / "life.py").write_text(
+        "def drain():\n    from cosyvoice_otel.instrumentation.gpu import TIMER\n")
+    monkeypatch.setattr(__import__(__name__, fromlist=["x"]), "ROOT", tmp_path)
+    monkeypatch.setattr(__import__(__name__, fromlist=["x"]), "PACKAGE", fake)
+    assert across_rooms(imports()) == [
+        "cosyvoice_otel.sdk.life -> cosyvoice_otel.instrumentation.gpu"]

@@ -239,13 +239,17 @@ def test_install_drains_the_configured_exporters_and_the_gpu_resolver(monkeypatc
                         lambda provider, drains: captured.update(provider=provider,
                                                                  drains=drains))
     monkeypatch.setattr(lifecycle, "install_span_clock", lambda: captured.setdefault("clock", 1))
+    from cosyvoice_otel import drains
+
     slow = SlowDelivery(0.0)
-    timer = gpu_timing.GpuTimer(cuda=object())
-    monkeypatch.setattr(gpu_timing, "_TIMER", timer)
+    monkeypatch.setattr(drains, "DRAINS", [])
+    monkeypatch.setattr(gpu_timing, "_TIMER", None)
     drained = []
-    monkeypatch.setattr(timer, "drain", lambda seconds: drained.append(seconds))
+    monkeypatch.setattr(gpu_timing.GpuTimer, "drain", lambda self, seconds: drained.append(seconds))
     provider = Provider()
     lifecycle.install(provider, [slow, object()])  # an exporter without drain() is fine
+    # the timer is made later, by the instrumentor (once per process): the flush still gets it
+    assert gpu_timing.create("events") is gpu_timing.create("auto")
     assert captured["clock"] == 1 and len(captured["drains"]) == 2
     assert captured["provider"] is provider  # the one the SIGTERM flush flushes
     for drain in captured["drains"]:

@@ -17,8 +17,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
+from cosyvoice_otel import errors
 from cosyvoice_otel import schema as s
-from cosyvoice_otel.instrumentation import CosyVoiceInstrumentor, errors
+from cosyvoice_otel.instrumentation import CosyVoiceInstrumentor
 from cosyvoice_otel.instrumentation.metrics import SECONDS_BUCKETS
 from cosyvoice_otel.sdk.export_base import CountingExporter
 from cosyvoice_otel.sdk.health import QueueDrops, TracerHealth, count_queue_drops
@@ -315,7 +316,7 @@ def test_health_totals_add_up_by_reason() -> None:
     # a second Zipkin exporter (a keep-errors copy or another endpoint): everything adds up
     second = RedactingSpanExporter(FakeZipkin({k: 10 * v for k, v in lost.items()}, sent=100,
                                               spooled=40, replayed=30, failures=50))
-    from cosyvoice_otel.instrumentation.errors import ERRORS
+    from cosyvoice_otel.errors import ERRORS
 
     totals = TracerHealth([zipkin, other, ok, second], [queue], [keeper]).totals()
     assert totals["exported"] == 10 + 2 + 100
@@ -374,7 +375,7 @@ def test_health_instruments_report_the_totals() -> None:
     zipkin = RedactingSpanExporter(FakeZipkin({"spool_cap": 2}, sent=3, spooled=11, replayed=7,
                                               failures=5))
     TracerHealth([zipkin]).register(provider.get_meter("h"))
-    from cosyvoice_otel.instrumentation.errors import ERRORS
+    from cosyvoice_otel.errors import ERRORS
     values = {}
     for rm in reader.get_metrics_data().resource_metrics:
         for sm in rm.scope_metrics:

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
-from cosyvoice_otel import masking, settings, urls
-from cosyvoice_otel.instrumentation import api, errors, instrumentor, routes
+from cosyvoice_otel import errors, masking, settings, urls
+from cosyvoice_otel.instrumentation import api, instrumentor, routes
 from cosyvoice_otel.instrumentation.instrumentor import CosyVoiceInstrumentor
 from cosyvoice_otel.launcher import cli
 from cosyvoice_otel.sdk import propagation, zipkin_http
@@ -712,14 +712,14 @@ def test_a_route_without_a_path_is_counted_and_still_made(counted) -> None:
 def test_metrics_that_cannot_be_made_are_one_warning_and_tracing_goes_on(
         monkeypatch, caplog) -> None:
     from cosyvoice_otel.instrumentation import metrics as tts_metrics
-    from cosyvoice_otel.instrumentation.options import Options
+    from cosyvoice_otel.instrumentation.instrumentor import build_options
 
     def broken(*args):
         raise RuntimeError("no meter")
 
     monkeypatch.setattr(tts_metrics, "create", broken)
     with caplog.at_level(logging.WARNING, logger="cosyvoice_otel"):
-        options = Options.resolve({"metrics": "prometheus"}, settings.current())
+        options = build_options({"metrics": "prometheus"}, settings.current())
     assert options.metrics is None
     assert [r.getMessage() for r in caplog.records] == [
         "cosyvoice-otel: metrics are off (RuntimeError: no meter)"]

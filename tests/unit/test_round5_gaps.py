@@ -17,9 +17,9 @@ import pytest
 from opentelemetry import context
 from opentelemetry.sdk.trace import TracerProvider
 
-from cosyvoice_otel import masking, schema
-from cosyvoice_otel.instrumentation import errors, gpu_timing
+from cosyvoice_otel import errors, masking, schema
 from cosyvoice_otel.instrumentation import extractors as ex
+from cosyvoice_otel.instrumentation import gpu_timing
 from cosyvoice_otel.instrumentation.stage_span import StageSpan
 
 ROOT = Path(__file__).resolve().parents[2]

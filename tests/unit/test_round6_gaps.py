@@ -14,7 +14,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import cosyvoice_otel
-from cosyvoice_otel.instrumentation import api, errors
+from cosyvoice_otel import errors
+from cosyvoice_otel.instrumentation import api
 
 
 def test_a_stage_exited_where_its_context_was_lost_is_still_ended(monkeypatch) -> None:

@@ -14,8 +14,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
+from cosyvoice_otel import errors
 from cosyvoice_otel import schema as s
-from cosyvoice_otel.instrumentation import errors, gpu_timing, stage_span
+from cosyvoice_otel.instrumentation import gpu_timing, stage_span
 from cosyvoice_otel.instrumentation.stage_span import (
     OPEN_STAGES_KEY,
     Call,

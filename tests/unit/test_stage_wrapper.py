@@ -16,8 +16,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
+from cosyvoice_otel import errors
 from cosyvoice_otel import schema as s
-from cosyvoice_otel.instrumentation import errors, stage_span
+from cosyvoice_otel.instrumentation import stage_span
 from cosyvoice_otel.instrumentation.stage_map import Stage
 from cosyvoice_otel.instrumentation.stage_span import StageWrapper
 

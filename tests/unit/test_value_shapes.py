@@ -106,7 +106,8 @@ def test_an_exit_that_finds_no_entry_of_its_own_or_fails_never_raises(monkeypatc
     from opentelemetry.sdk.trace import TracerProvider
 
     import cosyvoice_otel
-    from cosyvoice_otel.instrumentation import api, errors
+    from cosyvoice_otel import errors
+    from cosyvoice_otel.instrumentation import api
 
     from ..support.tracing import stage_options
 
@@ -146,7 +147,8 @@ def test_gradio_inputs_that_cannot_be_read_leave_the_event_span_whole() -> None:
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from cosyvoice_otel.instrumentation import errors, gradio_bridge
+    from cosyvoice_otel import errors
+    from cosyvoice_otel.instrumentation import gradio_bridge
 
     class Hostile:
         @property
