@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-# each takes the seconds it may wait at most
-DRAINS: list[Callable[[float], None]] = []
+# each takes the seconds it may wait at most (what it returns is not read)
+DRAINS: list[Callable[[float], object]] = []
 
 
-def register(drain: Callable[[float], None]) -> None:
+def register(drain: Callable[[float], object]) -> None:
     if drain not in DRAINS:
         DRAINS.append(drain)
 

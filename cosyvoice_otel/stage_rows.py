@@ -84,9 +84,9 @@ class Stage:
 
 
 def row(target: str, span: str, extractor: str = "none", roles: tuple[Role, ...] = (),
-        optional: bool = False, **attributes: Any) -> Stage:
+        optional: bool = False, attributes: dict[str, Any] | None = None) -> Stage:
     module, _, qualname = target.partition(":")
-    return Stage(module, qualname, span, extractor, tuple(attributes.items()), roles,
+    return Stage(module, qualname, span, extractor, tuple((attributes or {}).items()), roles,
                  optional=optional)
 
 

@@ -36,7 +36,8 @@ import inspect
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from contextvars import Token
+from typing import Any, cast
 
 from opentelemetry import context, trace
 
@@ -129,7 +130,7 @@ class stage:  # noqa: N801 - used like a function: ``with stage(...)``, ``@stage
         self.attributes = attributes
         # what each entry opened (one object may be entered by several threads or tasks, and
         # nested): (its stage, the context token, the entering thread), closed by its own exit
-        self._open: list[tuple[StageSpan, object, int]] | None = None
+        self._open: list[tuple[StageSpan, Token[context.Context], int]] | None = None
 
     def __enter__(self) -> StageSpan | None:
         active = _active
@@ -152,7 +153,7 @@ class stage:  # noqa: N801 - used like a function: ``with stage(...)``, ``@stage
         self._open.append((opened, token, threading.get_ident()))
         return opened
 
-    def _pop(self) -> tuple[StageSpan, object] | None:
+    def _pop(self) -> tuple[StageSpan, Token[context.Context]] | None:
         """The entry this exit closes: the one whose stage is current here (threads and tasks
         each see their own), else this thread's latest."""
         entries = self._open
@@ -241,7 +242,7 @@ def fail(reason: str, message: str = "", **figures: Any) -> None:
     carrying the figures (numbers and short strings that describe the failure, never content).
     Nothing happens outside a stage."""
     try:
-        current = context.get_value(STAGE_KEY)
+        current = cast("StageSpan | None", context.get_value(STAGE_KEY))
         if current is None or current.ended:
             return
         if not isinstance(reason, str) or not s.NAME_RULE.match(reason) or len(

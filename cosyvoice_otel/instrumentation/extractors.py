@@ -27,7 +27,7 @@ from cosyvoice_otel import masking
 from cosyvoice_otel import schema as s
 from cosyvoice_otel.errors import note_error
 from cosyvoice_otel.instrumentation import audio_figures
-from cosyvoice_otel.instrumentation.stage_span import Call, Extractor, StageSpan
+from cosyvoice_otel.instrumentation.stage_span import Call, Extractor, StageSpan, span_attributes
 
 _TEXT_ARGS = ("tts_text", "prompt_text", "instruct_text", "text")
 
@@ -172,7 +172,7 @@ class Inference(Extractor):
 
     def start(self, stage: StageSpan, call: Call) -> None:
         span = stage.span
-        mode = span.attributes.get(s.MODE) if span.attributes else None
+        mode = span_attributes(span).get(s.MODE)
         stream = bool(call.arg("stream", False))
         inflight, warmup = ENGINE.enter((mode, stream))
         stage.counters["inflight"] = True  # close() leaves exactly once

@@ -23,6 +23,7 @@ from typing import Any
 
 from opentelemetry import context, propagate, trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+from opentelemetry.util.types import AttributeValue
 
 from cosyvoice_otel import masking
 from cosyvoice_otel import schema as s
@@ -125,7 +126,8 @@ def process_events(tracer: trace.Tracer, enabled: Any) -> Any:
                      for e in events[1:]]
             links = [link for link in links if link.context.is_valid]
             enqueued = getattr(first, TIME_ATTR, None)
-            attributes = {s.GRADIO_FN: _fn_name(first), s.BATCH_SIZE: len(events)}
+            attributes: dict[str, AttributeValue] = {s.GRADIO_FN: _fn_name(first),
+                                                     s.BATCH_SIZE: len(events)}
             if enqueued is not None:
                 attributes[s.QUEUE_WAIT_MS] = round((time.monotonic() - enqueued) * 1000, 3)
             if links:  # Zipkin stores no links: name the batch's other traces in a tag too

@@ -42,11 +42,13 @@ import logging
 import threading
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import wrapt
 from opentelemetry import trace
-from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
+from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-defined]
+    BaseInstrumentor,  # (defined there and in its __all__; mypy misses it)
+)
 
 from cosyvoice_otel.errors import ERRORS
 from cosyvoice_otel.instrumentation import (
@@ -101,7 +103,8 @@ PATCHES: tuple[Patch, ...] = (
 
 
 def _subclasses(cls: type) -> list[type]:
-    found, todo = [], list(cls.__subclasses__())
+    found: list[type] = []
+    todo: list[type] = list(cls.__subclasses__())
     while todo:
         sub = todo.pop()
         if sub not in found:
@@ -110,7 +113,7 @@ def _subclasses(cls: type) -> list[type]:
     return found
 
 
-def _is_our_wrapper(value: Any) -> bool:
+def _is_our_wrapper(value: object) -> TypeGuard[wrapt.FunctionWrapper[..., Any]]:
     return isinstance(value, wrapt.FunctionWrapper) and getattr(
         value, "_self_cosyvoice_otel", False)
 
@@ -177,7 +180,7 @@ class CosyVoiceInstrumentor(BaseInstrumentor):
     # -- patching
     def _wrap(self, owner: Any, attr: str, wrapper: Any) -> None:
         wrapped = wrapt.FunctionWrapper(inspect.getattr_static(owner, attr), wrapper)
-        wrapped._self_cosyvoice_otel = True
+        wrapped._self_cosyvoice_otel = True  # type: ignore[attr-defined]  # wrapt's _self_ slot
         setattr(owner, attr, wrapped)
         self._patched.append((owner, attr))
 

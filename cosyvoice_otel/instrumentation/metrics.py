@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry import metrics
 
 from cosyvoice_otel import schema as s
+from cosyvoice_otel.instrumentation.stage_span import span_attributes
 
 if TYPE_CHECKING:
     from cosyvoice_otel.instrumentation.stage_span import StageSpan
@@ -61,9 +62,9 @@ class TtsMetrics:
     def stage_ended(self, stage: StageSpan) -> None:
         """One stage ended (its extractor has written its attributes): record it."""
         seconds = time.monotonic() - stage.started
-        attrs = stage.span.attributes or {}
+        attrs = span_attributes(stage.span)
         request = stage.find(s.INFERENCE)
-        request_attrs = (request.span.attributes or {}) if request is not None else attrs
+        request_attrs = span_attributes(request.span) if request is not None else attrs
         labels = dict(self.base)
         for key in (s.MODE, s.WARMUP):
             value = request_attrs.get(key)

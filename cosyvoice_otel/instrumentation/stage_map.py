@@ -71,7 +71,7 @@ def _cosyvoice_profile() -> tuple[Stage, ...]:
                        ("CosyVoice2", ("instruct2",)), ("CosyVoice3", ())):
         for mode in modes:
             rows.append(_row(f"{_CLI}:{cls}.inference_{mode}", s.INFERENCE, "inference",
-                             roles=API_ROLES, **{s.MODE: mode}))
+                             roles=API_ROLES, attributes={s.MODE: mode}))
     rows.append(_row(f"{_CLI}:CosyVoice.add_zero_shot_spk", s.SPEAKER_ADD, "speaker_add",
                      roles=API_ROLES))
     # Upstream's own classes, patched at import so a first request does no resolving work.
@@ -79,7 +79,7 @@ def _cosyvoice_profile() -> tuple[Stage, ...]:
     rows.append(_row(f"{_FE}.text_normalize", s.TEXT_NORMALIZE, "text_normalize"))
     for mode in s.MODES:
         rows.append(_row(f"{_FE}.frontend_{mode}", f"tts_frontend.{mode}", "frontend",
-                         **{s.MODE: mode}))
+                         attributes={s.MODE: mode}))
     for method, span in _AUDIO_STAGES:
         rows.append(_row(f"{_FE}.{method}", span, "audio"))
     for cls in ("CosyVoiceModel", "CosyVoice2Model", "CosyVoice3Model"):
@@ -98,7 +98,7 @@ def _cosyvoice_profile() -> tuple[Stage, ...]:
              "vocoder")):
         rows.append(_row(target, span, extractor, optional=True))
     rows.append(_row("cosyvoice.llm.llm:Qwen2LM.inference_bistream", s.ACOUSTIC_MODEL,
-                     "acoustic", optional=True, **{s.TEXT_STREAMED: True}))
+                     "acoustic", optional=True, attributes={s.TEXT_STREAMED: True}))
     # ASR: FunASR when the app uses it, and the demo engine's own transcriber
     rows.append(_row("funasr:AutoModel.generate", s.ASR, "asr", optional=True))
     rows.append(_row("cosyvoice.utils.asr:TinyTranscriber.generate", s.ASR, "asr",

@@ -19,8 +19,9 @@ Rules the wrappers keep:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Generator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Generator, Mapping
+from contextvars import Token
+from typing import TYPE_CHECKING, Any, cast
 
 from opentelemetry import context, trace
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
@@ -131,7 +132,7 @@ class StageSpan:
         self.name = name
         self.instance = instance
         self.options = options
-        self.parent: StageSpan | None = context.get_value(STAGE_KEY, parent_ctx)
+        self.parent = cast("StageSpan | None", context.get_value(STAGE_KEY, parent_ctx))
         self.span = tracer.start_span(name, context=parent_ctx, attributes=attributes)
         self.ctx = context.set_value(STAGE_KEY, self,
                                      trace.set_span_in_context(self.span, parent_ctx))
@@ -145,15 +146,15 @@ class StageSpan:
         # or interrupted: a stream abandoned, closed early or ended by its request's scope)
         self.on_end: Callable[[StageSpan, str], None] | None = None
         # the request's top span (gradio.event or the HTTP server span): errors are shown there
-        self.request_span = (self.parent.request_span if self.parent is not None
-                             else trace.get_current_span(parent_ctx))
+        self.request_span: trace.Span = (self.parent.request_span if self.parent is not None
+                                         else trace.get_current_span(parent_ctx))
         # the request scope this stage runs in: its parent's, or (a generator made in one
         # place and first stepped in another: a StreamingResponse body) the current one
-        scope = context.get_value(OPEN_STAGES_KEY, parent_ctx)
+        scope = cast("list[StageSpan] | None", context.get_value(OPEN_STAGES_KEY, parent_ctx))
         if scope is None and self.parent is not None:
             scope = self.parent.scope  # a child stage belongs to its parent's request
         if scope is None:
-            scope = context.get_value(OPEN_STAGES_KEY)
+            scope = cast("list[StageSpan] | None", context.get_value(OPEN_STAGES_KEY))
         self.scope: list[StageSpan] | None = scope
         if scope is not None:
             scope.append(self)
@@ -218,8 +219,8 @@ class StageSpan:
                 note_error("extractor close", err)
         if recording and (self.failed or abandoned):
             try:  # what the schema requires, 0 where nothing was produced before the end
-                attributes = self.span.attributes or {}
-                self.span.set_attributes({key: zero for key, zero in
+                attributes = span_attributes(self.span)
+                self.span.set_attributes({key: cast(int, zero) for key, zero in
                                           s.required_zeros(self.name).items()
                                           if key not in attributes})
             except Exception as err:  # noqa: BLE001
@@ -234,7 +235,8 @@ class StageSpan:
                 self.span.set_attribute(s.ABANDONED, True)
             if self.options.cuda_sync:
                 _cuda_sync_into(self.span)
-            elif self.gpu is not None and self.options.gpu_timing.end(
+            elif self.gpu is not None and self.options.gpu_timing is not None and \
+                    self.options.gpu_timing.end(
                     self.span, self.gpu, span_clock_now(self.span)):
                 return  # the GPU resolver ends the span once its end event has completed
             self.span.end()  # the SDK-side lifecycle makes span durations monotonic
@@ -266,14 +268,19 @@ def end_abandoned(stages: list[StageSpan]) -> None:
             stage.end(abandoned=True)
 
 
-def enter_scope(ctx: context.Context | None = None) -> tuple[list[StageSpan], object]:
+def enter_scope(ctx: context.Context | None = None) -> tuple[list[StageSpan], Token[context.Context]]:
     """Open a request scope (a Gradio event run, a streamed HTTP response): every stage started
     under it registers in the returned list. Give both back to ``exit_scope``."""
     scope: list[StageSpan] = []
     return scope, context.attach(context.set_value(OPEN_STAGES_KEY, scope, ctx))
 
 
-def exit_scope(scope: list[StageSpan], token: object) -> None:
+def span_attributes(span: trace.Span) -> Mapping[str, Any]:
+    """What a span holds so far (an SDK span's ``attributes``; none for a non-recording one)."""
+    return getattr(span, "attributes", None) or {}
+
+
+def exit_scope(scope: list[StageSpan], token: Token[context.Context]) -> None:
     """Close the scope: what it left open ends as abandoned (``end_reason`` interrupted)."""
     context.detach(token)
     end_abandoned(scope)
@@ -322,7 +329,7 @@ class StageWrapper:
         try:
             if not self.enabled() or not is_instrumentation_enabled():
                 return None
-            parent = context.get_value(STAGE_KEY, parent_ctx)
+            parent = cast("StageSpan | None", context.get_value(STAGE_KEY, parent_ctx))
             if (parent is not None and parent.name == self.stage.span
                     and parent.instance is call.instance and not parent.ended):
                 return None  # an override calling super(): one span, not two
@@ -443,7 +450,7 @@ class StageWrapper:
             stage.end(abandoned=not finished)
 
 
-def _attach(ctx: context.Context) -> object | None:
+def _attach(ctx: context.Context) -> Token[context.Context] | None:
     try:
         return context.attach(ctx)
     except Exception as exc:  # noqa: BLE001
@@ -451,7 +458,7 @@ def _attach(ctx: context.Context) -> object | None:
         return None
 
 
-def _detach(token: object | None) -> None:
+def _detach(token: Token[context.Context] | None) -> None:
     if token is None:
         return
     try:

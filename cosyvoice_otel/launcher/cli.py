@@ -340,12 +340,12 @@ def report(zipkin_url: str, service: str, lookback: str, limit: int, by: str | N
         if missing:
             raise click.ClickException(f"no requests with {key}={missing[0]} in the last "
                                        f"{lookback} (seen: {', '.join(sorted(groups))})")
-        rows = rep.compare(groups, a, b)
-        click.echo(json.dumps(rep.compare_dict(rows, key, a, b, groups), indent=2) if as_json
-                   else rep.compare_text(rows, key, a, b, groups))
+        stage_rows = rep.compare(groups, a, b)
+        click.echo(json.dumps(rep.compare_dict(stage_rows, key, a, b, groups), indent=2)
+                   if as_json else rep.compare_text(stage_rows, key, a, b, groups))
         if html_path:
             with open(html_path, "w", encoding="utf-8") as f:
-                f.write(rep.compare_html(rows, key, a, b, groups,
+                f.write(rep.compare_html(stage_rows, key, a, b, groups,
                                          f"cosyvoice compare: {service}"))
         sys.exit(0)
     if as_json:

@@ -119,7 +119,7 @@ def _probe(url: str, timeout: float) -> None:
     conn_cls = (http.client.HTTPSConnection if parts.scheme == "https"
                 else http.client.HTTPConnection)
     try:
-        conn = conn_cls(parts.hostname, parts.port, timeout=timeout)
+        conn = conn_cls(parts.hostname or "", parts.port, timeout=timeout)
         conn.request("GET", parts.path or "/")
         conn.getresponse().read(0)
     except Exception as exc:  # noqa: BLE001 - any answer at all, even 405, means it is there

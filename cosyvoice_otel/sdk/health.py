@@ -63,7 +63,7 @@ class TracerHealth:
         from cosyvoice_otel.errors import ERRORS
         from cosyvoice_otel.sdk.export_base import CountingExporter
 
-        out = {"exported": 0, "spooled": 0, "replayed": 0, "spool_bytes": 0, "failures": 0,
+        out: dict[str, float] = {"exported": 0, "spooled": 0, "replayed": 0, "spool_bytes": 0, "failures": 0,
                "tracing_errors": sum(ERRORS.values()), "values_replaced": 0}
         out.update({f"dropped.{reason}": 0 for reason in s.DROP_REASONS})
         for redacting in self.exporters:

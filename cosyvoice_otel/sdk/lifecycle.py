@@ -27,6 +27,7 @@ instruments the app.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import os
@@ -34,7 +35,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeGuard
 
 import wrapt
 
@@ -69,14 +70,14 @@ class ClockAnchor:
         return mono + self.offset
 
 
-def _ours(value: Any) -> bool:
+def _ours(value: object) -> TypeGuard[wrapt.FunctionWrapper[..., Any]]:
     return isinstance(value, wrapt.FunctionWrapper) and getattr(value, "_self_cosyvoice_otel",
                                                                 False)
 
 
 def _wrap(owner: Any, attr: str, wrapper: Callable[..., Any]) -> None:
     wrapped = wrapt.FunctionWrapper(inspect.getattr_static(owner, attr), wrapper)
-    wrapped._self_cosyvoice_otel = True
+    wrapped._self_cosyvoice_otel = True  # type: ignore[attr-defined]  # wrapt's _self_ slot
     setattr(owner, attr, wrapped)
 
 
@@ -172,10 +173,10 @@ def flush_everything(provider: Any, drains: Iterable[Callable[[float], Any]],
     def close() -> None:
         for _ in range(2):
             for drain in drains:  # GPU-timed spans end here: before the provider's flush
-                _quietly(lambda drain=drain: drain(left()))
+                _quietly(functools.partial(_drain_for, drain, left))
             _quietly(lambda: provider.force_flush(int(left() * 1000)))
             for drain in drains:
-                _quietly(lambda drain=drain: drain(left()))
+                _quietly(functools.partial(_drain_for, drain, left))
 
     closing = threading.Thread(target=close, name="cosyvoice-otel-sigterm", daemon=True)
     closing.start()
@@ -198,6 +199,10 @@ def install_sigterm_flush(provider: Any, drains: Iterable[Callable[[float], Any]
 
     signal.signal(signal.SIGTERM, flush_then_die)
     return flush_then_die
+
+
+def _drain_for(drain: Callable[[float], object], left: Callable[[], float]) -> None:
+    drain(left())  # the time left is read when the drain starts, not when it was queued
 
 
 def install(provider: Any, exporters: Iterable[Any]) -> Callable[[int, Any], None] | None:

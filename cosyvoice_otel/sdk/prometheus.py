@@ -136,7 +136,7 @@ def _add(families: dict[str, Metric], metric: Any,
         else:
             return
         families[name] = family
-    names = list(family._labelnames)  # a family met again (another scope) keeps its names
+    names = list(family._labelnames)  # type: ignore[attr-defined]  # a family met again (another scope) keeps its names
     for point, labels in points:
         values = [labels.get(key, "") for key in names]
         if isinstance(family, HistogramMetricFamily):
@@ -160,7 +160,7 @@ def _add(families: dict[str, Metric], metric: Any,
                                else (_le(bound), cumulative))
             family.add_metric(values, buckets, point.sum)
         else:
-            family.add_metric(values, point.value)
+            family.add_metric(values, point.value)  # type: ignore[attr-defined]
 
 
 class _Collector:

@@ -252,7 +252,8 @@ class Redactor:
         attributes = span.attributes or {}
         if span.kind is SpanKind.SERVER:
             # plain ASGI names a span "GET /the/raw/path": use the route or the placeholder
-            raw = attributes.get("url.path") or str(attributes.get("http.target", "")).split("?")[0]
+            raw = str(attributes.get("url.path") or "") or \
+                str(attributes.get("http.target", "")).split("?")[0]
             route = attributes.get("http.route")
             if raw and raw != route and raw in name:
                 name = name.replace(raw, str(route or UNMATCHED_PATH))

@@ -43,7 +43,7 @@ def _placeholder(value: Any) -> str:
 
 
 def _sequence_tag(values: Sequence[Any]) -> str:
-    out = []
+    out: list[str | None] = []
     for element in values:
         if isinstance(element, bool):
             out.append("true" if element else "false")
@@ -90,14 +90,16 @@ class ZipkinJsonEncoder:
         if tags is None:
             tags = _tags(resource.attributes)  # an SDK span always has a resource
             if scope is not None:
-                tags.update({"otel.library.name": scope.name,
-                             "otel.library.version": scope.version,
-                             "otel.scope.name": scope.name, "otel.scope.version": scope.version})
+                version = scope.version or ""  # a Zipkin tag is a string, never null
+                tags.update({"otel.library.name": scope.name, "otel.library.version": version,
+                             "otel.scope.name": scope.name, "otel.scope.version": version})
             self._constant_tags[key] = tags
         return tags
 
     def _span(self, span: ReadableSpan, local: dict[str, Any]) -> dict[str, Any]:
         context = span.context
+        # a finished span (the only kind an exporter gets) has its times and context
+        assert context is not None and span.start_time is not None and span.end_time is not None
         start = span.start_time
         encoded: dict[str, Any] = {
             "traceId": f"{context.trace_id:032x}", "id": f"{context.span_id:016x}",

@@ -573,8 +573,8 @@ def to_text(groups: dict[str, GroupStats], zipkin_ui: str, slowest: int = 5) -> 
     else:  # side by side, one column per group: p50 / p95
         lines.append(f"{'stage':38s}" + "".join(f" | {k[:24]:>24s}" for k in keys))
         for name in stages:
-            cells = [f"{_fmt_us(st.stat('p50'))} / {_fmt_us(st.stat('p95'))}"
-                     if (st := groups[k].stages.get(name)) else "-" for k in keys]
+            cells = [f"{_fmt_us(cell.stat('p50'))} / {_fmt_us(cell.stat('p95'))}"
+                     if (cell := groups[k].stages.get(name)) else "-" for k in keys]
             lines.append(f"{name:38s}" + "".join(f" | {c:>24s}" for c in cells))
         lines.append("(cells: p50 / p95; requests: " + ", ".join(
             f"{k}={len(groups[k].requests)}" for k in keys) + ")")

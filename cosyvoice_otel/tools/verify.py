@@ -251,8 +251,9 @@ def run_verify(app_url: str | None, zipkin_url: str, requests: int = 3,
     if grpc_target:
         kind, app = "grpc", GrpcApp(grpc_target)
     else:
-        kind, document = detect(app_url or "")
-        app = GradioApp(app_url, document) if kind == "gradio" else FastApiApp(app_url)
+        url = app_url or ""
+        kind, document = detect(url)
+        app = GradioApp(url, document) if kind == "gradio" else FastApiApp(url)
     report = Report(kind)
     files: list[str] = []
 

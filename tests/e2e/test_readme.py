@@ -57,9 +57,10 @@ NOT_COMMANDS = ("client ──traceparent", "launcher/      cli.py", "replica 1 
 COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("cosyvoice-traced run --zipkin-endpoint http://zipkin:9411/api/v2/spans -- python webui.py",
      "serve", "synthesis"),
-    ("bash .ci/setup && .venv/bin/cosyvoice-traced demo", "covered",
-     ".ci/run runs .ci/setup; tests/e2e/test_demo.py runs the demo"),
-    (".venv/bin/python -m pytest -q", "covered", "what .ci/run runs: this very suite"),
+    ("bash .ci/setup --demo && .venv/bin/cosyvoice-traced demo", "covered",
+     "tests/unit/test_setup_script.py runs .ci/setup --demo; tests/e2e/test_demo.py the demo"),
+    ("bash .ci/setup && .venv/bin/python -m pytest -q", "covered",
+     "what .ci/run runs: .ci/setup, then this very suite"),
     (".venv-cosyvoice/bin/python examples/make_real_model.py", "covered",
      "tests/support/real_models.py builds the tiny models with it (.ci/setup)"),
     (".venv-cosyvoice/bin/cosyvoice-traced run -- python examples/server.py --engine real",
