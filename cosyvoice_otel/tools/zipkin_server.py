@@ -63,7 +63,11 @@ def fetch_jar(timeout: float = 600) -> Path:
     if mvn is None:
         raise ZipkinServerError("no Zipkin jar and no `mvn` to fetch it; set ZIPKIN_JAR")
     # The exec jar bundles its dependencies: fetch that one file, not its dependency tree.
-    cmd = [mvn, "-q", "-B", "dependency:get", f"-Dartifact={ARTIFACT}", "-Dtransitive=false"]
+    # the repository named: Maven's default is the JVM's user.home (the passwd entry), which is
+    # not $HOME when HOME is set otherwise (sudo, containers); we look under $HOME
+    repo = _m2_jar().parents[4]
+    cmd = [mvn, "-q", "-B", "dependency:get", f"-Dartifact={ARTIFACT}", "-Dtransitive=false",
+           f"-Dmaven.repo.local={repo}"]
     try:
         subprocess.run(cmd, check=True, timeout=timeout, stdout=subprocess.DEVNULL,
                        stderr=subprocess.PIPE)

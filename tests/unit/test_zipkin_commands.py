@@ -137,6 +137,8 @@ def test_the_jar_mvn_fetched_is_the_one_returned(no_jar) -> None:
     assert zipkin_server.fetch_jar() == jar
     args = (no_jar / "args").read_text().split()
     assert f"-Dartifact={zipkin_server.ARTIFACT}" in args and "-Dtransitive=false" in args
+    # into the ~/.m2 of $HOME, where it is looked for (Maven's own default is the passwd home)
+    assert f"-Dmaven.repo.local={no_jar.parent / 'home' / '.m2' / 'repository'}" in args
 
 
 def test_no_arguments_is_the_help_and_exit_0(capsys) -> None:
