@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -408,6 +409,40 @@ def nginx_config(upstreams: tuple[str, ...], listen: str, access_log: str) -> No
         click.echo(nginx.render(list(upstreams), listen, access_log), nl=False)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+
+
+@cli.command("gateway-config")
+@click.option("--upstream", "upstreams", required=True, multiple=True, metavar="HOST:PORT",
+              help="The traced app; repeat for replicas.")
+@click.option("--auth", required=True, metavar="URL",
+              help="The auth service Traefik's forwardAuth asks (examples/gateway/auth.py).")
+@click.option("--rate", required=True, metavar="AVG[/BURST]",
+              help="Requests per second per client address, and the burst above it.")
+@click.option("--otlp-endpoint", required=True, metavar="URL",
+              help="Where Traefik sends its spans: a Collector's OTLP/HTTP traces URL.")
+@click.option("--listen", default="0.0.0.0:8080", show_default=True, metavar="ADDR:PORT")
+@click.option("--service-name", default="gateway", show_default=True,
+              help="Traefik's service name in Zipkin.")
+@click.option("--out", "out_dir", required=True, metavar="DIR",
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for traefik.yaml (static) and dynamic.yaml (its file provider's).")
+def gateway_config(upstreams: tuple[str, ...], auth: str, rate: str, otlp_endpoint: str,
+                   listen: str, service_name: str, out_dir: Path) -> None:
+    """Write Traefik v3's configuration: API gateway, auth, rate limit, each a span."""
+    from cosyvoice_otel.tools import gateway
+
+    try:
+        files = gateway.render(list(upstreams), auth, rate, otlp_endpoint, out_dir, listen,
+                               service_name)
+        written = gateway.write(files, out_dir)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    except OSError as exc:
+        raise click.UsageError(f"--out {out_dir}: {exc.strerror or exc}") from None
+    for path in written:
+        click.echo(f"wrote {path}")
+    click.echo(f"start: OTEL_PROPAGATORS={gateway.PROPAGATORS} traefik "
+               f"--configFile={written[0].resolve()}")
 
 
 @cli.group()
