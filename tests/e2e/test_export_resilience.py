@@ -27,6 +27,12 @@ from ..support.zipkin_front import ZipkinFront
 pytestmark = pytest.mark.zipkin
 
 
+def zipkin_exporter(**given) -> ResilientZipkinExporter:
+    """The exporter with the settings' defaults for what a test does not set (5 s, 64 MiB):
+    the configurator always passes all four (settings.EXPORTER_TABLE)."""
+    return ResilientZipkinExporter(**{"timeout": 5.0, "spool_max_bytes": 64 << 20, **given})
+
+
 def make_trace(count: int, size: int = 300, big: int | None = None) -> tuple[str, list]:
     """``count`` spans of ONE trace (a root and its children); span ``big`` gets a huge tag."""
     memory = InMemorySpanExporter()
@@ -53,7 +59,7 @@ def wait_for(condition, timeout: float = 20.0, interval: float = 0.1) -> bool:
 def test_a_batch_zipkin_finds_too_large_is_split_and_every_span_arrives(zipkin, tmp_path) -> None:
     trace_id, spans = make_trace(200)
     with ZipkinFront(zipkin.endpoint, max_body=20_000) as front:
-        exporter = ResilientZipkinExporter(endpoint=front.endpoint, spool_dir=str(tmp_path))
+        exporter = zipkin_exporter(endpoint=front.endpoint, spool_dir=str(tmp_path))
         assert exporter.export(spans).name == "SUCCESS"
         later_id, later = make_trace(3)  # a batch behind it is not held up
         assert exporter.export(later).name == "SUCCESS"
@@ -70,7 +76,7 @@ def test_a_span_too_large_alone_is_dropped_counted_and_logged_once(zipkin, tmp_p
     trace_id, spans = make_trace(10, big=4)
     with ZipkinFront(zipkin.endpoint, max_body=20_000) as front, \
             caplog.at_level(logging.WARNING, logger="cosyvoice_otel.export"):
-        exporter = ResilientZipkinExporter(endpoint=front.endpoint, spool_dir=str(tmp_path))
+        exporter = zipkin_exporter(endpoint=front.endpoint, spool_dir=str(tmp_path))
         exporter.export(spans)
         exporter.shutdown()
     stored = zipkin.client().wait_for_trace(trace_id, lambda s: len(s) >= 9, timeout=20)
@@ -86,7 +92,7 @@ def test_a_trace_zipkin_refuses_with_500_is_dropped_and_later_traces_arrive(zipk
     poison_id, poison = make_trace(6)
     with ZipkinFront(zipkin.endpoint, refuse=lambda body: 500 if poison_id.encode() in body
                      else None) as front:
-        exporter = ResilientZipkinExporter(endpoint=front.endpoint, spool_dir=str(tmp_path),
+        exporter = zipkin_exporter(endpoint=front.endpoint, spool_dir=str(tmp_path),
                                            pipelined=True)
         later = [make_trace(3) for _ in range(10)]
         _, first_good = later[0]
@@ -110,7 +116,7 @@ def test_a_413_front_gives_a_few_log_lines_and_counts_every_span(zipkin, tmp_pat
     _, spans = make_trace(315, size=400)
     with ZipkinFront(zipkin.endpoint, max_body=300) as front, \
             caplog.at_level(logging.WARNING, logger="cosyvoice_otel.export"):
-        exporter = ResilientZipkinExporter(endpoint=front.endpoint, spool_dir=str(tmp_path))
+        exporter = zipkin_exporter(endpoint=front.endpoint, spool_dir=str(tmp_path))
         health = TracerHealth([RedactingSpanExporter(exporter)])
         exporter.export(spans)
         exporter.shutdown()
@@ -123,10 +129,10 @@ def test_replay_goes_past_unreadable_rejected_and_oversized_files(zipkin, tmp_pa
                                                                  caplog) -> None:
     big_id, big = make_trace(120)
     small_id, small = make_trace(2)
-    encode = ResilientZipkinExporter(endpoint=zipkin.endpoint, spool_dir=str(tmp_path / "x"))
+    encode = zipkin_exporter(endpoint=zipkin.endpoint, spool_dir=str(tmp_path / "x"))
     spool_dir = tmp_path / "spool"
     with ZipkinFront(zipkin.endpoint, max_body=20_000) as front:
-        exporter = ResilientZipkinExporter(endpoint=front.endpoint, spool_dir=str(spool_dir))
+        exporter = zipkin_exporter(endpoint=front.endpoint, spool_dir=str(spool_dir))
         spool = exporter.spool
         spool.put(b"{not json")                                       # unreadable
         spool.put(b'[{"traceId": "NOT-HEX", "id": "x", "name": "n"}]')  # Zipkin answers 400
@@ -149,7 +155,7 @@ def test_a_zipkin_that_answers_too_late_gets_a_batch_at_most_twice(zipkin, tmp_p
     resent once and counted as a possible duplicate; a second timeout drops it."""
     trace_id, spans = make_trace(5)
     with ZipkinFront(zipkin.endpoint, delay_s=2.5) as front:
-        exporter = ResilientZipkinExporter(endpoint=front.endpoint, timeout=1,
+        exporter = zipkin_exporter(endpoint=front.endpoint, timeout=1,
                                            spool_dir=str(tmp_path))
         exporter.export(spans)
         assert wait_for(lambda: exporter.spool.oldest() is None, timeout=30)
@@ -187,7 +193,7 @@ def test_stale_partial_spool_files_are_removed_at_start(tmp_path) -> None:
 def test_a_full_disk_leaves_no_partial_spool_file(tmp_path, monkeypatch, refused_endpoint) -> None:
     from cosyvoice_otel.sdk import spool as spool_module
 
-    exporter = ResilientZipkinExporter(endpoint=refused_endpoint, spool_dir=str(tmp_path))
+    exporter = zipkin_exporter(endpoint=refused_endpoint, spool_dir=str(tmp_path))
     real_fdopen = os.fdopen
 
     class HalfThenFull:
@@ -215,7 +221,7 @@ def test_a_full_disk_leaves_no_partial_spool_file(tmp_path, monkeypatch, refused
 
 
 def test_spool_replays_oldest_first(zipkin, tmp_path, refused_endpoint) -> None:
-    exporter = ResilientZipkinExporter(endpoint=refused_endpoint, spool_dir=str(tmp_path))
+    exporter = zipkin_exporter(endpoint=refused_endpoint, spool_dir=str(tmp_path))
     ids = []
     for _ in range(3):
         trace_id, spans = make_trace(1)
@@ -236,7 +242,7 @@ def test_one_timeout_opens_the_circuit_for_the_batches_behind_it(tmp_path) -> No
     hole.bind(("127.0.0.1", 0))
     hole.listen(0)
     try:
-        exporter = ResilientZipkinExporter(
+        exporter = zipkin_exporter(
             endpoint=f"http://127.0.0.1:{hole.getsockname()[1]}/api/v2/spans", timeout=1,
             spool_dir=str(tmp_path))
         posts = []
