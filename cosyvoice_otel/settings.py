@@ -497,6 +497,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("user_agent", "--user-agent/--no-user-agent", True, parse_bool,
            "Keep the client's User-Agent (http.user_agent, a standard attribute); "
            "--no-user-agent masks it like other redacted values."),
+    Option("trace_response", "--trace-response/--no-trace-response", True, parse_bool,
+           "Give the caller its trace id: a traceresponse header (W3C Trace Context level 2) "
+           "on every traced HTTP response, the same in a gRPC call's trailing metadata."),
     Option("debug", "--debug/--no-debug", False, parse_bool,
            "Print the resolved configuration and turn on OTel debug logging."),
 )
@@ -570,6 +573,7 @@ class Settings:
     input_limits: str
     hash_content: bool
     user_agent: bool
+    trace_response: bool
     debug: bool
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
     warnings: tuple[str, ...] = field(default=(), compare=False)

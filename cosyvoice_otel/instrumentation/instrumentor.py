@@ -58,6 +58,7 @@ from cosyvoice_otel.instrumentation import (
     routes,
     stage_map,
     stream_scope,
+    trace_response,
 )
 from cosyvoice_otel.instrumentation import metrics as tts_metrics
 from cosyvoice_otel.instrumentation.extractors import EXTRACTORS
@@ -85,6 +86,7 @@ class Patch:
     missing: str = ""
 
 
+_GRPC_SERVER = "opentelemetry.instrumentation.grpc._server"
 PATCHES: tuple[Patch, ...] = (
     Patch("gradio.queueing", "Event.__init__", gradio_bridge.event_init, "gradio_bridge",
           "the Gradio bridge is off"),
@@ -99,6 +101,12 @@ PATCHES: tuple[Patch, ...] = (
     Patch("fastapi.routing", "APIRoute.__init__", routes.api_route_init, ""),
     # the request's own values, registered for masking before its endpoint runs
     Patch("fastapi.routing", "run_endpoint_function", routes.endpoint_values, ""),
+    # gRPC: the trace id back to the caller in the trailing metadata (HTTP: the SDK side's
+    # response propagator); optional: the app may not serve gRPC at all
+    Patch(_GRPC_SERVER, "_OpenTelemetryServicerContext.__init__",
+          trace_response.servicer_context_init, "trace_response"),
+    Patch(_GRPC_SERVER, "_OpenTelemetryServicerContext.set_trailing_metadata",
+          trace_response.set_trailing_metadata, "trace_response"),
 )
 
 

@@ -36,6 +36,7 @@ class Options:
     gpu_timing: GpuTimer | None = None  # --gpu-timing auto|events: the CUDA event timer
     metrics_on: bool = False  # --metrics is not none (what build_options reads)
     gpu_timing_mode: str = "off"  # --gpu-timing, "off" under --cuda-sync (exact and serial)
+    trace_response: bool = False  # --trace-response: gRPC's trailing metadata gets the trace id
 
     @classmethod
     def resolve(cls, kwargs: dict[str, Any], settings: Settings) -> Options:
@@ -57,4 +58,5 @@ class Options:
         return cls(bool(value("stage_spans")), bool(value("gradio_bridge")), cuda_sync,
                    max_text, max_audio, salt,
                    metrics_on=value("metrics") not in ("none", False),
-                   gpu_timing_mode="off" if cuda_sync else str(value("gpu_timing")))
+                   gpu_timing_mode="off" if cuda_sync else str(value("gpu_timing")),
+                   trace_response=bool(value("trace_response")))

@@ -69,6 +69,13 @@ class CosyVoiceConfigurator(_OTelSDKConfigurator):
             return processor
 
         kwargs.setdefault("export_span_processor", export_processor)
+        if settings.trace_response:  # the ASGI instrumentation writes it on every response
+            from opentelemetry.instrumentation.propagators import (
+                TraceResponsePropagator,
+                set_global_response_propagator,
+            )
+
+            set_global_response_propagator(TraceResponsePropagator())
         try:
             ours = build_exporter(chosen, settings)
         except Exception as exc:  # noqa: BLE001 - tracing setup must never stop the app
