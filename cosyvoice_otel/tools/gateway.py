@@ -16,8 +16,10 @@ Zipkin) and passes the trace context to the auth service and the app. The files 
   limit counts per client address), the app's servers.
 
 Traefik reads its propagators from ``OTEL_PROPAGATORS`` in its own environment (not the
-file): start it with ``OTEL_PROPAGATORS=tracecontext,b3multi`` so that W3C and both B3 forms
-from a client are honoured and the app gets both header sets.
+file): start it with ``OTEL_PROPAGATORS=tracecontext,b3multi,b3``. Each name is one header
+format, read and written: seen here, without ``b3`` a client's single ``b3`` header was not
+read, Traefik started a trace of its own and passed the client's header on untouched, so the
+app joined the client's trace beside the gateway's, not under it.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pathlib import Path
 
 from cosyvoice_otel.tools.nginx import check_host_port
 
-PROPAGATORS = "tracecontext,b3multi"
+PROPAGATORS = "tracecontext,b3multi,b3"
 _RATE = re.compile(r"^(\d{1,6})(?:/(\d{1,6}))?$")
 
 

@@ -20,6 +20,7 @@ import pytest
 import requests
 
 from cosyvoice_otel import schema as s
+from cosyvoice_otel.tools import gateway
 
 from ..support.helpers import (
     BIN,
@@ -59,8 +60,12 @@ def start_traefik(tmp: Path, name: str, app_port: int, auth_port: int, otlp_port
          "--listen", f"127.0.0.1:{port}", "--service-name", name, "--out", str(out)],
         capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    env = dict(os.environ, OTEL_PROPAGATORS="tracecontext,b3multi")
-    return AppProcess([str(traefik_binary()), f"--configFile={out / 'traefik.yaml'}"], env, port)
+    env = dict(os.environ, OTEL_PROPAGATORS=gateway.PROPAGATORS)
+    proc = AppProcess([str(traefik_binary()), f"--configFile={out / 'traefik.yaml'}"], env, port)
+    # it listens before its file provider has loaded the router (a 404 of its own till then);
+    # then a request without a credential is the auth step's 401
+    wait_until(lambda: requests.get(f"{proc.url}/", timeout=5).status_code == 401, timeout=30)
+    return proc
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +147,204 @@ def no_secrets(spans: list[dict]) -> None:
 
 
 def dump(spans: list[dict]) -> str:
-    return "\n".join(f"{service(sp):14s} {sp.get('kind', ''):7s} {sp['name']} "
+    return "\n".join(f"{service(sp):14s} {sp.get('kind') or '':7s} {sp['name']} "
                      f"{sp.get('tags', {}).get('http.response.status_code', '')} "
                      f"{sp['id']}<-{sp.get('parentId')}" for sp in spans)
+
+
+def gateway_spans(spans: list[dict], name: str = "gateway") -> list[dict]:
+    return [sp for sp in spans if service(sp) == name]
+
+
+def entry(spans: list[dict], name: str = "gateway", under: dict | None = None) -> dict:
+    """The gateway's entry span: its SERVER span (whose parent, the client's span, is not in
+    Zipkin: the trace's top); with ``under``, the one above that span."""
+    found = [sp for sp in gateway_spans(spans, name) if sp.get("kind") == "SERVER"]
+    if under is not None:
+        found = [sp for sp in found if sp in ancestors(under, by_id(spans))]
+    (top,) = found
+    assert top.get("parentId") not in by_id(spans)
+    return top
+
+
+def step(spans: list[dict], name: str, gateway: str = "gateway") -> list[dict]:
+    return [sp for sp in gateway_spans(spans, gateway) if sp["name"] == name]
+
+
+def status(span: dict) -> str:
+    tags = span.get("tags", {})
+    return tags.get("http.response.status_code") or tags.get("http.status_code", "")
+
+
+def within(child: dict, parent: dict, slack_us: int = 2000) -> bool:
+    return (child["timestamp"] >= parent["timestamp"] - slack_us and
+            child["timestamp"] + child.get("duration", 0) <=
+            parent["timestamp"] + parent.get("duration", 0) + slack_us)
+
+
+def complete(spans: list[dict], gateway: str = "gateway") -> bool:
+    names = {sp["name"] for sp in spans}
+    steps = {sp["name"] for sp in gateway_spans(spans, gateway)}
+    return {"get", "authrequest", "reverseproxy"} <= steps and s.VOCODER in names and \
+        any(service(sp) == "edge-auth" for sp in spans) and any(
+            sp.get("kind") == "SERVER" for sp in spans if service(sp) == "edge-server")
+
+
+@pytest.mark.parametrize("fmt", ["b3multi", "b3single", "w3c"])
+def test_an_allowed_synthesis_is_one_trace_from_the_gateway_down(edge, fmt) -> None:
+    trace_id, span_id = new_trace_id(), new_span_id()
+    resp = synthesize(edge.roomy, b3_headers(fmt, trace_id, span_id))
+    assert resp.status_code == 200 and len(resp.content) > 2000
+    # the caller learns its trace: the app's traceresponse, passed on by the gateway
+    assert resp.headers["traceresponse"].split("-")[1] == trace_id
+    spans = spans_of(edge, trace_id, complete)
+    index = by_id(spans)
+    top = entry(spans)
+    assert top["parentId"] == span_id and status(top) == "200"  # the client's own trace
+    (router,) = step(spans, "router")
+    (auth_step,) = step(spans, "forwardauth")
+    (limit_step,) = step(spans, "ratelimiter")
+    (proxied,) = step(spans, "reverseproxy")
+    assert auth_step["tags"]["traefik.middleware.name"] == "cosyvoice-auth@file"
+    assert limit_step["tags"]["traefik.middleware.name"] == "cosyvoice-rate-limit@file"
+    (checked,) = [sp for sp in spans if service(sp) == "edge-auth"]
+    assert checked.get("kind") == "SERVER" and status(checked) == "200"
+    assert auth_step in ancestors(checked, index)  # the auth service's span, under its step
+    app_server = index[resp.headers["traceresponse"].split("-")[2]]
+    assert service(app_server) == "edge-server" and app_server["parentId"] == proxied["id"]
+    vocoder = next(sp for sp in spans if sp["name"] == s.VOCODER)
+    chain = ancestors(vocoder, index)
+    for hop in (app_server, proxied, limit_step, auth_step, router, top):
+        assert hop in chain, (hop["name"], dump(spans))
+    for span in spans:  # children inside their parents (clocks of three processes)
+        if span.get("parentId") not in index:
+            continue
+        parent = index[span["parentId"]]
+        assert within(span, top), span["name"]  # everything inside the gateway's entry span
+        if service(span) == service(parent):
+            assert within(span, parent), (span["name"], parent["name"])
+        else:  # across processes: it starts inside its parent; Traefik's CLIENT span ends
+            # when the answer's headers arrive, a streamed body goes on after (measured ~46 ms)
+            assert parent["timestamp"] - 2000 <= span["timestamp"] <= \
+                parent["timestamp"] + parent.get("duration", 0), (span["name"], parent["name"])
+    no_secrets(spans)
+
+
+def test_the_web_ui_behind_the_gateway_is_one_trace(edge) -> None:
+    from cosyvoice_otel.tools.gradio_rest import GradioRest
+
+    trace_id = new_trace_id()
+    client = GradioRest(edge.webui_gw.url, headers={
+        "Authorization": f"Bearer {TOKEN}", "traceparent": f"00-{trace_id}-{new_span_id()}-01"})
+    output = client.join("generate_audio", [TEXT, "pretrained voice", "中文女", "", None, None,
+                                            "", 0, False, 1.0])
+    assert output
+    spans = spans_of(edge, trace_id, lambda sp: complete(sp, "gateway-ui"))
+    index = by_id(spans)
+    vocoder = next(sp for sp in spans if sp["name"] == s.VOCODER)
+    chain = ancestors(vocoder, index)
+    assert entry(spans, "gateway-ui", under=vocoder)["name"] == "post"
+    assert any(sp["name"] == s.GRADIO_EVENT for sp in chain)
+    assert any(service(sp) == "edge-auth" for sp in spans)
+    no_secrets(spans)
+
+
+@pytest.mark.parametrize(("credential", "code"), [({}, 401), ({"X-API-Key": "wrong"}, 403),
+                                                  ({"Authorization": "Bearer nope"}, 403)])
+def test_no_or_a_wrong_credential_is_refused_at_the_auth_step(edge, credential, code) -> None:
+    trace_id = new_trace_id()
+    resp = synthesize(edge.roomy, b3_headers("b3multi", trace_id, new_span_id()),
+                      credential=credential)
+    assert resp.status_code == code
+    spans = spans_of(edge, trace_id, lambda sp: bool(gateway_spans(sp)) and any(
+        service(x) == "edge-auth" for x in sp))
+    time.sleep(1.0)  # what else could arrive (it must not: no app span)
+    spans = edge.zipkin.client().trace(trace_id)
+    assert status(entry(spans)) == str(code)
+    (auth_step,) = step(spans, "forwardauth")
+    (checked,) = [sp for sp in spans if service(sp) == "edge-auth"]
+    assert status(checked) == str(code) and auth_step in ancestors(checked, by_id(spans))
+    assert step(spans, "ratelimiter") == [] and step(spans, "reverseproxy") == []
+    assert not [sp for sp in spans if service(sp) == "edge-server"], dump(spans)
+    no_secrets(spans)
+
+
+def test_a_burst_over_the_limit_is_refused_at_the_rate_limit_step(edge) -> None:
+    ids = [new_trace_id() for _ in range(6)]
+    codes = [synthesize(edge.tight, b3_headers("w3c", trace_id, new_span_id())).status_code
+             for trace_id in ids]
+    assert 429 in codes and codes[0] == 200, codes
+    refused = ids[codes.index(429)]
+    spans = spans_of(edge, refused, lambda sp: bool(step(sp, "ratelimiter", "gateway-tight")))
+    assert status(entry(spans, "gateway-tight")) == "429"
+    (limit_step,) = step(spans, "ratelimiter", "gateway-tight")
+    assert limit_step["tags"]["traefik.middleware.name"] == "cosyvoice-rate-limit@file"
+    # the step that answered: nothing ran below it, the auth step before it passed
+    assert [sp for sp in spans if sp.get("parentId") == limit_step["id"]] == []
+    assert [status(sp) for sp in spans if service(sp) == "edge-auth"] == ["200"]
+    assert not [sp for sp in spans if service(sp) == "edge-server"]
+
+
+def test_a_bad_input_past_the_gateway_shows_the_apps_reason_under_the_gateway(edge) -> None:
+    """An unknown speaker: the app's 400 on the gateway's span; a text over the limit: the
+    app's normalised reason and the stage that failed, in the gateway's trace."""
+    unknown = new_trace_id()
+    resp = synthesize(edge.roomy, b3_headers("b3multi", unknown, new_span_id()),
+                      speaker="nobody")
+    assert resp.status_code == 400
+    spans = spans_of(edge, unknown, lambda sp: bool(step(sp, "reverseproxy")) and any(
+        service(x) == "edge-server" for x in sp))
+    assert status(entry(spans)) == "400"
+    (proxied,) = step(spans, "reverseproxy")
+    assert status(proxied) == "400" and proxied["tags"].get("error") == "true"
+    (app_server,) = [sp for sp in spans if service(sp) == "edge-server"]
+    assert status(app_server) == "400" and app_server["parentId"] == proxied["id"]
+
+    too_long = new_trace_id()
+    resp = requests.get(f"{edge.roomy.url}/inference_sft", timeout=60, params={
+        "tts_text": "Over the seed's text limit. " * 8, "spk_id": "中文女"}, headers={
+        **b3_headers("w3c", too_long, new_span_id()), "Authorization": f"Bearer {TOKEN}"})
+    assert resp.status_code == 200
+    spans = spans_of(edge, too_long, complete)
+    index = by_id(spans)
+    failed = [sp for sp in spans if s.ERROR_TYPE in sp.get("tags", {})]
+    inference = next(sp for sp in failed if sp["name"] == s.INFERENCE)
+    assert inference["tags"][s.ERROR_TYPE] == "text_too_long"
+    assert entry(spans) in ancestors(inference, index)
+    assert status(entry(spans)) == "200"
+
+
+def test_zipkin_links_the_gateway_to_auth_and_to_the_service(edge) -> None:
+    trace_id = new_trace_id()
+    assert synthesize(edge.roomy, b3_headers("b3multi", trace_id, new_span_id())).ok
+    spans_of(edge, trace_id, complete)
+
+    def links() -> set[tuple[str, str]]:
+        found = edge.zipkin.client()._get("/api/v2/dependencies",
+                                          endTs=int(time.time() * 1000), lookback=3_600_000)
+        return {(link["parent"], link["child"]) for link in found or []}
+
+    wait_until(lambda: {("gateway", "edge-auth"), ("gateway", "edge-server")} <= links(),
+               timeout=60)
+
+
+def test_with_the_collector_down_or_no_gateway_the_app_answers_and_traces(edge) -> None:
+    """Traefik's spans have nowhere to go (nothing on its OTLP port): the request still passes
+    and the app's own spans still reach Zipkin; then without the gateway at all, the same."""
+    dead = free_port()
+    orphan = start_traefik(edge.tmp, "gateway-orphan", edge.app.port, edge.auth.port, dead,
+                           "100/100")
+    try:
+        trace_id = new_trace_id()
+        resp = synthesize(orphan, b3_headers("b3multi", trace_id, new_span_id()))
+        assert resp.status_code == 200
+        spans = spans_of(edge, trace_id, lambda sp: s.VOCODER in {x["name"] for x in sp})
+        assert any(service(sp) == "edge-server" for sp in spans)
+        assert not gateway_spans(spans, "gateway-orphan")
+    finally:
+        orphan.stop()
+    trace_id = new_trace_id()
+    resp = requests.get(f"{edge.app.url}/inference_sft", timeout=60, headers=b3_headers(
+        "b3multi", trace_id, new_span_id()), params={"tts_text": TEXT, "spk_id": "中文女"})
+    assert resp.status_code == 200
+    spans_of(edge, trace_id, lambda sp: s.VOCODER in {x["name"] for x in sp})

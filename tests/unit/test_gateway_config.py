@@ -58,7 +58,7 @@ def test_both_files_are_written_and_say_what_was_asked(tmp_path, run) -> None:
         {"url": "http://10.0.0.11:8000"}, {"url": "http://10.0.0.12:8000"}]
     lines = result.output.splitlines()
     assert lines == [f"wrote {out / 'traefik.yaml'}", f"wrote {out / 'dynamic.yaml'}",
-                     f"start: OTEL_PROPAGATORS=tracecontext,b3multi traefik "
+                     f"start: OTEL_PROPAGATORS=tracecontext,b3multi,b3 traefik "
                      f"--configFile={(out / 'traefik.yaml').resolve()}"]
 
 
