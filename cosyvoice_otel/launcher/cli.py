@@ -289,10 +289,15 @@ def verify(app_url: str | None, grpc_target: str | None, zipkin_url: str, count:
               help="List the failing requests (those with error.type REASON, if given) with "
                    "their prompt audio's figures (SNR, level, silence, clipping) and Zipkin "
                    "links: e.g. --errors asr_empty_result.")
+@click.option("--gateway", "gateway_service", default=None, metavar="SERVICE",
+              help="The API gateway's service name (e.g. Traefik's 'gateway'): also count "
+                   "the requests it refused before synthesis (auth, rate limit, upstream "
+                   "unavailable), beside the app's errors.")
 @click.option("--json", "as_json", is_flag=True)
 def report(zipkin_url: str, service: str, lookback: str, limit: int, by: str | None,
            include_warmup: bool, sides: tuple[str, ...], alerts: tuple[str, ...],
-           html_path: str | None, errors_reason: str | None, as_json: bool) -> None:
+           html_path: str | None, errors_reason: str | None, gateway_service: str | None,
+           as_json: bool) -> None:
     """Per-stage latency (p50/p95/p99, share of request time), errors, slowest traces."""
     import json
 
@@ -349,10 +354,25 @@ def report(zipkin_url: str, service: str, lookback: str, limit: int, by: str | N
                 f.write(rep.compare_html(stage_rows, key, a, b, groups,
                                          f"cosyvoice compare: {service}"))
         sys.exit(0)
+    refused: dict[str, int] | None = None
+    if gateway_service:
+        from cosyvoice_otel.tools import triage as tri
+
+        try:
+            edge = client.traces(service=gateway_service, lookback_ms=lookback_ms, limit=limit)
+        except ZipkinError as exc:
+            raise click.ClickException(str(exc)) from None
+        refused = tri.refused_before_synthesis(edge)
     if as_json:
-        click.echo(json.dumps(rep.to_dict(groups, client.base_url), indent=2))
+        document = rep.to_dict(groups, client.base_url)
+        if refused is not None:
+            document["refused_before_synthesis"] = {"gateway": gateway_service, **refused}
+        click.echo(json.dumps(document, indent=2))
     else:
         click.echo(rep.to_text(groups, client.base_url))
+        if refused is not None:
+            click.echo(f"refused before synthesis by {gateway_service}: " + ", ".join(
+                f"{cause} {count}" for cause, count in refused.items()))
     if html_path:
         with open(html_path, "w", encoding="utf-8") as f:
             f.write(rep.to_html(groups, client.base_url, f"cosyvoice report: {service}"))
@@ -393,6 +413,63 @@ def doctor(zipkin_url: str | None, cosyvoice_path: str | None, model_dir: str | 
     for line in lines:
         click.echo(f"{line.level:4s}  {line.what}: {line.detail}")
     sys.exit(1 if any(line.level == FAIL for line in lines) else 0)
+
+
+@cli.command()
+@click.option("--zipkin", "zipkin_url", required=True, metavar="URL")
+@click.option("--at", "at", default="now", show_default=True, metavar="TIME",
+              help="When: 'yesterday 15:00', '15:00', 'now', or ISO 8601 "
+                   "('2026-12-06T15:00:00+08:00'); local time when no offset is given.")
+@click.option("--window", default="30m", show_default=True, metavar="DURATION",
+              help="How much time around --at (half before, half after): 15m, 1h, 2d, ...")
+@click.option("--service", default=None,
+              help="Only traces with a span of this service (default: every service).")
+@click.option("--trace-id", "trace_id", default=None, metavar="ID",
+              help="Only this trace (the traceresponse a complaint quotes: its 2nd field).")
+@click.option("--limit", type=click.IntRange(1, 100000), default=10000, show_default=True,
+              help="At most this many traces from the window.")
+@click.option("--json", "as_json", is_flag=True)
+def triage(zipkin_url: str, at: str, window: str, service: str | None, trace_id: str | None,
+           limit: int, as_json: bool) -> None:
+    """Each failed or refused request around a time: where it stopped (gateway auth, rate
+    limit, upstream unavailable, the CosyVoice stage), its status and reason, its link."""
+    import json
+    import re
+
+    from cosyvoice_otel.tools import report as rep
+    from cosyvoice_otel.tools import triage as tri
+    from cosyvoice_otel.tools.when import parse_time
+    from cosyvoice_otel.tools.zipkin import ZipkinClient, ZipkinError
+
+    try:
+        table.parse_http_url(zipkin_url)
+        moment = parse_time(at)
+        window_ms = rep.parse_lookback(window)
+        if trace_id is not None and not re.fullmatch(r"[0-9a-fA-F]{16}|[0-9a-fA-F]{32}",
+                                                     trace_id.strip()):
+            raise ValueError(f"--trace-id must be 16 or 32 hex digits, got {trace_id[:40]!r}")
+    except (ValueError, rep.ReportError) as exc:
+        raise click.UsageError(str(exc)) from None
+    end_ms = int(moment.timestamp() * 1000) + window_ms // 2
+    start_ms = end_ms - window_ms
+    client = ZipkinClient(zipkin_url, timeout=120)
+    try:
+        if trace_id is not None:
+            traces = [client.trace(trace_id.strip().lower())]
+            start_ms, end_ms = 0, 1 << 50
+        else:
+            traces = client.traces(service=service, end_ts_ms=end_ms, lookback_ms=window_ms,
+                                   limit=limit)
+    except ZipkinError as exc:
+        raise click.ClickException(str(exc)) from None
+    findings = tri.triage(traces, client.base_url, start_ms * 1000, end_ms * 1000)
+    if as_json:
+        click.echo(json.dumps(tri.to_dict(findings, start_ms * 1000, end_ms * 1000), indent=2))
+    else:
+        where = f"in trace {trace_id}" if trace_id else (
+            f"from {tri.local_time(start_ms * 1000)} to {tri.local_time(end_ms * 1000)}"
+            + (f" (service {service})" if service else ""))
+        click.echo(tri.to_text(findings, where), nl=False)
 
 
 @cli.command("nginx-config")

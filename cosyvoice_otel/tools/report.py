@@ -287,6 +287,24 @@ def _failure_figures(failed: list[dict]) -> dict[str, str]:
     return found
 
 
+def prompt_figures(spans: list[dict], failed: list[dict]) -> tuple[dict[str, str],
+                                                                     dict[str, str]]:
+    """The prompt audio's figures of a request (the prompt stage's or the transcriber's, else
+    the request's copy; a figure ``fail()`` recorded fills its own column), and every number
+    recorded with its failures."""
+    figures: dict[str, str] = {}
+    for span in spans:
+        if span["name"].startswith("audio_preprocess.") or span["name"] in (s.ASR, s.INFERENCE):
+            for key in AUDIO_FIGURES:
+                if key in span["tags"] and key not in figures:
+                    figures[key] = span["tags"][key]
+    recorded = _failure_figures(failed)
+    for short, key in FIGURE_COLUMNS.items():  # fail("...", snr_db=4.2): its own column
+        if key not in figures and short in recorded:
+            figures[key] = recorded[short]
+    return figures, recorded
+
+
 def failures(traces: list[list[dict]], reason: str | None, zipkin_ui: str) -> list[dict]:
     """The failing requests (``error.type`` == ``reason`` when given), newest first, each with
     its reasons, its prompt audio's figures (the seed's triage: an empty ASR transcript and
@@ -299,17 +317,7 @@ def failures(traces: list[list[dict]], reason: str | None, zipkin_ui: str) -> li
                           for sp in failed})
         if not failed or (reason and reason not in reasons):
             continue
-        figures: dict[str, str] = {}
-        for span in spans:  # the prompt stage's or the transcriber's, else the request's copy
-            if span["name"].startswith("audio_preprocess.") or span["name"] in (s.ASR,
-                                                                                 s.INFERENCE):
-                for key in AUDIO_FIGURES:
-                    if key in span["tags"] and key not in figures:
-                        figures[key] = span["tags"][key]
-        recorded = _failure_figures(failed)
-        for short, key in FIGURE_COLUMNS.items():  # fail("...", snr_db=4.2): its own column
-            if key not in figures and short in recorded:
-                figures[key] = recorded[short]
+        figures, recorded = prompt_figures(spans, failed)
         request = _request_span(spans) or min(spans, key=lambda sp: sp["timestamp"])
         out.append({"trace_id": request["traceId"], "reasons": reasons,
                     "timestamp_us": request["timestamp"], "duration_us": request["duration"],

@@ -129,6 +129,15 @@ def test_traces_survive_a_zipkin_restart_on_opensearch(opensearch, kafka_broker,
         assert figures["requests"] == MANY
         assert figures["stages"][s.VOCODER]["count"] == MANY
         assert figures["errors_by_type"] == {"Boom": MANY // 10}
+        # the complaint's workflow on the durable store: every failure in the window, its stage
+        out = subprocess.run([str(BIN / "cosyvoice-traced"), "triage", "--zipkin",
+                              second.base_url, "--at", "now", "--window", "40m", "--service",
+                              bulk, "--json"], cwd=ROOT, env=app_env(), capture_output=True,
+                             text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        found = json.loads(out.stdout)
+        assert found["by_cause"] == {s.VOCODER: MANY // 10}
+        assert {(r["cause"], r["reason"]) for r in found["requests"]} == {("stage", "Boom")}
     finally:
         second.stop()
 

@@ -97,6 +97,7 @@ def edge(zipkin, make_model, tmp_path_factory) -> Iterator[SimpleNamespace]:
         started.append(webui_gw)
         yield SimpleNamespace(zipkin=zipkin, auth=auth, app=app, ui=ui, roomy=roomy,
                               tight=tight, webui_gw=webui_gw, collector=collector,
+                              otlp_port=otlp_port,
                               collector_log=collector_log, tmp=tmp)
     finally:
         for proc in reversed(started):
@@ -348,3 +349,71 @@ def test_with_the_collector_down_or_no_gateway_the_app_answers_and_traces(edge) 
         "b3multi", trace_id, new_span_id()), params={"tts_text": TEXT, "spk_id": "中文女"})
     assert resp.status_code == 200
     spans_of(edge, trace_id, lambda sp: s.VOCODER in {x["name"] for x in sp})
+
+
+def test_triage_names_the_cause_of_each_request_in_a_mixed_window(edge) -> None:
+    """Allowed, unauthenticated, wrongly authenticated, rate limited, upstream down, refused by
+    the app, failed in a stage: one window, each named right; report counts the refused."""
+    dead = start_traefik(edge.tmp, "gateway-dead", free_port(), edge.auth.port,
+                         edge.otlp_port, "100/100")
+    sent: dict[str, str] = {}
+    try:
+        for case, gateway_proc, extra in (
+                ("allowed", edge.roomy, {}), ("no credential", edge.roomy, {"credential": {}}),
+                ("wrong credential", edge.roomy, {"credential": {"X-API-Key": "wrong"}}),
+                ("unknown speaker", edge.roomy, {"speaker": "nobody"}),
+                ("upstream down", dead, {})):
+            trace_id = new_trace_id()
+            synthesize(gateway_proc, b3_headers("b3multi", trace_id, new_span_id()), **extra)
+            sent[case] = trace_id
+        codes = {}
+        for _ in range(6):
+            trace_id = new_trace_id()
+            codes[trace_id] = synthesize(edge.tight, b3_headers("w3c", trace_id,
+                                                                new_span_id())).status_code
+        sent["rate limited"] = next(t for t, code in codes.items() if code == 429)
+        trace_id = new_trace_id()
+        requests.get(f"{edge.roomy.url}/inference_sft", timeout=60, params={
+            "tts_text": "Over the seed's text limit. " * 8, "spk_id": "中文女"}, headers={
+            **b3_headers("w3c", trace_id, new_span_id()), "Authorization": f"Bearer {TOKEN}"})
+        sent["text too long"] = trace_id
+    finally:
+        dead.stop()
+    for trace_id in sent.values():  # every trace's gateway spans are in
+        spans_of(edge, trace_id, lambda sp: any(x.get("kind") == "SERVER" and
+                                                service(x).startswith("gateway") for x in sp))
+    spans_of(edge, sent["text too long"], complete)
+    result = subprocess.run([str(BIN / "cosyvoice-traced"), "triage", "--zipkin",
+                             edge.zipkin.base_url, "--at", "now", "--window", "10m", "--json"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    import json
+
+    rows = {row["trace_id"]: row for row in json.loads(result.stdout)["requests"]}
+    expected = {"no credential": ("gateway auth", "401", ""),
+                "wrong credential": ("gateway auth", "403", ""),
+                "rate limited": ("rate limit", "429", ""),
+                "upstream down": ("upstream unavailable", "502", ""),
+                "unknown speaker": ("app", "400", "http_400"),
+                "text too long": (s.INFERENCE, "200", "text_too_long")}
+    for case, (where, code, reason) in expected.items():
+        row = rows[sent[case]]
+        assert (row["where"], row["status"], row["reason"]) == (where, code, reason), case
+    assert sent["allowed"] not in rows
+    # one trace, as a complaint quoting its traceresponse would ask
+    one = subprocess.run([str(BIN / "cosyvoice-traced"), "triage", "--zipkin",
+                          edge.zipkin.base_url, "--trace-id", sent["rate limited"]],
+                         capture_output=True, text=True, timeout=120)
+    lines = one.stdout.splitlines()
+    assert one.returncode == 0 and lines[0].startswith("1 failed or refused requests in trace")
+    assert "rate limit" in lines[2] and "429" in lines[2] and sent["rate limited"] in lines[2]
+    assert lines[-1] == "by cause: rate limit 1"
+    # report: the gateway's refusals beside the app's errors
+    report = subprocess.run([str(BIN / "cosyvoice-traced"), "report", "--zipkin",
+                             edge.zipkin.base_url, "--service", "edge-server", "--lookback",
+                             "10m", "--gateway", "gateway", "--json"],
+                            capture_output=True, text=True, timeout=120)
+    assert report.returncode == 0, report.stderr
+    refused = json.loads(report.stdout)["refused_before_synthesis"]
+    assert refused["gateway"] == "gateway" and refused["gateway auth"] >= 2
+    assert set(refused) == {"gateway", "gateway auth", "rate limit", "upstream unavailable"}
