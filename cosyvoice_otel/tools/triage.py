@@ -27,7 +27,7 @@ from typing import Any
 
 from cosyvoice_otel import schema as s
 from cosyvoice_otel.tools.report import prompt_figures
-from cosyvoice_otel.tools.zipkin import normalize
+from cosyvoice_otel.tools.zipkin import ZipkinError, normalize
 
 # a gateway's middleware steps by span name (Traefik v3 with traceVerbosity: detailed)
 AUTH_STEPS = ("forwardauth", "basicauth", "digestauth")
@@ -83,7 +83,10 @@ def _answered(spans: list[dict], top: dict) -> bool:
 
 def classify(spans: Any, zipkin_ui: str = "") -> Finding | None:
     """Where one request stopped, or None when it succeeded (or the trace holds no span)."""
-    spans = normalize(spans)
+    try:
+        spans = normalize(spans)
+    except ZipkinError:  # not a list of spans: nothing to say of it
+        return None
     if not spans:
         return None
     top = _top(spans)
