@@ -51,7 +51,8 @@ pytestmark = pytest.mark.zipkin
 README = ROOT / "README.md"
 
 # diagrams and layouts: not commands
-NOT_COMMANDS = ("client ──traceparent", "launcher/      cli.py", "replica 1 (cosyvoice-traced")
+NOT_COMMANDS = ("client ──traceparent", "launcher/      cli.py", "replica 1 (cosyvoice-traced",
+                "mobile app ──traceparent")
 
 # (how the line starts, action, detail)
 COMMANDS: tuple[tuple[str, str, str], ...] = (
@@ -78,6 +79,12 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
      "an Elasticsearch cluster and a replicated Kafka (tests/e2e/test_durable_store.py runs "
      "Zipkin's Kafka collector on OpenSearch)"),
     ("cosyvoice-traced nginx-config --upstream 10.0.0.11:8000", "run", "nginx"),
+    ("cosyvoice-traced gateway-config --upstream 10.0.0.11:8000", "run", "0"),
+    ("OTEL_PROPAGATORS=tracecontext,b3multi,b3 traefik", "covered",
+     "tests/e2e/test_gateway.py starts Traefik so on what gateway-config wrote"),
+    ("AUTH_TOKENS=change-me cosyvoice-traced run --service-name auth", "covered",
+     "tests/e2e/test_gateway.py's edge fixture starts the auth service so"),
+    ("cosyvoice-traced triage --zipkin http://zipkin:9411", "run", "0"),
     ("cosyvoice-traced report --zipkin http://zipkin:9411 --by service.instance.id", "run", "0"),
 )
 
@@ -121,9 +128,11 @@ class Fill:
         self.zipkin, self.model = zipkin, model
         self.ports = {"8000": str(free_port()), "9464": str(free_port())}
         self.refused = str(free_port())
+        self.out = tempfile.mkdtemp(prefix="readme-gateway-")  # gateway-config's --out
 
     def __call__(self, command: str) -> str:
         command = command.replace("http://zipkin:9411", self.zipkin.base_url)
+        command = command.replace("--out ./traefik", f"--out {self.out}")
         command = command.replace("python webui.py",
                                   f"python examples/webui.py --model_dir {self.model}")
         command = re.sub(r"kafka-\d:9092(,kafka-\d:9092)*", f"127.0.0.1:{self.refused}",
@@ -195,7 +204,7 @@ def test_the_readme_commands_run_as_written(zipkin, launch_app, tiny_model,
         else:
             continue
         ran[action] += 1
-    assert ran == {"run": 4, "serve": 4}
+    assert ran == {"run": 6, "serve": 5}  # the web UI line twice: alone, and behind the gateway
 
 
 def check_nginx(blocks_text: str) -> None:
