@@ -79,6 +79,19 @@ def render(upstreams: list[str], auth: str, rate: str, otlp_endpoint: str, out_d
 entryPoints:
   web:
     address: {_quoted(listen)}
+    # hardening Traefik asks to be set, said explicitly: ambiguous encoded characters in a
+    # path are refused (the app's routes have none), and a header whose name aliases another
+    # (X_Auth_User for X-Auth-User) is dropped, so no client can spoof a header Traefik sets
+    http:
+      aliasHeadersStrategy: delete
+      encodedCharacters:
+        allowEncodedSlash: false
+        allowEncodedBackSlash: false
+        allowEncodedNullCharacter: false
+        allowEncodedSemicolon: false
+        allowEncodedPercent: false
+        allowEncodedQuestionMark: false
+        allowEncodedHash: false
     observability:
       tracing: true
       # a span per router and middleware: the trace names the step that answered
@@ -119,6 +132,8 @@ http:
         address: {_quoted(auth)}
         # the client's X-Forwarded-* are not trusted: the auth service sees what Traefik saw
         trustForwardHeader: false
+        # the auth service answers a status and a few bytes; never buffer more
+        maxResponseBodySize: 65536
     cosyvoice-rate-limit:
       rateLimit:
         average: {average}

@@ -95,6 +95,8 @@ def edge(zipkin, make_model, tmp_path_factory) -> Iterator[SimpleNamespace]:
         started.append(tight)
         webui_gw = start_traefik(tmp, "gateway-ui", ui_port, auth.port, otlp_port, "100/100")
         started.append(webui_gw)
+        for proc in (roomy, tight, webui_gw):  # the generated config leaves nothing to warn of
+            assert " WRN " not in strip_colors(proc.output()), proc.output()[-2000:]
         yield SimpleNamespace(zipkin=zipkin, auth=auth, app=app, ui=ui, roomy=roomy,
                               tight=tight, webui_gw=webui_gw, collector=collector,
                               otlp_port=otlp_port,
@@ -104,6 +106,12 @@ def edge(zipkin, make_model, tmp_path_factory) -> Iterator[SimpleNamespace]:
             proc.stop()
         collector.terminate()
         collector.wait(20)
+
+
+def strip_colors(text: str) -> str:
+    import re
+
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
 
 
 def b3_headers(fmt: str, trace_id: str, span_id: str) -> dict[str, str]:

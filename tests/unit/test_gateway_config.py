@@ -37,9 +37,12 @@ def test_both_files_are_written_and_say_what_was_asked(tmp_path, run) -> None:
     assert result.exit_code == 0, result.output
     static = yaml.safe_load((out / "traefik.yaml").read_text())
     dynamic = yaml.safe_load((out / "dynamic.yaml").read_text())
-    assert static["entryPoints"]["web"] == {
-        "address": "127.0.0.1:18080",
-        "observability": {"tracing": True, "traceVerbosity": "detailed"}}
+    web = static["entryPoints"]["web"]
+    assert web["address"] == "127.0.0.1:18080"
+    assert web["observability"] == {"tracing": True, "traceVerbosity": "detailed"}
+    # the hardening Traefik warns about when unset (it starts without a warning line: e2e)
+    assert web["http"]["aliasHeadersStrategy"] == "delete"
+    assert set(web["http"]["encodedCharacters"].values()) == {False}
     assert static["providers"]["file"] == {"filename": str((out / "dynamic.yaml").resolve()),
                                            "watch": False}
     assert static["tracing"] == {"serviceName": "edge", "sampleRate": 1.0,
@@ -51,7 +54,8 @@ def test_both_files_are_written_and_say_what_was_asked(tmp_path, run) -> None:
     assert router["observability"] == {"tracing": True, "traceVerbosity": "detailed"}
     middlewares = dynamic["http"]["middlewares"]
     assert middlewares["cosyvoice-auth"]["forwardAuth"] == {
-        "address": "http://auth:9000/check", "trustForwardHeader": False}
+        "address": "http://auth:9000/check", "trustForwardHeader": False,
+        "maxResponseBodySize": 65536}
     assert middlewares["cosyvoice-rate-limit"]["rateLimit"] == {
         "average": 2, "burst": 3, "period": "1s"}
     assert dynamic["http"]["services"]["cosyvoice"]["loadBalancer"]["servers"] == [
