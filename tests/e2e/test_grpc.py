@@ -83,13 +83,18 @@ def grpc_app(zipkin, launch_app, v3_model):
                        "--port", str(port), "--model_dir", str(v3_model)], app_env(), port)
 
 
+TRAILING: dict[str, str] = {}  # the last call's trailing metadata
+
+
 def call(port: int, mode: str, prompt: Path, fmt: str, trace_id: str,
          span_id: str) -> bytes:
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = cosyvoice_pb2_grpc.CosyVoiceStub(channel)
         chunks = stub.Inference(request(mode, prompt), metadata=metadata(fmt, trace_id, span_id),
                                 timeout=60)
-        return b"".join(chunk.tts_audio for chunk in chunks)
+        audio = b"".join(chunk.tts_audio for chunk in chunks)
+        TRAILING[trace_id] = dict(chunks.trailing_metadata() or ())
+        return audio
 
 
 @pytest.mark.zipkin
@@ -109,6 +114,8 @@ def test_each_metadata_format_keeps_the_client_trace_with_stages_inside_the_rpc(
         server = next(s for s in spans if s.get("kind") == "SERVER")
         assert server["name"].lower() == METHOD.lower()
         assert server["parentId"] == span_id, fmt  # the client's span is the parent
+        # the caller got its trace back: traceresponse in the call's trailing metadata
+        assert TRAILING[trace_id]["traceresponse"] == f"00-{trace_id}-{server['id']}-01", fmt
         assert server["tags"]["rpc.system"] == "grpc"
         inference = next(s for s in spans if s["name"] == schema.INFERENCE)
         assert inference["parentId"] == server["id"]
