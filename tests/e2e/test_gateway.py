@@ -191,12 +191,12 @@ def within(child: dict, parent: dict, slack_us: int = 2000) -> bool:
             parent["timestamp"] + parent.get("duration", 0) + slack_us)
 
 
-def complete(spans: list[dict], gateway: str = "gateway") -> bool:
+def complete(spans: list[dict], gateway: str = "gateway", app: str = "edge-server") -> bool:
     names = {sp["name"] for sp in spans}
     steps = {sp["name"] for sp in gateway_spans(spans, gateway)}
     return {"get", "authrequest", "reverseproxy"} <= steps and s.VOCODER in names and \
         any(service(sp) == "edge-auth" for sp in spans) and any(
-            sp.get("kind") == "SERVER" for sp in spans if service(sp) == "edge-server")
+            sp.get("kind") == "SERVER" for sp in spans if service(sp) == app)
 
 
 @pytest.mark.parametrize("fmt", ["b3multi", "b3single", "w3c"])
@@ -239,16 +239,17 @@ def test_an_allowed_synthesis_is_one_trace_from_the_gateway_down(edge, fmt) -> N
     no_secrets(spans)
 
 
-def test_the_web_ui_behind_the_gateway_is_one_trace(edge) -> None:
+@pytest.mark.parametrize("fmt", ["b3multi", "b3single", "w3c"])
+def test_the_web_ui_behind_the_gateway_is_one_trace(edge, fmt) -> None:
     from cosyvoice_otel.tools.gradio_rest import GradioRest
 
     trace_id = new_trace_id()
     client = GradioRest(edge.webui_gw.url, headers={
-        "Authorization": f"Bearer {TOKEN}", "traceparent": f"00-{trace_id}-{new_span_id()}-01"})
+        "Authorization": f"Bearer {TOKEN}", **b3_headers(fmt, trace_id, new_span_id())})
     output = client.join("generate_audio", [TEXT, "pretrained voice", "中文女", "", None, None,
                                             "", 0, False, 1.0])
     assert output
-    spans = spans_of(edge, trace_id, lambda sp: complete(sp, "gateway-ui"))
+    spans = spans_of(edge, trace_id, lambda sp: complete(sp, "gateway-ui", "edge-webui"))
     index = by_id(spans)
     vocoder = next(sp for sp in spans if sp["name"] == s.VOCODER)
     chain = ancestors(vocoder, index)
