@@ -76,6 +76,10 @@ def render(upstreams: list[str], auth: str, rate: str, otlp_endpoint: str, out_d
     static = f"""\
 # cosyvoice-otel: Traefik v3 in front of CosyVoice ({", ".join(servers)}).
 # Start:  OTEL_PROPAGATORS={PROPAGATORS} traefik --configFile={(out_dir / "traefik.yaml").resolve()}
+global:
+  # no calls home from the gateway: no version check, no usage report
+  checkNewVersion: false
+  sendAnonymousUsage: false
 entryPoints:
   web:
     address: {_quoted(listen)}

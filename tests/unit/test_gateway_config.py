@@ -37,6 +37,7 @@ def test_both_files_are_written_and_say_what_was_asked(tmp_path, run) -> None:
     assert result.exit_code == 0, result.output
     static = yaml.safe_load((out / "traefik.yaml").read_text())
     dynamic = yaml.safe_load((out / "dynamic.yaml").read_text())
+    assert static["global"] == {"checkNewVersion": False, "sendAnonymousUsage": False}
     web = static["entryPoints"]["web"]
     assert web["address"] == "127.0.0.1:18080"
     assert web["observability"] == {"tracing": True, "traceVerbosity": "detailed"}
