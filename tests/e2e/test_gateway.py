@@ -232,11 +232,13 @@ def test_an_allowed_synthesis_is_one_trace_from_the_gateway_down(edge, fmt) -> N
         if span.get("parentId") not in index:
             continue
         parent = index[span["parentId"]]
-        assert within(span, top), span["name"]  # everything inside the gateway's entry span
+        assert span["timestamp"] >= top["timestamp"] - 2000, span["name"]  # after the entry
         if service(span) == service(parent):
             assert within(span, parent), (span["name"], parent["name"])
-        else:  # across processes: it starts inside its parent; Traefik's CLIENT span ends
-            # when the answer's headers arrive, a streamed body goes on after (measured ~46 ms)
+        else:  # across processes it starts inside its parent; its end may not be inside:
+            # Traefik's CLIENT span ends when the answer's headers arrive and a streamed body
+            # goes on after (~46 ms measured), and the app's server span ends after its last
+            # send, which under load can be after the gateway closed its own span (seen in CI)
             assert parent["timestamp"] - 2000 <= span["timestamp"] <= \
                 parent["timestamp"] + parent.get("duration", 0), (span["name"], parent["name"])
     no_secrets(spans)

@@ -257,6 +257,24 @@ def test_install_drains_the_configured_exporters_and_the_gpu_resolver(monkeypatc
     assert drained == [1.5] and slow.calls == [1.5]
 
 
+def test_install_quiets_the_export_io_of_urllib3(monkeypatch) -> None:
+    """What the configurator installs includes the filter on urllib3's loggers (the app's
+    root logger at DEBUG must not get our export threads' connection lines)."""
+    import logging
+
+    monkeypatch.setattr(lifecycle, "install_sigterm_flush", lambda provider, drains: None)
+    monkeypatch.setattr(lifecycle, "install_span_clock", lambda: None)
+    for name in lifecycle.URLLIB3_LOGGERS:
+        logger = logging.getLogger(name)
+        for existing in [f for f in logger.filters if isinstance(f, lifecycle.DropExportIO)]:
+            monkeypatch.setattr(logger, "filters", [f for f in logger.filters
+                                                    if f is not existing])
+    lifecycle.install(Provider(), [])
+    for name in lifecycle.URLLIB3_LOGGERS:
+        assert any(isinstance(f, lifecycle.DropExportIO)
+                   for f in logging.getLogger(name).filters), name
+
+
 def test_export_io_logs_nothing_through_the_apps_root_logger(caplog) -> None:
     """Upstream CosyVoice sets the ROOT logger to DEBUG: urllib3's connection lines from our
     export threads (or a flush inside quiet_io) must not reach the app's log; the app's own
