@@ -448,8 +448,8 @@ def test_backoff_doubles_to_its_cap_and_resets_on_success(stub, refused_endpoint
 
 
 def test_a_timed_out_answer_is_resent_once_then_dropped(stub, tmp_path) -> None:
-    stub.delay = 0.5
-    exporter = make(stub.endpoint, tmp_path, timeout=0.2)
+    stub.delay = 3.0  # late, however busy the machine
+    exporter = make(stub.endpoint, tmp_path, timeout=1.0)
     exporter._start_replayer = lambda: None
     exporter.export(spans(2))
     (path,) = exporter.spool.directory.glob("*.json")
@@ -461,8 +461,8 @@ def test_a_timed_out_answer_is_resent_once_then_dropped(stub, tmp_path) -> None:
 
 
 def test_a_resend_after_a_timeout_is_counted_as_maybe_duplicated(stub, tmp_path) -> None:
-    stub.delay = 0.5
-    exporter = make(stub.endpoint, tmp_path, timeout=0.2)
+    stub.delay = 3.0  # late, however busy the machine
+    exporter = make(stub.endpoint, tmp_path, timeout=1.0)
     exporter._start_replayer = lambda: None
     exporter.export(spans(3))
     stub.delay = 0.0
@@ -1014,9 +1014,9 @@ def test_a_500_half_beside_a_half_zipkin_did_not_judge_is_kept_not_dropped(
 def test_the_away_line_says_why(stub, refused_endpoint, tmp_path, caplog, cause, why) -> None:
     endpoint = refused_endpoint if cause == "refused" else stub.endpoint
     if cause == "slow":
-        stub.delay = 0.5
+        stub.delay = 3.0  # late, however busy the machine
     stub.status = lambda body: 503 if cause == "503" else 202
-    exporter = make(endpoint, tmp_path, timeout=0.2)
+    exporter = make(endpoint, tmp_path, timeout=1.0)
     exporter._start_replayer = lambda: None
     with caplog.at_level(logging.WARNING, logger="cosyvoice_otel.export"):
         exporter.export(spans(1))
@@ -1025,8 +1025,8 @@ def test_the_away_line_says_why(stub, refused_endpoint, tmp_path, caplog, cause,
 
 
 def test_a_batch_timed_out_twice_is_dropped_with_why(stub, tmp_path, caplog) -> None:
-    stub.delay = 0.5
-    exporter = make(stub.endpoint, tmp_path, timeout=0.2)
+    stub.delay = 3.0  # late, however busy the machine
+    exporter = make(stub.endpoint, tmp_path, timeout=1.0)
     exporter._start_replayer = lambda: None
     exporter.spool.put(exporter.encode(spans(2)), MAX_UNCERTAIN)
     with caplog.at_level(logging.WARNING, logger="cosyvoice_otel.export"):
