@@ -444,10 +444,7 @@ def triage(zipkin_url: str, at: str, window: str, service: str | None, trace_id:
     try:
         table.parse_http_url(zipkin_url)
         moment = parse_time(at)
-        try:
-            window_ms = rep.parse_lookback(window)
-        except (ValueError, rep.ReportError) as exc:  # its message names --lookback
-            raise ValueError(str(exc).replace("--lookback", "--window")) from None
+        window_ms = rep.parse_lookback(window, "--window")
         if trace_id is not None and not re.fullmatch(r"[0-9a-fA-F]{16}|[0-9a-fA-F]{32}",
                                                      trace_id.strip()):
             raise ValueError(f"--trace-id must be 16 or 32 hex digits, got {trace_id[:40]!r}")

@@ -47,11 +47,11 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[rank - 1]
 
 
-def parse_lookback(text: str) -> int:
-    """'90s', '15m', '1h', '2d' -> milliseconds."""
+def parse_lookback(text: str, option: str = "--lookback") -> int:
+    """'90s', '15m', '1h', '2d' -> milliseconds; an error names ``option``."""
     match = re.fullmatch(r"\s*(\d+)\s*(s|m|h|d)\s*", text)
     if not match:
-        raise ReportError(f"--lookback: expected a duration like 15m, 1h or 2d, got {text!r}")
+        raise ReportError(f"{option}: expected a duration like 15m, 1h or 2d, got {text!r}")
     return int(match.group(1)) * {"s": 1000, "m": 60_000, "h": 3_600_000,
                                   "d": 86_400_000}[match.group(2)]
 

@@ -26,6 +26,7 @@ from ..support.helpers import (
     BIN,
     AppProcess,
     app_env,
+    context_headers,
     free_port,
     new_span_id,
     new_trace_id,
@@ -117,14 +118,6 @@ def strip_colors(text: str) -> str:
     return re.sub(r"\x1b\[[0-9;]*m", "", text)
 
 
-def b3_headers(fmt: str, trace_id: str, span_id: str) -> dict[str, str]:
-    if fmt == "b3multi":
-        return {"X-B3-TraceId": trace_id, "X-B3-SpanId": span_id, "X-B3-Sampled": "1"}
-    if fmt == "b3single":
-        return {"b3": f"{trace_id}-{span_id}-1"}
-    return {"traceparent": f"00-{trace_id}-{span_id}-01"}
-
-
 def synthesize(gateway: AppProcess, headers: dict[str, str], speaker: str = "中文女",
                credential: dict[str, str] | None = None) -> requests.Response:
     auth = {"Authorization": f"Bearer {TOKEN}"} if credential is None else credential
@@ -205,7 +198,7 @@ def complete(spans: list[dict], gateway: str = "gateway", app: str = "edge-serve
 @pytest.mark.parametrize("fmt", ["b3multi", "b3single", "w3c"])
 def test_an_allowed_synthesis_is_one_trace_from_the_gateway_down(edge, fmt) -> None:
     trace_id, span_id = new_trace_id(), new_span_id()
-    resp = synthesize(edge.roomy, b3_headers(fmt, trace_id, span_id))
+    resp = synthesize(edge.roomy, context_headers(fmt, trace_id, span_id))
     assert resp.status_code == 200 and len(resp.content) > 2000
     # the caller learns its trace: the app's traceresponse, passed on by the gateway
     assert resp.headers["traceresponse"].split("-")[1] == trace_id
@@ -250,7 +243,7 @@ def test_the_web_ui_behind_the_gateway_is_one_trace(edge, fmt) -> None:
 
     trace_id = new_trace_id()
     client = GradioRest(edge.webui_gw.url, headers={
-        "Authorization": f"Bearer {TOKEN}", **b3_headers(fmt, trace_id, new_span_id())})
+        "Authorization": f"Bearer {TOKEN}", **context_headers(fmt, trace_id, new_span_id())})
     output = client.join("generate_audio", [TEXT, "pretrained voice", "中文女", "", None, None,
                                             "", 0, False, 1.0])
     assert output
@@ -268,7 +261,7 @@ def test_the_web_ui_behind_the_gateway_is_one_trace(edge, fmt) -> None:
                                                   ({"Authorization": "Bearer nope"}, 403)])
 def test_no_or_a_wrong_credential_is_refused_at_the_auth_step(edge, credential, code) -> None:
     trace_id = new_trace_id()
-    resp = synthesize(edge.roomy, b3_headers("b3multi", trace_id, new_span_id()),
+    resp = synthesize(edge.roomy, context_headers("b3multi", trace_id, new_span_id()),
                       credential=credential)
     assert resp.status_code == code
     spans = spans_of(edge, trace_id, lambda sp: bool(gateway_spans(sp)) and any(
@@ -288,7 +281,7 @@ def burst(gateway_proc: AppProcess, count: int = 6) -> dict[str, int]:
     """``count`` requests at once (trace id -> status): at most the burst passes, however
     slowly the app answers (sent one after another, a slow machine would refill the bucket)."""
     ids = [new_trace_id() for _ in range(count)]
-    codes = run_parallel([lambda t=t: synthesize(gateway_proc, b3_headers(
+    codes = run_parallel([lambda t=t: synthesize(gateway_proc, context_headers(
         "w3c", t, new_span_id())).status_code for t in ids])
     return dict(zip(ids, codes, strict=True))
 
@@ -311,7 +304,7 @@ def test_a_bad_input_past_the_gateway_shows_the_apps_reason_under_the_gateway(ed
     """An unknown speaker: the app's 400 on the gateway's span; a text over the limit: the
     app's normalised reason and the stage that failed, in the gateway's trace."""
     unknown = new_trace_id()
-    resp = synthesize(edge.roomy, b3_headers("b3multi", unknown, new_span_id()),
+    resp = synthesize(edge.roomy, context_headers("b3multi", unknown, new_span_id()),
                       speaker="nobody")
     assert resp.status_code == 400
     spans = spans_of(edge, unknown, lambda sp: bool(step(sp, "reverseproxy")) and any(
@@ -325,7 +318,7 @@ def test_a_bad_input_past_the_gateway_shows_the_apps_reason_under_the_gateway(ed
     too_long = new_trace_id()
     resp = requests.get(f"{edge.roomy.url}/inference_sft", timeout=60, params={
         "tts_text": "Over the seed's text limit. " * 8, "spk_id": "中文女"}, headers={
-        **b3_headers("w3c", too_long, new_span_id()), "Authorization": f"Bearer {TOKEN}"})
+        **context_headers("w3c", too_long, new_span_id()), "Authorization": f"Bearer {TOKEN}"})
     assert resp.status_code == 200
     spans = spans_of(edge, too_long, complete)
     index = by_id(spans)
@@ -338,7 +331,7 @@ def test_a_bad_input_past_the_gateway_shows_the_apps_reason_under_the_gateway(ed
 
 def test_zipkin_links_the_gateway_to_auth_and_to_the_service(edge) -> None:
     trace_id = new_trace_id()
-    assert synthesize(edge.roomy, b3_headers("b3multi", trace_id, new_span_id())).ok
+    assert synthesize(edge.roomy, context_headers("b3multi", trace_id, new_span_id())).ok
     spans_of(edge, trace_id, complete)
 
     def links() -> set[tuple[str, str]]:
@@ -358,7 +351,7 @@ def test_with_the_collector_down_or_no_gateway_the_app_answers_and_traces(edge) 
                            "100/100")
     try:
         trace_id = new_trace_id()
-        resp = synthesize(orphan, b3_headers("b3multi", trace_id, new_span_id()))
+        resp = synthesize(orphan, context_headers("b3multi", trace_id, new_span_id()))
         assert resp.status_code == 200
         spans = spans_of(edge, trace_id, lambda sp: s.VOCODER in {x["name"] for x in sp})
         assert any(service(sp) == "edge-server" for sp in spans)
@@ -366,7 +359,7 @@ def test_with_the_collector_down_or_no_gateway_the_app_answers_and_traces(edge) 
     finally:
         orphan.stop()
     trace_id = new_trace_id()
-    resp = requests.get(f"{edge.app.url}/inference_sft", timeout=60, headers=b3_headers(
+    resp = requests.get(f"{edge.app.url}/inference_sft", timeout=60, headers=context_headers(
         "b3multi", trace_id, new_span_id()), params={"tts_text": TEXT, "spk_id": "中文女"})
     assert resp.status_code == 200
     spans_of(edge, trace_id, lambda sp: s.VOCODER in {x["name"] for x in sp})
@@ -385,14 +378,14 @@ def test_triage_names_the_cause_of_each_request_in_a_mixed_window(edge) -> None:
                 ("unknown speaker", edge.roomy, {"speaker": "nobody"}),
                 ("upstream down", dead, {})):
             trace_id = new_trace_id()
-            synthesize(gateway_proc, b3_headers("b3multi", trace_id, new_span_id()), **extra)
+            synthesize(gateway_proc, context_headers("b3multi", trace_id, new_span_id()), **extra)
             sent[case] = trace_id
         codes = burst(edge.tight)
         sent["rate limited"] = next(t for t, code in codes.items() if code == 429)
         trace_id = new_trace_id()
         requests.get(f"{edge.roomy.url}/inference_sft", timeout=60, params={
             "tts_text": "Over the seed's text limit. " * 8, "spk_id": "中文女"}, headers={
-            **b3_headers("w3c", trace_id, new_span_id()), "Authorization": f"Bearer {TOKEN}"})
+            **context_headers("w3c", trace_id, new_span_id()), "Authorization": f"Bearer {TOKEN}"})
         sent["text too long"] = trace_id
     finally:
         dead.stop()

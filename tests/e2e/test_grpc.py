@@ -19,7 +19,16 @@ from cosyvoice_otel import schema
 from cosyvoice_otel.tools.checks import check_synthesis
 from cosyvoice_otel.tools.verify import grpc_request
 
-from ..support.helpers import BIN, ROOT, app_env, free_port, new_span_id, new_trace_id, run_parallel
+from ..support.helpers import (
+    BIN,
+    ROOT,
+    app_env,
+    context_headers,
+    free_port,
+    new_span_id,
+    new_trace_id,
+    run_parallel,
+)
 
 sys.path.insert(0, str(ROOT / "examples" / "grpc_proto"))
 import build_proto  # noqa: E402
@@ -34,11 +43,9 @@ METHOD = "/cosyvoice.CosyVoice/Inference"
 
 
 def metadata(fmt: str, trace_id: str, span_id: str) -> list[tuple[str, str]]:
-    if fmt == "b3single":
-        return [("b3", f"{trace_id}-{span_id}-1")]
-    if fmt == "b3multi":
-        return [("x-b3-traceid", trace_id), ("x-b3-spanid", span_id), ("x-b3-sampled", "1")]
-    return [("traceparent", f"00-{trace_id}-{span_id}-01")]
+    """The same context as HTTP headers, as gRPC metadata (keys lower-case)."""
+    return [(key.lower(), value) for key, value in
+            context_headers(fmt, trace_id, span_id).items()]
 
 
 def pcm(prompt: Path) -> bytes:

@@ -11,7 +11,15 @@ import json
 import pytest
 import requests
 
-from ..support.helpers import BIN, ROOT, app_env, free_port, new_span_id, new_trace_id
+from ..support.helpers import (
+    BIN,
+    ROOT,
+    app_env,
+    context_headers,
+    free_port,
+    new_span_id,
+    new_trace_id,
+)
 
 pytestmark = pytest.mark.zipkin
 
@@ -19,14 +27,6 @@ LAUNCHERS = {
     "cli": [str(BIN / "cosyvoice-traced"), "run", "--"],
     "launch.sh": [str(ROOT / "launch.sh")],
 }
-
-
-def headers_for(fmt: str, trace_id: str, span_id: str) -> dict[str, str]:
-    if fmt == "b3multi":
-        return {"X-B3-TraceId": trace_id, "X-B3-SpanId": span_id, "X-B3-Sampled": "1"}
-    if fmt == "b3single":
-        return {"b3": f"{trace_id}-{span_id}-1"}
-    return {"traceparent": f"00-{trace_id}-{span_id}-01"}
 
 
 def server_span_ready(spans: list[dict]) -> bool:
@@ -45,7 +45,7 @@ def test_client_trace_ids_arrive_in_zipkin(zipkin, launch_app, launcher) -> None
     sent = {}
     for fmt, bits in (("b3multi", 128), ("b3single", 64), ("w3c", 128)):
         trace_id, span_id = new_trace_id(bits), new_span_id()
-        resp = requests.get(f"{app.url}/synthesize/alice", headers=headers_for(fmt, trace_id,
+        resp = requests.get(f"{app.url}/synthesize/alice", headers=context_headers(fmt, trace_id,
                                                                                span_id), timeout=10)
         assert resp.status_code == 200
         sent[fmt] = (trace_id, span_id)
@@ -71,7 +71,7 @@ def test_unsampled_b3_request_is_not_exported(zipkin, launch_app) -> None:
     dropped, kept = new_trace_id(), new_trace_id()
     requests.get(f"{app.url}/synthesize/a", headers={"b3": f"{dropped}-{new_span_id()}-0"},
                  timeout=10)
-    requests.get(f"{app.url}/synthesize/a", headers=headers_for("w3c", kept, new_span_id()),
+    requests.get(f"{app.url}/synthesize/a", headers=context_headers("w3c", kept, new_span_id()),
                  timeout=10)
     client = zipkin.client()
     # the sampled one arriving proves the exporter flushed; the unsampled one must not be there
@@ -94,7 +94,7 @@ def test_an_app_step_failing_before_the_engine_stores_no_text_and_keeps_its_reas
     text = f"read CANARY{new_span_id()} aloud"
     trace_id = new_trace_id()
     resp = requests.post(f"{app.url}/rewrite", json={"text": text},
-                         headers=headers_for("w3c", trace_id, new_span_id()), timeout=10)
+                         headers=context_headers("w3c", trace_id, new_span_id()), timeout=10)
     assert resp.status_code == 500
     spans = zipkin.client().wait_for_trace(
         trace_id, lambda got: any(s["name"] == "dialect_rewrite" for s in got)

@@ -67,6 +67,16 @@ def new_span_id() -> str:
     return secrets.token_hex(8)
 
 
+def context_headers(fmt: str, trace_id: str, span_id: str) -> dict[str, str]:
+    """A client's trace context, sampled, in one of the three formats the app reads:
+    ``b3multi`` (X-B3-*), ``b3single`` (b3) or ``w3c`` (traceparent)."""
+    if fmt == "b3multi":
+        return {"X-B3-TraceId": trace_id, "X-B3-SpanId": span_id, "X-B3-Sampled": "1"}
+    if fmt == "b3single":
+        return {"b3": f"{trace_id}-{span_id}-1"}
+    return {"traceparent": f"00-{trace_id}-{span_id}-01"}
+
+
 def app_env(**extra: str) -> dict[str, str]:
     """The parent environment for launched apps: the venv first on PATH, fast span export."""
     env = {k: v for k, v in os.environ.items()

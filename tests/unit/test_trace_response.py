@@ -52,6 +52,29 @@ def grpc_call(address: str, trace_id: str, span_id: str) -> tuple[bytes, dict]:
         return body, dict(call.trailing_metadata() or ())
 
 
+def traced_call(handler, on: bool, provider: TracerProvider) -> tuple[bytes, dict, str, str]:
+    """One call to an in-process gRPC server traced by the gRPC server instrumentation and our
+    instrumentor (``--trace-response`` ``on``): its body, trailing metadata, trace and parent."""
+    inst = CosyVoiceInstrumentor()
+    inst.instrument(tracer_provider=provider, trace_response=on, stage_spans=False)
+    try:
+        with inference_server(handler, (server_interceptor(tracer_provider=provider),)) as addr:
+            trace_id, span_id = new_trace_id(), new_span_id()
+            body, trailing = grpc_call(addr, trace_id, span_id)
+    finally:
+        inst.uninstrument()
+    return body, trailing, trace_id, span_id
+
+
+def servicer(own: bool):
+    def handler(request, context):
+        if own:
+            context.set_trailing_metadata((("x-app", "kept"),))
+        yield b"pcm"
+
+    return handler
+
+
 @pytest.mark.parametrize("own", [False, True])
 def test_a_grpc_call_ends_with_its_trace_id_in_the_trailing_metadata(own) -> None:
     """Beside the servicer's own trailing metadata (kept), ``traceresponse`` names the call's
@@ -59,20 +82,7 @@ def test_a_grpc_call_ends_with_its_trace_id_in_the_trailing_metadata(own) -> Non
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-
-    def handler(request, context):
-        if own:
-            context.set_trailing_metadata((("x-app", "kept"),))
-        yield b"pcm"
-
-    inst = CosyVoiceInstrumentor()
-    inst.instrument(tracer_provider=provider, trace_response=True, stage_spans=False)
-    try:
-        with inference_server(handler, (server_interceptor(tracer_provider=provider),)) as addr:
-            trace_id, span_id = new_trace_id(), new_span_id()
-            body, trailing = grpc_call(addr, trace_id, span_id)
-    finally:
-        inst.uninstrument()
+    body, trailing, trace_id, span_id = traced_call(servicer(own), True, provider)
     assert body == b"pcm"
     (server,) = [s for s in exporter.get_finished_spans() if s.kind.name == "SERVER"]
     assert trailing[trace_response.KEY] == \
@@ -82,19 +92,7 @@ def test_a_grpc_call_ends_with_its_trace_id_in_the_trailing_metadata(own) -> Non
 
 
 def test_off_a_grpc_call_has_no_trace_id_in_its_trailing_metadata() -> None:
-    provider = TracerProvider()
-
-    def handler(request, context):
-        context.set_trailing_metadata((("x-app", "kept"),))
-        yield b"pcm"
-
-    inst = CosyVoiceInstrumentor()
-    inst.instrument(tracer_provider=provider, trace_response=False, stage_spans=False)
-    try:
-        with inference_server(handler, (server_interceptor(tracer_provider=provider),)) as addr:
-            _, trailing = grpc_call(addr, new_trace_id(), new_span_id())
-    finally:
-        inst.uninstrument()
+    _, trailing, _, _ = traced_call(servicer(True), False, TracerProvider())
     assert trace_response.KEY not in trailing and trailing["x-app"] == "kept"
 
 
