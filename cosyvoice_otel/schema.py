@@ -61,6 +61,30 @@ LLM_FIRST_TOKEN_MS = "cosyvoice.llm.first_token_ms"
 CHUNK_EVENT = "tts.chunk"
 CHUNK_AUDIO_SECONDS = "tts.chunk.audio_seconds"
 CHUNK_RTF = "tts.chunk.rtf"
+CHUNK_GAP_MS = "tts.chunk.gap_ms"
+CHUNK_LATE_PART = "tts.chunk.late_part"
+# What the listener hears (a streamed request; instrumentation/listener.py)
+PLAYBACK_STALL_MS = "tts.playback.stall_ms"
+PLAYBACK_STALLS = "tts.playback.stalls"
+PLAYBACK_LONGEST_MS = "tts.playback.longest_stall_ms"
+PLAYBACK_CONTINUOUS = "tts.playback.continuous"
+PLAYBACK_LATE_PART = "tts.playback.late_part"
+PLAYBACK_BUFFER_MS = "tts.playback.buffer_ms"
+PLAYBACK_THRESHOLD_MS = "tts.playback.threshold_ms"
+# The first chunk's critical path: request start (queue included) to the first audio chunk,
+# split by where the time went; the parts add up to FIRST_CHUNK_REQUEST_MS
+FIRST_CHUNK_REQUEST_MS = "tts.first_chunk.request_ms"
+PARTS = ("queue", "text", "prompt_audio", "llm", "flow", "vocoder", "other")
+FIRST_CHUNK_PARTS = {part: f"tts.first_chunk.{part}_ms" for part in PARTS}
+# the part of the pipeline each extractor's stage is (what a stage row's extractor says it is);
+# an extractor not listed (inference, token2wav, asr, the streamed text...) is "other"
+EXTRACTOR_PARTS = {"text_normalize": "text", "frontend": "text", "audio": "prompt_audio",
+                   "model_tts": "llm", "acoustic": "llm", "flow": "flow", "vocoder": "vocoder"}
+INPUT_FINGERPRINT = "cosyvoice.input.fingerprint"
+OUTPUT_DIGEST = "tts.output.digest"
+OUTPUT_SAMPLES = "tts.output.samples"
+OUTPUT_FILE = "tts.output.file"
+OUTPUT_FILE_DIGEST = "tts.output.file_digest"
 # The configuration behind a number, read from the loaded model object
 MODEL_VERSION = "cosyvoice.model.version"
 FP16 = "cosyvoice.fp16"
@@ -78,6 +102,10 @@ GENAI_MODEL = "gen_ai.request.model"
 GENAI_VOICE = "gen_ai.speech.voice"
 GENAI_INPUT_TOKENS = "gen_ai.usage.input_tokens"
 GENAI_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
+GENAI_AUDIO_OUTPUT_TOKENS = "gen_ai.usage.audio.output_tokens"
+GENAI_TIME_TO_FIRST_CHUNK = "gen_ai.response.time_to_first_chunk"
+GENAI_INPUT_LANGUAGE = "gen_ai.speech.input.language"
+GENAI_SERVER_TTFT = "gen_ai.server.time_to_first_token"
 QUEUE_WAIT_MS = "gradio.queue.wait_ms"
 BATCH_SIZE = "gradio.batch.size"
 GRADIO_FN = "gradio.fn"
@@ -105,6 +133,7 @@ TIME_TO_FIRST_AUDIO = "tts.time_to_first_audio"
 RTF_METRIC = "tts.rtf"
 STAGE_DURATION = "tts.stage.duration"
 LLM_TOKEN_RATE = "tts.llm.tokens_per_second"
+PLAYBACK_STALL = "tts.playback.stall"
 REQUESTS = "tts.requests"
 ERRORS = "tts.errors"
 STAGE = "tts.stage"
@@ -137,6 +166,25 @@ class Attr:
     unit: str = ""
     required: bool = True
     meaning: str = ""
+
+
+# Where a name comes from: OpenTelemetry's semantic conventions (stable, or development: may still
+# change), an open proposal not merged upstream (draft), or this project (ours). Not listed: ours.
+STATUSES = ("stable", "development", "draft", "ours")
+CONVENTION_STATUS = {
+    ERROR_TYPE: "stable",
+    GENAI_OPERATION: "development", GENAI_PROVIDER: "development",
+    GENAI_OUTPUT_TYPE: "development", GENAI_MODEL: "development",
+    GENAI_INPUT_TOKENS: "development", GENAI_OUTPUT_TOKENS: "development",
+    GENAI_AUDIO_OUTPUT_TOKENS: "development", GENAI_TIME_TO_FIRST_CHUNK: "development",
+    GENAI_SERVER_TTFT: "development",
+    GENAI_VOICE: "draft", GENAI_INPUT_LANGUAGE: "draft",
+}
+
+
+def status_of(name: str) -> str:
+    """stable | development | draft | ours (``CONVENTION_STATUS``)."""
+    return CONVENTION_STATUS.get(name, "ours")
 
 
 @dataclass(frozen=True)
@@ -187,7 +235,53 @@ SPANS: tuple[SpanDef, ...] = (
              Attr(CHUNK_COUNT, "int", "", True, "audio chunks yielded"),
              Attr(AUDIO_SECONDS, "double", "s", True, "audio produced"),
              Attr(RTF, "double", "", False, "real-time factor: wall time / audio seconds"),
-             Attr(FIRST_CHUNK_MS, "double", "ms", False, "time to the first audio chunk"),
+             Attr(FIRST_CHUNK_MS, "double", "ms", False,
+                  "time to the first audio chunk, from this span's start"),
+             Attr(FIRST_CHUNK_REQUEST_MS, "double", "ms", False,
+                  "the first chunk's critical path: from the request's start (its top span's "
+                  "start, minus the Gradio queue wait) to the first audio chunk; the "
+                  "tts.first_chunk.<part>_ms add up to it"),
+             *(Attr(FIRST_CHUNK_PARTS[part], "double", "ms", False, meaning) for part, meaning in (
+                 ("queue", "first-chunk time spent queued (Gradio's queue wait)"),
+                 ("text", "... in the text frontend (normalisation, text tokens, frontend_*)"),
+                 ("prompt_audio", "... turning the prompt audio into speech tokens, speaker "
+                  "embedding and mel features"),
+                 ("llm", "... waiting for the LLM's speech tokens of the first hop"),
+                 ("flow", "... in flow matching (tokens -> mel) for the first chunk"),
+                 ("vocoder", "... in the vocoder (mel -> waveform) for the first chunk"),
+                 ("other", "... anywhere else: the HTTP/app code, token2wav's own work, "
+                  "waiting for a thread"))),
+             Attr(GENAI_TIME_TO_FIRST_CHUNK, "double", "s", False,
+                  "GenAI semconv: time to the first chunk, seen by the server: "
+                  "tts.first_chunk.request_ms in seconds"),
+             Attr(PLAYBACK_STALL_MS, "double", "ms", False,
+                  "streamed requests: how long a listener who starts playing at the first chunk "
+                  "(after tts.playback.buffer_ms) would hear silence waiting for audio, summed"),
+             Attr(PLAYBACK_STALLS, "int", "", False,
+                  "streamed: stalls longer than tts.playback.threshold_ms"),
+             Attr(PLAYBACK_LONGEST_MS, "double", "ms", False, "streamed: the longest stall"),
+             Attr(PLAYBACK_CONTINUOUS, "bool", "", False,
+                  "streamed: no stall longer than the threshold"),
+             Attr(PLAYBACK_LATE_PART, "string", "", False,
+                  "streamed, with a stall over the threshold: where the longest stall's time "
+                  "went between its chunk and the one before (llm, flow, vocoder, ...)"),
+             Attr(PLAYBACK_BUFFER_MS, "double", "ms", False,
+                  "streamed: the start buffer the playback figures assume (--playback-buffer-ms)"),
+             Attr(PLAYBACK_THRESHOLD_MS, "double", "ms", False,
+                  "streamed: the stall threshold (--stall-threshold-ms)"),
+             Attr(INPUT_FINGERPRINT, "string", "", False,
+                  "a keyed fingerprint of the input (HMAC-SHA256 of the normalised texts, mode, "
+                  "speaker, prompt-audio samples, speed, stream; 16 hex): equal for the same "
+                  "input under the same secret, never reversible without it"),
+             Attr(OUTPUT_DIGEST, "string", "", False,
+                  "SHA-256 (16 hex) of the synthesised samples as float32 (a float WAV of "
+                  "them has this digest; triage --audio)"),
+             Attr(OUTPUT_SAMPLES, "int", "samples", False, "synthesised samples"),
+             Attr(GENAI_AUDIO_OUTPUT_TOKENS, "int", "tokens", False,
+                  "GenAI semconv: audio tokens produced: the LLM's speech tokens"),
+             Attr(GENAI_INPUT_LANGUAGE, "string", "", False,
+                  "GenAI draft: zh when the text has a CJK ideograph, else en (the split "
+                  "upstream's text frontend makes to pick its normaliser)"),
              Attr(ABANDONED, "bool", "", False, "the consumer stopped before the end"),
              Attr(END_REASON, "string", "", True, "completed | interrupted (the client "
                   "abandoned or disconnected mid-stream) | error"),
@@ -301,7 +395,11 @@ EVENTS = {
         Attr(CHUNK_AUDIO_SECONDS, "double", "s", True, "audio seconds of this chunk"),
         Attr(CHUNK_RTF, "double", "", True,
              "wall time since the previous chunk (or the request's start) / its audio seconds"),
-        Attr(CHUNK_INDEX, "int", "", True, "0-based chunk number")),
+        Attr(CHUNK_INDEX, "int", "", True, "0-based chunk number"),
+        Attr(CHUNK_GAP_MS, "double", "ms", False,
+             "streamed: the silence a listener would hear before this chunk (0: in time)"),
+        Attr(CHUNK_LATE_PART, "string", "", False,
+             "streamed, gap over the threshold: where the time since the previous chunk went")),
         "one per audio chunk the request yields (streamed hops: the first ones show warm-up)"),
 }
 
@@ -314,8 +412,21 @@ GENAI_NOTES = (
     "`gen_ai.output.type` = `speech` is one of the convention's listed output types.",
     "`gen_ai.operation.name` = `text_to_speech` is not (yet) one of the convention's well-known "
     "values (`chat`, `embeddings`, ...); the convention allows others.",
-    "`gen_ai.speech.voice` is our name for the voice used; the conventions have no speech "
-    "attributes yet.",
+    "Status column: `stable` and `development` names are registered OpenTelemetry semantic "
+    "conventions; `draft` ones come from the open text-to-speech proposal (operation "
+    "`text_to_speech`, `gen_ai.speech.voice`, `gen_ai.speech.input.language`), not merged; "
+    "`ours` are this project's, kept beside the registered ones.",
+    "`gen_ai.response.time_to_first_chunk` is defined as seen by the client; ours is seen by "
+    "the server (request start, queue included, to the first chunk), in seconds, beside "
+    "`tts.first_chunk.request_ms`. The client metrics `gen_ai.client.operation.time_to_first_"
+    "chunk` / `time_per_output_chunk` are the client's to record: a server-side tracer does "
+    "not emit them; `gen_ai.server.time_to_first_token` (request start to the first speech "
+    "token) is recorded.",
+    "What the draft lacks for text-to-speech, kept as ours: the audio's duration "
+    "(`cosyvoice.audio.seconds`), the real-time factor (`cosyvoice.rtf`), what a listener "
+    "hears (`tts.playback.*`: stalls, continuity), where the first chunk's time went "
+    "(`tts.first_chunk.*`), the text's length, and a same-input key "
+    "(`cosyvoice.input.fingerprint`).",
     "`gen_ai.usage.input_tokens` counts the text tokens the LLM read (prompt text included), "
     "`gen_ai.usage.output_tokens` the speech tokens it produced; both summed over sentences.",
     "Only the request's `cosyvoice.inference` span carries them: the stage spans are not GenAI "
@@ -338,6 +449,11 @@ COMMON_ATTRIBUTES = (
     Attr(CUDA_PEAK_BYTES, "int", "bytes", False, "peak GPU memory during the stage: with "
          "--cuda-sync (process-wide: under concurrency another request's), or with "
          "--gpu-timing only when no other stage started meanwhile"),
+    Attr(OUTPUT_FILE, "string", "", False, "the base name of a WAV the app wrote while this "
+         "span was current (torchaudio.save, soundfile.write, scipy's wavfile.write, wave): "
+         "on the request's top span"),
+    Attr(OUTPUT_FILE_DIGEST, "string", "", False, "SHA-256 (16 hex) of that WAV's sample "
+         "data as written (triage --audio finds the trace of the file)"),
     Attr(GPU_PEAK_EXCLUSIVE, "bool", "", False, "cuda.peak_memory_bytes was measured while "
          "no other stage of ours ran: it is this stage's own"),
 )
@@ -367,6 +483,13 @@ METRICS: tuple[MetricDef, ...] = (
     MetricDef(LLM_TOKEN_RATE, "histogram", "{token}/s", (MODE, WARMUP, SERVICE_VERSION),
               "speech tokens per second of one acoustic_model run",
               "tts_llm_tokens_per_second"),
+    MetricDef(PLAYBACK_STALL, "histogram", "s", (MODE, WARMUP, SERVICE_VERSION),
+              "a streamed request's playback stall (tts.playback.stall_ms; 0 for a smooth one)",
+              "tts_playback_stall_seconds"),
+    MetricDef(GENAI_SERVER_TTFT, "histogram", "s", (GENAI_OPERATION, GENAI_PROVIDER, MODE,
+                                                    STREAM, SERVICE_VERSION),
+              "GenAI semconv: request start to the LLM's first speech token",
+              "gen_ai_server_time_to_first_token_seconds"),
     MetricDef(REQUESTS, "counter", "{request}", _REQUEST_LABELS,
               "synthesis calls ended (error.type set on failed ones)", "tts_requests_total"),
     MetricDef(ERRORS, "counter", "{request}", (ERROR_TYPE, MODE, SERVICE_VERSION),
@@ -515,7 +638,7 @@ def to_dict() -> dict:
     """The schema as plain data (``cosyvoice-traced schema --format json``)."""
     def attr(a: Attr) -> dict:
         return {"name": a.name, "type": a.type, "unit": a.unit, "required": a.required,
-                "meaning": a.meaning}
+                "meaning": a.meaning, "status": status_of(a.name)}
 
     return {"schema_version": SCHEMA_VERSION,
             "spans": [{"name": d.name, "parents": list(d.parents), "meaning": d.meaning,
@@ -529,7 +652,7 @@ def to_dict() -> dict:
             "modes": list(MODES),
             "metrics": [{"name": m.name, "instrument": m.instrument, "unit": m.unit,
                          "labels": list(m.labels), "meaning": m.meaning,
-                         "prometheus": m.prometheus} for m in METRICS]}
+                         "prometheus": m.prometheus, "status": status_of(m.name)} for m in METRICS]}
 
 
 def to_markdown() -> str:
@@ -546,18 +669,20 @@ def to_markdown() -> str:
         lines += [f"## `{d.name}`{declared}", "", d.meaning + ".", "",
                   "Parent: " + " or ".join(f"`{p}`" for p in d.parents) + ".", ""]
         if d.attributes:
-            lines += ["| attribute | type | unit | required | meaning |",
-                      "|---|---|---|---|---|"]
+            lines += ["| attribute | type | unit | required | status | meaning |",
+                      "|---|---|---|---|---|---|"]
             lines += [f"| `{a.name}` | {a.type} | {a.unit} | {'yes' if a.required else 'no'} | "
-                      f"{a.meaning} |" for a in d.attributes]
+                      f"{status_of(a.name)} | {a.meaning} |" for a in d.attributes]
             lines.append("")
-    lines += ["## On any stage span", "", "| attribute | type | unit | meaning |",
-              "|---|---|---|---|"]
-    lines += [f"| `{a.name}` | {a.type} | {a.unit} | {a.meaning} |" for a in COMMON_ATTRIBUTES]
+    lines += ["## On any stage span", "", "| attribute | type | unit | status | meaning |",
+              "|---|---|---|---|---|"]
+    lines += [f"| `{a.name}` | {a.type} | {a.unit} | {status_of(a.name)} | {a.meaning} |"
+              for a in COMMON_ATTRIBUTES]
     for name, (on, attrs, meaning) in EVENTS.items():
         lines += ["", f"## Event `{name}` (on `{on}`)", "", meaning + ".", "",
-                  "| attribute | type | unit | meaning |", "|---|---|---|---|"]
-        lines += [f"| `{a.name}` | {a.type} | {a.unit} | {a.meaning} |" for a in attrs]
+                  "| attribute | type | unit | status | meaning |", "|---|---|---|---|---|"]
+        lines += [f"| `{a.name}` | {a.type} | {a.unit} | {status_of(a.name)} | {a.meaning} |"
+                  for a in attrs]
     lines += ["", "## OpenTelemetry GenAI conventions", ""]
     lines += [f"- {note}" for note in GENAI_NOTES]
     lines += ["", "## Error reasons (`error.type`)", "", "| value | meaning |", "|---|---|"]
@@ -566,9 +691,9 @@ def to_markdown() -> str:
               "Recorded from every request, sampled or not; labels are bounded (no text, no "
               "ids). A histogram observation of a sampled request carries its trace id as an "
               "exemplar.", "",
-              "| metric | instrument | unit | labels | on /metrics | meaning |",
-              "|---|---|---|---|---|---|"]
+              "| metric | instrument | unit | labels | on /metrics | status | meaning |",
+              "|---|---|---|---|---|---|---|"]
     lines += [f"| `{m.name}` | {m.instrument} | {m.unit} | "
               + (", ".join(f"`{label}`" for label in m.labels) or "-")
-              + f" | `{m.prometheus}` | {m.meaning} |" for m in METRICS]
+              + f" | `{m.prometheus}` | {status_of(m.name)} | {m.meaning} |" for m in METRICS]
     return "\n".join(lines) + "\n"

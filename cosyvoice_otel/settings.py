@@ -273,6 +273,26 @@ def parse_path(text: str) -> str:
     return os.path.expanduser(text.strip())  # relative paths are the app's cwd's
 
 
+def parse_millis(text: str) -> float:
+    """Milliseconds, 0 to 60000 (a minute of start buffer or stall threshold is already
+    absurd); NaN and inf refused."""
+    try:
+        value = float(text.strip().lower().removesuffix("ms"))
+    except ValueError:
+        raise ValueError(f"expected milliseconds such as 100 or 250ms, got {text!r}") from None
+    if not 0.0 <= value <= 60_000.0:  # also rejects nan
+        raise ValueError(f"expected milliseconds between 0 and 60000, got {text!r}")
+    return value
+
+
+def parse_key_setting(text: str) -> str:
+    """``auto``, ``off``, or the path of a key file."""
+    value = text.strip()
+    if value.lower() in ("auto", "off"):
+        return value.lower()
+    return parse_path(value)
+
+
 GPU_TIMINGS = ("auto", "events", "off")
 
 
@@ -494,6 +514,16 @@ OPTIONS: tuple[Option, ...] = (
     Option("hash_content", "--hash-content/--no-hash-content", False, parse_bool,
            "Add a salted hash of each text (salt: COSYVOICE_TRACED_HASH_SALT, else random per "
            "process) to correlate repeated inputs without revealing them."),
+    Option("fingerprint_key", "--fingerprint-key", "auto", parse_key_setting,
+           "Secret of the input fingerprint (cosyvoice.input.fingerprint, a keyed HMAC of the "
+           "input for report --same-input): a key FILE (yours, mode 0600; made once when "
+           "absent), auto (fingerprint.key in the cache root), or off. "
+           "COSYVOICE_TRACED_FINGERPRINT_SECRET wins over the file."),
+    Option("playback_buffer_ms", "--playback-buffer-ms", 0.0, parse_millis,
+           "Playback figures of a streamed request assume a listener who starts playing this "
+           "long after the first chunk (0: at once)."),
+    Option("stall_threshold_ms", "--stall-threshold-ms", 100.0, parse_millis,
+           "A playback gap longer than this is a stall (tts.playback.stalls, continuous)."),
     Option("user_agent", "--user-agent/--no-user-agent", True, parse_bool,
            "Keep the client's User-Agent (http.user_agent, a standard attribute); "
            "--no-user-agent masks it like other redacted values."),
@@ -572,6 +602,9 @@ class Settings:
     gpu_timing: str
     input_limits: str
     hash_content: bool
+    fingerprint_key: str
+    playback_buffer_ms: float
+    stall_threshold_ms: float
     user_agent: bool
     trace_response: bool
     debug: bool

@@ -26,7 +26,7 @@ from opentelemetry import trace
 from cosyvoice_otel import masking
 from cosyvoice_otel import schema as s
 from cosyvoice_otel.errors import note_error
-from cosyvoice_otel.instrumentation import audio_figures
+from cosyvoice_otel.instrumentation import audio_figures, listener
 from cosyvoice_otel.instrumentation.stage_span import Call, Extractor, StageSpan, span_attributes
 
 _TEXT_ARGS = ("tts_text", "prompt_text", "instruct_text", "text")
@@ -197,26 +197,59 @@ class Inference(Extractor):
         _speaker_cache(stage, call)
         span.set_attribute(s.STREAM, stream)
         span.set_attribute(s.SPEED, float(call.arg("speed", 1.0)))
+        spoken = listener.language(text)
+        if spoken is not None:
+            span.set_attribute(s.GENAI_INPUT_LANGUAGE, spoken)
+        secret = stage.options.fingerprint_secret
+        if secret is not None:
+            key = listener.fingerprint(secret, call, mode)
+            if key is not None:
+                span.set_attribute(s.INPUT_FINGERPRINT, key)
         rate = getattr(call.instance, "sample_rate", None)
         if not isinstance(rate, int):
             rate = None  # a fork's odd attribute must not break the end's arithmetic
         else:
             span.set_attribute(s.SAMPLE_RATE, rate)
         stage.counters.update(chunks=0, samples=0, rate=rate, last=stage.started,
-                              input_tokens=0, output_tokens=0)
+                              input_tokens=0, output_tokens=0, digest=listener.OutputDigest(),
+                              playback=listener.Playback(stage.options.playback_buffer_s,
+                                                         stage.options.stall_threshold_s)
+                              if stream else None)
+        stage.timeline = []  # the stages under this request add themselves (listener.py)
+        stage.counters["began"], stage.counters["queued"] = listener.request_start(stage)
 
     def item(self, stage: StageSpan, item: Any) -> None:
         counters = stage.counters
         now = time.monotonic()
+        span = stage.span
         if counters["chunks"] == 0:
-            stage.span.set_attribute(s.FIRST_CHUNK_MS, round((now - stage.started) * 1000, 3))
+            span.set_attribute(s.FIRST_CHUNK_MS, round((now - stage.started) * 1000, 3))
+            span.set_attributes(listener.first_chunk(stage, now, counters["began"],
+                                                     counters["queued"]))
         samples = _speech_samples(item)
+        if isinstance(item, dict):
+            counters["digest"].add(item.get("tts_speech"))
         rate = counters["rate"]
         if rate and samples:  # per chunk: its audio and its RTF (warm-up shows in the first)
             seconds = samples / rate
-            stage.span.add_event(s.CHUNK_EVENT, {
-                s.CHUNK_INDEX: counters["chunks"], s.CHUNK_AUDIO_SECONDS: round(seconds, 4),
-                s.CHUNK_RTF: round((now - counters["last"]) / seconds, 4)})
+            event = {s.CHUNK_INDEX: counters["chunks"], s.CHUNK_AUDIO_SECONDS: round(seconds, 4),
+                     s.CHUNK_RTF: round((now - counters["last"]) / seconds, 4)}
+            playback = counters["playback"]
+            if playback is not None:
+                gap = playback.arrive(now, seconds)
+                event[s.CHUNK_GAP_MS] = round(gap * 1000, 3)
+                if gap > playback.threshold:  # a stall: where did the wait go?
+                    part = listener.late_part(stage, counters["last"], now)
+                    event[s.CHUNK_LATE_PART] = part
+                    if gap > playback.longest:
+                        playback.longest, playback.longest_part = gap, part
+                elif gap > playback.longest:
+                    playback.longest = gap
+            span.add_event(s.CHUNK_EVENT, event)
+        timeline = stage.timeline
+        if timeline is not None and len(timeline) > 64:  # a long stream: forget ended hops
+            last = counters["last"]
+            timeline[:] = [t for t in timeline if t.finished is None or t.finished > last]
         counters["last"] = now
         counters["chunks"] += 1
         counters["samples"] += samples
@@ -238,9 +271,17 @@ class Inference(Extractor):
         span.set_attribute(s.CHUNK_COUNT, counters.get("chunks", 0))
         span.set_attribute(s.AUDIO_SECONDS, round(_audio_seconds(counters), 4))
         for key, attr in (("input_tokens", s.GENAI_INPUT_TOKENS),
-                          ("output_tokens", s.GENAI_OUTPUT_TOKENS)):
+                          ("output_tokens", s.GENAI_OUTPUT_TOKENS),
+                          ("output_tokens", s.GENAI_AUDIO_OUTPUT_TOKENS)):
             if counters.get(key):
                 span.set_attribute(attr, counters[key])
+        playback = counters.get("playback")
+        if playback is not None and counters.get("chunks"):
+            span.set_attributes(playback.attributes())
+        digest = counters.get("digest")
+        if digest is not None:
+            span.set_attributes(digest.attributes())
+        stage.timeline = None  # the stages it held are done with
 
 
 def _audio_seconds(counters: dict[str, Any]) -> float:
@@ -473,10 +514,13 @@ def _first_token(stage: StageSpan) -> None:
     tts = stage.parent.find(s.MODEL_TTS) if stage.parent is not None else None
     if tts is None:
         return
-    for owner in (tts, _request(stage)):
+    request = _request(stage)
+    for owner in (tts, request):
         if owner is not None and not owner.ended and "first_token" not in owner.counters:
             owner.counters["first_token"] = True
             owner.span.set_attribute(s.LLM_FIRST_TOKEN_MS, round((now - tts.started) * 1000, 3))
+            if owner is request and "began" in owner.counters:  # the GenAI server metric's
+                owner.counters["ttft"] = now - owner.counters["began"] + owner.counters["queued"]
 
 
 class Flow(Extractor):

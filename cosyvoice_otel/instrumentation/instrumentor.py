@@ -55,6 +55,7 @@ from cosyvoice_otel.instrumentation import (
     api,
     gpu_timing,
     gradio_bridge,
+    output_files,
     routes,
     stage_map,
     stream_scope,
@@ -107,6 +108,12 @@ PATCHES: tuple[Patch, ...] = (
           trace_response.servicer_context_init, "trace_response"),
     Patch(_GRPC_SERVER, "_OpenTelemetryServicerContext.set_trailing_metadata",
           trace_response.set_trailing_metadata, "trace_response"),
+    # the WAVs the app writes: their base name and sample digest on the request's span
+    # (output_files.py: triage --audio); each optional, the app may use none of them
+    Patch("torchaudio", "save", output_files.writer("uri", 0), "stage_spans"),
+    Patch("soundfile", "write", output_files.writer("file", 0), "stage_spans"),
+    Patch("scipy.io.wavfile", "write", output_files.writer("filename", 0), "stage_spans"),
+    Patch("wave", "Wave_write.close", output_files.wave_close, "stage_spans"),
 )
 
 

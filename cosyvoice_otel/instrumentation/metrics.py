@@ -30,7 +30,11 @@ if TYPE_CHECKING:
 # Bucket boundaries that suit TTS: a cached short sentence answers in tens of ms, a long
 # zero-shot paragraph on a busy GPU in tens of seconds.
 SECONDS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 60.0)
-RTF_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0)
+# around 1.0 most finely: a stream whose RTF crosses 1 starts to stall
+RTF_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 1.0, 1.05, 1.1, 1.25, 1.5, 2.0,
+               4.0)
+# 0 is a bucket of its own: the smooth streams
+STALL_BUCKETS = (0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 TOKEN_RATE_BUCKETS = (5.0, 10.0, 25.0, 50.0, 100.0, 200.0, 400.0, 800.0, 1600.0, 3200.0)
 
 
@@ -55,6 +59,8 @@ class TtsMetrics:
         self.rtf = histogram(s.RTF_METRIC, RTF_BUCKETS)
         self.stage_duration = histogram(s.STAGE_DURATION, SECONDS_BUCKETS)
         self.token_rate = histogram(s.LLM_TOKEN_RATE, TOKEN_RATE_BUCKETS)
+        self.stall = histogram(s.PLAYBACK_STALL, STALL_BUCKETS)
+        self.ttft = histogram(s.GENAI_SERVER_TTFT, SECONDS_BUCKETS)
         self.requests = counter(s.REQUESTS)
         self.errors = counter(s.ERRORS)
         self.base = {s.SERVICE_VERSION: service_version} if service_version else {}
@@ -79,6 +85,11 @@ class TtsMetrics:
                                    context=ctx)
         if stage.name == s.INFERENCE:
             self._request_ended(seconds, attrs, labels, error, ctx)
+            ttft = stage.counters.get("ttft")
+            if ttft is not None:
+                self.ttft.record(ttft, {**{k: v for k, v in labels.items() if k != s.WARMUP},
+                                        s.GENAI_OPERATION: "text_to_speech",
+                                        s.GENAI_PROVIDER: "cosyvoice"}, context=ctx)
         elif stage.name == s.ACOUSTIC_MODEL:
             rate = attrs.get(s.TOKENS_PER_SECOND)
             if rate is not None:
@@ -101,6 +112,10 @@ class TtsMetrics:
         rtf = attrs.get(s.RTF)
         if rtf is not None:
             self.rtf.record(rtf, labels, context=ctx)
+        stall = attrs.get(s.PLAYBACK_STALL_MS)
+        if stall is not None:
+            self.stall.record(stall / 1000.0, {k: v for k, v in labels.items()
+                                               if k != s.STREAM}, context=ctx)
 
 
 def _with(labels: dict[str, Any], *pairs: Any) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from cosyvoice_otel import secret_key
 from cosyvoice_otel.limits import parse_input_limits
 from cosyvoice_otel.settings import OPTIONS_BY_NAME, Settings
 
@@ -37,6 +38,9 @@ class Options:
     metrics_on: bool = False  # --metrics is not none (what build_options reads)
     gpu_timing_mode: str = "off"  # --gpu-timing, "off" under --cuda-sync (exact and serial)
     trace_response: bool = False  # --trace-response: gRPC's trailing metadata gets the trace id
+    fingerprint_secret: bytes | None = None  # the input fingerprint's key (secret_key.py)
+    playback_buffer_s: float = 0.0  # --playback-buffer-ms, in seconds
+    stall_threshold_s: float = 0.1  # --stall-threshold-ms, in seconds
 
     @classmethod
     def resolve(cls, kwargs: dict[str, Any], settings: Settings) -> Options:
@@ -54,9 +58,17 @@ class Options:
             # a secret, not a setting: never rendered, never printed
             secret = os.environ.get("COSYVOICE_TRACED_HASH_SALT", "")
             salt = secret.encode() if secret else os.urandom(32)
+        try:
+            fingerprint = secret_key.load(str(value("fingerprint_key")))
+        except secret_key.KeyFileError as exc:
+            logger.warning("cosyvoice-otel: %s; requests get no input fingerprint", exc)
+            fingerprint = None
         cuda_sync = bool(value("cuda_sync"))
         return cls(bool(value("stage_spans")), bool(value("gradio_bridge")), cuda_sync,
                    max_text, max_audio, salt,
                    metrics_on=value("metrics") not in ("none", False),
                    gpu_timing_mode="off" if cuda_sync else str(value("gpu_timing")),
-                   trace_response=bool(value("trace_response")))
+                   trace_response=bool(value("trace_response")),
+                   fingerprint_secret=fingerprint,
+                   playback_buffer_s=float(value("playback_buffer_ms")) / 1000.0,
+                   stall_threshold_s=float(value("stall_threshold_ms")) / 1000.0)

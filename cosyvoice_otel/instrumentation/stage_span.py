@@ -125,10 +125,11 @@ class StageSpan:
 
     __slots__ = ("name", "span", "ctx", "parent", "instance", "counters", "started", "ended",
                  "options", "request_span", "failed", "on_end", "scope", "count", "gpu",
-                 "reason")
+                 "reason", "part", "finished", "timeline")
 
     def __init__(self, tracer: trace.Tracer, name: str, parent_ctx: context.Context,
-                 instance: Any, attributes: dict[str, Any], options: Options) -> None:
+                 instance: Any, attributes: dict[str, Any], options: Options,
+                 part: str | None = None) -> None:
         self.name = name
         self.instance = instance
         self.options = options
@@ -139,6 +140,14 @@ class StageSpan:
         self.counters: dict[str, Any] = {}
         self.count = 0  # items a generator stage yielded (the wrapper counts them)
         self.started = time.monotonic()
+        self.finished: float | None = None  # monotonic, when end() ran
+        self.part = part  # the pipeline part it is (schema.EXTRACTOR_PARTS), for listener.py
+        # the request's stages in start order (the inference extractor makes the list; every
+        # stage under it adds itself): where the first chunk's and a late chunk's time went
+        self.timeline: list[StageSpan] | None = (self.parent.timeline if self.parent is not None
+                                                 else None)
+        if self.timeline is not None and part is not None:
+            self.timeline.append(self)
         self.ended = False
         self.failed = False
         self.reason: str | None = None  # declared by the app's fail(): wins over an exception
@@ -210,6 +219,7 @@ class StageSpan:
         if self.ended:
             return
         self.ended = True
+        self.finished = time.monotonic()
         recording = self.span.is_recording()
         if self.on_end is not None and recording:
             try:
@@ -318,6 +328,7 @@ class StageWrapper:
         self.enabled = enabled
         self.adopt = adopt  # resolves the row's roles from the call's instance
         self.attributes = dict(stage.attributes)
+        self.part = s.EXTRACTOR_PARTS.get(extractor.name)  # what listener.py attributes to
         # per call and per streamed item (a token, an audio hop) only what is needed: no call
         # at all to a hook the extractor does not define
         self.rewrites = _overrides(extractor, "rewrite")
@@ -334,7 +345,7 @@ class StageWrapper:
                     and parent.instance is call.instance and not parent.ended):
                 return None  # an override calling super(): one span, not two
             stage = StageSpan(self.tracer, self.stage.span, parent_ctx, call.instance,
-                              self.attributes, self.options)
+                              self.attributes, self.options, self.part)
         except Exception as exc:  # noqa: BLE001
             note_error(f"start {self.stage.target}", exc)
             return None

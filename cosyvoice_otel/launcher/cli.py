@@ -53,6 +53,19 @@ def _resolve(ctx: click.Context, params: dict[str, Any]) -> table.Settings:
     return settings
 
 
+def _check_fingerprint_key(settings: table.Settings) -> None:
+    """The fingerprint's key is usable (made once here when absent, so the app finds it): a
+    bad one is one line and exit 2, before the app starts."""
+    if not settings.tracing:
+        return
+    from cosyvoice_otel import secret_key
+
+    try:
+        secret_key.load(settings.fingerprint_key)
+    except secret_key.KeyFileError as exc:
+        raise click.UsageError(f"--fingerprint-key: {exc}") from None
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="cosyvoice-traced")
 def cli() -> None:
@@ -72,6 +85,7 @@ def run(ctx: click.Context, module: str | None, program: tuple[str, ...], **para
     on PATH (`uvicorn app:app`). Its pid, signals, stdio and exit status are its own.
     """
     settings = _resolve(ctx, params)
+    _check_fingerprint_key(settings)
     argv = ["-m", module, *program] if module else list(program)
     try:
         resolved = launcher.resolve_program(argv)

@@ -39,7 +39,8 @@ def make_stage():
               max_prompt_seconds: float = 0.0, max_text_chars: int = 0) -> StageSpan:
         options = types.SimpleNamespace(cuda_sync=False, gpu_timing=None, metrics=None, hash_salt=None,
                                         max_prompt_seconds=max_prompt_seconds,
-                                        max_text_chars=max_text_chars)
+                                        max_text_chars=max_text_chars, fingerprint_secret=None,
+                                        playback_buffer_s=0.0, stall_threshold_s=0.1)
         ctx = parent.ctx if parent is not None else context.Context()
         return StageSpan(tracer, name, ctx, instance, {}, options)
 

@@ -481,10 +481,12 @@ def test_doctor_metrics_unreachable_or_empty(refused_endpoint, monkeypatch) -> N
 class FakeStage:
     """What ``TtsMetrics.stage_ended`` reads from a StageSpan: name, span, ctx, parents, start."""
 
-    def __init__(self, tracer, name: str, attrs: dict, started: float, parent=None) -> None:
+    def __init__(self, tracer, name: str, attrs: dict, started: float, parent=None,
+                 counters: dict | None = None) -> None:
         from opentelemetry import trace as api
 
         self.name, self.started, self.parent = name, started, parent
+        self.counters = counters or {}
         self.span = tracer.start_span(name, attributes=attrs)
         self.ctx = api.set_span_in_context(self.span)
 
@@ -516,7 +518,8 @@ def test_each_instrument_gets_its_value_labels_and_exemplar(monkeypatch, failed)
     error = {s.ERROR_TYPE: "KeyError"} if failed else {}
     request = FakeStage(tracer, s.INFERENCE, {s.MODE: "zero_shot", s.WARMUP: False,
                                               s.STREAM: True, s.FIRST_CHUNK_MS: 250.0,
-                                              s.RTF: 0.5, **error}, started=8.0)
+                                              s.RTF: 0.5, s.PLAYBACK_STALL_MS: 300.0,
+                                              **error}, started=8.0, counters={"ttft": 0.125})
     llm = FakeStage(tracer, s.ACOUSTIC_MODEL, {s.TOKENS_PER_SECOND: 42.0, **error},
                     started=9.5, parent=FakeStage(tracer, s.MODEL_TTS, {}, 9.0, request))
     recorder.stage_ended(llm)
@@ -537,12 +540,17 @@ def test_each_instrument_gets_its_value_labels_and_exemplar(monkeypatch, failed)
     expected = {s.REQUEST_DURATION: (2.0, request_labels),
                 s.TIME_TO_FIRST_AUDIO: (0.25, {**base, s.STREAM: True}),
                 s.RTF_METRIC: (0.5, {**base, s.STREAM: True}),
-                s.LLM_TOKEN_RATE: (42.0, base)}
+                s.LLM_TOKEN_RATE: (42.0, base),
+                s.PLAYBACK_STALL: (0.3, base),  # the stall metric: streamed requests only
+                s.GENAI_SERVER_TTFT: (0.125, {s.MODE: "zero_shot", s.STREAM: True,
+                                              s.SERVICE_VERSION: "2.0",
+                                              s.GENAI_OPERATION: "text_to_speech",
+                                              s.GENAI_PROVIDER: "cosyvoice"})}
     for name, (value, labels) in expected.items():
         point = only(name)
         assert (point.sum, point.count, dict(point.attributes)) == (value, 1, labels), name
     spans = {s.REQUEST_DURATION: request, s.TIME_TO_FIRST_AUDIO: request, s.RTF_METRIC: request,
-             s.LLM_TOKEN_RATE: llm}
+             s.LLM_TOKEN_RATE: llm, s.PLAYBACK_STALL: request, s.GENAI_SERVER_TTFT: request}
     for name, stage in spans.items():  # each observation links to its own stage's span
         (exemplar,) = only(name).exemplars
         assert exemplar.span_id == stage.span.get_span_context().span_id, name
