@@ -7,6 +7,9 @@
 real`` runs upstream's real engine installed in the environment (``real_engine.py``), on a
 model directory ``make_real_model.py`` writes.
 
+``--save-dir DIR`` also keeps each answer as ``DIR/output_YYYYMMDD_HHMMSS_ffffff.wav`` (16-bit PCM,
+the standard library's ``wave``), like the seed's app's ``outputs/`` folder.
+
 Routes (GET with query parameters, POST with form fields): /inference_sft, /inference_zero_shot,
 /inference_cross_lingual, /inference_instruct, /inference_instruct2, /inference_vc. Each answers
 a StreamingResponse of raw int16 PCM produced by a SYNC generator over the model output, so the
@@ -20,7 +23,9 @@ import sys
 ROOT_DIR = os.path.dirname(os.path.abspath(__file__))
 sys.path.append(ROOT_DIR)
 
+import datetime  # noqa: E402
 import inspect  # noqa: E402
+import wave  # noqa: E402
 
 import numpy as np  # noqa: E402
 import uvicorn  # noqa: E402
@@ -43,9 +48,23 @@ def prompt(upload):
     return load_wav(upload.file, 16000)
 
 
+SAVE_DIR = None  # --save-dir: every answer is also kept as outputs/output_YYYYMMDD_HHMMSS.wav
+
+
 def generate_data(model_output):
+    kept = []
     for output in model_output:
-        yield (output["tts_speech"].numpy() * (2 ** 15 - 1)).astype(np.int16).tobytes()
+        pcm = (output["tts_speech"].numpy() * (2 ** 15 - 1)).astype(np.int16).tobytes()
+        if SAVE_DIR is not None:
+            kept.append(pcm)
+        yield pcm
+    if SAVE_DIR is not None:  # as the seed's app does: a file per answer, named by its time
+        name = datetime.datetime.now().strftime("output_%Y%m%d_%H%M%S_%f.wav")
+        with wave.open(os.path.join(SAVE_DIR, name), "wb") as out:
+            out.setnchannels(1)
+            out.setsampwidth(2)
+            out.setframerate(cosyvoice.sample_rate)
+            out.writeframes(b"".join(kept))
 
 
 def stream(model_output):
@@ -121,7 +140,12 @@ if __name__ == "__main__":
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--model_dir", type=str, required=True)
     parser.add_argument("--engine", choices=("demo", "real"), default="demo")
+    parser.add_argument("--save-dir", default=None,
+                        help="also write each answer to DIR/output_YYYYMMDD_HHMMSS_ffffff.wav")
     args = parser.parse_args()
+    if args.save_dir:
+        os.makedirs(args.save_dir, exist_ok=True)
+        SAVE_DIR = args.save_dir
     if args.engine == "real":
         import real_engine
 

@@ -294,6 +294,14 @@ def verify(app_url: str | None, grpc_target: str | None, zipkin_url: str, count:
               help="Give twice, e.g. --compare service.version=1.0 --compare "
                    "service.version=1.1: per stage p50/p95 of each side, the delta and a "
                    "verdict.")
+@click.option("--same-input", is_flag=True,
+              help="With --compare: pair the requests of the same input on both sides "
+                   "(cosyvoice.input.fingerprint) and judge each stage with a paired test "
+                   "(Wilcoxon signed-rank), beside the unpaired one on the same requests.")
+@click.option("--first-chunk", is_flag=True,
+              help="Where the time to the first audio chunk went: p50/p95 per part (queue, "
+                   "text, prompt_audio, llm, flow, vocoder, other), for warm-up and steady "
+                   "requests and per concurrency level.")
 @click.option("--alert", "alerts", multiple=True, metavar="RULE",
               help="e.g. 'vocoder.p95>5s' (repeatable); exit 1 when one is breached.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None,
@@ -309,12 +317,13 @@ def verify(app_url: str | None, grpc_target: str | None, zipkin_url: str, count:
                    "unavailable), beside the app's errors.")
 @click.option("--json", "as_json", is_flag=True)
 def report(zipkin_url: str, service: str, lookback: str, limit: int, by: str | None,
-           include_warmup: bool, sides: tuple[str, ...], alerts: tuple[str, ...],
-           html_path: str | None, errors_reason: str | None, gateway_service: str | None,
-           as_json: bool) -> None:
+           include_warmup: bool, sides: tuple[str, ...], same_input: bool, first_chunk: bool,
+           alerts: tuple[str, ...], html_path: str | None, errors_reason: str | None,
+           gateway_service: str | None, as_json: bool) -> None:
     """Per-stage latency (p50/p95/p99, share of request time), errors, slowest traces."""
     import json
 
+    from cosyvoice_otel.tools import listening as lis
     from cosyvoice_otel.tools import report as rep
     from cosyvoice_otel.tools.zipkin import ZipkinClient, ZipkinError
 
@@ -327,6 +336,9 @@ def report(zipkin_url: str, service: str, lookback: str, limit: int, by: str | N
             raise rep.ReportError("--compare takes two sides of the same key, e.g. --compare "
                                   "service.version=1.0 --compare service.version=1.1 "
                                   "(and no --by)")
+        if same_input and not compared:
+            raise rep.ReportError("--same-input pairs two sides: give --compare KEY=A "
+                                  "--compare KEY=B")
     except (ValueError, rep.ReportError) as exc:
         raise click.UsageError(str(exc)) from None
     client = ZipkinClient(zipkin_url, timeout=120)
@@ -335,6 +347,17 @@ def report(zipkin_url: str, service: str, lookback: str, limit: int, by: str | N
         traces = client.traces(service=service, lookback_ms=lookback_ms, limit=limit)
     except ZipkinError as exc:
         raise click.ClickException(str(exc)) from None
+    if first_chunk:
+        chunk_rows = lis.first_chunk(traces)
+        click.echo(json.dumps(chunk_rows, indent=2) if as_json
+                   else lis.first_chunk_text(chunk_rows))
+        sys.exit(0)
+    if same_input:
+        (key, a), (_, b) = compared
+        paired, counts = lis.same_input(traces, key, a, b, include_warmup)
+        click.echo(json.dumps(lis.same_input_dict(paired, counts, key, a, b), indent=2)
+                   if as_json else lis.same_input_text(paired, counts, key, a, b))
+        sys.exit(0)
     if errors_reason is not None:
         reason = None if errors_reason == "*" else errors_reason
         rows = rep.failures(traces, reason, client.base_url)
@@ -377,13 +400,18 @@ def report(zipkin_url: str, service: str, lookback: str, limit: int, by: str | N
         except ZipkinError as exc:
             raise click.ClickException(str(exc)) from None
         refused = tri.refused_before_synthesis(edge)
+    heard = lis.playback(traces, include_warmup)
     if as_json:
         document = rep.to_dict(groups, client.base_url)
         if refused is not None:
             document["refused_before_synthesis"] = {"gateway": gateway_service, **refused}
+        document["playback"] = heard
         click.echo(json.dumps(document, indent=2))
     else:
         click.echo(rep.to_text(groups, client.base_url))
+        line = lis.playback_text(heard)
+        if line:
+            click.echo(line)
         if refused is not None:
             click.echo(f"refused before synthesis by {gateway_service}: " + ", ".join(
                 f"{cause} {count}" for cause, count in refused.items()))
@@ -442,13 +470,21 @@ def doctor(zipkin_url: str | None, cosyvoice_path: str | None, model_dir: str | 
               help="Only this trace (the traceresponse a complaint quotes: its 2nd field).")
 @click.option("--limit", type=click.IntRange(1, 100000), default=10000, show_default=True,
               help="At most this many traces from the window.")
+@click.option("--audio", "audio_path", default=None, metavar="FILE.wav",
+              type=click.Path(exists=True, dir_okay=False),
+              help="Find the trace of a WAV the app produced: by the digest of its samples "
+                   "(tts.output.file_digest, tts.output.digest) or its name; failing both, "
+                   "the requests around the file's time that made as much audio.")
 @click.option("--json", "as_json", is_flag=True)
 def triage(zipkin_url: str, at: str, window: str, service: str | None, trace_id: str | None,
-           limit: int, as_json: bool) -> None:
+           limit: int, audio_path: str | None, as_json: bool) -> None:
     """Each failed or refused request around a time: where it stopped (gateway auth, rate
     limit, upstream unavailable, the CosyVoice stage), its status and reason, its link."""
+    import dataclasses
     import json
+    import os
     import re
+    import time
 
     from cosyvoice_otel.tools import report as rep
     from cosyvoice_otel.tools import triage as tri
@@ -464,6 +500,16 @@ def triage(zipkin_url: str, at: str, window: str, service: str | None, trace_id:
             raise ValueError(f"--trace-id must be 16 or 32 hex digits, got {trace_id[:40]!r}")
     except (ValueError, rep.ReportError) as exc:
         raise click.UsageError(str(exc)) from None
+    if audio_path is not None:
+        client = ZipkinClient(zipkin_url, timeout=120)
+        try:
+            rows, seconds = tri.find_audio(client, audio_path, service, int(time.time() * 1000),
+                                           window_ms, os.stat(audio_path).st_mtime)
+        except ZipkinError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(json.dumps([dataclasses.asdict(r) for r in rows], indent=2) if as_json
+                   else tri.audio_text(audio_path, rows, seconds), nl=as_json)
+        sys.exit(0 if rows else 1)
     end_ms = int(moment.timestamp() * 1000) + window_ms // 2
     start_ms = end_ms - window_ms
     client = ZipkinClient(zipkin_url, timeout=120)

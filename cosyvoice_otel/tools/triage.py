@@ -169,3 +169,104 @@ def to_text(findings: list[Finding], window: str) -> str:
 def to_dict(findings: list[Finding], start_us: int, end_us: int) -> dict[str, Any]:
     return {"window": {"start": local_time(start_us), "end": local_time(end_us)},
             "requests": [asdict(f) for f in findings], "by_cause": summary(findings)}
+
+
+# ------------------------------------------------------------------ --audio: a file to its trace
+
+AUDIO_LOOKBACK_MS = 7 * 86_400_000  # Zipkin's in-memory store rarely holds more; a week
+
+
+@dataclass
+class AudioMatch:
+    trace_id: str
+    timestamp_us: int
+    matched_by: str  # "file digest", "audio digest", "file name", "time and duration"
+    audio_seconds: str
+    end_reason: str
+    link: str
+
+
+def _audio_row(spans: list[dict], matched_by: str, zipkin_ui: str) -> AudioMatch:
+    top = _top(spans)
+    inference: dict = next((sp for sp in spans if sp["name"] == s.INFERENCE), {"tags": {}})
+    trace_id = top.get("traceId", "")
+    return AudioMatch(trace_id, int(top.get("timestamp", 0)), matched_by,
+                      inference["tags"].get(s.AUDIO_SECONDS, ""),
+                      inference["tags"].get(s.END_REASON, ""),
+                      f"{zipkin_ui}/zipkin/traces/{trace_id}" if zipkin_ui else "")
+
+
+def wav_facts(path: str) -> tuple[str | None, float | None]:
+    """The sample-data digest of a WAV and its duration in seconds (None, None: not a WAV
+    this can read)."""
+    import os
+    import stat
+    import wave
+
+    from cosyvoice_otel.instrumentation.audio_figures import open_wav
+    from cosyvoice_otel.instrumentation.output_files import wav_digest
+
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        return None, None  # a FIFO or a device: never waited on
+    digest = wav_digest(path)
+    try:
+        with open_wav(path) as (wav, frames):
+            rate = wav.getframerate()
+        seconds = frames / rate if rate else None
+    except (wave.Error, OSError, EOFError, ValueError):
+        seconds = None  # a float WAV: the standard library reads PCM only
+    return digest, seconds
+
+
+def find_audio(client: Any, path: str, service: str | None, end_ms: int, window_ms: int,
+               mtime_s: float) -> tuple[list[AudioMatch], float | None]:
+    """The traces holding this file's digest (as written, or of the samples) or its name; when
+    none does, the requests of ``service`` around the file's time whose audio lasted as long."""
+    import os
+
+    digest, seconds = wav_facts(path)
+    found: dict[str, AudioMatch] = {}
+    queries = []
+    if digest:
+        queries += [(f"{s.OUTPUT_FILE_DIGEST}={digest}", "file digest"),
+                    (f"{s.OUTPUT_DIGEST}={digest}", "audio digest")]
+    queries.append((f"{s.OUTPUT_FILE}={os.path.basename(path)}", "file name"))
+    for query, how in queries:
+        for spans in client.traces(service=service, annotation_query=query, end_ts_ms=end_ms,
+                                   lookback_ms=AUDIO_LOOKBACK_MS, limit=100):
+            row = _audio_row(spans, how, client.base_url)
+            found.setdefault(row.trace_id, row)
+    if found or seconds is None:
+        return sorted(found.values(), key=lambda r: r.timestamp_us), seconds
+    around = int(mtime_s * 1000) + window_ms // 2
+    for spans in client.traces(service=service, end_ts_ms=around, lookback_ms=window_ms,
+                               limit=10000):
+        inference = next((sp for sp in spans if sp["name"] == s.INFERENCE), None)
+        try:
+            made = float(inference["tags"][s.AUDIO_SECONDS]) if inference else None
+        except (KeyError, ValueError):
+            made = None
+        if made is not None and abs(made - seconds) <= max(0.05, 0.01 * seconds):
+            row = _audio_row(spans, "time and duration", client.base_url)
+            found.setdefault(row.trace_id, row)
+    return sorted(found.values(), key=lambda r: r.timestamp_us), seconds
+
+
+def audio_text(path: str, rows: list[AudioMatch], seconds: float | None) -> str:
+    if not rows:
+        how = (f"no request around the file's time made {seconds:.2f} s of audio"
+               if seconds is not None else "it is not a WAV this can read (RIFF/WAVE)")
+        return (f"no trace holds the digest or the name of {path}, and {how}. A re-encoded copy "
+                "(mp3, resampled, normalised) keeps neither digest nor name: search by the "
+                "time it was made (triage --at TIME --window 10m) and its duration "
+                f"({s.AUDIO_SECONDS}).\n")
+    lines = [f"{len(rows)} trace(s) for {path}"
+             + (f" ({seconds:.2f} s)" if seconds is not None else "") + ":"]
+    for row in rows:
+        lines.append(f"{local_time(row.timestamp_us)}  {row.trace_id}  matched by "
+                     f"{row.matched_by}; audio {row.audio_seconds or '?'} s, "
+                     f"{row.end_reason or '?'}  {row.link}")
+    if any(r.matched_by == "time and duration" for r in rows):
+        lines.append("(no digest or name matched: these are candidates by time and duration "
+                     "only)")
+    return "\n".join(lines) + "\n"

@@ -34,6 +34,24 @@ _EMPTY_TOKEN = torch.zeros(1, 0, dtype=torch.int32)
 _EMPTY_EMBEDDING = torch.zeros(0, 192)
 _EMPTY_FEAT = torch.zeros(1, 0, 80)
 POLL_INTERVAL = 0.005  # upstream polls every 0.1 s; the tiny model is much faster
+
+
+def _slow_hop_knob() -> tuple[int, float] | None:
+    """``COSYVOICE_DEMO_SLOW_HOP=INDEX:SECONDS`` (demo only): hop INDEX of each utterance is
+    that much slower, in its vocoder call."""
+    raw = os.environ.get("COSYVOICE_DEMO_SLOW_HOP", "")
+    if not raw:
+        return None
+    index, _, seconds = raw.partition(":")
+    return int(index), float(seconds)
+
+
+def _before_hop(index: int) -> None:
+    knob = _slow_hop_knob()
+    if knob is not None and knob[0] == index:
+        from cosyvoice.hifigan.generator import SLOW
+
+        SLOW.seconds = knob[1]
 Output = Iterator[dict[str, torch.Tensor]]
 
 
@@ -175,11 +193,14 @@ class CosyVoiceModel:
         try:
             if stream:
                 hop = self.token_min_hop_len
+                index = 0
                 while True:
                     time.sleep(POLL_INTERVAL)
                     tokens = self.tts_speech_token_dict[this_uuid]
                     if len(tokens) >= hop + self.token_overlap_len:
                         chunk = torch.tensor(tokens[:hop + self.token_overlap_len]).unsqueeze(0)
+                        _before_hop(index)
+                        index += 1
                         yield {"tts_speech": self.token2wav(token=chunk, finalize=False,
                                                             **common)}
                         with self.lock:  # the hop is spoken: drop its tokens
@@ -191,6 +212,7 @@ class CosyVoiceModel:
                         break
                 job.join()
                 rest = torch.tensor(self.tts_speech_token_dict[this_uuid]).unsqueeze(0)
+                _before_hop(index)
                 yield {"tts_speech": self.token2wav(token=rest, finalize=True, **common)}
             else:
                 job.join()
@@ -276,6 +298,7 @@ class CosyVoice2Model(CosyVoiceModel):
         lookahead = self.flow.pre_lookahead_len
         try:
             token_offset = 0
+            index = 0
             if stream:
                 hop = self.token_hop_len
                 while True:
@@ -283,6 +306,8 @@ class CosyVoice2Model(CosyVoiceModel):
                     tokens = self.tts_speech_token_dict[this_uuid]
                     if len(tokens) - token_offset >= hop + lookahead:
                         chunk = torch.tensor(tokens[:token_offset + hop + lookahead]).unsqueeze(0)
+                        _before_hop(index)
+                        index += 1
                         speech = self.token2wav(token=chunk, token_offset=token_offset,
                                                 stream=True, finalize=False, **common)
                         token_offset += hop
@@ -296,6 +321,7 @@ class CosyVoice2Model(CosyVoiceModel):
             else:
                 job.join()
             tokens = torch.tensor(self.tts_speech_token_dict[this_uuid]).unsqueeze(0)
+            _before_hop(index)
             yield {"tts_speech": self.token2wav(token=tokens, token_offset=token_offset,
                                                 stream=stream, finalize=True, speed=speed,
                                                 **common)}

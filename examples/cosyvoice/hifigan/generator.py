@@ -5,18 +5,23 @@
 (CosyVoice 3), as upstream's classes do. Tiny: a conv and one transposed conv upsampling by the
 hop size.
 
-Demo setting (not upstream's): ``COSYVOICE_DEMO_VOCODER_DELAY_S`` (seconds, default 0) makes every
+Demo settings (not upstream's): ``COSYVOICE_DEMO_VOCODER_DELAY_S`` (seconds, default 0) makes every
 vocoder call that much slower, read when the generator is built: a "slow vocoder" for alert rules
-and reports to catch (examples/prometheus/).
+and reports to catch (examples/prometheus/). ``COSYVOICE_DEMO_SLOW_HOP=INDEX:SECONDS`` slows ONE
+streamed hop of every utterance (the model runner sets ``SLOW.seconds`` before that hop's
+vocoder call): a stream that stalls at a known chunk, for the playback figures.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 import torch
 from torch import nn
+
+SLOW = threading.local()  # seconds the next decode in this thread sleeps (the slow-hop knob)
 
 
 class HiFTGenerator(nn.Module):
@@ -32,6 +37,9 @@ class HiFTGenerator(nn.Module):
     def decode(self, speech_feat: torch.Tensor) -> torch.Tensor:
         if self.delay_s > 0:
             time.sleep(self.delay_s)
+        slow, SLOW.seconds = getattr(SLOW, "seconds", 0.0), 0.0
+        if slow > 0:
+            time.sleep(slow)
         hidden = torch.tanh(self.conv_pre(speech_feat))
         return 0.5 * torch.tanh(self.upsample(hidden))  # [1, 1, frames * hop]
 
