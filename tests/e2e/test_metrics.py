@@ -52,9 +52,14 @@ def start(launch_app, zipkin, service: str, *flags: str, env: dict[str, str] | N
     return app
 
 
-def synthesize(app, headers: dict[str, str] | None = None) -> None:
-    resp = requests.get(f"{app.url}/inference_sft", params={"tts_text": TEXT, "spk_id": "中文女"},
-                        timeout=60, headers=headers or {})
+STREAMED = "One streamed sentence that is long enough to need several hops of audio."
+
+
+def synthesize(app, headers: dict[str, str] | None = None, stream: bool = False) -> None:
+    params = {"tts_text": STREAMED if stream else TEXT, "spk_id": "中文女",
+              "stream_mode": str(stream).lower()}
+    resp = requests.get(f"{app.url}/inference_sft", params=params, timeout=60,
+                        headers=headers or {})
     assert resp.status_code == 200 and len(resp.content) > 1000
 
 
@@ -73,7 +78,7 @@ def test_the_rules_pass_promtool() -> None:
     promtool = need("promtool")
     out = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True,
                          text=True, timeout=60)
-    assert out.returncode == 0 and "SUCCESS: 4 rules found" in out.stdout, out.stdout + out.stderr
+    assert out.returncode == 0 and "SUCCESS: 5 rules found" in out.stdout, out.stdout + out.stderr
     out = subprocess.run([promtool, "check", "config", str(RULES.parent / "prometheus.yml")],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -98,10 +103,12 @@ def test_every_request_is_measured_exemplars_link_to_zipkin_and_the_vocoder_aler
         zipkin, launch_app, make_model, tmp_path) -> None:
     need("prometheus")
     start.model = make_model(3)
-    # r0: the normal engine at sampling rate 0; slow: a vocoder 0.3 s slower, every trace kept
+    # r0: the normal engine at sampling rate 0; slow: a vocoder 0.3 s slower and its streams'
+    # hop 1 0.8 s slower (the listener waits), every trace kept
     r0 = start(launch_app, zipkin, "metrics-rate0", "--sampling-rate", "0", "--no-keep-errors")
     slow = start(launch_app, zipkin, "metrics-slow", "--sampling-rate", "1",
-                 env={"COSYVOICE_DEMO_VOCODER_DELAY_S": "0.3"})
+                 env={"COSYVOICE_DEMO_VOCODER_DELAY_S": "0.3",
+                      "COSYVOICE_DEMO_SLOW_HOP": "1:0.8"})
 
     # rate 0: N requests -> a request-duration histogram with count N, and no trace in Zipkin
     n = 4
@@ -145,7 +152,7 @@ def test_every_request_is_measured_exemplars_link_to_zipkin_and_the_vocoder_aler
         while not stop.is_set():
             for app in (r0, slow):
                 try:
-                    synthesize(app)
+                    synthesize(app, stream=app is slow)
                 except Exception:  # noqa: BLE001, S110 - the assertions below tell what went wrong
                     pass
 
@@ -161,6 +168,22 @@ def test_every_request_is_measured_exemplars_link_to_zipkin_and_the_vocoder_aler
         alerts = [a for a in prom.api("alerts")["alerts"]
                   if a["labels"]["alertname"] == "CosyVoiceVocoderSlow"]
         assert {a["labels"]["instance"] for a in alerts} == {targets[1]}  # never the normal one
+
+        def stalling() -> list[dict]:
+            return [a for a in prom.api("alerts")["alerts"]
+                    if a["labels"]["alertname"] == "CosyVoiceStreamsStalling"
+                    and a["state"] == "firing"]
+
+        assert wait_until(stalling, timeout=60, interval=1.0), prom.api("alerts")
+        assert {a["labels"]["instance"] for a in stalling()} == {targets[1]}
+        # the stall histogram's exemplars name stalled traces in Zipkin
+        stalled = set(EXEMPLAR.findall("\n".join(
+            line for line in scrape(slow).splitlines()
+            if line.startswith("tts_playback_stall_seconds_bucket"))))
+        assert stalled
+        spans = client.wait_for_trace(sorted(stalled)[0], timeout=20)
+        tags = next(sp for sp in spans if sp["name"] == "cosyvoice.inference")["tags"]
+        assert int(tags["tts.playback.stalls"]) >= 1
         # Prometheus stored exemplars from the slow replica; they name traces in Zipkin
         now = time.time()
         stored = prom.api("query_exemplars", query="tts_request_duration_seconds_bucket",
