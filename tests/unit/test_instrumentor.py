@@ -955,3 +955,42 @@ def test_a_zero_shot_prompt_carries_its_six_quality_figures(models, instrumented
     assert {k: inference["tags"][k] for k in figures} == {
         k: prompt_spans[0]["tags"][k] for k in figures}
     assert float(inference["tags"][schema.AUDIO_SNR_DB]) > 40  # a tone switched on and off
+
+
+# ---------------------------------------------------------------- what the listener hears
+
+@pytest.mark.parametrize("version", [1, 2, 3])
+def test_a_stream_slowed_at_one_hop_stalls_there_on_every_version(models, instrumented,
+                                                                 monkeypatch, version) -> None:
+    """In process, per version: the demo engine's hop 1 sleeps; the stall is at chunk 1,
+    summed on the request, and its time went to the vocoder; the first chunk's parts add up."""
+    monkeypatch.setenv("COSYVOICE_DEMO_SLOW_HOP", "1:1.2")
+    chunks = run_request(models[version], "sft", True, "")
+    inference = next(s for s in EXPORTER.get_finished_spans() if s.name == schema.INFERENCE)
+    attrs = inference.attributes
+    events = [dict(e.attributes) for e in inference.events if e.name == schema.CHUNK_EVENT]
+    gaps = [e[schema.CHUNK_GAP_MS] for e in events]
+    assert len(chunks) > 2 and [i for i, g in enumerate(gaps) if g > 100] == [1], gaps
+    assert events[1][schema.CHUNK_LATE_PART] == "vocoder"
+    assert attrs[schema.PLAYBACK_STALL_MS] == pytest.approx(sum(gaps), abs=0.01)
+    assert (attrs[schema.PLAYBACK_STALLS], attrs[schema.PLAYBACK_LATE_PART]) == (1, "vocoder")
+    parts = [attrs[schema.FIRST_CHUNK_PARTS[p]] for p in schema.PARTS]
+    assert sum(parts) == pytest.approx(attrs[schema.FIRST_CHUNK_REQUEST_MS], abs=0.01)
+    assert min(parts) >= 0
+    # the output digest: the float32 samples the app received, in order
+    import hashlib
+
+    samples = b"".join(c["tts_speech"].numpy().astype("<f4").tobytes() for c in chunks)
+    assert attrs[schema.OUTPUT_DIGEST] == hashlib.sha256(samples).hexdigest()[:16]
+    assert attrs[schema.OUTPUT_SAMPLES] == len(samples) // 4
+    assert len(attrs[schema.INPUT_FINGERPRINT]) == 16
+    assert attrs[schema.GENAI_AUDIO_OUTPUT_TOKENS] == attrs[schema.GENAI_OUTPUT_TOKENS] > 0
+    assert attrs[schema.GENAI_INPUT_LANGUAGE] == "zh"  # TEXT has 你好
+
+
+def test_a_request_not_streamed_has_no_playback_figures(models, instrumented) -> None:
+    run_request(models[3], "sft", False, "")
+    inference = next(s for s in EXPORTER.get_finished_spans() if s.name == schema.INFERENCE)
+    assert not [k for k in inference.attributes if k.startswith("tts.playback.")]
+    assert all(schema.CHUNK_GAP_MS not in e.attributes for e in inference.events)
+    assert schema.FIRST_CHUNK_REQUEST_MS in inference.attributes  # its first chunk has parts
