@@ -104,6 +104,8 @@ def test_every_mode_and_path_gives_one_complete_trace(zipkin, launch_app, tiny_m
         event = [s for s in spans if s["name"] == schema.GRADIO_EVENT]
         assert len(event) == 1 and float(event[0]["tags"][schema.QUEUE_WAIT_MS]) >= 0
         assert {s["localEndpoint"]["serviceName"] for s in spans} == {service}
+        parts = first_chunk_parts(spans)
+        assert (parts["prompt_audio"] > 0) is (mode != "sft"), (mode, parts)
     # no stage span of any request landed outside the trace its client started
     ours = {trace_id for trace_id, *_ in sent}
     stray = [t[0]["traceId"] for t in client.traces(service=service, span_name=schema.INFERENCE,
@@ -120,12 +122,28 @@ def test_concurrent_requests_give_disjoint_complete_traces(zipkin, launch_app, t
     run_parallel([lambda t=t, m=m: request(app.url, "join", m, True, prompt_file, t)
                   for t, m in zip(ids, ["sft", "zero_shot", "sft", "vc"], strict=True)])
     seen_span_ids: set[str] = set()
+    queued = []
     for trace_id, mode in zip(ids, ["sft", "zero_shot", "sft", "vc"], strict=True):
         spans = read_complete(zipkin, trace_id, mode, True)
         assert check_synthesis(spans, mode, True) == []
+        queued.append(first_chunk_parts(spans)["queue"])
         span_ids = {s["id"] for s in spans}
         assert not span_ids & seen_span_ids
         seen_span_ids |= span_ids
+    assert max(queued) > 0, queued  # four at once through a queue of one: some waited
+
+
+def first_chunk_parts(spans: list[dict]) -> dict[str, float]:
+    """The first chunk's parts of a Gradio request: they add up to its first-chunk time, and
+    the queue part is the event's queue wait."""
+    tags = next(s for s in spans if s["name"] == schema.INFERENCE)["tags"]
+    event = next(s for s in spans if s["name"] == schema.GRADIO_EVENT)
+    parts = {p: float(tags[schema.FIRST_CHUNK_PARTS[p]]) for p in schema.PARTS}
+    assert sum(parts.values()) == pytest.approx(float(tags[schema.FIRST_CHUNK_REQUEST_MS]),
+                                                abs=1.0)
+    assert min(parts.values()) >= 0, parts
+    assert parts["queue"] == pytest.approx(float(event["tags"][schema.QUEUE_WAIT_MS]), abs=0.01)
+    return parts
 
 
 def test_without_the_bridge_stage_spans_leave_the_request_trace(zipkin, launch_app, tiny_model,

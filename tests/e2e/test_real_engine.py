@@ -75,6 +75,21 @@ def tag(span: dict, key: str) -> str | None:
     return span["tags"].get(key)
 
 
+def listened(inference: dict) -> dict[str, float]:
+    """A streamed request on upstream's engine: its first chunk's parts add up (within 1 ms)
+    and name the real LLM, flow and vocoder; its playback figures are its chunks' gaps."""
+    parts = {p: float(tag(inference, s.FIRST_CHUNK_PARTS[p]) or "nan") for p in s.PARTS}
+    assert sum(parts.values()) == pytest.approx(float(tag(inference, s.FIRST_CHUNK_REQUEST_MS)),
+                                                abs=1.0), parts
+    assert min(parts.values()) >= 0 and min(parts["llm"], parts["flow"], parts["vocoder"]) > 0
+    gaps = [json.loads(a["value"])[s.CHUNK_EVENT][s.CHUNK_GAP_MS]
+            for a in inference.get("annotations", []) if s.CHUNK_EVENT in a["value"]]
+    assert len(gaps) > 1
+    assert float(tag(inference, s.PLAYBACK_STALL_MS)) == pytest.approx(sum(gaps), abs=0.01)
+    assert int(tag(inference, s.PLAYBACK_STALLS)) == sum(g > 100 for g in gaps)
+    return parts
+
+
 @pytest.mark.parametrize("version", [pytest.param(v, marks=V2_RUN if v == "2" else OTHERS)
                                      for v in VERSIONS])
 def test_every_mode_of_the_real_engine_gives_a_complete_trace(real_engine, zipkin, prompt_file,
@@ -105,6 +120,7 @@ def test_every_mode_of_the_real_engine_gives_a_complete_trace(real_engine, zipki
         assert delivered == pytest.approx(float(tag(inference, s.AUDIO_SECONDS)), abs=0.01)
         if case["stream"]:
             assert len(hops) > 1, case["name"]
+            listened(inference)
         if case["name"] == "v2 bistream":
             assert tag(inference, s.TEXT_STREAMED) == "true"
         if case["name"] == "v2 cached speaker":
@@ -174,6 +190,11 @@ def test_our_fastapi_server_on_the_real_engine(real_engine, zipkin, launch_app,
         assert check_synthesis(spans, mode, stream) == [], (mode, stream)
         server = next(sp for sp in spans if sp.get("kind") == "SERVER")
         assert server["traceId"] == trace_id  # the client's trace, kept
+        inference = next(sp for sp in spans if sp["name"] == s.INFERENCE)
+        if stream:
+            parts = listened(inference)
+            assert (parts["prompt_audio"] > 0) is (mode == "zero_shot"), parts
+        assert len(tag(inference, s.INPUT_FINGERPRINT) or "") == 16
         assert canary not in json.dumps(spans, ensure_ascii=False)
     output = app.stop()
     assert not [line for line in output.splitlines() if any(m in line for m in HTTP_LOG)]
