@@ -176,7 +176,7 @@ def fingerprint(secret: bytes, call: Any, mode: Any) -> str | None:
     without waiting for a GPU, or a text is a generator: no stable identity)."""
     mac = hmac.new(secret, digestmod=hashlib.sha256)
 
-    def field(name: str, value: bytes) -> None:
+    def field(name: str, value: bytes | memoryview) -> None:
         # length-prefixed: ("ab", "c") and ("a", "bc") never collide
         mac.update(f"{name}:{len(value)}:".encode())
         mac.update(value)
@@ -205,14 +205,18 @@ def fingerprint(secret: bytes, call: Any, mode: Any) -> str | None:
     return mac.hexdigest()[:16]
 
 
-def audio_bytes(value: Any) -> bytes | None:
-    """The samples of a prompt: a CPU tensor's bytes, a WAV's sample data (a path or a file
-    object, left where it was); None for what cannot be read here (a GPU tensor)."""
+def audio_bytes(value: Any) -> bytes | memoryview | None:
+    """The samples of a prompt: a CPU tensor's bytes (a view, no copy, when it is contiguous),
+    a WAV's sample data (a path or a file object, left where it was); None for what cannot be
+    read here (a GPU tensor)."""
     if hasattr(value, "shape"):
         if getattr(value, "is_cuda", False):
             return None
-        array = value.detach().numpy() if hasattr(value, "detach") else value
-        return bytes(memoryview(array.tobytes())[:MAX_AUDIO_BYTES])
+        import numpy as np
+
+        array = np.ascontiguousarray(value.detach().numpy() if hasattr(value, "detach")
+                                     else value)
+        return memoryview(array).cast("B")[:MAX_AUDIO_BYTES]
     from cosyvoice_otel.instrumentation.output_files import wav_data
 
     data = wav_data(value, MAX_AUDIO_BYTES)

@@ -85,6 +85,9 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("AUTH_TOKENS=change-me cosyvoice-traced run --service-name auth", "covered",
      "tests/e2e/test_gateway.py's edge fixture starts the auth service so"),
     ("cosyvoice-traced triage --zipkin http://zipkin:9411", "run", "0"),
+    ("cosyvoice-traced report --zipkin http://zipkin:9411 --first-chunk", "run", "0"),
+    ("cosyvoice-traced report --zipkin http://zipkin:9411 --compare service.version=1.0 "
+     "--compare service.version=1.1 --same-input", "run", "0"),
     ("cosyvoice-traced report --zipkin http://zipkin:9411 --by service.instance.id", "run", "0"),
 )
 
