@@ -38,3 +38,23 @@ def test_readme_documents_every_option() -> None:
     for option in OPTIONS:
         assert option.flag.split("/")[0].split()[0] in readme, option.flag
         assert option.envvar in readme, option.envvar
+
+
+def test_every_name_has_a_status() -> None:
+    """stable / development / draft / ours, for every attribute and metric: a gen_ai name is
+    never ours, ours are never gen_ai, and each status the table names is used somewhere."""
+    doc = schema.to_dict()
+    names = [a for d in doc["spans"] for a in d["attributes"]]
+    names += doc["common_attributes"]
+    names += [a for e in doc["events"] for a in e["attributes"]]
+    names += doc["metrics"]
+    for item in names:
+        assert item["status"] in schema.STATUSES, item
+        assert (item["status"] == "ours") is (not item["name"].startswith(("gen_ai.", "error."))), \
+            item
+    seen = {item["name"] for item in names}
+    assert set(schema.CONVENTION_STATUS) <= seen  # no status for a name the schema does not list
+    assert {schema.status_of(schema.GENAI_VOICE),
+            schema.status_of(schema.GENAI_INPUT_LANGUAGE)} == {"draft"}
+    assert schema.status_of(schema.ERROR_TYPE) == "stable"
+    assert "| status |" in schema.to_markdown()
