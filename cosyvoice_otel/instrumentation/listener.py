@@ -216,7 +216,7 @@ def audio_bytes(value: Any) -> bytes | memoryview | None:
 
         array = np.ascontiguousarray(value.detach().numpy() if hasattr(value, "detach")
                                      else value)
-        return memoryview(array).cast("B")[:MAX_AUDIO_BYTES]
+        return array.data.cast("B")[:MAX_AUDIO_BYTES]
     from cosyvoice_otel.instrumentation.output_files import wav_data
 
     data = wav_data(value, MAX_AUDIO_BYTES)
