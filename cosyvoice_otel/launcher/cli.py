@@ -400,18 +400,13 @@ def report(zipkin_url: str, service: str, lookback: str, limit: int, by: str | N
         except ZipkinError as exc:
             raise click.ClickException(str(exc)) from None
         refused = tri.refused_before_synthesis(edge)
-    heard = lis.playback(traces, include_warmup)
     if as_json:
         document = rep.to_dict(groups, client.base_url)
         if refused is not None:
             document["refused_before_synthesis"] = {"gateway": gateway_service, **refused}
-        document["playback"] = heard
         click.echo(json.dumps(document, indent=2))
     else:
         click.echo(rep.to_text(groups, client.base_url))
-        line = lis.playback_text(heard)
-        if line:
-            click.echo(line)
         if refused is not None:
             click.echo(f"refused before synthesis by {gateway_service}: " + ", ".join(
                 f"{cause} {count}" for cause, count in refused.items()))

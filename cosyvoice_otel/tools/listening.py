@@ -1,8 +1,7 @@
-"""What the listener heard, over many requests: ``report``'s playback line, ``--first-chunk`` and
-``--same-input``.
+"""What the listener heard, over many requests: ``report --first-chunk`` and ``--same-input``.
 
-* **Playback**: of the streamed requests, how many stalled (``tts.playback.stalls`` > 0), and
-  where the longest stall's time went (``tts.playback.late_part``: llm, flow, vocoder...).
+* **Playback** (in ``report``'s groups: ``report.GroupStats.playback``): of the streamed
+  requests, how many stalled, and where the longest stall's time went.
 * **First chunk** (``report --first-chunk``): the critical path's parts
   (``tts.first_chunk.<part>_ms``, which add up to ``tts.first_chunk.request_ms``), p50 and p95
   per part, for warm-up and steady requests and per concurrency level.
@@ -20,7 +19,6 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,41 +58,6 @@ def _number(tags: dict, key: str) -> float | None:
     except (KeyError, ValueError):
         return None
     return value if math.isfinite(value) else None
-
-
-# ----------------------------------------------------------------------------------- playback
-
-def playback(traces: list[list[dict]], include_warmup: bool = False) -> dict[str, Any]:
-    """The streamed requests, the stalled ones, and the part of their longest stall."""
-    streamed = stalled = 0
-    parts: Counter = Counter()
-    stall_ms: list[float] = []
-    for _, _, inference in _requests(traces, include_warmup):
-        tags = inference["tags"]
-        stalls = _number(tags, s.PLAYBACK_STALLS)
-        if stalls is None:
-            continue  # not streamed (or recorded before playback figures existed)
-        streamed += 1
-        stall_ms.append(_number(tags, s.PLAYBACK_STALL_MS) or 0.0)
-        if stalls > 0:
-            stalled += 1
-            parts[tags.get(s.PLAYBACK_LATE_PART) or "other"] += 1
-    stall_ms.sort()
-    return {"streamed": streamed, "stalled": stalled,
-            "share": round(stalled / streamed, 4) if streamed else 0.0,
-            "by_part": dict(parts.most_common()),
-            "stall_ms_p95": percentile(stall_ms, 95) if stall_ms else 0.0}
-
-
-def playback_text(summary: dict[str, Any]) -> str | None:
-    if not summary["streamed"]:
-        return None
-    line = (f"playback: {summary['stalled']} of {summary['streamed']} streamed requests stalled "
-            f"({100 * summary['share']:.1f}%)")
-    if summary["by_part"]:
-        line += "; late chunk's time in: " + ", ".join(
-            f"{part} {count}" for part, count in summary["by_part"].items())
-    return line + f"; stall p95 {summary['stall_ms_p95']:.0f} ms"
 
 
 # -------------------------------------------------------------------------------- first chunk

@@ -109,6 +109,17 @@ class GroupStats:
     warmup_excluded: int = 0  # warm-up requests left out of the figures
     # (start, duration, failed) per request, for the timeline: "what happened at 3 pm?"
     timeline: list[tuple[int, float, bool]] = field(default_factory=list)
+    # per streamed request: (its playback stall in ms, the late part when it stalled, else None)
+    streams: list[tuple[float, str | None]] = field(default_factory=list)
+
+    def playback(self) -> dict[str, Any]:
+        """The streamed requests, those that stalled, and the part of their longest stall."""
+        stalled = [part for _, part in self.streams if part is not None]
+        stall_ms = sorted(ms for ms, _ in self.streams)
+        return {"streamed": len(self.streams), "stalled": len(stalled),
+                "share": round(len(stalled) / len(self.streams), 4) if self.streams else 0.0,
+                "by_part": dict(Counter(stalled).most_common()),
+                "stall_ms_p95": percentile(stall_ms, 95)}
 
     def share(self, stage: str) -> float:
         total = sum(self.stages[stage].durations) if stage in self.stages else 0.0
@@ -179,6 +190,9 @@ def analyse(traces: list[list[dict]], by: str | None = None,
         group.requests.append((request.get("duration", 0), request["traceId"]))
         group.timeline.append((int(request.get("timestamp", 0)), request.get("duration", 0),
                                any("error" in sp.get("tags", {}) for sp in spans)))
+        stream = _stream(tags)
+        if stream is not None:
+            group.streams.append(stream)
         for span in spans:
             if span["name"].endswith(_HTTP_NOISE) or span.get("kind") == "SERVER":
                 continue
@@ -195,6 +209,16 @@ def analyse(traces: list[list[dict]], by: str | None = None,
             stage.durations.sort()
         group.requests.sort(reverse=True)
     return groups
+
+
+def _stream(tags: dict) -> tuple[float, str | None] | None:
+    """A streamed request's (stall ms, late part if it stalled); None when not streamed."""
+    stalls, stall_ms = _number(tags.get(s.PLAYBACK_STALLS, "")), _number(
+        tags.get(s.PLAYBACK_STALL_MS, ""))
+    if stalls is None:
+        return None
+    late = (tags.get(s.PLAYBACK_LATE_PART) or "other") if stalls > 0 else None
+    return stall_ms or 0.0, late
 
 
 BUCKETS = 5  # a numeric tag's values in this many ranges of equal counts
@@ -557,6 +581,7 @@ def to_dict(groups: dict[str, GroupStats], zipkin_ui: str, slowest: int = 5) -> 
             "errors_by_type": dict(group.errors),
             "interrupted": group.interrupted,
             "warmup_excluded": group.warmup_excluded,
+            "playback": group.playback(),
             "slowest": [{"trace_id": t, "duration_us": d,
                          "link": f"{zipkin_ui}/zipkin/traces/{t}"}
                         for d, t in group.requests[:slowest]],
@@ -597,6 +622,14 @@ def to_text(groups: dict[str, GroupStats], zipkin_ui: str, slowest: int = 5) -> 
         if group.errors:
             lines.append(f"{prefix}errors by type: " + ", ".join(
                 f"{t}={n}" for t, n in group.errors.most_common()))
+        heard = group.playback()
+        if heard["streamed"]:
+            line = (f"{prefix}playback: {heard['stalled']} of {heard['streamed']} streamed "
+                    f"requests stalled ({100 * heard['share']:.1f}%)")
+            if heard["by_part"]:
+                line += "; late chunk's time in: " + ", ".join(
+                    f"{part} {count}" for part, count in heard["by_part"].items())
+            lines.append(line + f"; stall p95 {heard['stall_ms_p95']:.0f} ms")
         lines.append(f"{prefix}slowest requests:")
         lines += [f"  {_fmt_us(d):>10s}  {zipkin_ui}/zipkin/traces/{t}"
                   for d, t in group.requests[:slowest]]

@@ -207,7 +207,7 @@ def test_the_readme_commands_run_as_written(zipkin, launch_app, tiny_model,
         else:
             continue
         ran[action] += 1
-    assert ran == {"run": 6, "serve": 5}  # the web UI line twice: alone, and behind the gateway
+    assert ran == {"run": 8, "serve": 5}  # the web UI line twice: alone, and behind the gateway
 
 
 def check_nginx(blocks_text: str) -> None:

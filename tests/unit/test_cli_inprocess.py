@@ -293,11 +293,8 @@ def test_report_text_json_and_html_describe_the_same_traces(capsys, zipkin, tmp_
     groups = rep.analyse(zipkin.served)
     assert text.rstrip("\n") == rep.to_text(groups, zipkin.endpoint)
     code, doc, _ = main(capsys, "report", "--zipkin", zipkin.endpoint, "--json")
-    from cosyvoice_otel.tools import listening
-
-    expected = {**rep.to_dict(groups, zipkin.endpoint),
-                "playback": listening.playback(zipkin.served)}
-    assert code == 0 and json.loads(doc) == json.loads(json.dumps(expected))
+    assert code == 0 and json.loads(doc) == json.loads(json.dumps(rep.to_dict(groups,
+                                                                              zipkin.endpoint)))
     page = tmp_path / "r.html"
     code, _, _ = main(capsys, "report", "--zipkin", zipkin.endpoint, "--html", str(page))
     assert code == 0

@@ -127,22 +127,35 @@ def test_the_first_chunk_table_groups_by_phase_and_concurrency() -> None:
 
 
 def test_the_playback_line_counts_streams_that_stalled_by_part() -> None:
-    def streamed(trace_id, stalls, part=None, stall_ms="0"):
+    from cosyvoice_otel.tools import report as rep
+
+    def streamed(trace_id, stalls, part=None, stall_ms="0", version="1.0"):
         tags = {s.PLAYBACK_STALLS: str(stalls), s.PLAYBACK_STALL_MS: stall_ms}
         if part:
             tags[s.PLAYBACK_LATE_PART] = part
-        return trace(trace_id, "1.0", None, 100, **tags)
+        return trace(trace_id, version, None, 100, **tags)
 
     traces = [streamed("a", 0), streamed("b", 2, "vocoder", "300"),
               streamed("c", 1, "llm", "150"), streamed("d", 1, "vocoder", "nan"),
-              trace("e", "1.0", None, 100)]  # not streamed: not counted
-    summary = lis.playback(traces)
-    assert (summary["streamed"], summary["stalled"], summary["share"]) == (4, 3, 0.75)
-    assert summary["by_part"] == {"vocoder": 2, "llm": 1}
+              streamed("w", 1, "llm", "900", "1.0")[:1] + [  # a warm-up: left out
+                  {**streamed("w", 1, "llm", "900")[1],
+                   "tags": {**streamed("w", 1, "llm", "900")[1]["tags"], s.WARMUP: "true"}}],
+              trace("e", "1.0", None, 100),  # not streamed: not counted
+              streamed("x", 1, None, "120", version="2.0")]  # stalled, no part recorded
+    groups = rep.analyse(traces)
+    summary = groups["all"].playback()
+    assert (summary["streamed"], summary["stalled"], summary["share"]) == (5, 4, 0.8)
+    assert summary["by_part"] == {"vocoder": 2, "llm": 1, "other": 1}
     assert summary["stall_ms_p95"] == 300.0  # NaN is no figure
-    line = lis.playback_text(summary)
-    assert "3 of 4 streamed requests stalled (75.0%)" in line and "vocoder 2" in line
-    assert lis.playback_text(lis.playback([trace("e", "1.0", None, 100)])) is None
+    text = rep.to_text(groups, "http://z")
+    assert "playback: 4 of 5 streamed requests stalled (80.0%)" in text and "vocoder 2" in text
+    assert rep.to_dict(groups, "http://z")["all"]["playback"] == summary
+    by_version = rep.analyse(traces, by="service.version")
+    assert by_version["2.0"].playback()["stalled"] == 1
+    assert "[2.0] playback: 1 of 1" in rep.to_text(by_version, "http://z")
+    quiet = rep.analyse([trace("e", "1.0", None, 100)])
+    assert "playback" not in rep.to_text(quiet, "http://z")
+    assert quiet["all"].playback()["streamed"] == 0
 
 
 def test_same_input_needs_two_sides() -> None:
