@@ -1,24 +1,35 @@
-"""Throughput under concurrency: 8 clients in parallel on the demo server, traced vs untraced.
+"""Throughput under concurrency, traced vs untraced, with a baseline revision side by side.
 
-    .venv/bin/python benchmarks/throughput.py [--clients 8] [--seconds 10] [--rounds 3]
+    .venv/bin/python benchmarks/throughput.py [--clients 8] [--seconds 10] [--rounds 6]
+                                              [--baseline REV | --no-baseline] [--zipkin]
 
-Three demo servers from one model: untraced; traced with exporter none (the in-process cost of
-the full stage tree: target traced/untraced >= 0.97); traced exporting to a real Zipkin on the
-same machine (reported beside it: encoding, sending and Zipkin's own ingest share the cores).
-Each round gives every server ``--seconds`` of load from ``--clients`` threads sending the
-demo's default request back to back (one server at a time, servers in turn, so noise spreads
-over all); completed requests per second are summed over the rounds.
+Demo servers from one model and TODAY's ``examples/server.py`` and demo engine: untraced; traced
+by this checkout (exporter none: the in-process cost of the whole stage tree, target >= 0.97 of
+untraced); traced by the BASELINE revision's package (``--baseline REV``, default the latest
+tag, else the revision in ``benchmarks/baseline.txt``: the previous landing), exported with
+``git archive`` into a temporary folder and put first on ``PYTHONPATH``, so the only difference
+between the two traced servers is the tracer's code; and with ``--zipkin``, this checkout
+exporting to a real Zipkin on the same cores. Each round gives every server ``--seconds`` of
+load from ``--clients`` threads sending the demo's request back to back, one server at a time,
+the order rotating each round (noise spreads over all). Per round, each traced server's
+completed requests over the untraced server's in the same round; printed: the median ratio
+over the rounds and its range (this box is noisy: a difference smaller than the range is not a
+difference).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
+import subprocess
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import requests
-from common import BIN, free_port, start, stop, tiny_model
+from common import BIN, ROOT, free_port, start, stop, tiny_model
 
 from cosyvoice_otel.tools import zipkin_server
 from cosyvoice_otel.tools.demo import DEMO_TEXT
@@ -47,45 +58,90 @@ def load(port: int, clients: int, seconds: float) -> int:
     return sum(done)
 
 
+def default_baseline() -> str:
+    """The latest tag, else the previous landing named in benchmarks/baseline.txt."""
+    tag = subprocess.run(["git", "describe", "--tags", "--abbrev=0"], cwd=ROOT,
+                         capture_output=True, text=True)
+    if tag.returncode == 0 and tag.stdout.strip():
+        return tag.stdout.strip()
+    return (ROOT / "benchmarks" / "baseline.txt").read_text().split()[0]
+
+
+def export_package(rev: str, into: Path) -> str:
+    """The revision's ``cosyvoice_otel`` package under ``into``; its commit id."""
+    commit = subprocess.run(["git", "rev-parse", "--short", f"{rev}^{{commit}}"], cwd=ROOT,
+                            capture_output=True, text=True)
+    if commit.returncode != 0:
+        raise SystemExit(f"--baseline {rev}: not a revision of this repository")
+    archive = subprocess.run(["git", "archive", commit.stdout.strip(), "cosyvoice_otel"],
+                             cwd=ROOT, capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return commit.stdout.strip()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--baseline", default=None, metavar="REV",
+                        help="the revision whose tracer runs beside this checkout's")
+    parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--zipkin", action="store_true",
+                        help="also this checkout exporting to a real Zipkin on the same cores")
     args = parser.parse_args()
     model = tiny_model(3)
-    zipkin = zipkin_server.start()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "COSYVOICE_"))}
     app = ["python", "examples/server.py", "--model_dir", model, "--port"]
-    variants = {"untraced": [str(BIN / "python"), *app[1:]],
-                "traced, exporter none": [str(BIN / "cosyvoice-traced"), "run", "--exporter",
-                                          "none", "--", *app],
-                "traced, real Zipkin": [str(BIN / "cosyvoice-traced"), "run",
-                                        "--zipkin-endpoint", zipkin.endpoint, "--", *app]}
+    traced = [str(BIN / "cosyvoice-traced"), "run", "--exporter", "none", "--", *app]
+    variants: dict[str, tuple[list[str], dict[str, str]]] = {
+        "untraced": ([str(BIN / "python"), *app[1:]], env),
+        "traced (this checkout)": (traced, env)}
+    holder = tempfile.TemporaryDirectory(prefix="cosyvoice-otel-baseline-")
+    if not args.no_baseline:
+        rev = args.baseline or default_baseline()
+        commit = export_package(rev, Path(holder.name))
+        # the baseline's package first on the path: the launcher, the distro, the configurator
+        # and the instrumentor all import from it (the same entry-point names, another code)
+        paths = [holder.name, env.get("PYTHONPATH", "")]
+        variants[f"traced (baseline {commit})"] = (
+            traced, {**env, "PYTHONPATH": os.pathsep.join(p for p in paths if p)})
+    zipkin = zipkin_server.start() if args.zipkin else None
+    if zipkin is not None:
+        variants["traced, real Zipkin"] = ([str(BIN / "cosyvoice-traced"), "run",
+                                            "--zipkin-endpoint", zipkin.endpoint, "--", *app],
+                                           env)
     servers, ports = [], {}
-    for name, argv in variants.items():
-        port = free_port()
-        servers.append(start([*argv, str(port)], port, env))
-        ports[name] = port
-    counts = {name: 0 for name in ports}
     try:
+        for name, (argv, variant_env) in variants.items():
+            port = free_port()
+            servers.append(start([*argv, str(port)], port, variant_env))
+            ports[name] = port
+        names = list(ports)
+        rounds: list[dict[str, int]] = []
         for port in ports.values():  # warm torch up on every server
             load(port, args.clients, 2.0)
-        for _ in range(args.rounds):
-            for name, port in ports.items():
-                counts[name] += load(port, args.clients, args.seconds)
+        for index in range(args.rounds):
+            order = names[index % len(names):] + names[:index % len(names)]
+            rounds.append({name: load(ports[name], args.clients, args.seconds)
+                           for name in order})
     finally:
         for server in servers:
             stop(server)
-        zipkin.stop()
+        if zipkin is not None:
+            zipkin.stop()
+        holder.cleanup()
     total = args.rounds * args.seconds
-    base = counts["untraced"] / total
-    print(f"{args.clients} clients, {args.rounds} rounds x {args.seconds:g} s per server, demo "
-          "request (sft, non-streaming)")
-    for name in ports:
-        rate = counts[name] / total
-        target = "  (target >= 0.97)" if name == "traced, exporter none" else ""
-        print(f"{name:24s} {rate:7.2f} req/s   / untraced {rate / base:.3f}{target}")
+    print(f"{args.clients} clients, {args.rounds} rounds x {args.seconds:g} s per server (order "
+          "rotating), demo request (sft, non-streaming), one machine")
+    base = sum(r["untraced"] for r in rounds) / total
+    print(f"{'untraced':32s} {base:7.2f} req/s")
+    for name in names[1:]:
+        ratios = sorted(r[name] / r["untraced"] for r in rounds if r["untraced"])
+        rate = sum(r[name] for r in rounds) / total
+        target = "  (target >= 0.97)" if name == "traced (this checkout)" else ""
+        print(f"{name:32s} {rate:7.2f} req/s   / untraced: median {statistics.median(ratios):.3f}"
+              f" (rounds {ratios[0]:.3f}-{ratios[-1]:.3f}){target}")
 
 
 if __name__ == "__main__":

@@ -143,6 +143,9 @@ class CosyVoiceInstrumentor(BaseInstrumentor):
 
     def _instrument(self, **kwargs: Any) -> None:
         self._active = True
+        # this instrumentation's number: a post-import hook of an earlier one (wrapt keeps
+        # them all) must not patch with ITS options a module first imported now
+        self._generation = getattr(self, "_generation", 0) + 1
         self._patched: list[tuple[Any, str]] = []
         self._warned: set[str] = set()
         self._adopted: set[tuple[type, str]] = set()
@@ -182,8 +185,10 @@ class CosyVoiceInstrumentor(BaseInstrumentor):
             api.activate(tracer_provider, self.options)
 
     def _when_imported(self, module_name: str, patch: Any) -> None:
+        generation = self._generation
+
         def hook(module: Any) -> None:
-            if self._active:
+            if self._active and self._generation == generation:
                 patch(module)
 
         # wrapt calls the hook at once when the module is already imported

@@ -994,3 +994,34 @@ def test_a_request_not_streamed_has_no_playback_figures(models, instrumented) ->
     assert not [k for k in inference.attributes if k.startswith("tts.playback.")]
     assert all(schema.CHUNK_GAP_MS not in e.attributes for e in inference.events)
     assert schema.FIRST_CHUNK_REQUEST_MS in inference.attributes  # its first chunk has parts
+
+
+def test_a_hook_of_an_earlier_instrumentation_never_patches_with_its_options(
+        tmp_path, monkeypatch) -> None:
+    """wrapt keeps every post-import hook: a module first imported after uninstrument() and a
+    new instrument() with other options must be patched as the NEW options say (seen: a gRPC
+    module imported late got the trace-response patch of an earlier, 'on' instrumentation)."""
+    from cosyvoice_otel.instrumentation import instrumentor as module
+
+    (tmp_path / "late_engine_mod.py").write_text("def run(n):\n    return n + 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "late_engine_mod", raising=False)
+
+    def make(tracer, enabled):
+        def wrapper(wrapped, instance, args, kwargs):
+            return wrapped(*args, **kwargs)
+        return wrapper
+
+    row = module.Patch("late_engine_mod", "run", make, "trace_response")
+    monkeypatch.setattr(module, "PATCHES", (row,))
+    inst = CosyVoiceInstrumentor()
+    inst.instrument(tracer_provider=PROVIDER, trace_response=True)
+    inst.uninstrument()
+    inst.instrument(tracer_provider=PROVIDER, trace_response=False)
+    try:
+        import late_engine_mod
+
+        assert not _is_wrapped(late_engine_mod.__dict__["run"])
+    finally:
+        inst.uninstrument()
+        sys.modules.pop("late_engine_mod", None)
