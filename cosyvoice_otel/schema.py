@@ -255,20 +255,22 @@ SPANS: tuple[SpanDef, ...] = (
                   "GenAI semconv: time to the first chunk, seen by the server: "
                   "tts.first_chunk.request_ms in seconds"),
              Attr(PLAYBACK_STALL_MS, "double", "ms", False,
-                  "streamed requests: how long a listener who starts playing at the first chunk "
-                  "(after tts.playback.buffer_ms) would hear silence waiting for audio, summed"),
+                  "a request heard chunk by chunk (streamed, or several sentences: upstream's "
+                  "apps send each as it comes): how long a listener who starts playing at the "
+                  "first chunk (after tts.playback.buffer_ms) hears silence waiting for audio, "
+                  "summed"),
              Attr(PLAYBACK_STALLS, "int", "", False,
-                  "streamed: stalls longer than tts.playback.threshold_ms"),
-             Attr(PLAYBACK_LONGEST_MS, "double", "ms", False, "streamed: the longest stall"),
+                  "chunk by chunk: stalls longer than tts.playback.threshold_ms"),
+             Attr(PLAYBACK_LONGEST_MS, "double", "ms", False, "chunk by chunk: the longest stall"),
              Attr(PLAYBACK_CONTINUOUS, "bool", "", False,
-                  "streamed: no stall longer than the threshold"),
+                  "chunk by chunk: no stall longer than the threshold"),
              Attr(PLAYBACK_LATE_PART, "string", "", False,
-                  "streamed, with a stall over the threshold: where the longest stall's time "
+                  "chunk by chunk, with a stall over the threshold: where the longest stall's time "
                   "went between its chunk and the one before (llm, flow, vocoder, ...)"),
              Attr(PLAYBACK_BUFFER_MS, "double", "ms", False,
-                  "streamed: the start buffer the playback figures assume (--playback-buffer-ms)"),
+                  "the start buffer the playback figures assume (--playback-buffer-ms)"),
              Attr(PLAYBACK_THRESHOLD_MS, "double", "ms", False,
-                  "streamed: the stall threshold (--stall-threshold-ms)"),
+                  "the stall threshold (--stall-threshold-ms)"),
              Attr(INPUT_FINGERPRINT, "string", "", False,
                   "a keyed fingerprint of the input (HMAC-SHA256 of the normalised texts, mode, "
                   "speaker, prompt-audio samples, speed, stream; 16 hex): equal for the same "
@@ -397,9 +399,9 @@ EVENTS = {
              "wall time since the previous chunk (or the request's start) / its audio seconds"),
         Attr(CHUNK_INDEX, "int", "", True, "0-based chunk number"),
         Attr(CHUNK_GAP_MS, "double", "ms", False,
-             "streamed: the silence a listener would hear before this chunk (0: in time)"),
+             "the silence a listener hears before this chunk (0: in time)"),
         Attr(CHUNK_LATE_PART, "string", "", False,
-             "streamed, gap over the threshold: where the time since the previous chunk went")),
+             "gap over the threshold: where the time since the previous chunk went")),
         "one per audio chunk the request yields (streamed hops: the first ones show warm-up)"),
 }
 
@@ -484,7 +486,8 @@ METRICS: tuple[MetricDef, ...] = (
               "speech tokens per second of one acoustic_model run",
               "tts_llm_tokens_per_second"),
     MetricDef(PLAYBACK_STALL, "histogram", "s", (MODE, WARMUP, SERVICE_VERSION),
-              "a streamed request's playback stall (tts.playback.stall_ms; 0 for a smooth one)",
+              "a chunk-by-chunk request's playback stall (tts.playback.stall_ms; 0 for a smooth "
+              "one)",
               "tts_playback_stall_seconds"),
     MetricDef(GENAI_SERVER_TTFT, "histogram", "s", (GENAI_OPERATION, GENAI_PROVIDER, MODE,
                                                     STREAM, SERVICE_VERSION),

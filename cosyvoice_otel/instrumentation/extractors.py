@@ -213,8 +213,8 @@ class Inference(Extractor):
         stage.counters.update(chunks=0, samples=0, rate=rate, last=stage.started,
                               input_tokens=0, output_tokens=0, digest=listener.OutputDigest(),
                               playback=listener.Playback(stage.options.playback_buffer_s,
-                                                         stage.options.stall_threshold_s)
-                              if stream else None)
+                                                         stage.options.stall_threshold_s),
+                              stream=stream)
         stage.timeline = []  # the stages under this request add themselves (listener.py)
         stage.counters["began"], stage.counters["queued"] = listener.request_start(stage)
 
@@ -234,17 +234,18 @@ class Inference(Extractor):
             seconds = samples / rate
             event = {s.CHUNK_INDEX: counters["chunks"], s.CHUNK_AUDIO_SECONDS: round(seconds, 4),
                      s.CHUNK_RTF: round((now - counters["last"]) / seconds, 4)}
+            # every app of upstream's shape sends each chunk as it comes (stream=False too:
+            # one chunk per sentence), so each chunk's gap is what its listener hears
             playback = counters["playback"]
-            if playback is not None:
-                gap = playback.arrive(now, seconds)
-                event[s.CHUNK_GAP_MS] = round(gap * 1000, 3)
-                if gap > playback.threshold:  # a stall: where did the wait go?
-                    part = listener.late_part(stage, counters["last"], now)
-                    event[s.CHUNK_LATE_PART] = part
-                    if gap > playback.longest:
-                        playback.longest, playback.longest_part = gap, part
-                elif gap > playback.longest:
-                    playback.longest = gap
+            gap = playback.arrive(now, seconds)
+            event[s.CHUNK_GAP_MS] = round(gap * 1000, 3)
+            if gap > playback.threshold:  # a stall: where did the wait go?
+                part = listener.late_part(stage, counters["last"], now)
+                event[s.CHUNK_LATE_PART] = part
+                if gap > playback.longest:
+                    playback.longest, playback.longest_part = gap, part
+            elif gap > playback.longest:
+                playback.longest = gap
             span.add_event(s.CHUNK_EVENT, event)
         timeline = stage.timeline
         if timeline is not None and len(timeline) > 64:  # a long stream: forget ended hops
@@ -276,7 +277,9 @@ class Inference(Extractor):
             if counters.get(key):
                 span.set_attribute(attr, counters[key])
         playback = counters.get("playback")
-        if playback is not None and counters.get("chunks"):
+        chunks = counters.get("chunks", 0)
+        # a request heard chunk by chunk: streamed, or several sentences (one chunk each)
+        if playback is not None and chunks and (counters.get("stream") or chunks > 1):
             span.set_attributes(playback.attributes())
         digest = counters.get("digest")
         if digest is not None:

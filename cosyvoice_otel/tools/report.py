@@ -109,11 +109,13 @@ class GroupStats:
     warmup_excluded: int = 0  # warm-up requests left out of the figures
     # (start, duration, failed) per request, for the timeline: "what happened at 3 pm?"
     timeline: list[tuple[int, float, bool]] = field(default_factory=list)
-    # per streamed request: (its playback stall in ms, the late part when it stalled, else None)
+    # per request heard chunk by chunk (streamed, or several sentences): (its playback stall
+    # in ms, the late part when it stalled, else None)
     streams: list[tuple[float, str | None]] = field(default_factory=list)
 
     def playback(self) -> dict[str, Any]:
-        """The streamed requests, those that stalled, and the part of their longest stall."""
+        """The requests heard chunk by chunk ("streamed": playback figures recorded), those
+        that stalled, and the part of their longest stall."""
         stalled = [part for _, part in self.streams if part is not None]
         stall_ms = sorted(ms for ms, _ in self.streams)
         return {"streamed": len(self.streams), "stalled": len(stalled),
@@ -212,7 +214,7 @@ def analyse(traces: list[list[dict]], by: str | None = None,
 
 
 def _stream(tags: dict) -> tuple[float, str | None] | None:
-    """A streamed request's (stall ms, late part if it stalled); None when not streamed."""
+    """(stall ms, late part if it stalled) of a request with playback figures, else None."""
     stalls, stall_ms = _number(tags.get(s.PLAYBACK_STALLS, "")), _number(
         tags.get(s.PLAYBACK_STALL_MS, ""))
     if stalls is None:
@@ -624,8 +626,8 @@ def to_text(groups: dict[str, GroupStats], zipkin_ui: str, slowest: int = 5) -> 
                 f"{t}={n}" for t, n in group.errors.most_common()))
         heard = group.playback()
         if heard["streamed"]:
-            line = (f"{prefix}playback: {heard['stalled']} of {heard['streamed']} streamed "
-                    f"requests stalled ({100 * heard['share']:.1f}%)")
+            line = (f"{prefix}playback: {heard['stalled']} of {heard['streamed']} requests "
+                    f"heard chunk by chunk stalled ({100 * heard['share']:.1f}%)")
             if heard["by_part"]:
                 line += "; late chunk's time in: " + ", ".join(
                     f"{part} {count}" for part, count in heard["by_part"].items())

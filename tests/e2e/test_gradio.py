@@ -106,6 +106,12 @@ def test_every_mode_and_path_gives_one_complete_trace(zipkin, launch_app, tiny_m
         assert {s["localEndpoint"]["serviceName"] for s in spans} == {service}
         parts = first_chunk_parts(spans)
         assert (parts["prompt_audio"] > 0) is (mode != "sft"), (mode, parts)
+        tags = next(s for s in spans if s["name"] == schema.INFERENCE)["tags"]
+        # streamed, or two sentences yielded one by one (vc converts in one chunk): heard
+        # chunk by chunk
+        if not stream:
+            assert (int(tags[schema.CHUNK_COUNT]) > 1) is (mode != "vc"), mode
+        assert (schema.PLAYBACK_STALLS in tags) is (stream or mode != "vc"), (mode, stream)
     # no stage span of any request landed outside the trace its client started
     ours = {trace_id for trace_id, *_ in sent}
     stray = [t[0]["traceId"] for t in client.traces(service=service, span_name=schema.INFERENCE,

@@ -127,6 +127,13 @@ def test_each_metadata_format_keeps_the_client_trace_with_stages_inside_the_rpc(
         inference = next(s for s in spans if s["name"] == schema.INFERENCE)
         assert inference["parentId"] == server["id"]
         assert inference["tags"][schema.MODE] == mode
+        # two sentences, one message each as it comes: the listener's playback figures, and
+        # the first chunk's parts adding up from the RPC's start
+        tags = inference["tags"]
+        assert int(tags[schema.CHUNK_COUNT]) == 2 and tags[schema.PLAYBACK_STALLS] == "0"
+        parts = sum(float(tags[schema.FIRST_CHUNK_PARTS[p]]) for p in schema.PARTS)
+        assert parts == pytest.approx(float(tags[schema.FIRST_CHUNK_REQUEST_MS]), abs=1.0)
+        assert (float(tags[schema.FIRST_CHUNK_PARTS["prompt_audio"]]) > 0) is (mode != "sft")
         for span in spans:  # every stage inside the RPC's time
             if span is not server:
                 assert span["timestamp"] >= server["timestamp"] - 1000

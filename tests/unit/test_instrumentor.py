@@ -988,12 +988,22 @@ def test_a_stream_slowed_at_one_hop_stalls_there_on_every_version(models, instru
     assert attrs[schema.GENAI_INPUT_LANGUAGE] == "zh"  # TEXT has 你好
 
 
-def test_a_request_not_streamed_has_no_playback_figures(models, instrumented) -> None:
-    run_request(models[3], "sft", False, "")
-    inference = next(s for s in EXPORTER.get_finished_spans() if s.name == schema.INFERENCE)
-    assert not [k for k in inference.attributes if k.startswith("tts.playback.")]
-    assert all(schema.CHUNK_GAP_MS not in e.attributes for e in inference.events)
-    assert schema.FIRST_CHUNK_REQUEST_MS in inference.attributes  # its first chunk has parts
+def test_playback_figures_for_requests_heard_chunk_by_chunk_only(models, instrumented) -> None:
+    """Not streamed, several sentences: one chunk each, sent as they come (upstream's three
+    apps do): playback figures. One sentence, not streamed: one chunk, nothing to stall."""
+    tracer = PROVIDER.get_tracer("test")
+    for text in ("Just one sentence here", TEXT):
+        with tracer.start_as_current_span("request"):
+            list(models[3].inference_sft(text, "中文女", stream=False))
+    one, several = [s for s in EXPORTER.get_finished_spans() if s.name == schema.INFERENCE]
+    assert one.attributes[schema.CHUNK_COUNT] == 1
+    assert not [k for k in one.attributes if k.startswith("tts.playback.")]
+    assert schema.FIRST_CHUNK_REQUEST_MS in one.attributes  # its first chunk has parts
+    assert several.attributes[schema.CHUNK_COUNT] == 2
+    assert several.attributes[schema.PLAYBACK_CONTINUOUS] is True
+    gaps = [e.attributes[schema.CHUNK_GAP_MS] for e in several.events
+            if e.name == schema.CHUNK_EVENT]
+    assert len(gaps) == 2 and gaps[0] == 0.0
 
 
 def test_a_hook_of_an_earlier_instrumentation_never_patches_with_its_options(

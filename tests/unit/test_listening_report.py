@@ -148,7 +148,7 @@ def test_the_playback_line_counts_streams_that_stalled_by_part() -> None:
     assert summary["by_part"] == {"vocoder": 2, "llm": 1, "other": 1}
     assert summary["stall_ms_p95"] == 300.0  # NaN is no figure
     text = rep.to_text(groups, "http://z")
-    assert "playback: 4 of 5 streamed requests stalled (80.0%)" in text and "vocoder 2" in text
+    assert "playback: 4 of 5 requests heard chunk by chunk stalled (80.0%)" in text and "vocoder 2" in text
     assert rep.to_dict(groups, "http://z")["all"]["playback"] == summary
     by_version = rep.analyse(traces, by="service.version")
     assert by_version["2.0"].playback()["stalled"] == 1
