@@ -462,8 +462,11 @@ def test_chunk_events_carry_audio_seconds_and_rtf_per_chunk(make_stage, monkeypa
         extractor.item(stage, {"tts_speech": T(1, samples)})
     events = [(e.name, dict(e.attributes)) for e in stage.span.events]
     assert events == [  # no event for a chunk without audio
-        (s.CHUNK_EVENT, {s.CHUNK_INDEX: 0, s.CHUNK_AUDIO_SECONDS: 0.25, s.CHUNK_RTF: 2.0}),
-        (s.CHUNK_EVENT, {s.CHUNK_INDEX: 1, s.CHUNK_AUDIO_SECONDS: 1.0, s.CHUNK_RTF: 0.25})]
+        (s.CHUNK_EVENT, {s.CHUNK_INDEX: 0, s.CHUNK_AUDIO_SECONDS: 0.25, s.CHUNK_RTF: 2.0,
+                         s.CHUNK_GAP_MS: 0.0}),
+        # it arrives just as the first chunk's 0.25 s have played: no gap
+        (s.CHUNK_EVENT, {s.CHUNK_INDEX: 1, s.CHUNK_AUDIO_SECONDS: 1.0, s.CHUNK_RTF: 0.25,
+                         s.CHUNK_GAP_MS: 0.0})]
 
 
 def test_inflight_counts_requests_inside_the_engine_and_every_end_leaves(make_stage) -> None:
