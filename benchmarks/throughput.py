@@ -58,6 +58,12 @@ def load(port: int, clients: int, seconds: float) -> int:
     return sum(done)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process, all its threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def default_baseline() -> str:
     """The latest tag, else the previous landing named in benchmarks/baseline.txt."""
     tag = subprocess.run(["git", "describe", "--tags", "--abbrev=0"], cwd=ROOT,
@@ -118,13 +124,19 @@ def main() -> None:
             servers.append(start([*argv, str(port)], port, variant_env))
             ports[name] = port
         names = list(ports)
+        pids = dict(zip(names, (server.pid for server in servers), strict=True))
         rounds: list[dict[str, int]] = []
+        cpu = {name: 0.0 for name in names}
         for port in ports.values():  # warm torch up on every server
             load(port, args.clients, 2.0)
         for index in range(args.rounds):
             order = names[index % len(names):] + names[:index % len(names)]
-            rounds.append({name: load(ports[name], args.clients, args.seconds)
-                           for name in order})
+            done = {}
+            for name in order:
+                before = cpu_seconds(pids[name])
+                done[name] = load(ports[name], args.clients, args.seconds)
+                cpu[name] += cpu_seconds(pids[name]) - before
+            rounds.append(done)
     finally:
         for server in servers:
             stop(server)
@@ -135,13 +147,19 @@ def main() -> None:
     print(f"{args.clients} clients, {args.rounds} rounds x {args.seconds:g} s per server (order "
           "rotating), demo request (sft, non-streaming), one machine")
     base = sum(r["untraced"] for r in rounds) / total
-    print(f"{'untraced':32s} {base:7.2f} req/s")
+
+    def cpu_ms(name: str) -> float:  # the server's CPU per completed request (all threads)
+        return 1000 * cpu[name] / max(1, sum(r[name] for r in rounds))
+
+    print(f"{'untraced':32s} {base:7.2f} req/s   CPU {cpu_ms('untraced'):6.2f} ms/request")
     for name in names[1:]:
         ratios = sorted(r[name] / r["untraced"] for r in rounds if r["untraced"])
         rate = sum(r[name] for r in rounds) / total
         target = "  (target >= 0.97)" if name == "traced (this checkout)" else ""
-        print(f"{name:32s} {rate:7.2f} req/s   / untraced: median {statistics.median(ratios):.3f}"
-              f" (rounds {ratios[0]:.3f}-{ratios[-1]:.3f}){target}")
+        print(f"{name:32s} {rate:7.2f} req/s   CPU {cpu_ms(name):6.2f} ms/request (+"
+              f"{cpu_ms(name) - cpu_ms('untraced'):.2f})   / untraced: median "
+              f"{statistics.median(ratios):.3f} (rounds {ratios[0]:.3f}-{ratios[-1]:.3f})"
+              f"{target}")
 
 
 if __name__ == "__main__":
