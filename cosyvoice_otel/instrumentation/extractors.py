@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import numbers
 import os
 import sys
 import threading
@@ -196,15 +197,9 @@ class Inference(Extractor):
             span.set_attribute(s.TEXT_STREAMED, True)
         _speaker_cache(stage, call)
         span.set_attribute(s.STREAM, stream)
-        span.set_attribute(s.SPEED, float(call.arg("speed", 1.0)))
-        spoken = listener.language(text)
-        if spoken is not None:
-            span.set_attribute(s.GENAI_INPUT_LANGUAGE, spoken)
-        secret = stage.options.fingerprint_secret
-        if secret is not None:
-            key = listener.fingerprint(secret, call, mode)
-            if key is not None:
-                span.set_attribute(s.INPUT_FINGERPRINT, key)
+        speed = call.arg("speed", 1.0)
+        if isinstance(speed, numbers.Real) and not isinstance(speed, bool):  # numpy's too
+            span.set_attribute(s.SPEED, float(speed))  # a fork's odd value: no figure, no error
         rate = getattr(call.instance, "sample_rate", None)
         if not isinstance(rate, int):
             rate = None  # a fork's odd attribute must not break the end's arithmetic
@@ -217,6 +212,20 @@ class Inference(Extractor):
                               stream=stream)
         stage.timeline = []  # the stages under this request add themselves (listener.py)
         stage.counters["began"], stage.counters["queued"] = listener.request_start(stage)
+        # last, and on their own: an odd argument (a speed that is no number, a prompt that
+        # cannot be read) costs the request its fingerprint, never its other figures
+        spoken = listener.language(text)
+        if spoken is not None:
+            span.set_attribute(s.GENAI_INPUT_LANGUAGE, spoken)
+        secret = stage.options.fingerprint_secret
+        if secret is not None:
+            try:
+                key = listener.fingerprint(secret, call, mode)
+            except Exception as exc:  # noqa: BLE001
+                note_error("input fingerprint", exc)
+                key = None
+            if key is not None:
+                span.set_attribute(s.INPUT_FINGERPRINT, key)
 
     def item(self, stage: StageSpan, item: Any) -> None:
         counters = stage.counters

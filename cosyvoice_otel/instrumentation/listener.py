@@ -236,10 +236,11 @@ class OutputDigest:
     def add(self, speech: Any) -> None:
         if self.broken or speech is None:
             return
-        if getattr(speech, "is_cuda", False) or not hasattr(speech, "numpy"):
-            self.broken = True
+        if getattr(speech, "is_cuda", False) or not (hasattr(speech, "numpy")
+                                                     or hasattr(speech, "astype")):
+            self.broken = True  # on a GPU, or not samples at all: no digest for the request
             return
-        array = speech.detach().numpy() if hasattr(speech, "detach") else speech
+        array = speech.detach().numpy() if hasattr(speech, "detach") else speech  # or numpy
         data = array.astype("<f4", copy=False).tobytes()
         self.hash.update(data)
         self.samples += len(data) // 4

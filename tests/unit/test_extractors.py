@@ -821,3 +821,32 @@ def test_a_cuda_that_breaks_when_asked_is_no_gpu() -> None:
     gpu = types.SimpleNamespace(cuda=types.SimpleNamespace(
         is_available=lambda: True, get_device_name=lambda index: "NVIDIA H100"))
     assert ex._cuda_device(gpu) == "NVIDIA H100"
+
+
+def test_an_odd_speed_costs_the_fingerprint_never_the_requests_figures(make_stage) -> None:
+    """A speed that is no number: the request keeps its counters (chunks, audio) and goes on;
+    the fingerprint alone is lost, and the failure is counted."""
+    from cosyvoice_otel import errors
+
+    secret = b"0123456789abcdef0123456789abcdef"
+    extractor = ex.Inference()
+    stage = make_stage(s.INFERENCE)
+    stage.options.fingerprint_secret = secret
+    extractor.start(stage, Call(types.SimpleNamespace(sample_rate=1000), (),
+                                {"tts_text": "hi", "speed": 1.0}, {}))
+    assert len(attrs(stage)[s.INPUT_FINGERPRINT]) == 16 and attrs(stage)[s.SPEED] == 1.0
+    before = errors.ERRORS["input fingerprint"]
+    odd = make_stage(s.INFERENCE)
+    odd.options.fingerprint_secret = secret
+    extractor.start(odd, Call(types.SimpleNamespace(sample_rate=1000), (),
+                              {"tts_text": "hi", "speed": "fast"}, {}))
+    assert s.INPUT_FINGERPRINT not in attrs(odd) and s.SPEED not in attrs(odd)
+    assert odd.counters["chunks"] == 0 and odd.timeline == []  # the rest of the request's set-up
+    assert errors.ERRORS["input fingerprint"] == before + 1
+    # an argument the fingerprint cannot read (no WAV): no fingerprint, and no error
+    unread = make_stage(s.INFERENCE)
+    unread.options.fingerprint_secret = secret
+    extractor.start(unread, Call(types.SimpleNamespace(sample_rate=1000), (),
+                                 {"tts_text": "hi", "prompt_wav": 42}, {}))
+    assert s.INPUT_FINGERPRINT not in attrs(unread)
+    assert errors.ERRORS["input fingerprint"] == before + 1

@@ -188,11 +188,22 @@ def test_the_output_digest_is_the_digest_of_a_float_wav_of_the_same_samples(tmp_
     assert other.attributes()[s.OUTPUT_DIGEST] != attrs[s.OUTPUT_DIGEST]
 
 
+def test_a_forks_numpy_chunks_have_the_same_digest_as_tensors() -> None:
+    chunk = torch.rand(1, 100) - 0.5
+    as_tensor, as_numpy = listener.OutputDigest(), listener.OutputDigest()
+    as_tensor.add(chunk)
+    as_numpy.add(chunk.numpy().astype(np.float64))  # a fork's float64 samples: the same audio
+    assert as_tensor.attributes() == as_numpy.attributes() != {}
+
+
 def test_no_output_digest_for_audio_it_cannot_read() -> None:
     digest = listener.OutputDigest()
     digest.add(torch.zeros(1, 10))
     digest.add(types.SimpleNamespace(is_cuda=True))  # one chunk on a GPU: no digest at all
     assert digest.attributes() == {}
+    text = listener.OutputDigest()
+    text.add("not samples")
+    assert text.attributes() == {}
     assert listener.OutputDigest().attributes() == {}  # no audio
 
 
