@@ -11,7 +11,6 @@ import math
 import os
 import socket
 import sys
-import wave
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import pytest
 from cosyvoice_otel.tools import zipkin_server
 from cosyvoice_otel.tools.net import PortTakenError, PortWaitError, free_port, wait_for_port  # noqa: F401
 
-from .support.helpers import ROOT, AppProcess, unavailable
+from .support.helpers import ROOT, AppProcess, unavailable, write_pcm16
 
 # the suite's xdist workers share the machine's two cores: one torch (OpenMP) thread per
 # process, in the workers and in every app they launch. With one per core, idle OpenMP threads
@@ -219,11 +218,7 @@ def prompt_file(tmp_path_factory) -> Path:
     frames = b"".join(
         int(9000 * math.sin(2 * math.pi * 220 * i / rate) * ((i // 4000) % 2 == 0))
         .to_bytes(2, "little", signed=True) for i in range(int(rate * 1.5)))
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes(frames)
+    write_pcm16(path, frames, rate)
     return path
 
 

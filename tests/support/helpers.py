@@ -10,8 +10,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import wave
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from cosyvoice_otel.tools.net import (  # noqa: F401 - re-exported for the tests
     PortTakenError,
@@ -188,3 +189,13 @@ def unavailable(message: str, skip_message: str | None = None) -> NoReturn:
     if IN_CI:
         pytest.fail(message)
     pytest.skip(message if skip_message is None else skip_message)
+
+
+def write_pcm16(target: Any, frames: bytes, rate: int = 16000) -> bytes:
+    """A mono 16-bit PCM WAV of ``frames`` at ``target`` (a path or a file object); the frames."""
+    with wave.open(target if not isinstance(target, Path) else str(target), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(frames)
+    return frames

@@ -19,16 +19,12 @@ from cosyvoice_otel import schema as s
 from cosyvoice_otel.instrumentation import CosyVoiceInstrumentor, output_files
 from cosyvoice_otel.tools import triage
 
+from ..support.helpers import write_pcm16
 from ..support.tracing import Memory
 
 
 def pcm_wav(path, frames: bytes = b"\x01\x00\x02\x00" * 100, rate: int = 24000) -> bytes:
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(frames)
-    return frames
+    return write_pcm16(path, frames, rate)
 
 
 def test_the_digest_is_of_the_sample_data_whatever_the_header(tmp_path) -> None:

@@ -903,3 +903,27 @@ def test_a_batch_is_marked_in_flight_while_sent_and_a_crashed_senders_resend_cou
     away.replay()
     (left,) = away.spool.files()
     assert not Spool.in_flight(left) and Spool.tries(left) == 1
+
+
+def test_an_output_file_named_after_the_request_text_is_masked(pipe, tmp_path) -> None:
+    """An app that names its WAV after the text: the base name the writer row records is the
+    request's own text, masked like any value on every exporter."""
+    import wave
+
+    from cosyvoice_otel.instrumentation import CosyVoiceInstrumentor
+
+    inst = CosyVoiceInstrumentor()
+    inst.instrument(tracer_provider=pipe.provider)
+    try:
+        with request(pipe):
+            with wave.open(str(tmp_path / f"{TEXT}.wav"), "wb") as out:
+                out.setnchannels(1)
+                out.setsampwidth(2)
+                out.setframerate(16000)
+                out.writeframes(b"\0\1" * 50)
+    finally:
+        inst.uninstrument()
+    (server,) = pipe.named("POST /tts")
+    assert s.OUTPUT_FILE_DIGEST in server.attributes  # the writer row did record the file
+    assert TEXT not in str(server.attributes[s.OUTPUT_FILE])
+    assert leaks(pipe.spans()) == {}
