@@ -116,8 +116,13 @@ def run_demo(zipkin_endpoint: str | None, port: int, model_dir: Path | None,
         output = client.join("generate_audio", [DEMO_TEXT, "pretrained voice", "中文女", "", None,
                                                 None, "", 0, False, 1.0])
         echo(f"synthesised in {time.monotonic() - started:.2f} s: {output[0] if output else '?'}")
+        wanted = {"gradio.event", "cosyvoice.inference", "model.tts", "vocoder"}
         if zipkin is None:  # let the export thread write the file before the app stops
             _wait_for_file_trace(trace_file, trace_id, timeout=15)
+        else:  # the whole trace is in Zipkin before the app stops: the Gradio event's span
+            # ends just after the client has its answer, and a SIGTERM in between loses it
+            spans = zipkin.wait_for_trace(trace_id, lambda sp: wanted <= {s["name"] for s in sp},
+                                          timeout=30)
     except GradioError as exc:
         raise DemoError(str(exc)) from None
     finally:
@@ -127,9 +132,6 @@ def run_demo(zipkin_endpoint: str | None, port: int, model_dir: Path | None,
             raise DemoError(f"no spans were written to {trace_file}")
         echo(f"trace {trace_id} written to {trace_file}")
         return 0
-    wanted = {"gradio.event", "cosyvoice.inference", "model.tts", "vocoder"}
-    spans = zipkin.wait_for_trace(trace_id, lambda sp: wanted <= {s["name"] for s in sp},
-                                  timeout=30)
     if not spans:
         raise DemoError(f"trace {trace_id} did not reach Zipkin")
     echo(f"\ntrace {trace_id}: {len(spans)} spans")

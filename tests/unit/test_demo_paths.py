@@ -174,3 +174,22 @@ def test_the_demo_writes_its_tiny_model_once(rig, monkeypatch) -> None:
                         str(rig.model)]]
     assert rig.lines[0] == f"writing the tiny demo model to {rig.model}"
     assert rig.run() == 0 and len(written) == 1  # there now: not written again
+
+
+def test_the_trace_is_read_back_while_the_app_still_runs(rig, monkeypatch) -> None:
+    """The Gradio event's span ends just after the client has its answer: stopping the app
+    before the trace is in Zipkin could lose it (seen once under load)."""
+    stopped: list[bool] = []
+    monkeypatch.setattr(demo, "stop", lambda app, grace: stopped.append(True))
+    seen_running: list[bool] = []
+
+    def wait_for_trace(trace_id, ready, timeout):
+        seen_running.append(not stopped)
+        return [{"traceId": "t", "id": "1", "name": "gradio.event", "timestamp": 1,
+                 "duration": 9}]
+
+    zipkin = types.SimpleNamespace(wait_for_trace=wait_for_trace,
+                                   ui_link=lambda trace_id: "http://zipkin/x")
+    monkeypatch.setattr(demo.ZipkinClient, "from_endpoint", staticmethod(lambda e: zipkin))
+    assert rig.run() == 0
+    assert seen_running == [True] and stopped == [True]
