@@ -28,7 +28,13 @@ from cosyvoice_otel import masking
 from cosyvoice_otel import schema as s
 from cosyvoice_otel.errors import note_error
 from cosyvoice_otel.instrumentation import audio_figures, listener
-from cosyvoice_otel.instrumentation.stage_span import Call, Extractor, StageSpan, span_attributes
+from cosyvoice_otel.instrumentation.stage_span import (
+    Call,
+    Extractor,
+    StageSpan,
+    span_attributes,
+    span_clock_at,
+)
 
 _TEXT_ARGS = ("tts_text", "prompt_text", "instruct_text", "text")
 
@@ -255,7 +261,9 @@ class Inference(Extractor):
                     playback.longest, playback.longest_part = gap, part
             elif gap > playback.longest:
                 playback.longest = gap
-            span.add_event(s.CHUNK_EVENT, event)
+            # stamped when the chunk arrived (a stall's attribution runs first, and a busy
+            # machine may pause the thread): the event's time is the gap's own instant
+            span.add_event(s.CHUNK_EVENT, event, timestamp=span_clock_at(span, now))
         timeline = stage.timeline
         if timeline is not None and len(timeline) > 64:  # a long stream: forget ended hops
             last = counters["last"]

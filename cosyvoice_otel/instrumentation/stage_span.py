@@ -120,6 +120,17 @@ def span_clock_now(span: Any) -> int:
     return time.time_ns()
 
 
+def span_clock_at(span: Any, mono_s: float) -> int | None:
+    """An instant of ``time.monotonic()`` (seconds) on the span's clock (ns), so an event is
+    stamped when what it tells happened, not when it was written; None without the span
+    clock (the SDK then stamps it)."""
+    mono = getattr(span, "_cosyvoice_mono", None)
+    began = getattr(span, "_start_time", None)
+    if mono is None or began is None:
+        return None
+    return began + int(mono_s * 1e9) - mono
+
+
 class StageSpan:
     """One stage's span, its context, its parent stage and the counters its extractor keeps."""
 

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 import wave
 from pathlib import Path
 
@@ -965,6 +966,15 @@ def test_a_stream_slowed_at_one_hop_stalls_there_on_every_version(models, instru
     """In process, per version: the demo engine's hop 1 sleeps; the stall is at chunk 1,
     summed on the request, and its time went to the vocoder; the first chunk's parts add up."""
     monkeypatch.setenv("COSYVOICE_DEMO_SLOW_HOP", "1:1.2")
+    from cosyvoice_otel.instrumentation import listener
+
+    attribute = listener.late_part
+
+    def paused(*args):  # a busy machine pauses the thread between a chunk and its event
+        time.sleep(0.03)
+        return attribute(*args)
+
+    monkeypatch.setattr(listener, "late_part", paused)
     chunks = run_request(models[version], "sft", True, "")
     inference = next(s for s in EXPORTER.get_finished_spans() if s.name == schema.INFERENCE)
     attrs = inference.attributes
@@ -973,6 +983,15 @@ def test_a_stream_slowed_at_one_hop_stalls_there_on_every_version(models, instru
     assert len(chunks) > 2 and [i for i, g in enumerate(gaps) if g > 100] == [1], gaps
     assert events[1][schema.CHUNK_LATE_PART] == "vocoder"
     assert attrs[schema.PLAYBACK_STALL_MS] == pytest.approx(sum(gaps), abs=0.01)
+    # each event is stamped at its chunk's arrival (on the span clock): the listener replayed
+    # from the events' own times and audio hears the same gaps, to the microsecond
+    chunk_events = [e for e in inference.events if e.name == schema.CHUNK_EVENT]
+    play_end, replayed = None, []
+    for event in chunk_events:
+        at, seconds = event.timestamp / 1e9, event.attributes[schema.CHUNK_AUDIO_SECONDS]
+        replayed.append(0.0 if play_end is None else max(0.0, at - play_end) * 1000)
+        play_end = (at if play_end is None else max(play_end, at)) + seconds
+    assert replayed == pytest.approx(gaps, abs=0.2)  # (audio seconds are rounded to 0.1 ms)
     assert (attrs[schema.PLAYBACK_STALLS], attrs[schema.PLAYBACK_LATE_PART]) == (1, "vocoder")
     parts = [attrs[schema.FIRST_CHUNK_PARTS[p]] for p in schema.PARTS]
     assert sum(parts) == pytest.approx(attrs[schema.FIRST_CHUNK_REQUEST_MS], abs=0.01)
