@@ -99,18 +99,23 @@ def _read(path: str) -> bytes:
 
 
 def _create(path: str) -> None:
-    """32 random bytes (hex), mode 0600, never over an existing file or through a link; a
-    half-written key (a full disk) is removed, so the next start tries again."""
+    """32 random bytes (hex), mode 0600, written whole to a file of its own, then linked into
+    place: another process starting at the same moment (four apps launched at once on a fresh
+    machine) sees no key or a whole one, never a half-written one, and ``FileExistsError``
+    when it lost the race (its key is then the winner's). A key a full disk cut short is
+    removed, so the next start tries again."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, mode=0o700, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    draft = os.path.join(directory, f".fingerprint-{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
-        data = (secrets.token_hex(32) + "\n").encode()
-        if os.write(fd, data) != len(data):
-            raise OSError(28, "short write")
-        os.fsync(fd)
-    except OSError:
-        os.close(fd)
-        os.unlink(path)
-        raise
-    os.close(fd)
+        try:
+            data = (secrets.token_hex(32) + "\n").encode()
+            if os.write(fd, data) != len(data):
+                raise OSError(28, "short write")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.link(draft, path)  # atomic, and never over an existing key (FileExistsError)
+    finally:
+        os.unlink(draft)

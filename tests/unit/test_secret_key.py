@@ -98,6 +98,7 @@ def test_a_full_disk_leaves_no_half_key_behind(tmp_path, monkeypatch) -> None:
     with pytest.raises(secret_key.KeyFileError, match="cannot create .*No space left on device"):
         secret_key.load(str(path), {})
     assert not path.exists()  # the next start tries again
+    assert list(tmp_path.iterdir()) == []  # and no draft is left behind
 
 
 def test_a_key_under_a_file_cannot_be_made(tmp_path) -> None:
@@ -156,3 +157,54 @@ def test_the_traced_process_warns_once_and_goes_on_without_a_fingerprint(tmp_pat
     options = Options.resolve({}, settings)
     assert options.fingerprint_secret is None
     assert [r.message for r in caplog.records if "readable by others" in r.message]
+
+
+def test_apps_starting_at_once_on_a_fresh_machine_share_one_whole_key(tmp_path) -> None:
+    """Eight processes make the key at the same moment: each reads a whole key, the same one
+    (a reader never sees it half-written), and no draft is left behind."""
+    import sys
+
+    cache = tmp_path / "cache"
+    script = ("import sys; from cosyvoice_otel import secret_key; "
+              f"sys.stdout.write(secret_key.load('auto', {{'COSYVOICE_TRACED_CACHE': "
+              f"{str(cache)!r}}}).decode())")
+    procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(8)]
+    results = [proc.communicate(timeout=60) for proc in procs]
+    assert all(proc.returncode == 0 for proc in procs), [err for _, err in results]
+    keys = {out for out, _ in results}
+    assert len(keys) == 1 and len(keys.pop()) == 64
+    assert [p.name for p in cache.iterdir()] == ["fingerprint.key"]
+
+
+def test_a_key_being_written_is_never_read_half_made(tmp_path, monkeypatch) -> None:
+    """The race, made wide: the first process's write is slow; a second one starting then
+    must get the same whole key, not 'shorter than 16 bytes' from an empty file."""
+    import threading
+    import time
+
+    real_write = os.write
+    first = threading.Event()
+
+    def slow_write(fd, data):
+        if not first.is_set():
+            first.set()
+            time.sleep(0.3)  # the other starts meanwhile
+        return real_write(fd, data)
+
+    monkeypatch.setattr(secret_key.os, "write", slow_write)
+    environ = {"COSYVOICE_TRACED_CACHE": str(tmp_path)}
+    got: dict[str, object] = {}
+
+    def load(name: str) -> None:
+        try:
+            got[name] = secret_key.load("auto", environ)
+        except secret_key.KeyFileError as exc:
+            got[name] = exc
+
+    slow = threading.Thread(target=load, args=("slow",))
+    slow.start()
+    assert first.wait(5)
+    load("fast")
+    slow.join(10)
+    assert isinstance(got["fast"], bytes) and got["fast"] == got["slow"], got
