@@ -520,8 +520,8 @@ OPTIONS: tuple[Option, ...] = (
            "absent), auto (fingerprint.key in the cache root), or off. "
            "COSYVOICE_TRACED_FINGERPRINT_SECRET wins over the file."),
     Option("playback_buffer_ms", "--playback-buffer-ms", 0.0, parse_millis,
-           "Playback figures of a streamed request assume a listener who starts playing this "
-           "long after the first chunk (0: at once)."),
+           "Playback figures of a request heard chunk by chunk assume a listener who starts "
+           "playing this long after the first chunk (0: at once)."),
     Option("stall_threshold_ms", "--stall-threshold-ms", 100.0, parse_millis,
            "A playback gap longer than this is a stall (tts.playback.stalls, continuous)."),
     Option("user_agent", "--user-agent/--no-user-agent", True, parse_bool,

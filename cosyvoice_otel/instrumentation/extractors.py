@@ -257,17 +257,13 @@ class Inference(Extractor):
             if gap > playback.threshold:  # a stall: where did the wait go?
                 part = listener.late_part(stage, counters["last"], now)
                 event[s.CHUNK_LATE_PART] = part
-                if gap > playback.longest:
-                    playback.longest, playback.longest_part = gap, part
-            elif gap > playback.longest:
-                playback.longest = gap
+                playback.blame(gap, part)
             # stamped when the chunk arrived (a stall's attribution runs first, and a busy
             # machine may pause the thread): the event's time is the gap's own instant
             span.add_event(s.CHUNK_EVENT, event, timestamp=span_clock_at(span, now))
         timeline = stage.timeline
         if timeline is not None and len(timeline) > 64:  # a long stream: forget ended hops
-            last = counters["last"]
-            timeline[:] = [t for t in timeline if t.finished is None or t.finished > last]
+            listener.forget_before(timeline, counters["last"])
         counters["last"] = now
         counters["chunks"] += 1
         counters["samples"] += samples

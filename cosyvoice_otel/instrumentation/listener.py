@@ -39,7 +39,7 @@ OTHER = "other"
 
 
 class Playback:
-    """One streamed request's playback, chunk by chunk (seconds on the monotonic clock)."""
+    """One request's playback, chunk by chunk (seconds on the monotonic clock)."""
 
     __slots__ = ("buffer", "threshold", "play_end", "stall", "stalls", "longest",
                  "longest_part")
@@ -62,9 +62,16 @@ class Playback:
         self.play_end = (now if gap else self.play_end) + seconds
         if gap:
             self.stall += gap
+            self.longest = max(self.longest, gap)
             if gap > self.threshold:
                 self.stalls += 1
         return gap
+
+    def blame(self, gap: float, part: str) -> None:
+        """The stall of ``gap`` went mostly to ``part``: it names the request's stall when it
+        is the longest so far."""
+        if gap >= self.longest:
+            self.longest_part = part
 
     def attributes(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -147,13 +154,18 @@ def first_chunk(stage: StageSpan, now: float, began: float, queued: float) -> di
     return out
 
 
+def forget_before(timeline: list[StageSpan], since: float) -> None:
+    """Drop the stages that ended before ``since``: no later wait can be theirs."""
+    timeline[:] = [t for t in timeline if t.finished is None or t.finished > since]
+
+
 def late_part(stage: StageSpan, since: float, now: float) -> str:
     """Where the time between the chunk before (``since``) and this late one went: the part
     with the most of it. Stages that ended before ``since`` are dropped from the timeline."""
     timeline = stage.timeline
     if timeline is None:
         return OTHER
-    timeline[:] = [t for t in timeline if t.finished is None or t.finished > since]
+    forget_before(timeline, since)
     parts = partition(timeline, since, now)
     return max(parts.items(), key=lambda item: item[1])[0]
 

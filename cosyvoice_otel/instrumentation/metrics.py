@@ -87,9 +87,9 @@ class TtsMetrics:
             self._request_ended(seconds, attrs, labels, error, ctx)
             ttft = stage.counters.get("ttft")
             if ttft is not None:
-                self.ttft.record(ttft, {**{k: v for k, v in labels.items() if k != s.WARMUP},
-                                        s.GENAI_OPERATION: "text_to_speech",
-                                        s.GENAI_PROVIDER: "cosyvoice"}, context=ctx)
+                self.ttft.record(ttft, _with(_without(labels, s.WARMUP),
+                                             s.GENAI_OPERATION, "text_to_speech",
+                                             s.GENAI_PROVIDER, "cosyvoice"), context=ctx)
         elif stage.name == s.ACOUSTIC_MODEL:
             rate = attrs.get(s.TOKENS_PER_SECOND)
             if rate is not None:
@@ -114,8 +114,7 @@ class TtsMetrics:
             self.rtf.record(rtf, labels, context=ctx)
         stall = attrs.get(s.PLAYBACK_STALL_MS)
         if stall is not None:
-            self.stall.record(stall / 1000.0, {k: v for k, v in labels.items()
-                                               if k != s.STREAM}, context=ctx)
+            self.stall.record(stall / 1000.0, _without(labels, s.STREAM), context=ctx)
 
 
 def _with(labels: dict[str, Any], *pairs: Any) -> dict[str, Any]:
@@ -125,6 +124,11 @@ def _with(labels: dict[str, Any], *pairs: Any) -> dict[str, Any]:
         if value is not None:
             out[key] = value
     return out
+
+
+def _without(labels: dict[str, Any], key: str) -> dict[str, Any]:
+    """``labels`` less one (a metric whose schema row does not list it)."""
+    return {k: v for k, v in labels.items() if k != key}
 
 
 def create(meter_provider: Any = None, service_version: str | None = None) -> TtsMetrics:

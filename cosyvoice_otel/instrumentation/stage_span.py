@@ -113,22 +113,25 @@ def span_clock_now(span: Any) -> int:
     """Now, on the clock the span started on: the SDK-side lifecycle times every span on the
     monotonic clock placed on the wall clock (``sdk/lifecycle.py`` keeps ``_cosyvoice_mono``
     on the span); a span ended later (by the GPU resolver) must say when it ended HERE."""
-    mono = getattr(span, "_cosyvoice_mono", None)
-    began = getattr(span, "_start_time", None)
-    if mono is not None and began is not None:
-        return began + time.monotonic_ns() - mono
-    return time.time_ns()
+    at = _on_span_clock(span, time.monotonic_ns())
+    return at if at is not None else time.time_ns()
 
 
 def span_clock_at(span: Any, mono_s: float) -> int | None:
     """An instant of ``time.monotonic()`` (seconds) on the span's clock (ns), so an event is
     stamped when what it tells happened, not when it was written; None without the span
     clock (the SDK then stamps it)."""
+    return _on_span_clock(span, int(mono_s * 1e9))
+
+
+def _on_span_clock(span: Any, mono_ns: int) -> int | None:
+    """A monotonic instant (ns) on the span's clock: its wall start plus the monotonic time
+    since it started; None when the span clock did not stamp it."""
     mono = getattr(span, "_cosyvoice_mono", None)
     began = getattr(span, "_start_time", None)
     if mono is None or began is None:
         return None
-    return began + int(mono_s * 1e9) - mono
+    return began + mono_ns - mono
 
 
 class StageSpan:

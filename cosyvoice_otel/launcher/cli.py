@@ -495,8 +495,8 @@ def triage(zipkin_url: str, at: str, window: str, service: str | None, trace_id:
             raise ValueError(f"--trace-id must be 16 or 32 hex digits, got {trace_id[:40]!r}")
     except (ValueError, rep.ReportError) as exc:
         raise click.UsageError(str(exc)) from None
+    client = ZipkinClient(zipkin_url, timeout=120)
     if audio_path is not None:
-        client = ZipkinClient(zipkin_url, timeout=120)
         try:
             rows, seconds = tri.find_audio(client, audio_path, service, int(time.time() * 1000),
                                            window_ms, os.stat(audio_path).st_mtime)
@@ -507,7 +507,6 @@ def triage(zipkin_url: str, at: str, window: str, service: str | None, trace_id:
         sys.exit(0 if rows else 1)
     end_ms = int(moment.timestamp() * 1000) + window_ms // 2
     start_ms = end_ms - window_ms
-    client = ZipkinClient(zipkin_url, timeout=120)
     try:
         if trace_id is not None:
             traces = [client.trace(trace_id.strip().lower())]

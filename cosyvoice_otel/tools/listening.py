@@ -1,7 +1,7 @@
 """What the listener heard, over many requests: ``report --first-chunk`` and ``--same-input``.
 
-* **Playback** (in ``report``'s groups: ``report.GroupStats.playback``): of the streamed
-  requests, how many stalled, and where the longest stall's time went.
+* **Playback** (in ``report``'s groups: ``report.GroupStats.playback``): of the requests heard
+  chunk by chunk, how many stalled, and where the longest stall's time went.
 * **First chunk** (``report --first-chunk``): the critical path's parts
   (``tts.first_chunk.<part>_ms``, which add up to ``tts.first_chunk.request_ms``), p50 and p95
   per part, for warm-up and steady requests and per concurrency level.
@@ -24,12 +24,13 @@ from typing import Any
 
 from cosyvoice_otel import schema as s
 from cosyvoice_otel.tools.report import (
-    _HTTP_NOISE,
     ALPHA,
     MIN_EFFECT,
     _group_key,
+    _number,
     _request_span,
     concurrency_bucket,
+    is_stage,
     mann_whitney_p,
     percentile,
 )
@@ -52,14 +53,6 @@ def _requests(traces: list[list[dict]], include_warmup: bool = False) -> list[tu
     return out
 
 
-def _number(tags: dict, key: str) -> float | None:
-    try:
-        value = float(tags[key])
-    except (KeyError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
-
-
 # -------------------------------------------------------------------------------- first chunk
 
 def first_chunk(traces: list[list[dict]]) -> list[dict[str, Any]]:
@@ -67,7 +60,7 @@ def first_chunk(traces: list[list[dict]]) -> list[dict[str, Any]]:
     groups: dict[tuple[str, str], dict[str, list[float]]] = {}
     for _, _, inference in _requests(traces, include_warmup=True):
         tags = inference["tags"]
-        total = _number(tags, s.FIRST_CHUNK_REQUEST_MS)
+        total = _number(tags.get(s.FIRST_CHUNK_REQUEST_MS, ""))
         if total is None:
             continue
         phase = "warm-up" if tags.get(s.WARMUP) == "true" else "steady"
@@ -75,7 +68,8 @@ def first_chunk(traces: list[list[dict]]) -> list[dict[str, Any]]:
         values = groups.setdefault(key, {})
         values.setdefault("total", []).append(total)
         for part in s.PARTS:
-            values.setdefault(part, []).append(_number(tags, s.FIRST_CHUNK_PARTS[part]) or 0.0)
+            values.setdefault(part, []).append(
+                _number(tags.get(s.FIRST_CHUNK_PARTS[part], "")) or 0.0)
     rows = []
     for (phase, level), values in sorted(groups.items()):
         row: dict[str, Any] = {"phase": phase, "concurrency": level,
@@ -183,7 +177,7 @@ def _side_totals(spans: list[dict], request: dict) -> dict[str, float]:
     """One request's time per stage (its spans of that name summed) and the request's own."""
     totals: dict[str, float] = {"(request)": float(request.get("duration", 0))}
     for span in spans:
-        if span["name"].endswith(_HTTP_NOISE) or span.get("kind") == "SERVER":
+        if not is_stage(span):
             continue
         totals[span["name"]] = totals.get(span["name"], 0.0) + float(span.get("duration", 0))
     return totals

@@ -196,7 +196,7 @@ def analyse(traces: list[list[dict]], by: str | None = None,
         if stream is not None:
             group.streams.append(stream)
         for span in spans:
-            if span["name"].endswith(_HTTP_NOISE) or span.get("kind") == "SERVER":
+            if not is_stage(span):
                 continue
             stage = group.stages.setdefault(span["name"], StageStats(span["name"]))
             stage.durations.append(span.get("duration", 0))
@@ -211,6 +211,12 @@ def analyse(traces: list[list[dict]], by: str | None = None,
             stage.durations.sort()
         group.requests.sort(reverse=True)
     return groups
+
+
+def is_stage(span: dict) -> bool:
+    """A span the stage figures count: not a server span (the request), not the ASGI
+    instrumentation's per-message noise."""
+    return not span["name"].endswith(_HTTP_NOISE) and span.get("kind") != "SERVER"
 
 
 def _stream(tags: dict) -> tuple[float, str | None] | None:
@@ -230,6 +236,7 @@ OTHER = "(other)"
 
 
 def _number(text: str) -> float | None:
+    """A tag's finite number, else None (not a number, NaN, inf)."""
     try:
         value = float(text)
     except ValueError:

@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from cosyvoice_otel import schema as s
-from cosyvoice_otel.tools.report import prompt_figures
+from cosyvoice_otel.tools.report import _number, prompt_figures
 from cosyvoice_otel.tools.zipkin import ZipkinError, normalize
 
 # a gateway's middleware steps by span name (Traefik v3 with traceVerbosity: detailed)
@@ -242,10 +242,7 @@ def find_audio(client: Any, path: str, service: str | None, end_ms: int, window_
     for spans in client.traces(service=service, end_ts_ms=around, lookback_ms=window_ms,
                                limit=10000):
         inference = next((sp for sp in spans if sp["name"] == s.INFERENCE), None)
-        try:
-            made = float(inference["tags"][s.AUDIO_SECONDS]) if inference else None
-        except (KeyError, ValueError):
-            made = None
+        made = _number(inference["tags"].get(s.AUDIO_SECONDS, "")) if inference else None
         if made is not None and abs(made - seconds) <= max(0.05, 0.01 * seconds):
             row = _audio_row(spans, "time and duration", client.base_url)
             found.setdefault(row.trace_id, row)

@@ -18,16 +18,20 @@ import requests
 from cosyvoice_otel import schema
 from cosyvoice_otel.instrumentation.listener import normalise
 
-from ..support.helpers import BIN, ROOT, app_env, free_port, new_span_id, new_trace_id
+from ..support.helpers import (
+    BIN,
+    ROOT,
+    app_env,
+    context_headers,
+    free_port,
+    new_span_id,
+    new_trace_id,
+)
 
 pytestmark = pytest.mark.zipkin
 THRESHOLD_MS = 100.0
 SLOW_HOP, SLOW_S = 2, 2.5  # the demo engine's knob: hop 2 of each utterance, 2.5 s slower
 STREAMED = "One streamed sentence that is long enough to need several hops of audio."
-
-
-def b3(trace_id: str) -> dict[str, str]:
-    return {"X-B3-TraceId": trace_id, "X-B3-SpanId": new_span_id(), "X-B3-Sampled": "1"}
 
 
 def start(zipkin, launch_app, model, service: str, version: str = "1.0",
@@ -43,7 +47,8 @@ def start(zipkin, launch_app, model, service: str, version: str = "1.0",
 def sft(url: str, trace_id: str, text: str, stream: bool = False) -> bytes:
     resp = requests.get(f"{url}/inference_sft", params={"tts_text": text, "spk_id": "中文女",
                                                         "stream_mode": str(stream).lower()},
-                        headers=b3(trace_id), timeout=120)
+                        headers=context_headers("b3multi", trace_id, new_span_id()),
+                        timeout=120)
     assert resp.status_code == 200, resp.text
     return resp.content
 
